@@ -1,0 +1,54 @@
+# baldurd — run `make help` for the list of targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+PROTO_SRC := $(shell find api/proto -name '*.proto')
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build baldurd and baldurctl into bin/
+	$(GO) build -o $(BIN)/baldurd ./cmd/baldurd
+	$(GO) build -o $(BIN)/baldurctl ./cmd/baldurctl
+
+.PHONY: run
+run: build ## Build and start a single-node dev server (baldurd --dev)
+	$(BIN)/baldurd --dev
+
+.PHONY: cluster
+cluster: build ## Start a 3-node loopback cluster in the foreground (Ctrl-C stops it)
+	./scripts/cluster.sh
+
+.PHONY: test
+test: build ## Run every test (unit, in-process cluster, process-level), fuzz seeds and the proto drift check
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-seed
+
+.PHONY: test-short
+test-short: ## Unit tests only
+	$(GO) test -short -count=1 ./...
+
+.PHONY: fuzz-seed
+fuzz-seed: ## Run each fuzz target briefly beyond its seed corpus
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeCommand -fuzztime=10s ./server
+	$(GO) test -run='^$$' -fuzz=FuzzRESTDecode -fuzztime=10s ./server
+
+.PHONY: proto
+proto: ## Regenerate api/gen and the OpenAPI document from api/proto (needs protoc)
+	./scripts/proto.sh
+
+.PHONY: proto-check
+proto-check: ## Fail if api/gen is stale
+	./scripts/proto.sh --check
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/gen/')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: bench
+bench: build ## Run the benchmarks reported in docs/benchmarks.md
+	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -1,0 +1,82 @@
+// Command baldurd runs one node of the baldurd cluster.
+//
+// Start a single development node with `baldurd --dev`; see README.md for
+// clusters. Every flag has an environment twin BALDUR_<FLAG_IN_UPPER_SNAKE>.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/baldurhq/baldurd/server"
+	gometrics "github.com/hashicorp/go-metrics/compat"
+	gmprom "github.com/hashicorp/go-metrics/compat/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "baldurd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg := server.Defaults()
+	fs := flag.NewFlagSet("baldurd", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	if err := server.ApplyEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.NewLogger(os.Stderr)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The Raft library reports through go-metrics' global sink; bridge it
+	// into our registry once per process.
+	sink, err := gmprom.NewPrometheusSinkFrom(gmprom.PrometheusOpts{Registerer: reg, Expiration: time.Minute})
+	if err != nil {
+		return fmt.Errorf("raft metrics bridge: %w", err)
+	}
+	mc := gometrics.DefaultConfig("baldur")
+	mc.EnableHostname, mc.EnableRuntimeMetrics = false, false
+	if _, err := gometrics.NewGlobal(mc, sink); err != nil {
+		return fmt.Errorf("raft metrics bridge: %w", err)
+	}
+
+	srv, err := server.New(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if cfg.Dev {
+		fmt.Fprintf(os.Stderr, `baldurd dev node %q (data in %s)
+  gRPC     %s
+  REST     http://%s/v1/emergency
+  metrics  http://%s/metrics
+  health   http://%s/readyz
+  OpenAPI  http://%s/openapi.json
+`, cfg.NodeID, cfg.DataDir, srv.GRPCAddr(), srv.HTTPAddr(), srv.HTTPAddr(), srv.HTTPAddr(), srv.HTTPAddr())
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/genproto/googleapis/api/httpbody"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+type clusterService struct {
+	pb.UnimplementedClusterServiceServer
+	s *Server
+}
+
+func (c *clusterService) GetCluster(ctx context.Context, req *pb.GetClusterRequest) (*pb.Cluster, error) {
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	return c.s.clusterView()
+}
+
+func (s *Server) clusterView() (*pb.Cluster, error) {
+	servers, err := s.store.Servers()
+	if err != nil {
+		return nil, err
+	}
+	leaderID, _ := s.store.Leader()
+	out := &pb.Cluster{LeaderId: leaderID, CommitIndex: s.store.CommitIndex(), Term: s.store.Term(), NodeId: s.store.NodeID()}
+	err = s.store.View(func(kv raftstore.KV) error {
+		out.AppliedIndex = kv.AppliedIndex()
+		table := listMembers(kv)
+		for _, sv := range servers {
+			m := &pb.Member{Id: sv.ID, RaftAddr: sv.Address, Suffrage: pb.Member_NONVOTER, State: pb.Member_FOLLOWER}
+			if sv.Voter {
+				m.Suffrage = pb.Member_VOTER
+			}
+			if sv.ID == leaderID {
+				m.State = pb.Member_LEADER
+			}
+			if rec, ok := table[sv.ID]; ok {
+				m.GrpcAddr, m.HttpAddr, m.CommandVersion = rec.GRPCAddr, rec.HTTPAddr, rec.CommandVersion
+			}
+			out.Members = append(out.Members, m)
+		}
+		return nil
+	})
+	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Id < out.Members[j].Id })
+	return out, err
+}
+
+// leaderOnly runs fn on the leader: locally, or by calling the same method
+// on the leader through a gRPC client.
+func (s *Server) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
+	client, err := s.leaderClient(ctx)
+	if err != nil || client == nil {
+		return nil, err
+	}
+	id, _ := s.store.Leader()
+	var m memberRecord
+	_ = s.store.View(func(kv raftstore.KV) error { m, _ = getMember(kv, id); return nil })
+	return s.peers.conn(m.GRPCAddr)
+}
+
+func (c *clusterService) AddMember(ctx context.Context, req *pb.AddMemberRequest) (*pb.Cluster, error) {
+	if !nodeIDPattern.MatchString(req.Id) {
+		return nil, invalidField("id", fmt.Sprintf("%q is not a node id (letters, digits, '.', '_', '-', at most 63)", req.Id))
+	}
+	if _, _, err := net.SplitHostPort(req.RaftAddr); err != nil {
+		return nil, invalidField("raft_addr", fmt.Sprintf("%q: %v", req.RaftAddr, err))
+	}
+	if !c.s.store.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if conn != nil {
+			return pb.NewClusterServiceClient(conn).AddMember(forwardContext(ctx), req)
+		}
+	}
+	if err := c.s.store.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
+		return nil, err
+	}
+	c.s.log.Info("cluster.member_added", "id", req.Id, "raft_addr", req.RaftAddr, "voter", !req.Nonvoter, "actor", identityFrom(ctx).Name)
+	return c.s.clusterView()
+}
+
+func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberRequest) (*pb.Cluster, error) {
+	if req.Id == "" {
+		return nil, invalidField("id", "is required")
+	}
+	if !c.s.store.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if conn != nil {
+			return pb.NewClusterServiceClient(conn).RemoveMember(forwardContext(ctx), req)
+		}
+	}
+	if err := c.s.store.RemoveServer(ctx, req.Id); err != nil {
+		return nil, err
+	}
+	c.s.log.Info("cluster.member_removed", "id", req.Id, "actor", identityFrom(ctx).Name)
+	return c.s.clusterView()
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if !c.s.store.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if conn != nil {
+			return pb.NewClusterServiceClient(conn).TransferLeadership(forwardContext(ctx), req)
+		}
+	}
+	if req.Id == c.s.store.NodeID() {
+		return &pb.TransferLeadershipResponse{LeaderId: req.Id}, nil
+	}
+	if err := c.s.store.TransferLeadership(ctx, req.Id); err != nil {
+		return nil, err
+	}
+	id, _ := c.s.store.Leader()
+	c.s.log.Info("cluster.leadership_transferred", "to", id, "actor", identityFrom(ctx).Name)
+	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
+}
+
+// chunkWriter sends what it is given as HttpBody messages of at most 64 KiB.
+type chunkWriter struct {
+	stream pb.ClusterService_SaveSnapshotServer
+}
+
+func (w chunkWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 64<<10)
+		if err := w.stream.Send(&httpbody.HttpBody{ContentType: "application/octet-stream", Data: p[:k]}); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (c *clusterService) SaveSnapshot(req *pb.SaveSnapshotRequest, stream pb.ClusterService_SaveSnapshotServer) error {
+	ctx := stream.Context()
+	if err := c.s.readBarrier(ctx, ""); err != nil {
+		return err
+	}
+	// The header adds a few hundred bytes to the state size; clients use
+	// the figure for progress only.
+	size := c.s.store.SnapshotSize()
+	if err := stream.SendHeader(metadata.Pairs("baldur-snapshot-size", strconv.FormatInt(size, 10))); err != nil {
+		return err
+	}
+	hdr, err := c.s.store.WriteSnapshot(chunkWriter{stream})
+	if err != nil {
+		return err
+	}
+	c.s.log.Info("cluster.snapshot_saved", "applied_index", hdr.AppliedIndex, "size", hdr.Size, "actor", identityFrom(ctx).Name)
+	return nil
+}
+
+// restoreReader turns the client stream into an io.Reader.
+type restoreReader struct {
+	stream pb.ClusterService_RestoreSnapshotServer
+	buf    []byte
+}
+
+func (r *restoreReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the end
+		}
+		r.buf = msg.Data
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapshotServer) error {
+	ctx := stream.Context()
+	if !c.s.store.IsLeader() {
+		conn, err := c.s.leaderConn(ctx)
+		if err != nil {
+			return err
+		}
+		if conn != nil {
+			return c.forwardRestore(ctx, conn, stream)
+		}
+	}
+	hdr, err := c.s.store.Restore(ctx, &restoreReader{stream: stream})
+	if err != nil {
+		return err
+	}
+	c.s.log.Warn("cluster.snapshot_restored", "applied_index", hdr.AppliedIndex, "size", hdr.Size, "actor", identityFrom(ctx).Name)
+	return stream.SendAndClose(&pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)})
+}
+
+func (c *clusterService) forwardRestore(ctx context.Context, conn *grpc.ClientConn, in pb.ClusterService_RestoreSnapshotServer) error {
+	out, err := pb.NewClusterServiceClient(conn).RestoreSnapshot(forwardContext(ctx))
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := in.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := out.Send(msg); err != nil {
+			break // the leader ended the stream; CloseAndRecv reports why
+		}
+	}
+	resp, err := out.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	return in.SendAndClose(resp)
+}

@@ -1,0 +1,236 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/baldurhq/baldurd/raftstore"
+)
+
+// Config is baldurd's configuration. Every field set from a flag has an
+// environment twin BALDUR_<FLAG_IN_UPPER_SNAKE>; the flag wins.
+type Config struct {
+	NodeID  string
+	DataDir string
+
+	GRPCAddr string
+	HTTPAddr string
+	RaftAddr string
+
+	GRPCAdvertise string
+	HTTPAdvertise string
+	RaftAdvertise string
+
+	// Peers is "id=raftaddr,..."; every node of a new cluster gets the same
+	// list and bootstraps the same configuration.
+	Peers string
+	// Join is a comma-separated list of gRPC addresses of running members.
+	Join string
+	// Token authenticates this node's own calls (join) to other members.
+	Token string
+
+	Dev          bool
+	TokenFile    string
+	AuditKeyFile string
+
+	LogLevel  string
+	LogFormat string
+
+	ShutdownTimeout time.Duration
+	// LeaderTick is how often the leader checks for due transitions.
+	LeaderTick time.Duration
+
+	// Tests only (no flags).
+	Timing   raftstore.Timing
+	WrapConn func(target string, c net.Conn) (net.Conn, error)
+	Now      func() time.Time
+}
+
+// Defaults returns the default configuration.
+func Defaults() Config {
+	return Config{
+		GRPCAddr:        "127.0.0.1:7400",
+		HTTPAddr:        "127.0.0.1:7401",
+		RaftAddr:        "127.0.0.1:7402",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 10 * time.Second,
+		LeaderTick:      100 * time.Millisecond,
+	}
+}
+
+// RegisterFlags binds c's fields to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "unique node id (required unless --dev)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for raft/ and state.db (required unless --dev)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address (REST, /metrics, /livez, /readyz)")
+	fs.StringVar(&c.RaftAddr, "raft-addr", c.RaftAddr, "Raft listen address")
+	fs.StringVar(&c.GRPCAdvertise, "grpc-advertise", c.GRPCAdvertise, "gRPC address other nodes and clients dial (default --grpc-addr)")
+	fs.StringVar(&c.HTTPAdvertise, "http-advertise", c.HTTPAdvertise, "HTTP address published in the member table (default --http-addr)")
+	fs.StringVar(&c.RaftAdvertise, "raft-advertise", c.RaftAdvertise, "Raft address peers dial (default --raft-addr)")
+	fs.StringVar(&c.Peers, "peers", c.Peers, "initial cluster: id=raftaddr,... (same on every node of a new cluster)")
+	fs.StringVar(&c.Join, "join", c.Join, "gRPC address(es) of running members to ask for admission, comma-separated")
+	fs.StringVar(&c.Token, "token", c.Token, "bearer token this node presents when joining")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "single self-bootstrapping node, data under ./baldurd-data, anonymous admin on loopback")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file of bearer tokens, one 'name token' pair per line")
+	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "HMAC key for the audit chain (same file on every node)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
+}
+
+// ApplyEnv sets every flag not given on the command line from its
+// BALDUR_* twin. It reports the first environment value that does not parse.
+func ApplyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		name := EnvName(f.Name)
+		if v, ok := lookup(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// EnvName is the environment twin of a flag: --raft-addr → BALDUR_RAFT_ADDR.
+func EnvName(flagName string) string {
+	return "BALDUR_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate fills dev-mode defaults and checks the configuration, naming the
+// flag at fault.
+func (c *Config) Validate() error {
+	if c.Dev {
+		if c.NodeID == "" {
+			c.NodeID = "dev"
+		}
+		if c.DataDir == "" {
+			c.DataDir = "baldurd-data"
+		}
+		if c.Peers != "" || c.Join != "" {
+			return errors.New("--dev starts a single node; do not combine it with --peers or --join")
+		}
+	}
+	if c.NodeID == "" {
+		return errors.New("--node-id is required (or use --dev)")
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		return fmt.Errorf("--node-id %q: use letters, digits, '.', '_' or '-' (at most 63)", c.NodeID)
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required (or use --dev)")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir %q: %v", c.DataDir, err)
+	}
+	c.DataDir = abs
+	for _, a := range []struct{ flag, v string }{{"--grpc-addr", c.GRPCAddr}, {"--http-addr", c.HTTPAddr}, {"--raft-addr", c.RaftAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("%s %q: %v", a.flag, a.v, err)
+		}
+	}
+	if _, err := c.PeerList(); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: use text or json", c.LogFormat)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	}
+	if c.LeaderTick <= 0 {
+		c.LeaderTick = 100 * time.Millisecond
+	}
+	if c.TokenFile != "" {
+		if _, err := loadTokens(c.TokenFile); err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	}
+	if c.AuditKeyFile != "" {
+		if _, err := loadAuditKey(c.AuditKeyFile); err != nil {
+			return fmt.Errorf("--audit-key-file: %w", err)
+		}
+	}
+	return nil
+}
+
+// PeerList parses --peers.
+func (c *Config) PeerList() ([]raftstore.Server, error) {
+	if strings.TrimSpace(c.Peers) == "" {
+		return nil, nil
+	}
+	var out []raftstore.Server
+	seen := map[string]bool{}
+	for _, p := range strings.Split(c.Peers, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--peers entry %q: want id=raftaddr", p)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers entry %q: %v", p, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("--peers: node id %q listed twice", id)
+		}
+		seen[id] = true
+		out = append(out, raftstore.Server{ID: id, Address: addr, Voter: true})
+	}
+	if !seen[c.NodeID] {
+		return nil, fmt.Errorf("--peers does not list this node (--node-id %q)", c.NodeID)
+	}
+	return out, nil
+}
+
+func loadAuditKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key := []byte(strings.TrimSpace(string(b)))
+	if len(key) < 16 {
+		return nil, fmt.Errorf("%s: key is %d bytes, want at least 16", path, len(key))
+	}
+	return key, nil
+}
+
+// ParseLogLevel parses --log-level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// NewLogger builds the process logger from --log-level and --log-format.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	level, _ := ParseLogLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,139 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// errorDomain is ErrorInfo.domain on every error baldurd returns.
+const errorDomain = "baldur.dev"
+
+// fieldError is an invalid request field found by the server itself.
+type fieldError struct {
+	field, reason, msg string
+}
+
+func (e *fieldError) Error() string  { return e.field + ": " + e.msg }
+func (e *fieldError) Field() string  { return e.field }
+func (e *fieldError) Reason() string { return e.reason }
+
+func invalidField(field, msg string) error {
+	return &fieldError{field: field, reason: "INVALID_ARGUMENT", msg: msg}
+}
+
+// argumentError is implemented by every domain's invalid-input error.
+type argumentError interface {
+	error
+	Field() string
+	Reason() string
+}
+
+// errorMapping is one row of the table below.
+type errorMapping struct {
+	target error
+	code   codes.Code
+	reason string
+}
+
+// errorTable maps sentinel errors (matched with errors.Is, so wrapping
+// keeps working) to a status code and a stable reason.
+var errorTable = []errorMapping{
+	{raftstore.ErrNotLeader, codes.Unavailable, "NOT_LEADER"},
+	{raftstore.ErrNoLeader, codes.Unavailable, "NO_LEADER"},
+	{raftstore.ErrNotReady, codes.Unavailable, "LEADER_NOT_READY"},
+	{raftstore.ErrIndeterminate, codes.Unavailable, "RESULT_UNKNOWN"},
+	{raftstore.ErrShutdown, codes.Unavailable, "SHUTTING_DOWN"},
+	{raftstore.ErrEntryTooLarge, codes.InvalidArgument, "REQUEST_TOO_LARGE"},
+	{raftstore.ErrUnknownMember, codes.NotFound, "MEMBER_NOT_FOUND"},
+	{raftstore.ErrBadSnapshot, codes.InvalidArgument, "INVALID_SNAPSHOT"},
+	{raftstore.ErrTransferFailed, codes.FailedPrecondition, "TRANSFER_FAILED"},
+	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
+	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
+	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},
+	{errUpgradePending, codes.FailedPrecondition, "CLUSTER_UPGRADE_PENDING"},
+	{errUndecodable, codes.InvalidArgument, "INVALID_COMMAND"},
+	{errUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED"},
+	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED"},
+	{context.Canceled, codes.Canceled, "CANCELED"},
+}
+
+// httpOverride gives a reason an HTTP status other than the gateway's
+// default for its code (Baldur answers 409 for a blocked recovery).
+var httpOverride = map[string]int{
+	"RECOVERY_BLOCKED": http.StatusConflict,
+	"NOT_LEADER":       http.StatusServiceUnavailable,
+}
+
+// toStatus converts any error returned by a service method into a gRPC
+// status carrying ErrorInfo{reason}. Statuses (e.g. from a forwarded call)
+// pass through. Unknown errors become Internal and are logged.
+func toStatus(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var ae argumentError
+	if errors.As(err, &ae) {
+		return withDetails(codes.InvalidArgument, ae.Reason(), err.Error(),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: ae.Field(), Description: err.Error()}}})
+	}
+	if errors.Is(err, audit.ErrBadPageToken) {
+		return withDetails(codes.InvalidArgument, "INVALID_PAGE_TOKEN", err.Error(),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "page_token", Description: err.Error()}}})
+	}
+	for _, m := range errorTable {
+		if errors.Is(err, m.target) {
+			return withDetails(m.code, m.reason, err.Error())
+		}
+	}
+	log.Error("server.request_failed", "err", err)
+	return withDetails(codes.Internal, "INTERNAL", err.Error())
+}
+
+func withDetails(code codes.Code, reason, msg string, badRequest ...*errdetails.BadRequest) error {
+	st := status.New(code, msg)
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
+		st = withInfo
+	}
+	for _, br := range badRequest {
+		if withBR, err := st.WithDetails(br); err == nil {
+			st = withBR
+		}
+	}
+	return st.Err()
+}
+
+// statusReason extracts ErrorInfo.reason from a status error.
+func statusReason(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	return ""
+}
+
+// statusField extracts the first BadRequest field from a status error.
+func statusField(st *status.Status) string {
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.FieldViolations) > 0 {
+			return br.FieldViolations[0].Field
+		}
+	}
+	return ""
+}

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+)
+
+// leaderHold bounds how long a request waits for a leader to be elected
+// before failing with NO_LEADER (Consul's rpc_hold_timeout is 7 s).
+const leaderHold = 7 * time.Second
+
+// peers caches gRPC connections to other members by address.
+type peers struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if p.conns == nil {
+		p.conns = map[string]*grpc.ClientConn{}
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		c.Close()
+		delete(p.conns, a)
+	}
+}
+
+// leaderClient waits (bounded) for a known leader other than this node and
+// returns a client for its Internal service. It returns nil when this node
+// became the leader meanwhile.
+func (s *Server) leaderClient(ctx context.Context) (raftv1.InternalClient, error) {
+	ctx, cancel := context.WithTimeout(ctx, leaderHold)
+	defer cancel()
+	for {
+		if s.store.IsLeader() {
+			return nil, nil
+		}
+		id, _ := s.store.Leader()
+		if id != "" {
+			var m memberRecord
+			var ok bool
+			_ = s.store.View(func(kv raftstore.KV) error { m, ok = getMember(kv, id); return nil })
+			if ok && m.GRPCAddr != "" {
+				c, err := s.peers.conn(m.GRPCAddr)
+				if err != nil {
+					return nil, err
+				}
+				return raftv1.NewInternalClient(c), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if id == "" {
+				return nil, fmt.Errorf("%w within %v", raftstore.ErrNoLeader, leaderHold)
+			}
+			return nil, fmt.Errorf("%w: leader %s has not published its API address yet", raftstore.ErrNoLeader, id)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// newCommand builds a command for the caller in ctx.
+func newCommand(ctx context.Context, reason string) *raftv1.Command {
+	cmd := &raftv1.Command{Actor: identityFrom(ctx).Name, Reason: reason, Version: 1}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		cmd.RequestId = first(md, mdRequestID)
+	}
+	return cmd
+}
+
+// propose commits cmd through the leader — locally when this node leads,
+// otherwise by forwarding — and waits until this node has applied it, so a
+// read that follows sees the write. It returns the revision.
+func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
+	if len(cmd.RequestId) > 128 {
+		return 0, invalidField(mdRequestID, "request id longer than 128 bytes")
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		rev, err := s.proposeOnce(ctx, cmd)
+		if err == nil {
+			if werr := s.store.WaitApplied(ctx, rev); werr != nil {
+				return 0, werr
+			}
+			return rev, nil
+		}
+		if !errors.Is(err, raftstore.ErrNotLeader) && statusReason(err) != "NOT_LEADER" {
+			return 0, err
+		}
+		lastErr = err
+	}
+	return 0, lastErr
+}
+
+func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
+	if s.store.IsLeader() {
+		return s.applyLocal(ctx, cmd)
+	}
+	client, err := s.leaderClient(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if client == nil {
+		return s.applyLocal(ctx, cmd)
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("encode command: %w", err)
+	}
+	s.metrics.forwarded.Inc()
+	resp, err := client.Apply(forwardContext(ctx), &raftv1.ApplyRequest{Command: data})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Revision, nil
+}
+
+// applyLocal stamps the leader's time and proposes cmd on this node.
+func (s *Server) applyLocal(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
+	if err := s.checkCommandVersion(cmd.Version); err != nil {
+		return 0, err
+	}
+	cmd.TimeUnixNano = s.now().UnixNano()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("encode command: %w", err)
+	}
+	resp, _, err := s.store.Apply(ctx, data)
+	if err != nil {
+		return 0, err
+	}
+	r, ok := resp.(applyResult)
+	if !ok {
+		return 0, fmt.Errorf("unexpected apply response %T", resp)
+	}
+	return r.Revision, r.Err
+}
+
+var errUpgradePending = errors.New("server: a voter does not support this command version yet")
+
+// checkCommandVersion refuses a command some member cannot apply.
+func (s *Server) checkCommandVersion(v uint32) error {
+	if v <= 1 {
+		return nil
+	}
+	var err error
+	_ = s.store.View(func(kv raftstore.KV) error {
+		for id, m := range listMembers(kv) {
+			if m.CommandVersion < v {
+				err = fmt.Errorf("%w: member %s supports command version %d, need %d", errUpgradePending, id, m.CommandVersion, v)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// readBarrier makes a read linearizable unless consistency is "stale": it
+// obtains the leader's commit index after a quorum round (locally or from
+// the leader) and waits until this node has applied it.
+func (s *Server) readBarrier(ctx context.Context, consistency string) error {
+	switch consistency {
+	case "stale":
+		return nil
+	case "", "linearizable":
+	default:
+		return invalidField("consistency", fmt.Sprintf("%q: use linearizable (default) or stale", consistency))
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaderHold)
+	defer cancel()
+	for {
+		idx, err := s.readIndex(ctx)
+		if err == nil {
+			return s.store.WaitApplied(ctx, idx)
+		}
+		retry := errors.Is(err, raftstore.ErrNotReady) || errors.Is(err, raftstore.ErrNotLeader) ||
+			statusReason(err) == "LEADER_NOT_READY" || statusReason(err) == "NOT_LEADER"
+		if !retry {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) readIndex(ctx context.Context) (uint64, error) {
+	if s.store.IsLeader() {
+		return s.store.ReadIndex(ctx)
+	}
+	client, err := s.leaderClient(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if client == nil {
+		return s.store.ReadIndex(ctx)
+	}
+	resp, err := client.ReadIndex(forwardContext(ctx), &raftv1.ReadIndexRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return resp.Index, nil
+}
+
+// internalService serves node-to-node calls.
+type internalService struct {
+	raftv1.UnimplementedInternalServer
+	s *Server
+}
+
+func (i *internalService) Apply(ctx context.Context, req *raftv1.ApplyRequest) (*raftv1.ApplyResponse, error) {
+	cmd := &raftv1.Command{}
+	if err := proto.Unmarshal(req.Command, cmd); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUndecodable, err)
+	}
+	// The actor is whoever this node authenticated, never what the sender claims.
+	cmd.Actor = identityFrom(ctx).Name
+	rev, err := i.s.applyLocal(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &raftv1.ApplyResponse{Revision: rev}, nil
+}
+
+func (i *internalService) ReadIndex(ctx context.Context, _ *raftv1.ReadIndexRequest) (*raftv1.ReadIndexResponse, error) {
+	idx, err := i.s.store.ReadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &raftv1.ReadIndexResponse{Index: idx}, nil
+}

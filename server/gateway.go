@@ -1,0 +1,207 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/api/gen/baldur/v1/gw"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// maxJSONBody caps REST request bodies (snapshot restore excepted).
+const maxJSONBody = 1 << 20
+
+// jsonMarshaler is the gateway's JSON: proto field names, defaults emitted,
+// unknown fields refused.
+func jsonMarshaler() runtime.Marshaler {
+	return &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}}
+}
+
+// httpErrorBody is the JSON body of every REST error.
+type httpErrorBody struct {
+	Code    int    `json:"code"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+var jsonFieldPattern = regexp.MustCompile(`(?:field|name) "?([a-z_][a-z0-9_.]*)"?`)
+
+// upperSnake turns a gRPC code name (FailedPrecondition) into the canonical
+// spelling (FAILED_PRECONDITION).
+func upperSnake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToUpper(b.String())
+}
+
+func writeHTTPError(w http.ResponseWriter, err error) {
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.New(codes.Unknown, err.Error())
+	}
+	reason := statusReason(st.Err())
+	code := runtime.HTTPStatusFromCode(st.Code())
+	if o, ok := httpOverride[reason]; ok {
+		code = o
+	}
+	field := statusField(st)
+	if field == "" && st.Code() == codes.InvalidArgument {
+		// protojson names the offending field in its message.
+		if m := jsonFieldPattern.FindStringSubmatch(st.Message()); m != nil {
+			field = m[1]
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(httpErrorBody{Code: code, Status: upperSnake(st.Code().String()), Reason: reason, Field: field, Message: st.Message()})
+}
+
+// gatewayErrors turns gateway-side failures (bad JSON, bad path values,
+// body too large) into INVALID_ARGUMENT naming the problem.
+func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		err = withDetails(codes.InvalidArgument, "REQUEST_TOO_LARGE", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+	} else if st, ok := status.FromError(err); ok && statusReason(err) == "" {
+		reason := "INVALID_ARGUMENT"
+		switch st.Code() {
+		case codes.InvalidArgument:
+		case codes.NotFound:
+			reason = "NOT_FOUND"
+		case codes.Unimplemented:
+			reason = "METHOD_NOT_ALLOWED"
+		default:
+			reason = strings.ToUpper(st.Code().String())
+		}
+		err = withDetails(st.Code(), reason, st.Message())
+	}
+	writeHTTPError(w, err)
+}
+
+func headerMatcher(key string) (string, bool) {
+	switch strings.ToLower(key) {
+	case mdRequestID:
+		return mdRequestID, true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// newHTTPHandler builds the HTTP port: the REST gateway (dialing this node's
+// own gRPC port), health endpoints, metrics and the OpenAPI document.
+func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gatherer prometheus.Gatherer) (http.Handler, error) {
+	gwmux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler()),
+		runtime.WithErrorHandler(gatewayError),
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+	)
+	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		gw.RegisterClusterServiceHandler, gw.RegisterEmergencyServiceHandler, gw.RegisterAuditServiceHandler,
+	} {
+		if err := reg(ctx, gwmux, conn); err != nil {
+			return nil, fmt.Errorf("register gateway: %w", err)
+		}
+	}
+	restore := s.restoreHTTP(conn)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(gw.OpenAPI)
+	})
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/cluster/snapshot:restore" {
+			restore(w, r)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
+		gwmux.ServeHTTP(w, r)
+	})
+	return mux, nil
+}
+
+// readyz is 200 only when a leader is known and this node has applied
+// everything the leader had committed when it last heard from it.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	var problems []string
+	id, _ := s.store.Leader()
+	if id == "" {
+		problems = append(problems, "no leader")
+	}
+	if applied, commit := s.store.AppliedIndex(), s.store.CommitIndex(); applied+64 < commit {
+		problems = append(problems, fmt.Sprintf("catching up (applied %d of %d)", applied, commit))
+	}
+	if s.hub.isClosed() {
+		problems = append(problems, "shutting down")
+	}
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: "+strings.Join(problems, "; "))
+		return
+	}
+	fmt.Fprintf(w, "ok (leader %s)\n", id)
+}
+
+// restoreHTTP streams a raw snapshot body into RestoreSnapshot.
+func (s *Server) restoreHTTP(conn *grpc.ClientConn) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, err := runtime.AnnotateContext(r.Context(), runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(headerMatcher)), r, "/baldur.v1.ClusterService/RestoreSnapshot")
+		if err != nil {
+			writeHTTPError(w, status.Error(codes.InvalidArgument, err.Error()))
+			return
+		}
+		stream, err := pb.NewClusterServiceClient(conn).RestoreSnapshot(ctx)
+		if err != nil {
+			writeHTTPError(w, err)
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			n, rerr := r.Body.Read(buf)
+			if n > 0 {
+				if err := stream.Send(&pb.RestoreSnapshotRequest{Data: append([]byte(nil), buf[:n]...)}); err != nil {
+					break
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				writeHTTPError(w, status.Error(codes.InvalidArgument, "reading body: "+rerr.Error()))
+				return
+			}
+		}
+		resp, err := stream.CloseAndRecv()
+		if err != nil {
+			writeHTTPError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		b, _ := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(resp)
+		_, _ = w.Write(b)
+	}
+}

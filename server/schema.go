@@ -1,0 +1,28 @@
+package server
+
+import (
+	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/emergency"
+)
+
+// SchemaVersion is the version of the bbolt layout below. Bump it when a
+// bucket's meaning changes; a node refuses a state file or snapshot newer
+// than its own version.
+const SchemaVersion = 1
+
+// CommandVersion is the highest command version this binary applies. The
+// leader does not propose a command whose version some voter lacks.
+const CommandVersion = 1
+
+// Buckets owned by the server itself.
+var (
+	bucketMembers        = []byte("members")          // node id → member JSON
+	bucketRequests       = []byte("requests")         // request id → revision (8 bytes BE)
+	bucketRequestsByTime = []byte("requests_by_time") // unix nanos (8 bytes BE) + request id → nil
+)
+
+// schemaBuckets is every bucket in state.db (raftstore adds its own _meta).
+func schemaBuckets() [][]byte {
+	b := [][]byte{bucketMembers, bucketRequests, bucketRequestsByTime, audit.Bucket}
+	return append(b, emergency.Buckets()...)
+}

@@ -1,0 +1,342 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/raftstore"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+)
+
+// maxGRPCMessage caps one gRPC message (a snapshot is sent in 64 KiB chunks).
+const maxGRPCMessage = 4 << 20
+
+// Server is one baldurd node.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	auditKey []byte
+	auth     *authenticator
+
+	store   *raftstore.Store
+	hub     *hub
+	peers   peers
+	metrics *metrics
+
+	grpcLn, httpLn net.Listener
+	grpcSrv        *grpc.Server
+	httpSrv        *http.Server
+	selfConn       *grpc.ClientConn
+	health         *health.Server
+
+	grpcAdvertise, httpAdvertise, raftAdvertise string
+
+	closeOnce sync.Once
+}
+
+// New builds a node: it validates cfg, opens the listeners (so ":0"
+// resolves to real ports) and the Raft store. Run serves it.
+func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log.With("node_id", cfg.NodeID), now: cfg.Now, hub: newHub()}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var err error
+	if s.auth, err = newAuthenticator(cfg.TokenFile, cfg.Dev); err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	if cfg.AuditKeyFile != "" {
+		if s.auditKey, err = loadAuditKey(cfg.AuditKeyFile); err != nil {
+			return nil, fmt.Errorf("--audit-key-file: %w", err)
+		}
+	}
+	if s.metrics, err = newMetrics(reg, s); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create --data-dir: %w", err)
+	}
+
+	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		s.grpcLn.Close()
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	raftAddr := cfg.RaftAddr
+	if strings.HasSuffix(raftAddr, ":0") {
+		// Raft's address is part of the replicated configuration, so it
+		// must be known before raft starts: pick a free port now.
+		l, err := net.Listen("tcp", raftAddr)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("--raft-addr: %w", err)
+		}
+		raftAddr = l.Addr().String()
+		l.Close()
+	}
+	s.grpcAdvertise = orDefault(cfg.GRPCAdvertise, s.grpcLn.Addr().String())
+	s.httpAdvertise = orDefault(cfg.HTTPAdvertise, s.httpLn.Addr().String())
+	s.raftAdvertise = orDefault(cfg.RaftAdvertise, raftAddr)
+
+	timing := cfg.Timing
+	if cfg.Dev && timing.Heartbeat == 0 {
+		// One voter: nobody to wait for, so elect quickly.
+		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
+	}
+	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(uint64) { s.hub.notify() }}
+	s.store, err = raftstore.Open(raftstore.Config{
+		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
+		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,
+		Timing: timing, WrapConn: cfg.WrapConn, OnLeader: s.onLeader,
+	})
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+
+	s.grpcSrv = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+		grpc.MaxRecvMsgSize(maxGRPCMessage),
+	)
+	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
+	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})
+	pb.RegisterAuditServiceServer(s.grpcSrv, &auditService{s: s})
+	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	reflection.Register(s.grpcSrv)
+
+	// The gateway calls this node's own gRPC port over loopback, so REST
+	// and gRPC share one code path (auth, validation, errors).
+	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage)))
+	if err != nil {
+		s.shutdownStore(false)
+		s.closeListeners()
+		return nil, fmt.Errorf("dial own gRPC port: %w", err)
+	}
+	h, err := s.newHTTPHandler(context.Background(), s.selfConn, reg)
+	if err != nil {
+		s.selfConn.Close()
+		s.shutdownStore(false)
+		s.closeListeners()
+		return nil, err
+	}
+	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func orDefault(v, d string) string {
+	if v != "" {
+		return v
+	}
+	return d
+}
+
+// dialable turns a wildcard listen address into a loopback one.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+func (s *Server) closeListeners() {
+	if s.grpcLn != nil {
+		s.grpcLn.Close()
+	}
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+}
+
+// GRPCAddr, HTTPAddr and RaftAddr are the advertised addresses.
+func (s *Server) GRPCAddr() string { return s.grpcAdvertise }
+
+// HTTPAddr is the HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpAdvertise }
+
+// RaftAddr is the Raft address.
+func (s *Server) RaftAddr() string { return s.raftAdvertise }
+
+// Store exposes the Raft store to tests in this module.
+func (s *Server) Store() *raftstore.Store { return s.store }
+
+// nodeContext is the context of calls this node makes on its own behalf.
+func (s *Server) nodeContext(ctx context.Context) context.Context {
+	md := metadata.MD{}
+	if s.cfg.Token != "" {
+		md.Set(mdAuthorization, "Bearer "+s.cfg.Token)
+	}
+	return withIdentity(metadata.NewIncomingContext(ctx, md), identity{Name: "system:" + s.cfg.NodeID})
+}
+
+// Run bootstraps or joins the cluster, serves until ctx ends, then shuts
+// down in this order: mark not ready and end watches; hand over leadership
+// if leading; stop gRPC and HTTP (bounded by --shutdown-timeout); stop Raft
+// and close the state files.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.bootstrap(); err != nil {
+		s.Close(false)
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { s.registerSelf(gctx); return nil })
+	if s.cfg.Join != "" {
+		g.Go(func() error { return s.join(gctx) })
+	}
+	s.log.Info("server.started", "grpc_addr", s.grpcAdvertise, "http_addr", s.httpAdvertise, "raft_addr", s.raftAdvertise, "data_dir", s.cfg.DataDir)
+	g.Go(func() error {
+		<-gctx.Done()
+		s.Close(true)
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Server) bootstrap() error {
+	peers, _ := s.cfg.PeerList()
+	if s.cfg.Dev && !s.store.HasState() {
+		peers = []raftstore.Server{{ID: s.cfg.NodeID, Address: s.raftAdvertise, Voter: true}}
+	}
+	if len(peers) > 0 {
+		if err := s.store.Bootstrap(peers); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		return nil
+	}
+	if !s.store.HasState() && s.cfg.Join == "" {
+		return errors.New("this node has no cluster state: pass --peers to form a new cluster, --join to join one, or --dev")
+	}
+	return nil
+}
+
+// join asks running members to add this node until one accepts.
+func (s *Server) join(ctx context.Context) error {
+	if s.store.HasState() {
+		if servers, err := s.store.Servers(); err == nil {
+			for _, sv := range servers {
+				if sv.ID == s.cfg.NodeID {
+					return nil // already a member; nothing to ask
+				}
+			}
+		}
+	}
+	addrs := strings.Split(s.cfg.Join, ",")
+	delay := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		addr := strings.TrimSpace(addrs[attempt%len(addrs)])
+		err := s.joinOnce(ctx, addr)
+		if err == nil {
+			s.log.Info("cluster.joined", "via", addr)
+			return nil
+		}
+		s.log.Warn("cluster.join_failed", "via", addr, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (s *Server) joinOnce(ctx context.Context, addr string) error {
+	conn, err := s.peers.conn(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if s.cfg.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+s.cfg.Token)
+	}
+	_, err = pb.NewClusterServiceClient(conn).AddMember(ctx, &pb.AddMemberRequest{Id: s.cfg.NodeID, RaftAddr: s.raftAdvertise})
+	return err
+}
+
+// Close shuts the node down (see Run for the order). With transfer unset it
+// skips the leadership hand-over, which tests use to simulate a crash.
+func (s *Server) Close(transfer bool) {
+	s.closeOnce.Do(func() {
+		s.hub.close()
+		s.health.Shutdown()
+		if transfer && s.store.IsLeader() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout/2)
+			if err := s.store.TransferLeadership(ctx, ""); err != nil {
+				s.log.Warn("raft.leadership_transfer_failed", "err", err)
+			} else {
+				s.log.Info("raft.leadership_transferred")
+			}
+			cancel()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout/2)
+		defer cancel()
+		done := make(chan struct{})
+		go func() { s.grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpcSrv.Stop()
+		}
+		_ = s.httpSrv.Shutdown(ctx)
+		s.httpSrv.Close()
+		s.selfConn.Close()
+		s.peers.close()
+		s.shutdownStore(false)
+		s.log.Info("server.stopped")
+	})
+}
+
+func (s *Server) shutdownStore(transfer bool) {
+	if err := s.store.Shutdown(transfer); err != nil {
+		s.log.Warn("raft.shutdown_error", "err", err)
+	}
+}
+
+// DataDir is the absolute data directory.
+func (s *Server) DataDir() string { return filepath.Clean(s.cfg.DataDir) }
