@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -42,6 +43,8 @@ type fsm struct {
 
 	mu sync.RWMutex // guards db; held for writing only while Restore swaps files
 	db *bolt.DB
+
+	restores atomic.Uint64 // snapshots installed since open
 
 	appliedMu sync.Mutex
 	applied   uint64
@@ -224,6 +227,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := f.open(); err != nil {
 		panic(fmt.Sprintf("raftstore: open restored state db: %v", err))
 	}
+	f.restores.Add(1)
 	f.applier.Applied(hdr.AppliedIndex)
 	return nil
 }

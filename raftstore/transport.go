@@ -3,17 +3,25 @@ package raftstore
 import (
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
 // streamLayer is raft's TCP stream layer with an optional hook on outgoing
-// connections. TLS is added here later without changing raft's transport.
+// connections. It tracks every connection so Close ends all of them, as a
+// process exit would; raft's NetworkTransport alone leaves accepted
+// connections to be closed by the peer. TLS is added here later without
+// changing raft's transport.
 type streamLayer struct {
-	net.Listener
+	ln        net.Listener
 	advertise net.Addr
 	wrap      func(target string, c net.Conn) (net.Conn, error)
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 func newStreamLayer(bind, advertise string, wrap func(string, net.Conn) (net.Conn, error)) (*streamLayer, error) {
@@ -28,15 +36,68 @@ func newStreamLayer(bind, advertise string, wrap func(string, net.Conn) (net.Con
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", bind, err)
 	}
-	return &streamLayer{Listener: ln, advertise: adv, wrap: wrap}, nil
+	return &streamLayer{ln: ln, advertise: adv, wrap: wrap, conns: map[net.Conn]struct{}{}}, nil
 }
 
 func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
+func (s *streamLayer) track(c net.Conn) (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, s: s}, nil
+}
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c)
+}
+
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", string(addr), timeout)
-	if err != nil || s.wrap == nil {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	return s.wrap(string(addr), c)
+	if s.wrap != nil {
+		if c, err = s.wrap(string(addr), c); err != nil {
+			return nil, err
+		}
+	}
+	return s.track(c)
+}
+
+func (s *streamLayer) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	return s.ln.Close()
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *streamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c.Conn)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
 }

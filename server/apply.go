@@ -112,6 +112,9 @@ func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, e
 		return upsertMember(kv, b.MemberUpsert)
 	case *raftv1.Command_MemberRemove:
 		return removeMember(kv, b.MemberRemove)
+	case *raftv1.Command_AuditNote:
+		n := b.AuditNote
+		return change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}, nil
 	}
 	panic(fmt.Sprintf("server: command body %T has no dispatch", cmd.Body))
 }

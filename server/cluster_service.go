@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/api/httpbody"
@@ -25,10 +26,12 @@ func (c *clusterService) GetCluster(ctx context.Context, req *pb.GetClusterReque
 	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	return c.s.clusterView()
+	return c.s.ClusterView()
 }
 
-func (s *Server) clusterView() (*pb.Cluster, error) {
+// ClusterView is the local view of the cluster (as GetCluster with
+// consistency=stale returns it).
+func (s *Server) ClusterView() (*pb.Cluster, error) {
 	servers, err := s.store.Servers()
 	if err != nil {
 		return nil, err
@@ -90,7 +93,7 @@ func (c *clusterService) AddMember(ctx context.Context, req *pb.AddMemberRequest
 		return nil, err
 	}
 	c.s.log.Info("cluster.member_added", "id", req.Id, "raft_addr", req.RaftAddr, "voter", !req.Nonvoter, "actor", identityFrom(ctx).Name)
-	return c.s.clusterView()
+	return c.s.ClusterView()
 }
 
 func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberRequest) (*pb.Cluster, error) {
@@ -110,7 +113,7 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 		return nil, err
 	}
 	c.s.log.Info("cluster.member_removed", "id", req.Id, "actor", identityFrom(ctx).Name)
-	return c.s.clusterView()
+	return c.s.ClusterView()
 }
 
 func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
@@ -206,6 +209,14 @@ func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapsho
 		return err
 	}
 	c.s.log.Warn("cluster.snapshot_restored", "applied_index", hdr.AppliedIndex, "size", hdr.Size, "actor", identityFrom(ctx).Name)
+	// Record the restore in the (restored) audit trail; this also moves
+	// every node's applied index past the restore point.
+	note := newCommand(ctx, "snapshot restore")
+	note.Body = &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: "cluster.snapshot_restore", Target: "cluster",
+		Detail: fmt.Sprintf("restored snapshot of applied index %d, %d bytes, sha256 %x", hdr.AppliedIndex, hdr.Size, hdr.Sha256)}}
+	if _, err := c.s.propose(ctx, note); err != nil {
+		c.s.log.Warn("cluster.snapshot_restore_note_failed", "err", err)
+	}
 	return stream.SendAndClose(&pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)})
 }
 

@@ -223,7 +223,7 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 	}
 	ctx := stream.Context()
 	rev := req.FromRevision
-	first := true
+	restores := e.s.store.Restores()
 	for {
 		wake := e.s.hub.wait()
 		if e.s.hub.isClosed() {
@@ -233,10 +233,11 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		var applied uint64
 		_ = e.s.store.View(func(kv raftstore.KV) error {
 			applied = kv.AppliedIndex()
-			if first && (rev == 0 || rev > applied) {
-				// A fresh watcher, or one whose revision this node's history
-				// cannot continue (e.g. after a restore): full snapshot.
-				rev = 0
+			if r := e.s.store.Restores(); rev > applied || r != restores {
+				// A revision this node's history cannot continue (from
+				// another cluster, or a snapshot restore happened since):
+				// start over with a full snapshot.
+				rev, restores = 0, r
 			}
 			msg = &pb.WatchEmergencyResponse{Snapshot: rev == 0, Revision: applied}
 			for _, st := range emergency.List(kv) {
@@ -258,7 +259,6 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 				return err
 			}
 		}
-		first = false
 		rev = applied
 		select {
 		case <-wake:

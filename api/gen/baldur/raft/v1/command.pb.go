@@ -48,6 +48,7 @@ type Command struct {
 	//	*Command_EmergencyConfig
 	//	*Command_MemberUpsert
 	//	*Command_MemberRemove
+	//	*Command_AuditNote
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -195,6 +196,15 @@ func (x *Command) GetMemberRemove() *MemberRemove {
 	return nil
 }
 
+func (x *Command) GetAuditNote() *AuditNote {
+	if x != nil {
+		if x, ok := x.Body.(*Command_AuditNote); ok {
+			return x.AuditNote
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -227,6 +237,10 @@ type Command_MemberRemove struct {
 	MemberRemove *MemberRemove `protobuf:"bytes,33,opt,name=member_remove,json=memberRemove,proto3,oneof"`
 }
 
+type Command_AuditNote struct {
+	AuditNote *AuditNote `protobuf:"bytes,40,opt,name=audit_note,json=auditNote,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -240,6 +254,8 @@ func (*Command_EmergencyConfig) isCommand_Body() {}
 func (*Command_MemberUpsert) isCommand_Body() {}
 
 func (*Command_MemberRemove) isCommand_Body() {}
+
+func (*Command_AuditNote) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -741,6 +757,68 @@ func (x *MemberRemove) GetId() string {
 	return ""
 }
 
+// AuditNote records an operation that changes state outside the log (a
+// snapshot restore) in the audit trail.
+type AuditNote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditNote) Reset() {
+	*x = AuditNote{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditNote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditNote) ProtoMessage() {}
+
+func (x *AuditNote) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
+func (*AuditNote) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AuditNote) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditNote) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditNote) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // SnapshotHeader precedes the bbolt file in every snapshot (Raft's own and
 // `baldurctl cluster snapshot save`).
 type SnapshotHeader struct {
@@ -757,7 +835,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +847,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +860,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -836,7 +914,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +926,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +939,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -881,7 +959,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +971,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +984,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -931,7 +1009,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1021,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1034,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 type ReadIndexResponse struct {
@@ -968,7 +1046,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1058,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1071,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1007,7 +1085,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xcc\x05\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x88\x06\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1022,7 +1100,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x0eemergency_step\x18\x13 \x01(\v2\x1d.baldur.raft.v1.EmergencyStepH\x00R\remergencyStep\x12L\n" +
 	"\x10emergency_config\x18\x14 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigH\x00R\x0femergencyConfig\x12C\n" +
 	"\rmember_upsert\x18  \x01(\v2\x1c.baldur.raft.v1.MemberUpsertH\x00R\fmemberUpsert\x12C\n" +
-	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemoveB\x06\n" +
+	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12:\n" +
+	"\n" +
+	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNoteB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -1058,7 +1138,11 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12'\n" +
 	"\x0fcommand_version\x18\x05 \x01(\rR\x0ecommandVersion\"\x1e\n" +
 	"\fMemberRemove\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xc3\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\tAuditNote\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc3\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12%\n" +
 	"\x0eschema_version\x18\x02 \x01(\rR\rschemaVersion\x12#\n" +
@@ -1090,7 +1174,7 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: baldur.raft.v1.Command
 	(*EmergencyTrigger)(nil),  // 1: baldur.raft.v1.EmergencyTrigger
@@ -1101,11 +1185,12 @@ var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(*EmergencyConfig)(nil),   // 6: baldur.raft.v1.EmergencyConfig
 	(*MemberUpsert)(nil),      // 7: baldur.raft.v1.MemberUpsert
 	(*MemberRemove)(nil),      // 8: baldur.raft.v1.MemberRemove
-	(*SnapshotHeader)(nil),    // 9: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),      // 10: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),     // 11: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),  // 12: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil), // 13: baldur.raft.v1.ReadIndexResponse
+	(*AuditNote)(nil),         // 9: baldur.raft.v1.AuditNote
+	(*SnapshotHeader)(nil),    // 10: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),      // 11: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),     // 12: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),  // 13: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil), // 14: baldur.raft.v1.ReadIndexResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	1,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
@@ -1115,16 +1200,17 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	6,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
 	7,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
 	8,  // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	5,  // 7: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	10, // 8: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	12, // 9: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	11, // 10: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	13, // 11: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	5,  // 8: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	11, // 9: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	13, // 10: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	12, // 11: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	14, // 12: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -1140,6 +1226,7 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_EmergencyConfig)(nil),
 		(*Command_MemberUpsert)(nil),
 		(*Command_MemberRemove)(nil),
+		(*Command_AuditNote)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1147,7 +1234,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
