@@ -110,6 +110,11 @@ func (e *emergencyService) ReleaseEmergency(ctx context.Context, req *pb.Release
 	if err != nil {
 		return nil, err
 	}
+	// Refuse what is already known to fail without spending a log entry;
+	// the FSM checks again against the state it applies to.
+	if cur := e.s.emergencyState(scope); !cur.Active {
+		return nil, fmt.Errorf("%w: scope %q is NORMAL", emergency.ErrNotActive, scope)
+	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyRelease{EmergencyRelease: &raftv1.EmergencyRelease{Scope: scope, Force: req.Force, Gradual: req.Gradual}}
 	rev, err := e.s.propose(ctx, cmd)

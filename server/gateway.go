@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
@@ -15,6 +17,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -81,11 +84,8 @@ func writeHTTPError(w http.ResponseWriter, err error) {
 
 // gatewayErrors turns gateway-side failures (bad JSON, bad path values,
 // body too large) into INVALID_ARGUMENT naming the problem.
-func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		err = withDetails(codes.InvalidArgument, "REQUEST_TOO_LARGE", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
-	} else if st, ok := status.FromError(err); ok && statusReason(err) == "" {
+func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok && statusReason(err) == "" {
 		reason := "INVALID_ARGUMENT"
 		switch st.Code() {
 		case codes.InvalidArgument:
@@ -96,9 +96,48 @@ func gatewayError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w
 		default:
 			reason = strings.ToUpper(st.Code().String())
 		}
-		err = withDetails(st.Code(), reason, st.Message())
+		var extra []*errdetails.BadRequest
+		if body, _ := r.Context().Value(bodyKey{}).([]byte); body != nil && st.Code() == codes.InvalidArgument {
+			if f := jsonFieldAt(body, st.Message()); f != "" {
+				extra = append(extra, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: f, Description: st.Message()}}})
+			}
+		}
+		err = withDetails(st.Code(), reason, st.Message(), extra...)
 	}
 	writeHTTPError(w, err)
+}
+
+type bodyKey struct{}
+
+var (
+	positionPattern = regexp.MustCompile(`\(line (\d+):(\d+)\)`)
+	keyPattern      = regexp.MustCompile(`"([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*$`)
+)
+
+// jsonFieldAt names the JSON key whose value protojson rejected, from the
+// "(line L:C)" position in its message: the last key before that point.
+func jsonFieldAt(body []byte, msg string) string {
+	m := positionPattern.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	line, _ := strconv.Atoi(m[1])
+	col, _ := strconv.Atoi(m[2])
+	lines := strings.SplitAfter(string(body), "\n")
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	off := col - 1
+	for _, l := range lines[:line-1] {
+		off += len(l)
+	}
+	if off < 0 || off > len(body) {
+		return ""
+	}
+	if k := keyPattern.FindStringSubmatch(string(body[:off])); k != nil {
+		return k[1]
+	}
+	return ""
 }
 
 func headerMatcher(key string) (string, bool) {
@@ -138,8 +177,18 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 			restore(w, r)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
-		gwmux.ServeHTTP(w, r)
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeHTTPError(w, withDetails(codes.InvalidArgument, "REQUEST_TOO_LARGE", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)))
+			} else {
+				writeHTTPError(w, withDetails(codes.InvalidArgument, "INVALID_ARGUMENT", "reading request body: "+err.Error()))
+			}
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		gwmux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
 	})
 	return mux, nil
 }

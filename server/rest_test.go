@@ -1,0 +1,164 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/baldurhq/baldurd/internal/testcluster"
+)
+
+type restClient struct {
+	t    *testing.T
+	base string
+}
+
+func (r restClient) do(method, path, body string) (int, map[string]any) {
+	r.t.Helper()
+	req, err := http.NewRequest(method, r.base+path, strings.NewReader(body))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(bytes.TrimSpace(raw)) > 0 && json.Unmarshal(raw, &out) != nil {
+		out = map[string]any{"raw": string(raw)}
+	}
+	return resp.StatusCode, out
+}
+
+func dig(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+func TestRESTEmergencyLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	r := restClient{t: t, base: "http://" + c.Nodes[0].HTTPAddr}
+
+	code, body := r.do("POST", "/v1/emergency:trigger", `{"level":"LEVEL_2","reason":"payments outage","duration":"1800s","scope":"global"}`)
+	if code != 200 || dig(body, "state", "level") != "LEVEL_2" || dig(body, "state", "active") != true {
+		t.Fatalf("trigger: %d %v", code, body)
+	}
+	rev, _ := dig(body, "revision").(string)
+	if rev == "" || rev == "0" {
+		t.Fatalf("trigger returned no revision: %v", body)
+	}
+	code, body = r.do("GET", "/v1/emergency", "")
+	if code != 200 || dig(body, "state", "reason") != "payments outage" || dig(body, "state", "expires_at") == nil || dig(body, "state", "revision") != rev {
+		t.Fatalf("get: %d %v", code, body)
+	}
+	// Within the stabilization period a plain release is refused with 409.
+	code, body = r.do("POST", "/v1/emergency:release", `{"reason":"recovered"}`)
+	if code != http.StatusConflict || body["reason"] != "RECOVERY_BLOCKED" {
+		t.Fatalf("release inside stabilization: %d %v, want 409 RECOVERY_BLOCKED", code, body)
+	}
+	code, body = r.do("POST", "/v1/emergency:release", `{"reason":"recovered","force":true}`)
+	if code != 200 || dig(body, "state", "level") != "NORMAL" || dig(body, "state", "active") != false {
+		t.Fatalf("forced release: %d %v", code, body)
+	}
+	code, body = r.do("GET", "/v1/emergency/history?limit=10", "")
+	changes, _ := body["changes"].([]any)
+	if code != 200 || len(changes) != 2 {
+		t.Fatalf("history: %d %v", code, body)
+	}
+	if a := changes[0].(map[string]any)["action"]; a != "force_release" {
+		t.Errorf("newest history action = %v, want force_release", a)
+	}
+	code, body = r.do("GET", "/v1/emergency?consistency=stale", "")
+	if code != 200 || dig(body, "state", "level") != "NORMAL" {
+		t.Fatalf("stale read: %d %v", code, body)
+	}
+	code, body = r.do("GET", "/v1/audit:verify", "")
+	if code != 200 || body["ok"] != true {
+		t.Fatalf("audit verify: %d %v", code, body)
+	}
+	code, body = r.do("GET", "/v1/cluster", "")
+	if code != 200 || body["leader_id"] != "n1" || dig(body, "members") == nil {
+		t.Fatalf("cluster: %d %v", code, body)
+	}
+	for _, p := range []string{"/livez", "/readyz", "/metrics", "/openapi.json"} {
+		if code, _ := r.do("GET", p, ""); code != 200 {
+			t.Errorf("GET %s = %d", p, code)
+		}
+	}
+}
+
+func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	r := restClient{t: t, base: "http://" + c.Nodes[0].HTTPAddr}
+	before := contentHashes(t, c)[0]
+	t.Logf("applied before: %d", c.Nodes[0].Store().AppliedIndex())
+	huge := `{"level":"LEVEL_1","reason":"` + strings.Repeat("x", 2<<20) + `"}`
+	cases := []struct {
+		name, method, path, body string
+		code                     int
+		reason, field            string
+	}{
+		{"unknown level", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_9","reason":"r"}`, 400, "INVALID_ARGUMENT", "level"},
+		{"numeric level out of range", "POST", "/v1/emergency:trigger", `{"level":7,"reason":"r"}`, 400, "INVALID_LEVEL", "level"},
+		{"NORMAL trigger", "POST", "/v1/emergency:trigger", `{"level":"NORMAL","reason":"r"}`, 400, "INVALID_LEVEL", "level"},
+		{"empty reason", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"  "}`, 400, "REASON_REQUIRED", "reason"},
+		{"duration too short", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","duration":"0.5s"}`, 400, "DURATION_OUT_OF_RANGE", "duration"},
+		{"duration too long", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","duration":"9999999s"}`, 400, "DURATION_OUT_OF_RANGE", "duration"},
+		{"malformed duration", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","duration":"soon"}`, 400, "INVALID_ARGUMENT", "duration"},
+		{"bad scope", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","scope":"Not A Scope!"}`, 400, "INVALID_SCOPE", "scope"},
+		{"unknown field", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","sevrity":1}`, 400, "INVALID_ARGUMENT", "sevrity"},
+		{"malformed JSON", "POST", "/v1/emergency:trigger", `{"level":`, 400, "INVALID_ARGUMENT", ""},
+		{"oversize body", "POST", "/v1/emergency:trigger", huge, 400, "REQUEST_TOO_LARGE", ""},
+		{"release when normal", "POST", "/v1/emergency:release", `{"reason":"r","force":true}`, 400, "NOT_ACTIVE", ""},
+		{"release without reason", "POST", "/v1/emergency:release", `{"force":true}`, 400, "REASON_REQUIRED", "reason"},
+		{"history limit", "GET", "/v1/emergency/history?limit=1000", "", 400, "INVALID_ARGUMENT", "limit"},
+		{"bad consistency", "GET", "/v1/emergency?consistency=eventual", "", 400, "INVALID_ARGUMENT", "consistency"},
+		{"bad page token", "GET", "/v1/audit?page_token=zz", "", 400, "INVALID_PAGE_TOKEN", "page_token"},
+		{"remove unknown member", "DELETE", "/v1/cluster/members/n9", "", 404, "MEMBER_NOT_FOUND", ""},
+		{"add member bad address", "POST", "/v1/cluster/members", `{"id":"n2","raft_addr":"nowhere"}`, 400, "INVALID_ARGUMENT", "raft_addr"},
+		{"transfer to unknown", "POST", "/v1/cluster:transferLeadership", `{"id":"n9"}`, 404, "MEMBER_NOT_FOUND", ""},
+		{"config out of range", "PUT", "/v1/emergency/config", `{"reason":"r","config":{"levels":[{"level":"LEVEL_1","admission":{"critical":2}},{"level":"LEVEL_2","admission":{}},{"level":"LEVEL_3","admission":{}}],"stabilization_period":"1s","level_step_delay":"1s","auto_duration":"60s"}}`, 400, "INVALID_CONFIG", "config.levels[LEVEL_1].critical"},
+		{"restore garbage", "POST", "/v1/cluster/snapshot:restore", "not a snapshot", 400, "INVALID_SNAPSHOT", ""},
+		{"unknown path", "GET", "/v1/nothing", "", 404, "NOT_FOUND", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := restClient{t: t, base: r.base}.do(tc.method, tc.path, tc.body)
+			if code != tc.code || body["reason"] != tc.reason {
+				t.Fatalf("got %d %v, want %d reason %s", code, body, tc.code, tc.reason)
+			}
+			if tc.field != "" && body["field"] != tc.field {
+				t.Errorf("field = %v, want %s", body["field"], tc.field)
+			}
+			if msg, _ := body["message"].(string); msg == "" {
+				t.Errorf("no message in %v", body)
+			}
+		})
+	}
+	if after := contentHashes(t, c)[0]; after != before {
+		_, aud := r.do("GET", "/v1/audit", "")
+		t.Fatalf("refused requests changed the state (applied %d): %v", c.Nodes[0].Store().AppliedIndex(), aud)
+	}
+	if code, _ := r.do("GET", "/livez", ""); code != 200 {
+		t.Fatal("server stopped serving after bad input")
+	}
+}
