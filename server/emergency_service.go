@@ -218,6 +218,10 @@ func (e *emergencyService) UpdateEmergencyConfig(ctx context.Context, req *pb.Up
 
 func fieldIndex(field string, i int) string { return fmt.Sprintf("%s[%d]", field, i) }
 
+// watchHeartbeat is how often an idle watch stream sends an empty message,
+// so clients can tell a quiet stream from a dead one.
+const watchHeartbeat = 3 * time.Second
+
 func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream pb.EmergencyService_WatchEmergencyServer) error {
 	scope := ""
 	if req.Scope != "" {
@@ -265,10 +269,19 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 			}
 		}
 		rev = applied
+		heartbeat := time.NewTimer(watchHeartbeat)
 		select {
 		case <-wake:
+		case <-heartbeat.C:
+			// An empty message tells the client the stream is alive and
+			// its state current as of this revision.
+			if err := stream.Send(&pb.WatchEmergencyResponse{Revision: rev}); err != nil {
+				return err
+			}
 		case <-ctx.Done():
+			heartbeat.Stop()
 			return nil
 		}
+		heartbeat.Stop()
 	}
 }

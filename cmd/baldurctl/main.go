@@ -1,0 +1,127 @@
+// Command baldurctl operates a baldurd cluster: membership, snapshots,
+// emergency levels and the audit trail. Run `baldurctl --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+)
+
+// globals are the persistent flags.
+type globals struct {
+	addr    string
+	token   string
+	output  string
+	timeout time.Duration
+	conn    *grpc.ClientConn
+}
+
+func main() {
+	g := &globals{}
+	root := newRoot(g)
+	err := root.Execute()
+	if g.conn != nil {
+		g.conn.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baldurctl: "+oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "baldurctl",
+		Short:         "Operate a baldurd cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "table" && g.output != "json" {
+				return fmt.Errorf("--output %q: use table or json", g.output)
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&g.addr, "addr", envOr("BALDUR_ADDR", "127.0.0.1:7400"), "gRPC address(es) of baldurd, comma-separated (env BALDUR_ADDR)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BALDUR_TOKEN"), "bearer token (env BALDUR_TOKEN)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline for each call")
+	root.AddCommand(clusterCmd(g), emergencyCmd(g), auditCmd(g))
+	return root
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+// dial connects lazily. With several addresses the pick-first policy uses
+// the first that answers and moves on when it fails.
+func (g *globals) dial() (*grpc.ClientConn, error) {
+	if g.conn != nil {
+		return g.conn, nil
+	}
+	var addrs []resolver.Address
+	for _, a := range strings.Split(g.addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("--addr is empty")
+	}
+	r := manual.NewBuilderWithScheme("baldurctl")
+	r.InitialState(resolver.State{Addresses: addrs})
+	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", g.addr, err)
+	}
+	g.conn = conn
+	return conn, nil
+}
+
+// ctx returns a call context with the deadline and the bearer token.
+func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, g.timeout)
+	if g.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+g.token)
+	}
+	return ctx, cancel
+}
+
+// oneLine renders an error as one line, with the server's reason.
+func oneLine(err error) string {
+	if st, ok := status.FromError(err); ok {
+		reason := st.Code().String()
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				reason = info.Reason
+			}
+		}
+		msg := st.Message()
+		if st.Code() == 14 && strings.Contains(msg, "connection refused") {
+			msg = "cannot reach baldurd (is it running? --addr/BALDUR_ADDR)"
+		}
+		return reason + ": " + strings.ReplaceAll(msg, "\n", " ")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out (raise --timeout)"
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}

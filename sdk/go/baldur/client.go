@@ -1,0 +1,208 @@
+package baldur
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+)
+
+// Client is a connection to a baldurd cluster with a local decision cache.
+// It is safe for concurrent use. Close it when done.
+type Client struct {
+	conn *grpc.ClientConn
+	opts options
+
+	emergency *Emergency
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	reconnects atomic.Uint64
+	snapshots  atomic.Uint64
+	deltas     atomic.Uint64
+}
+
+type options struct {
+	instanceID  string
+	token       string
+	staleAfter  time.Duration
+	minBackoff  time.Duration
+	maxBackoff  time.Duration
+	logger      *slog.Logger
+	dialOptions []grpc.DialOption
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+// WithInstanceID names this process (reported with outcomes; default: a
+// random id).
+func WithInstanceID(id string) Option { return func(o *options) { o.instanceID = id } }
+
+// WithToken sets the bearer token sent with every call.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithStaleAfter sets the age after which cached state counts as stale.
+func WithStaleAfter(d time.Duration) Option { return func(o *options) { o.staleAfter = d } }
+
+// WithBackoff sets the reconnect backoff bounds (default 50 ms .. 5 s).
+func WithBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithDialOptions adds gRPC dial options (e.g. TLS credentials).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// Dial returns a client for the comma-separated endpoints ("host:7400,...")
+// and starts its watch stream in the background. It does not wait for the
+// cluster: use WaitReady for that. It fails only on bad arguments.
+func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error) {
+	o := options{staleAfter: 10 * time.Second, minBackoff: 50 * time.Millisecond, maxBackoff: 5 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.instanceID == "" {
+		o.instanceID = fmt.Sprintf("go-%016x", rand.Uint64())
+	}
+	if o.minBackoff <= 0 || o.maxBackoff < o.minBackoff {
+		return nil, fmt.Errorf("baldur: backoff bounds %v..%v are invalid", o.minBackoff, o.maxBackoff)
+	}
+	var addrs []resolver.Address
+	for _, e := range strings.Split(endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			addrs = append(addrs, resolver.Address{Addr: e})
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("baldur: no endpoints given")
+	}
+	r := manual.NewBuilderWithScheme("baldur")
+	r.InitialState(resolver.State{Addresses: addrs})
+	dialOpts := append([]grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, o.dialOptions...)
+	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("baldur: %w", err)
+	}
+	c := &Client{conn: conn, opts: o, ready: make(chan struct{})}
+	c.emergency = newEmergency(o.staleAfter)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.watchEmergency(runCtx)
+	}()
+	return c, nil
+}
+
+// Close stops the background streams and closes the connection.
+func (c *Client) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	return c.conn.Close()
+}
+
+// WaitReady waits until the first snapshot has arrived or ctx ends.
+func (c *Client) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("baldur: no snapshot from the cluster yet: %w", ctx.Err())
+	}
+}
+
+// InstanceID is the id this client reports as.
+func (c *Client) InstanceID() string { return c.opts.instanceID }
+
+// Conn is the underlying gRPC connection, for calling the admin APIs.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Emergency is the emergency-level view.
+func (c *Client) Emergency() *Emergency { return c.emergency }
+
+// Stats counts stream events since Dial.
+type Stats struct {
+	Reconnects uint64 // streams re-opened after a failure
+	Snapshots  uint64 // full snapshots received
+	Deltas     uint64 // incremental updates received
+}
+
+// Stats returns the stream counters.
+func (c *Client) Stats() Stats {
+	return Stats{Reconnects: c.reconnects.Load(), Snapshots: c.snapshots.Load(), Deltas: c.deltas.Load()}
+}
+
+func (c *Client) callContext(ctx context.Context) context.Context {
+	if c.opts.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.opts.token)
+	}
+	return ctx
+}
+
+// backoff sleeps for the current delay (with jitter) and doubles it.
+func (c *Client) backoff(ctx context.Context, delay *time.Duration) bool {
+	d := *delay/2 + rand.N(*delay/2+1)
+	*delay = min(*delay*2, c.opts.maxBackoff)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Reason returns the stable reason of an error from baldurd
+// (ErrorInfo.reason, e.g. "RECOVERY_BLOCKED"), or the canonical gRPC code
+// name when the error carries none, or "" for nil.
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return "UNKNOWN"
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	var b strings.Builder
+	for i, r := range st.Code().String() {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToUpper(b.String())
+}

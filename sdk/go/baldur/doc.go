@@ -1,0 +1,25 @@
+// Package baldur is the Go SDK of baldurd.
+//
+// A [Client] holds a local, push-updated copy of the decision state it
+// needs: it opens a Watch stream to one of the endpoints, receives a full
+// snapshot and then deltas tagged with revisions, and swaps an atomic
+// pointer on each. Every decision (such as [Emergency.Admit]) reads that
+// pointer and never waits on the network.
+//
+// # When the cluster is unreachable
+//
+// The client reconnects with capped exponential backoff, trying the
+// endpoints in order, and resumes the stream from the last revision it
+// applied (the server sends only what changed since; after a snapshot
+// restore it sends a new full snapshot).
+//
+// Emergency levels fail static: while disconnected, Level and Admit keep
+// answering from the last state received, indefinitely. An active
+// emergency is not ended by losing contact, and NORMAL stays NORMAL; this
+// matches Baldur's rule that an emergency exit fails closed. [Emergency.Stale]
+// reports when the state is older than the stale bound ([WithStaleAfter],
+// default 10 s), for alerting. Before the first snapshot arrives the level
+// is NORMAL and Stale is true; [Client.WaitReady] waits for it.
+//
+// Imports: the generated API (api/gen), gRPC and protobuf only.
+package baldur

@@ -1,0 +1,165 @@
+package baldur
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"google.golang.org/grpc"
+)
+
+// Level is an emergency level.
+type Level int
+
+// Levels, as Baldur names them.
+const (
+	LevelNormal Level = iota
+	Level1
+	Level2
+	Level3
+)
+
+func (l Level) String() string { return pb.EmergencyLevel_Value(l).String() }
+
+// Tier is a request's criticality.
+type Tier int
+
+// Tiers.
+const (
+	TierCritical Tier = iota + 1
+	TierStandard
+	TierNonEssential
+)
+
+// GlobalScope is the scope Level and Admit read.
+const GlobalScope = "global"
+
+// admission holds the admitted fraction per tier (index Tier-1).
+type admission [3]float64
+
+type emergencySnapshot struct {
+	levels   map[string]Level
+	rules    [4]admission
+	revision uint64
+	at       time.Time
+}
+
+// Emergency answers emergency-level questions from the local snapshot.
+type Emergency struct {
+	snap       atomic.Pointer[emergencySnapshot]
+	staleAfter time.Duration
+}
+
+func newEmergency(staleAfter time.Duration) *Emergency {
+	e := &Emergency{staleAfter: staleAfter}
+	s := &emergencySnapshot{levels: map[string]Level{}}
+	for l := range s.rules {
+		s.rules[l] = admission{1, 1, 1}
+	}
+	e.snap.Store(s)
+	return e
+}
+
+// Level is the global scope's current level.
+func (e *Emergency) Level() Level { return e.snap.Load().levels[GlobalScope] }
+
+// LevelOf is a named scope's current level.
+func (e *Emergency) LevelOf(scope string) Level { return e.snap.Load().levels[scope] }
+
+// Revision is the cluster revision of the state held.
+func (e *Emergency) Revision() uint64 { return e.snap.Load().revision }
+
+// Stale reports whether no update arrived within the stale bound, or none
+// ever did.
+func (e *Emergency) Stale() bool {
+	s := e.snap.Load()
+	return s.at.IsZero() || time.Since(s.at) > e.staleAfter
+}
+
+// Admit decides whether a request of tier t may proceed at the global
+// level: tiers admitted fully pass, tiers blocked are shed, and partial
+// fractions admit that share of requests at random.
+func (e *Emergency) Admit(t Tier) bool { return e.AdmitIn(GlobalScope, t) }
+
+// AdmitIn is Admit for a named scope.
+func (e *Emergency) AdmitIn(scope string, t Tier) bool {
+	if t < TierCritical || t > TierNonEssential {
+		t = TierStandard
+	}
+	s := e.snap.Load()
+	f := s.rules[s.levels[scope]][t-1]
+	switch {
+	case f >= 1:
+		return true
+	case f <= 0:
+		return false
+	}
+	return rand.Float64() < f
+}
+
+// apply merges a watch message into a new snapshot.
+func (e *Emergency) apply(msg *pb.WatchEmergencyResponse) {
+	old := e.snap.Load()
+	next := &emergencySnapshot{levels: make(map[string]Level, len(old.levels)+len(msg.States)), rules: old.rules, revision: msg.Revision, at: time.Now()}
+	if !msg.Snapshot {
+		for k, v := range old.levels {
+			next.levels[k] = v
+		}
+	}
+	for _, st := range msg.States {
+		if st.Active {
+			next.levels[st.Scope] = Level(st.Level)
+		} else {
+			next.levels[st.Scope] = LevelNormal
+		}
+	}
+	if msg.Config != nil {
+		for _, r := range msg.Config.Levels {
+			if l := int(r.Level); l > 0 && l < len(next.rules) && r.Admission != nil {
+				next.rules[l] = admission{r.Admission.Critical, r.Admission.Standard, r.Admission.NonEssential}
+			}
+		}
+	}
+	e.snap.Store(next)
+}
+
+func (c *Client) watchEmergency(ctx context.Context) {
+	client := pb.NewEmergencyServiceClient(c.conn)
+	delay := c.opts.minBackoff
+	first := true
+	for ctx.Err() == nil {
+		if !first {
+			c.reconnects.Add(1)
+		}
+		first = false
+		rev := c.emergency.Revision()
+		stream, err := client.WatchEmergency(c.callContext(ctx), &pb.WatchEmergencyRequest{FromRevision: rev}, grpc.WaitForReady(true))
+		if err == nil {
+			for {
+				msg, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				switch {
+				case msg.Snapshot:
+					c.snapshots.Add(1)
+				case len(msg.States) > 0 || msg.Config != nil:
+					c.deltas.Add(1)
+				} // otherwise a heartbeat: it only refreshes the age
+				c.emergency.apply(msg)
+				c.readyOnce.Do(func() { close(c.ready) })
+				delay = c.opts.minBackoff
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.opts.logger.Debug("baldur.watch_reconnecting", "stream", "emergency", "revision", rev, "err", err)
+		if !c.backoff(ctx, &delay) {
+			return
+		}
+	}
+}
