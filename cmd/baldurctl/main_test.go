@@ -1,0 +1,192 @@
+package main_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baldurhq/baldurd/internal/testcluster"
+	bolt "go.etcd.io/bbolt"
+)
+
+// buildCLI builds the real baldurctl binary once per test binary.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "baldurctl")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build baldurctl: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type cli struct {
+	t    *testing.T
+	bin  string
+	addr string
+}
+
+func (c cli) run(args ...string) (stdout, stderr string, code int) {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, append([]string{"--addr", c.addr}, args...)...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("run baldurctl: %v", err)
+	}
+	return o.String(), e.String(), code
+}
+
+func (c cli) ok(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run(args...)
+	if code != 0 {
+		c.t.Fatalf("baldurctl %v: exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+func (c cli) json(v any, args ...string) {
+	c.t.Helper()
+	out := c.ok(append([]string{"-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		c.t.Fatalf("baldurctl %v: not JSON: %v\n%s", args, err, out)
+	}
+}
+
+func TestCLIEmergencyAuditAndSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+
+	out := ctl.ok("emergency", "trigger", "LEVEL_2", "--reason", "payments outage", "--duration", "30m")
+	if !strings.Contains(out, "LEVEL_2") || !strings.Contains(out, "payments outage") {
+		t.Fatalf("trigger output:\n%s", out)
+	}
+	var status struct {
+		State struct {
+			Level, Reason string
+			Active        bool
+		}
+	}
+	ctl.json(&status, "emergency", "status")
+	if status.State.Level != "LEVEL_2" || !status.State.Active {
+		t.Fatalf("status: %+v", status)
+	}
+	// Inside the stabilization period a plain release fails with a one-line reason.
+	_, errOut, code := ctl.run("emergency", "release", "--reason", "recovered")
+	if code == 0 || !strings.HasPrefix(errOut, "baldurctl: RECOVERY_BLOCKED:") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("blocked release: exit %d stderr %q", code, errOut)
+	}
+	ctl.ok("emergency", "release", "--reason", "recovered", "--force")
+	var hist struct {
+		Changes []struct{ Action string } `json:"changes"`
+	}
+	ctl.json(&hist, "emergency", "history")
+	if len(hist.Changes) != 2 || hist.Changes[0].Action != "force_release" || hist.Changes[1].Action != "trigger" {
+		t.Fatalf("history: %+v", hist)
+	}
+	if out := ctl.ok("emergency", "history"); !strings.Contains(out, "force_release") {
+		t.Fatalf("history table:\n%s", out)
+	}
+
+	// Bad input: one line, non-zero exit.
+	for _, args := range [][]string{
+		{"emergency", "trigger", "LEVEL_9", "--reason", "x"},
+		{"emergency", "trigger", "LEVEL_1"},
+		{"emergency", "trigger", "LEVEL_1", "--reason", "x", "--duration", "100ms"},
+		{"cluster", "remove-member", "nope"},
+		{"-o", "yaml", "cluster", "status"},
+	} {
+		_, errOut, code := ctl.run(args...)
+		if code == 0 || !strings.HasPrefix(errOut, "baldurctl: ") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("baldurctl %v: exit %d stderr %q; want one line and a non-zero exit", args, code, errOut)
+		}
+	}
+	if _, errOut, code := (cli{t: t, bin: bin, addr: "127.0.0.1:1"}).run("--timeout", "2s", "cluster", "status"); code == 0 || !strings.Contains(errOut, "cannot reach baldurd") {
+		t.Errorf("unreachable server: exit %d stderr %q", code, errOut)
+	}
+
+	// Cluster status and members.
+	if out := ctl.ok("cluster", "status"); !strings.Contains(out, "leader: n1") || !strings.Contains(out, "VOTER") {
+		t.Fatalf("cluster status:\n%s", out)
+	}
+
+	// Snapshot save and restore with progress on stderr.
+	file := filepath.Join(t.TempDir(), "state.snap")
+	_, errOut, code = ctl.run("cluster", "snapshot", "save", file)
+	if code != 0 || !strings.Contains(errOut, "saving snapshot") || !strings.Contains(errOut, "100%") {
+		t.Fatalf("snapshot save: exit %d stderr %q", code, errOut)
+	}
+	ctl.ok("emergency", "trigger", "LEVEL_1", "--reason", "after the backup")
+	if _, errOut, code = ctl.run("cluster", "snapshot", "restore", file); code != 0 || !strings.Contains(errOut, "uploading snapshot") {
+		t.Fatalf("snapshot restore: exit %d stderr %q", code, errOut)
+	}
+	ctl.json(&status, "emergency", "status")
+	if status.State.Active {
+		t.Fatalf("after restoring the backup the later trigger should be gone: %+v", status)
+	}
+	corrupt := filepath.Join(t.TempDir(), "corrupt.snap")
+	raw, _ := os.ReadFile(file)
+	raw[len(raw)-10] ^= 0xff
+	os.WriteFile(corrupt, raw, 0o600)
+	if _, errOut, code = ctl.run("cluster", "snapshot", "restore", corrupt); code == 0 || !strings.Contains(errOut, "INVALID_SNAPSHOT") {
+		t.Fatalf("corrupt restore: exit %d stderr %q", code, errOut)
+	}
+
+	// audit verify passes, then detects a tampered record.
+	if out := ctl.ok("audit", "verify"); !strings.HasPrefix(out, "ok:") {
+		t.Fatalf("audit verify: %s", out)
+	}
+	if out := ctl.ok("audit", "list", "--action", "emergency.trigger"); !strings.Contains(out, "payments outage") {
+		t.Fatalf("audit list:\n%s", out)
+	}
+	c.Kill(0)
+	db, err := bolt.Open(filepath.Join(c.Nodes[0].Dir, "state.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("audit"))
+		key := binary.BigEndian.AppendUint64(nil, 2)
+		var rec map[string]any
+		if err := json.Unmarshal(b.Get(key), &rec); err != nil {
+			return err
+		}
+		rec["actor"] = "somebody-else"
+		raw, _ := json.Marshal(rec)
+		return b.Put(key, raw)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(0)
+	c.WaitForLeader(10 * time.Second)
+	_, errOut, code = ctl.run("audit", "verify")
+	if code == 0 || !strings.Contains(errOut, "AUDIT_CHAIN_BROKEN") || !strings.Contains(errOut, "first broken record 2") {
+		t.Fatalf("tampered chain: exit %d stderr %q", code, errOut)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildCLI(t)
+	out, err := exec.Command(bin, "completion", "bash").Output()
+	if err != nil || !strings.Contains(string(out), "baldurctl") {
+		t.Fatalf("completion bash: %v", err)
+	}
+}

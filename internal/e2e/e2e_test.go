@@ -1,0 +1,296 @@
+// Package e2e runs the built baldurd binary as separate processes on
+// loopback and checks behaviour that needs real process faults: kill -9,
+// restart and SIGTERM.
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func baldurd(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "baldurd-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "baldurd")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/baldurhq/baldurd/cmd/baldurd").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build baldurd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type proc struct {
+	id, dir          string
+	grpc, http, raft string
+	cmd              *exec.Cmd
+	done             chan error
+	log              *os.File
+}
+
+type cluster struct {
+	t     *testing.T
+	bin   string
+	peers string
+	nodes []*proc
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	c := &cluster{t: t, bin: baldurd(t)}
+	var peers []string
+	for i := 0; i < n; i++ {
+		p := &proc{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
+		peers = append(peers, p.id+"="+p.raft)
+		c.nodes = append(c.nodes, p)
+	}
+	c.peers = strings.Join(peers, ",")
+	for i := range c.nodes {
+		c.start(i)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.nodes {
+			if p.cmd != nil {
+				p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+	})
+	return c
+}
+
+func (c *cluster) start(i int) {
+	p := c.nodes[i]
+	logf, err := os.OpenFile(filepath.Join(p.dir, "baldurd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p.log = logf
+	p.cmd = exec.Command(c.bin, "--node-id", p.id, "--data-dir", filepath.Join(p.dir, "data"),
+		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--peers", c.peers, "--shutdown-timeout", "10s")
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p.done = make(chan error, 1)
+	cmd := p.cmd
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+type clusterView struct {
+	LeaderID     string `json:"leader_id"`
+	AppliedIndex string `json:"applied_index"`
+}
+
+func (p *proc) view() (clusterView, error) {
+	var v clusterView
+	resp, err := httpClient.Get("http://" + p.http + "/v1/cluster?consistency=stale")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return v, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+func (p *proc) ready() bool {
+	resp, err := httpClient.Get("http://" + p.http + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+func (p *proc) trigger(level, reason string) (int, error) {
+	body := fmt.Sprintf(`{"level":%q,"reason":%q}`, level, reason)
+	resp, err := httpClient.Post("http://"+p.http+"/v1/emergency:trigger", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func (p *proc) level() string {
+	resp, err := httpClient.Get("http://" + p.http + "/v1/emergency?consistency=stale")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var v struct {
+		State struct{ Level, Reason string } `json:"state"`
+	}
+	json.NewDecoder(resp.Body).Decode(&v)
+	return v.State.Level + "/" + v.State.Reason
+}
+
+func eventually(timeout time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if f() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// leader returns the index of the node every running node agrees leads.
+func (c *cluster) leader(exclude string) int {
+	idx := -1
+	eventually(15*time.Second, func() bool {
+		agreed := ""
+		for _, p := range c.nodes {
+			if p.cmd == nil || p.id == exclude {
+				continue
+			}
+			v, err := p.view()
+			if err != nil || v.LeaderID == "" || v.LeaderID == exclude || (agreed != "" && v.LeaderID != agreed) {
+				return false
+			}
+			agreed = v.LeaderID
+		}
+		for i, p := range c.nodes {
+			if p.id == agreed && p.ready() {
+				idx = i
+				return true
+			}
+		}
+		return false
+	})
+	if idx < 0 {
+		c.t.Fatalf("no agreed leader (excluding %q)", exclude)
+	}
+	return idx
+}
+
+func TestProcessKillRestartAndSigterm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	c := startCluster(t, 3)
+	li := c.leader("")
+	leader := c.nodes[li]
+	if code, err := leader.trigger("LEVEL_1", "before kill"); err != nil || code != 200 {
+		t.Fatalf("first write: %d %v", code, err)
+	}
+
+	// kill -9 of the leader: a new leader within 5 s.
+	killed := time.Now()
+	leader.cmd.Process.Signal(syscall.SIGKILL)
+	<-leader.done
+	leader.cmd = nil
+	ni := c.leader(leader.id)
+	elapsed := time.Since(killed)
+	t.Logf("kill -9 of leader %s → new leader %s after %v", leader.id, c.nodes[ni].id, elapsed)
+	if elapsed > 5*time.Second {
+		t.Fatalf("new leader after %v, want ≤ 5s", elapsed)
+	}
+	if code, err := c.nodes[ni].trigger("LEVEL_2", "after kill"); err != nil || code != 200 {
+		t.Fatalf("write after failover: %d %v", code, err)
+	}
+
+	// The killed node restarts and rejoins with the latest state.
+	c.start(li)
+	if !eventually(15*time.Second, func() bool { return c.nodes[li].level() == "LEVEL_2/after kill" }) {
+		t.Fatalf("restarted %s did not catch up: %q", leader.id, c.nodes[li].level())
+	}
+
+	// SIGTERM of the leader hands leadership over; measure how long writes
+	// (sent to a node that stays up) are unavailable.
+	li = c.leader("")
+	var other *proc
+	for i, p := range c.nodes {
+		if i != li {
+			other = p
+			break
+		}
+	}
+	var (
+		stop     atomic.Bool
+		mu       sync.Mutex
+		lastOK   = time.Now()
+		worstGap time.Duration
+		wg       sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			code, err := other.trigger([]string{"LEVEL_1", "LEVEL_2", "LEVEL_3"}[i%3], fmt.Sprintf("w%d", i))
+			now := time.Now()
+			if err == nil && code == 200 {
+				mu.Lock()
+				worstGap = max(worstGap, now.Sub(lastOK))
+				lastOK = now
+				mu.Unlock()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	old := c.nodes[li]
+	termAt := time.Now()
+	old.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-old.done:
+		if err != nil {
+			t.Errorf("leader exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("leader did not exit within 15s of SIGTERM")
+	}
+	old.cmd = nil
+	exitAfter := time.Since(termAt)
+	ni = c.leader(old.id)
+	time.Sleep(500 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("SIGTERM of leader %s: exited after %v, new leader %s, longest write gap %v", old.id, exitAfter, c.nodes[ni].id, worstGap)
+	if worstGap > 3*time.Second {
+		t.Fatalf("writes unavailable for %v around a graceful leader shutdown", worstGap)
+	}
+	logText, _ := os.ReadFile(filepath.Join(old.dir, "baldurd.log"))
+	if !strings.Contains(string(logText), "raft.leadership_transferred") {
+		t.Fatalf("the leader's log does not show a leadership transfer:\n%s", logText)
+	}
+}
