@@ -628,3 +628,8 @@ func (s *Store) ContentHash() (string, error) {
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
 }
+
+// Snapshot asks raft to take a snapshot now (and compact the log).
+func (s *Store) Snapshot() error {
+	return s.raft.Snapshot().Error()
+}

@@ -1,0 +1,137 @@
+package audit_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/raftstore"
+	bolt "go.etcd.io/bbolt"
+)
+
+func openDB(t *testing.T) *bolt.DB {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "a.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(audit.Bucket); return err })
+	return db
+}
+
+func fill(t *testing.T, db *bolt.DB, key []byte, n int) {
+	db.Update(func(tx *bolt.Tx) error {
+		kv := raftstore.NewKV(tx)
+		for i := 1; i <= n; i++ {
+			audit.Append(kv, key, audit.Record{Revision: uint64(10 + i), Time: time.Unix(int64(i), 0).UTC(), Actor: []string{"alice", "bob"}[i%2],
+				Action: []string{"emergency.trigger", "emergency.release"}[i%2], Target: "emergency/global", After: `{"n":1}`})
+		}
+		return nil
+	})
+}
+
+func verify(db *bolt.DB, key []byte) audit.VerifyResult {
+	var r audit.VerifyResult
+	db.View(func(tx *bolt.Tx) error { r = audit.Verify(raftstore.NewKV(tx), key); return nil })
+	return r
+}
+
+func edit(t *testing.T, db *bolt.DB, fn func(b *bolt.Bucket)) {
+	if err := db.Update(func(tx *bolt.Tx) error { fn(tx.Bucket(audit.Bucket)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func key(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func TestVerifyNamesTheFirstBrokenRecord(t *testing.T) {
+	hmacKey := []byte("0123456789abcdef0123")
+	cases := []struct {
+		name    string
+		tamper  func(b *bolt.Bucket)
+		key     []byte
+		broken  uint64
+		problem string
+	}{
+		{"edited field", func(b *bolt.Bucket) {
+			var r map[string]any
+			json.Unmarshal(b.Get(key(4)), &r)
+			r["actor"] = "mallory"
+			raw, _ := json.Marshal(r)
+			b.Put(key(4), raw)
+		}, nil, 4, "does not match its hash"},
+		{"deleted record", func(b *bolt.Bucket) { b.Delete(key(3)) }, nil, 4, "missing"},
+		{"rehashed edit without the key", func(b *bolt.Bucket) {
+			var r audit.Record
+			json.Unmarshal(b.Get(key(2)), &r)
+			r.Reason = "forged"
+			raw, _ := json.Marshal(r)
+			b.Put(key(2), raw)
+		}, hmacKey, 2, "does not match its hash"},
+		{"undecodable", func(b *bolt.Bucket) { b.Put(key(5), []byte("{")) }, nil, 5, "does not decode"},
+		{"renumbered", func(b *bolt.Bucket) { v := b.Get(key(6)); b.Delete(key(6)); b.Put(key(9), v) }, nil, 9, "claims sequence"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openDB(t)
+			fill(t, db, tc.key, 6)
+			if r := verify(db, tc.key); !r.OK || r.Records != 6 {
+				t.Fatalf("intact chain: %+v", r)
+			}
+			edit(t, db, tc.tamper)
+			r := verify(db, tc.key)
+			if r.OK || r.FirstBroken != tc.broken || !strings.Contains(r.Problem, tc.problem) {
+				t.Fatalf("got %+v, want broken at %d (%q)", r, tc.broken, tc.problem)
+			}
+		})
+	}
+	t.Run("wrong key", func(t *testing.T) {
+		db := openDB(t)
+		fill(t, db, hmacKey, 3)
+		if r := verify(db, []byte("another-key-of-16+")); r.OK || r.FirstBroken != 1 {
+			t.Fatalf("verify with another key: %+v", r)
+		}
+	})
+}
+
+func TestListFiltersAndPages(t *testing.T) {
+	db := openDB(t)
+	fill(t, db, nil, 25)
+	var all []audit.Record
+	token := ""
+	for pages := 0; ; pages++ {
+		var recs []audit.Record
+		var next string
+		db.View(func(tx *bolt.Tx) (err error) {
+			recs, next, err = audit.List(raftstore.NewKV(tx), audit.Filter{Actor: "bob"}, 5, token)
+			return err
+		})
+		all = append(all, recs...)
+		if next == "" {
+			break
+		}
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		token = next
+	}
+	if len(all) != 13 {
+		t.Fatalf("bob has %d records, want 13", len(all))
+	}
+	for i, r := range all {
+		if r.Actor != "bob" || (i > 0 && r.Seq <= all[i-1].Seq) {
+			t.Fatalf("record %d: %+v", i, r)
+		}
+	}
+	db.View(func(tx *bolt.Tx) error {
+		if _, _, err := audit.List(raftstore.NewKV(tx), audit.Filter{}, 5, "not-hex"); !errors.Is(err, audit.ErrBadPageToken) {
+			t.Fatalf("bad token: %v", err)
+		}
+		return nil
+	})
+}
