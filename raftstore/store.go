@@ -39,7 +39,8 @@ var (
 	ErrEntryTooLarge   = fmt.Errorf("raftstore: command larger than %d bytes", MaxEntrySize)
 	ErrUnknownMember   = errors.New("raftstore: no such member")
 	ErrShutdown        = errors.New("raftstore: node is shut down")
-	ErrAlreadyMember   = errors.New("raftstore: member already present with another address")
+	ErrAlreadyMember   = errors.New("raftstore: member already present")
+	ErrMembership      = errors.New("raftstore: membership change refused")
 	ErrTransferFailed  = errors.New("raftstore: leadership transfer failed")
 	ErrNotBootstrapped = errors.New("raftstore: node has no cluster configuration yet")
 )
@@ -415,7 +416,9 @@ func (s *Store) Servers() ([]Server, error) {
 }
 
 // AddServer adds a voter (or non-voter) on the leader. Adding a server that
-// is already present with the same address is a no-op.
+// is already present with the same address and suffrage is a no-op; an id
+// or address already in use otherwise is refused (remove the old member
+// first), so a typo cannot re-address or evict a live member.
 func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) error {
 	servers, err := s.Servers()
 	if err != nil {
@@ -425,11 +428,11 @@ func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) erro
 		if sv.ID == id && sv.Address == addr && sv.Voter == voter {
 			return nil
 		}
-		if sv.ID == id || sv.Address == addr {
-			// Reused id or address: drop the stale entry first (as rqlite does).
-			if err := s.raft.RemoveServer(raft.ServerID(sv.ID), 0, 0).Error(); err != nil {
-				return mapRaftErr(err)
-			}
+		if sv.ID == id {
+			return fmt.Errorf("%w: %q is a member at %s (voter=%v); remove it first to change it", ErrAlreadyMember, id, sv.Address, sv.Voter)
+		}
+		if sv.Address == addr {
+			return fmt.Errorf("%w: address %s belongs to member %q; remove it first", ErrAlreadyMember, addr, sv.ID)
 		}
 	}
 	var f raft.IndexFuture
@@ -438,7 +441,18 @@ func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) erro
 	} else {
 		f = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
 	}
-	return mapRaftErr(waitFuture(ctx, f))
+	return membershipErr(waitFuture(ctx, f))
+}
+
+// membershipErr maps raft's refusals of a configuration change.
+func membershipErr(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if m := mapRaftErr(err); m != err {
+		return m
+	}
+	return fmt.Errorf("%w: %v", ErrMembership, err)
 }
 
 // RemoveServer removes a member on the leader.
@@ -454,7 +468,7 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if !found {
 		return fmt.Errorf("%w: %q", ErrUnknownMember, id)
 	}
-	return mapRaftErr(waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, 0)))
+	return membershipErr(waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, 0)))
 }
 
 // TransferLeadership hands leadership to id, or to the most up-to-date

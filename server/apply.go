@@ -52,20 +52,37 @@ func (a *applier) Applied(index uint64) {
 	}
 }
 
-func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
+// errUnsupported is a command this binary cannot apply: an unknown body
+// or a newer command version.
+var errUnsupported = errors.New("server: command not supported by this binary")
+
+// decodeCommand decodes a log entry. Bytes that do not decode get
+// errUndecodable; a command this binary does not know gets errUnsupported
+// (with the command, so the caller can check Ignorable).
+func decodeCommand(data []byte) (*raftv1.Command, error) {
 	cmd := &raftv1.Command{}
 	if err := proto.Unmarshal(data, cmd); err != nil {
-		// Every replica fails the same way on the same bytes: refusing it
-		// is deterministic and changes nothing.
-		return applyResult{Err: fmt.Errorf("%w: %v", errUndecodable, err)}
+		return nil, fmt.Errorf("%w: %v", errUndecodable, err)
 	}
 	if cmd.Body == nil || cmd.Version > CommandVersion {
-		if cmd.Ignorable {
-			return applyResult{Revision: index}
-		}
+		return cmd, fmt.Errorf("%w: body %T, version %d (this binary applies up to %d)", errUnsupported, cmd.Body, cmd.Version, CommandVersion)
+	}
+	return cmd, nil
+}
+
+func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
+	cmd, err := decodeCommand(data)
+	switch {
+	case errors.Is(err, errUndecodable):
+		// Every replica fails the same way on the same bytes: refusing it
+		// is deterministic and changes nothing.
+		return applyResult{Err: err}
+	case errors.Is(err, errUnsupported) && cmd.Ignorable:
+		return applyResult{Revision: index}
+	case err != nil:
 		// Applying part of the log would silently diverge from the
 		// replicas that understand this command.
-		panic(fmt.Sprintf("server: command at index %d has a body or version (%d) this binary (command version %d) cannot apply; upgrade this node", index, cmd.Version, CommandVersion))
+		panic(fmt.Sprintf("server: entry %d: %v; upgrade this node", index, err))
 	}
 	if id := cmd.RequestId; id != "" {
 		if v := kv.Get(bucketRequests, []byte(id)); len(v) == 8 {

@@ -56,6 +56,8 @@ var errorTable = []errorMapping{
 	{raftstore.ErrUnknownMember, codes.NotFound, "MEMBER_NOT_FOUND"},
 	{raftstore.ErrBadSnapshot, codes.InvalidArgument, "INVALID_SNAPSHOT"},
 	{raftstore.ErrTransferFailed, codes.FailedPrecondition, "TRANSFER_FAILED"},
+	{raftstore.ErrAlreadyMember, codes.AlreadyExists, "MEMBER_EXISTS"},
+	{raftstore.ErrMembership, codes.FailedPrecondition, "MEMBERSHIP_CHANGE_REFUSED"},
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
 	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},

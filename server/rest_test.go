@@ -135,6 +135,7 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 		{"bad page token", "GET", "/v1/audit?page_token=zz", "", 400, "INVALID_PAGE_TOKEN", "page_token"},
 		{"remove unknown member", "DELETE", "/v1/cluster/members/n9", "", 404, "MEMBER_NOT_FOUND", ""},
 		{"add member bad address", "POST", "/v1/cluster/members", `{"id":"n2","raft_addr":"nowhere"}`, 400, "INVALID_ARGUMENT", "raft_addr"},
+		{"re-address a live member", "POST", "/v1/cluster/members", `{"id":"n1","raft_addr":"127.0.0.1:9"}`, 409, "MEMBER_EXISTS", ""},
 		{"transfer to unknown", "POST", "/v1/cluster:transferLeadership", `{"id":"n9"}`, 404, "MEMBER_NOT_FOUND", ""},
 		{"config out of range", "PUT", "/v1/emergency/config", `{"reason":"r","config":{"levels":[{"level":"LEVEL_1","admission":{"critical":2}},{"level":"LEVEL_2","admission":{}},{"level":"LEVEL_3","admission":{}}],"stabilization_period":"1s","level_step_delay":"1s","auto_duration":"60s"}}`, 400, "INVALID_CONFIG", "config.levels[LEVEL_1].critical"},
 		{"restore garbage", "POST", "/v1/cluster/snapshot:restore", "not a snapshot", 400, "INVALID_SNAPSHOT", ""},
