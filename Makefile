@@ -22,7 +22,7 @@ cluster: build ## Start a 3-node loopback cluster in the foreground (Ctrl-C stop
 	./scripts/cluster.sh
 
 .PHONY: test
-test: build ## Run every test (unit, in-process cluster, process-level), fuzz seeds and the proto drift check
+test: ## Run every test: unit, in-process clusters, built binaries, process-level faults, fuzz targets
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-seed

@@ -10,6 +10,7 @@ import (
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 )
 
 // state is a real bbolt file with the package's buckets; each step runs in
@@ -312,8 +313,7 @@ func TestConfigValidation(t *testing.T) {
 	bad := func(mut func(c *raftv1.EmergencyConfig)) *raftv1.EmergencyConfig {
 		c := &raftv1.EmergencyConfig{StabilizationNanos: good.StabilizationNanos, StepDelayNanos: good.StepDelayNanos, AutoDurationNanos: good.AutoDurationNanos}
 		for _, l := range good.Levels {
-			cp := *l
-			c.Levels = append(c.Levels, &cp)
+			c.Levels = append(c.Levels, proto.Clone(l).(*raftv1.LevelAdmission))
 		}
 		mut(c)
 		return c

@@ -1,6 +1,3 @@
-// Package e2e runs the built baldurd binary as separate processes on
-// loopback and checks behaviour that needs real process faults: kill -9,
-// restart and SIGTERM.
 package e2e
 
 import (
