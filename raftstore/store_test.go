@@ -53,7 +53,7 @@ func freeAddr(t *testing.T) string {
 func openNode(t *testing.T, dir, addr string) *Store {
 	t.Helper()
 	s, err := Open(Config{
-		NodeID: "a", Dir: dir, BindAddr: addr, Buckets: [][]byte{counterBucket}, SchemaVersion: 1, Applier: &counter{},
+		NodeID: "a", Dir: dir, BindAddr: addr, WALSegmentSize: 1 << 20, Buckets: [][]byte{counterBucket}, SchemaVersion: 1, Applier: &counter{},
 		Timing: Timing{Heartbeat: 50 * time.Millisecond, Election: 50 * time.Millisecond, LeaderLease: 50 * time.Millisecond, Commit: 5 * time.Millisecond},
 	})
 	if err != nil {

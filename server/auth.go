@@ -170,7 +170,14 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}
-	resp, err := handler(withIdentity(ctx, id), req)
+	ctx = withIdentity(ctx, id)
+	if writeMethods[info.FullMethod] {
+		resp, handled, err := s.forwardUnary(ctx, info.FullMethod, req)
+		if handled {
+			return resp, toStatus(s.log, err)
+		}
+	}
+	resp, err := handler(ctx, req)
 	return resp, toStatus(s.log, err)
 }
 

@@ -80,15 +80,6 @@ func (c *clusterService) AddMember(ctx context.Context, req *pb.AddMemberRequest
 	if _, _, err := net.SplitHostPort(req.RaftAddr); err != nil {
 		return nil, invalidField("raft_addr", fmt.Sprintf("%q: %v", req.RaftAddr, err))
 	}
-	if !c.s.store.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if conn != nil {
-			return pb.NewClusterServiceClient(conn).AddMember(forwardContext(ctx), req)
-		}
-	}
 	if err := c.s.store.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
 		return nil, err
 	}
@@ -100,15 +91,6 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 	if req.Id == "" {
 		return nil, invalidField("id", "is required")
 	}
-	if !c.s.store.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if conn != nil {
-			return pb.NewClusterServiceClient(conn).RemoveMember(forwardContext(ctx), req)
-		}
-	}
 	if err := c.s.store.RemoveServer(ctx, req.Id); err != nil {
 		return nil, err
 	}
@@ -117,15 +99,6 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 }
 
 func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
-	if !c.s.store.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if conn != nil {
-			return pb.NewClusterServiceClient(conn).TransferLeadership(forwardContext(ctx), req)
-		}
-	}
 	if req.Id == c.s.store.NodeID() {
 		return &pb.TransferLeadershipResponse{LeaderId: req.Id}, nil
 	}

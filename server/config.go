@@ -50,9 +50,10 @@ type Config struct {
 	LeaderTick time.Duration
 
 	// Tests only (no flags).
-	Timing   raftstore.Timing
-	WrapConn func(target string, c net.Conn) (net.Conn, error)
-	Now      func() time.Time
+	Timing         raftstore.Timing
+	WALSegmentSize int
+	WrapConn       func(target string, c net.Conn) (net.Conn, error)
+	Now            func() time.Time
 }
 
 // Defaults returns the default configuration.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // leaderHold bounds how long a request waits for a leader to be elected
@@ -256,4 +259,82 @@ func (i *internalService) ReadIndex(ctx context.Context, _ *raftv1.ReadIndexRequ
 		return nil, err
 	}
 	return &raftv1.ReadIndexResponse{Index: idx}, nil
+}
+
+// writeMethods are served by the leader only; a follower forwards the whole
+// call (after authenticating it) so the answer comes from the leader's
+// state and the follower need not wait to apply the entry itself.
+var writeMethods = map[string]bool{
+	"/baldur.v1.EmergencyService/TriggerEmergency":      true,
+	"/baldur.v1.EmergencyService/ReleaseEmergency":      true,
+	"/baldur.v1.EmergencyService/UpdateEmergencyConfig": true,
+	"/baldur.v1.ClusterService/AddMember":               true,
+	"/baldur.v1.ClusterService/RemoveMember":            true,
+	"/baldur.v1.ClusterService/TransferLeadership":      true,
+}
+
+// mdForwarded marks a call a follower forwarded; the receiver never
+// forwards it again (no ping-pong while leadership moves).
+const mdForwarded = "baldur-forwarded"
+
+// forwardUnary sends a write call to the leader. handled is false when this
+// node turned out to be the leader and should serve the call itself.
+func (s *Server) forwardUnary(ctx context.Context, method string, req any) (resp any, handled bool, err error) {
+	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) != "" {
+		if s.store.IsLeader() {
+			return nil, false, nil
+		}
+		return nil, true, raftstore.ErrNotLeader
+	}
+	reply, err := replyFor(method)
+	if err != nil {
+		return nil, true, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if s.store.IsLeader() {
+			return nil, false, nil
+		}
+		conn, err := s.leaderConn(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		if conn == nil {
+			return nil, false, nil
+		}
+		s.metrics.forwarded.Inc()
+		fctx := metadata.AppendToOutgoingContext(forwardContext(ctx), mdForwarded, s.cfg.NodeID)
+		lastErr = conn.Invoke(fctx, method, req, reply)
+		if lastErr == nil {
+			return reply, true, nil
+		}
+		if statusReason(lastErr) != "NOT_LEADER" {
+			return nil, true, lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil, true, lastErr
+}
+
+// replyFor makes an empty response message for a gRPC method from the
+// registered descriptors.
+func replyFor(method string) (proto.Message, error) {
+	name := strings.ReplaceAll(strings.TrimPrefix(method, "/"), "/", ".")
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	if err != nil {
+		return nil, fmt.Errorf("describe %s: %w", method, err)
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a method", method)
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("reply type of %s: %w", method, err)
+	}
+	return mt.New().Interface(), nil
 }

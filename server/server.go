@@ -114,7 +114,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	s.store, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
 		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,
-		Timing: timing, WrapConn: cfg.WrapConn, OnLeader: s.onLeader,
+		Timing: timing, WrapConn: cfg.WrapConn, WALSegmentSize: cfg.WALSegmentSize, OnLeader: s.onLeader,
 	})
 	if err != nil {
 		s.closeListeners()

@@ -22,8 +22,8 @@ var (
 	buildErr  error
 )
 
-func baldurd(t *testing.T) string {
-	t.Helper()
+// buildBaldurd builds the real binary once per test process.
+func buildBaldurd() (string, error) {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "baldurd-e2e")
 		if err != nil {
@@ -36,13 +36,19 @@ func baldurd(t *testing.T) string {
 			buildErr = fmt.Errorf("build baldurd: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return binPath, buildErr
 }
 
-func freePort(t *testing.T) string {
+func baldurd(t testing.TB) string {
+	t.Helper()
+	bin, err := buildBaldurd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -134,6 +134,7 @@ func (n *Node) start(i int, peers string) error {
 	cfg.GRPCAddr, cfg.HTTPAddr, cfg.RaftAddr = n.GRPCAddr, n.HTTPAddr, n.RaftAddr
 	cfg.Peers = peers
 	cfg.Timing = Timing
+	cfg.WALSegmentSize = 4 << 20
 	cfg.LogLevel = "error"
 	cfg.WrapConn = n.c.faults.wrap(n.ID)
 	if n.c.opts.configure != nil {
