@@ -204,8 +204,10 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 func forwardContext(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
-	if v := first(in, mdAuthorization); v != "" {
-		out.Set(mdAuthorization, v)
+	for _, k := range []string{mdAuthorization, mdRequestID} {
+		if v := first(in, k); v != "" {
+			out.Set(k, v)
+		}
 	}
 	origin := ""
 	if fwd := first(in, mdForwardedFor); fwd != "" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
@@ -105,7 +106,13 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 	if err := c.s.store.TransferLeadership(ctx, req.Id); err != nil {
 		return nil, err
 	}
-	id, _ := c.s.store.Leader()
+	// The new leader is usually known within an election round.
+	var id string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if id, _ = c.s.store.Leader(); id != "" {
+			break
+		}
+	}
 	c.s.log.Info("cluster.leadership_transferred", "to", id, "actor", identityFrom(ctx).Name)
 	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
 }

@@ -76,3 +76,5 @@ func contentHashes(t testing.TB, c *testcluster.Cluster) []string {
 	}
 	return out
 }
+
+func durationOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

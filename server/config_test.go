@@ -1,0 +1,70 @@
+package server_test
+
+import (
+	"flag"
+	"strings"
+	"testing"
+
+	"github.com/baldurhq/baldurd/server"
+)
+
+func TestEnvTwinsAndFlagPrecedence(t *testing.T) {
+	cfg := server.Defaults()
+	fs := flag.NewFlagSet("baldurd", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--node-id", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"BALDUR_NODE_ID":   "from-env",
+		"BALDUR_DATA_DIR":  "/tmp/from-env",
+		"BALDUR_RAFT_ADDR": "127.0.0.1:9402",
+		"BALDUR_DEV":       "true",
+	}
+	if err := server.ApplyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeID != "from-flag" || cfg.DataDir != "/tmp/from-env" || cfg.RaftAddr != "127.0.0.1:9402" || !cfg.Dev {
+		t.Fatalf("config after env: %+v", cfg)
+	}
+	if got := server.EnvName("shutdown-timeout"); got != "BALDUR_SHUTDOWN_TIMEOUT" {
+		t.Fatalf("EnvName = %s", got)
+	}
+	err := server.ApplyEnv(fs, func(k string) (string, bool) {
+		if k == "BALDUR_SHUTDOWN_TIMEOUT" {
+			return "soon", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), "BALDUR_SHUTDOWN_TIMEOUT") {
+		t.Fatalf("bad env value: %v", err)
+	}
+}
+
+func TestValidateNamesTheFlag(t *testing.T) {
+	cases := []struct {
+		name string
+		mut  func(c *server.Config)
+		flag string
+	}{
+		{"no node id", func(c *server.Config) { c.DataDir = "x" }, "--node-id"},
+		{"bad node id", func(c *server.Config) { c.NodeID, c.DataDir = "a b", "x" }, "--node-id"},
+		{"no data dir", func(c *server.Config) { c.NodeID = "n1" }, "--data-dir"},
+		{"bad peers", func(c *server.Config) { c.NodeID, c.DataDir, c.Peers = "n1", "x", "n1" }, "--peers"},
+		{"peers without self", func(c *server.Config) { c.NodeID, c.DataDir, c.Peers = "n1", "x", "n2=127.0.0.1:1" }, "--peers"},
+		{"bad addr", func(c *server.Config) { c.NodeID, c.DataDir, c.GRPCAddr = "n1", "x", "7400" }, "--grpc-addr"},
+		{"dev with peers", func(c *server.Config) { c.Dev, c.Peers = true, "dev=127.0.0.1:1" }, "--dev"},
+		{"log level", func(c *server.Config) { c.NodeID, c.DataDir, c.LogLevel = "n1", "x", "loud" }, "--log-level"},
+		{"missing token file", func(c *server.Config) { c.NodeID, c.DataDir, c.TokenFile = "n1", "x", "/nonexistent" }, "--token-file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := server.Defaults()
+			tc.mut(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.flag) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.flag)
+			}
+		})
+	}
+}
