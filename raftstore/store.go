@@ -133,7 +133,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.fsm = f
 
-	// raft-wal: one fsync per append against raft-boltdb's two, about 2.3×
+	// raft-wal: one fsync per append against raft-boltdb's two, about 2.7×
 	// the throughput on this class of disk (docs/benchmarks.md), and its
 	// file does not bloat after truncation. It is also the stable store.
 	walDir := filepath.Join(raftDir, "wal")

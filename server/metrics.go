@@ -33,11 +33,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 type stateCollector struct{ s *Server }
 
 var (
-	descApplied    = prometheus.NewDesc("baldur_raft_applied_index", "Index of the last entry applied to state.db (the revision).", nil, nil)
-	descCommit     = prometheus.NewDesc("baldur_raft_commit_index", "Raft commit index known to this node.", nil, nil)
-	descTerm       = prometheus.NewDesc("baldur_raft_term", "Current Raft term.", nil, nil)
-	descLeader     = prometheus.NewDesc("baldur_raft_is_leader", "1 if this node is the leader.", nil, nil)
-	descPeers      = prometheus.NewDesc("baldur_raft_peers", "Servers in the Raft configuration.", nil, nil)
+	descApplied    = prometheus.NewDesc("baldur_node_applied_index", "Index of the last entry applied to state.db (the revision).", nil, nil)
+	descCommit     = prometheus.NewDesc("baldur_node_commit_index", "Raft commit index known to this node.", nil, nil)
+	descTerm       = prometheus.NewDesc("baldur_node_term", "Current Raft term.", nil, nil)
+	descLeader     = prometheus.NewDesc("baldur_node_is_leader", "1 if this node is the leader.", nil, nil)
+	descPeers      = prometheus.NewDesc("baldur_cluster_servers", "Servers in the Raft configuration.", nil, nil)
 	descLevel      = prometheus.NewDesc("baldur_emergency_mode_level", "Current emergency level per scope (0 NORMAL .. 3 LEVEL_3).", []string{"scope"}, nil)
 	descActive     = prometheus.NewDesc("baldur_emergency_mode_active", "1 while an emergency is active in the scope.", []string{"scope"}, nil)
 	descRecovering = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)

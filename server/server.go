@@ -305,7 +305,7 @@ func (s *Server) Close(transfer bool) {
 	s.closeOnce.Do(func() {
 		s.hub.close()
 		s.health.Shutdown()
-		if transfer && s.store.IsLeader() {
+		if transfer && s.store.IsLeader() && s.hasOtherVoters() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout/2)
 			if err := s.store.TransferLeadership(ctx, ""); err != nil {
 				s.log.Warn("raft.leadership_transfer_failed", "err", err)
@@ -330,6 +330,19 @@ func (s *Server) Close(transfer bool) {
 		s.shutdownStore(false)
 		s.log.Info("server.stopped")
 	})
+}
+
+func (s *Server) hasOtherVoters() bool {
+	servers, err := s.store.Servers()
+	if err != nil {
+		return false
+	}
+	for _, sv := range servers {
+		if sv.Voter && sv.ID != s.cfg.NodeID {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) shutdownStore(transfer bool) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -215,6 +216,19 @@ func TestProcessKillRestartAndSigterm(t *testing.T) {
 	leader := c.nodes[li]
 	if code, err := leader.trigger("LEVEL_1", "before kill"); err != nil || code != 200 {
 		t.Fatalf("first write: %d %v", code, err)
+	}
+
+	// The process bridges the Raft library's metrics next to its own.
+	resp, err := httpClient.Get("http://" + leader.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"baldur_node_applied_index", "baldur_raft_commitTime", "baldur_emergency_mode_level"} {
+		if resp.StatusCode != 200 || !strings.Contains(string(metricsText), name) {
+			t.Fatalf("/metrics (%d) lacks %s:\n%.2000s", resp.StatusCode, name, metricsText)
+		}
 	}
 
 	// kill -9 of the leader: a new leader within 5 s.
