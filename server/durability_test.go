@@ -2,17 +2,13 @@ package server_test
 
 import (
 	"bytes"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
-	bolt "go.etcd.io/bbolt"
 )
 
 func auditState(t *testing.T, n *testcluster.Node) (*pb.ListAuditResponse, *pb.VerifyAuditResponse) {
@@ -190,26 +186,7 @@ func TestAuditVerifyDetectsTamperedRecord(t *testing.T) {
 		t.Fatalf("fresh chain does not verify: %s", v.Problem)
 	}
 	c.Kill(0)
-	// Edit record 3's reason directly in the state file.
-	db, err := bolt.Open(filepath.Join(c.Nodes[0].Dir, "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("audit"))
-		key := binary.BigEndian.AppendUint64(nil, 3)
-		var rec map[string]any
-		if err := json.Unmarshal(b.Get(key), &rec); err != nil {
-			return err
-		}
-		rec["reason"] = "forged"
-		raw, _ := json.Marshal(rec)
-		return b.Put(key, raw)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c.TamperAuditRecord(0, 3, "reason", "forged")
 	c.Restart(0)
 	c.WaitForLeader(10 * time.Second)
 	_, v = auditState(t, c.Nodes[0])

@@ -10,13 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"github.com/spf13/cobra"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 )
 
@@ -70,27 +68,15 @@ func envOr(k, d string) string {
 	return d
 }
 
-// dial connects lazily. With several addresses the pick-first policy uses
-// the first that answers and moves on when it fails.
+// dial connects lazily. With several addresses the first that answers is
+// used, and the next when it fails.
 func (g *globals) dial() (*grpc.ClientConn, error) {
 	if g.conn != nil {
 		return g.conn, nil
 	}
-	var addrs []resolver.Address
-	for _, a := range strings.Split(g.addr, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, resolver.Address{Addr: a})
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("--addr is empty")
-	}
-	r := manual.NewBuilderWithScheme("baldurctl")
-	r.InitialState(resolver.State{Addresses: addrs})
-	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
+	conn, err := baldur.NewConn(g.addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", g.addr, err)
+		return nil, fmt.Errorf("--addr %q: %w", g.addr, err)
 	}
 	g.conn = conn
 	return conn, nil
@@ -105,20 +91,14 @@ func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFu
 	return ctx, cancel
 }
 
-// oneLine renders an error as one line, with the server's reason.
+// oneLine renders an error as one line, led by the server's reason.
 func oneLine(err error) string {
 	if st, ok := status.FromError(err); ok {
-		reason := st.Code().String()
-		for _, d := range st.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok {
-				reason = info.Reason
-			}
-		}
 		msg := st.Message()
-		if st.Code() == 14 && strings.Contains(msg, "connection refused") {
+		if st.Code() == codes.Unavailable && strings.Contains(msg, "connection refused") {
 			msg = "cannot reach baldurd (is it running? --addr/BALDUR_ADDR)"
 		}
-		return reason + ": " + strings.ReplaceAll(msg, "\n", " ")
+		return baldur.Reason(err) + ": " + strings.ReplaceAll(msg, "\n", " ")
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timed out (raise --timeout)"

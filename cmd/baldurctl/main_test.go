@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
-	bolt "go.etcd.io/bbolt"
 )
 
 // buildCLI builds the real baldurctl binary once per test binary.
@@ -153,25 +151,7 @@ func TestCLIEmergencyAuditAndSnapshot(t *testing.T) {
 		t.Fatalf("audit list:\n%s", out)
 	}
 	c.Kill(0)
-	db, err := bolt.Open(filepath.Join(c.Nodes[0].Dir, "state.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("audit"))
-		key := binary.BigEndian.AppendUint64(nil, 2)
-		var rec map[string]any
-		if err := json.Unmarshal(b.Get(key), &rec); err != nil {
-			return err
-		}
-		rec["actor"] = "somebody-else"
-		raw, _ := json.Marshal(rec)
-		return b.Put(key, raw)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c.TamperAuditRecord(0, 2, "actor", "somebody-else")
 	c.Restart(0)
 	c.WaitForLeader(10 * time.Second)
 	_, errOut, code = ctl.run("audit", "verify")

@@ -9,17 +9,22 @@ package testcluster
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/baldurhq/baldurd/server"
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Timing used by test clusters: fast, but slow enough that a busy 2-core
@@ -383,4 +388,35 @@ func (f *faults) heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cuts = map[[2]string]bool{}
+}
+
+// TamperAuditRecord rewrites one field of audit record seq directly in the
+// state file of a stopped node, as an attacker with disk access would.
+func (c *Cluster) TamperAuditRecord(i int, seq uint64, field string, value any) {
+	c.t.Helper()
+	if c.Nodes[i].Running() {
+		c.t.Fatalf("TamperAuditRecord: %s is running; Kill it first", c.Nodes[i].ID)
+	}
+	db, err := bolt.Open(filepath.Join(c.Nodes[i].Dir, "state.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(audit.Bucket)
+		key := binary.BigEndian.AppendUint64(nil, seq)
+		var rec map[string]any
+		if err := json.Unmarshal(b.Get(key), &rec); err != nil {
+			return fmt.Errorf("audit record %d: %w", seq, err)
+		}
+		rec[field] = value
+		raw, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		return b.Put(key, raw)
+	})
+	if err != nil {
+		c.t.Fatalf("TamperAuditRecord: %v", err)
+	}
 }

@@ -91,6 +91,27 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	if o.minBackoff <= 0 || o.maxBackoff < o.minBackoff {
 		return nil, fmt.Errorf("baldur: backoff bounds %v..%v are invalid", o.minBackoff, o.maxBackoff)
 	}
+	conn, err := NewConn(endpoints, o.dialOptions...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{conn: conn, opts: o, ready: make(chan struct{})}
+	c.emergency = newEmergency(o.staleAfter)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.watchEmergency(runCtx)
+	}()
+	return c, nil
+}
+
+// NewConn returns a gRPC connection to the comma-separated endpoints that
+// uses the first one answering and moves to the next when it fails (the
+// pick-first policy over a fixed address list). It does not connect yet.
+// Without a transport-credentials option it dials in plaintext.
+func NewConn(endpoints string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var addrs []resolver.Address
 	for _, e := range strings.Split(endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -105,21 +126,12 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}, o.dialOptions...)
+	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("baldur: %w", err)
 	}
-	c := &Client{conn: conn, opts: o, ready: make(chan struct{})}
-	c.emergency = newEmergency(o.staleAfter)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.watchEmergency(runCtx)
-	}()
-	return c, nil
+	return conn, nil
 }
 
 // Close stops the background streams and closes the connection.
