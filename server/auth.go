@@ -163,6 +163,9 @@ func first(md metadata.MD, key string) string {
 }
 
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := takeBadRequest(req); err != nil {
+		return nil, err
+	}
 	if s.auth.unauthMethods[info.FullMethod] {
 		return handler(ctx, req)
 	}
@@ -189,6 +192,7 @@ type identityStream struct {
 func (w identityStream) Context() context.Context { return w.ctx }
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ss = checkedStream{ss}
 	if s.auth.unauthMethods[info.FullMethod] || strings.HasPrefix(info.FullMethod, "/grpc.reflection.") {
 		return handler(srv, ss)
 	}

@@ -202,9 +202,12 @@ func TestTokenAuthentication(t *testing.T) {
 	}
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(tokens, []byte("# operators\nalice s3cret-token-for-alice-0001\nnode n-token-for-the-nodes-00002\n"), 0o600)
+	key := filepath.Join(t.TempDir(), "audit.key")
+	os.WriteFile(key, []byte("a-shared-audit-hmac-key-0123456789\n"), 0o600)
 	c := testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
 		cfg.TokenFile = tokens
 		cfg.Token = "n-token-for-the-nodes-00002"
+		cfg.AuditKeyFile = key
 	}))
 	e := emergencyClient(t, c.Followers()[0])
 	if _, err := e.GetEmergency(ctxT(t), &pb.GetEmergencyRequest{}); reasonOf(err) != "UNAUTHENTICATED" {
@@ -221,6 +224,10 @@ func TestTokenAuthentication(t *testing.T) {
 	}
 	if resp.State.ActivatedBy != "alice" {
 		t.Fatalf("actor = %q, want alice (forwarded through a follower)", resp.State.ActivatedBy)
+	}
+	v, err := pb.NewAuditServiceClient(dial(t, c.Nodes[0].GRPCAddr)).VerifyAudit(good, &pb.VerifyAuditRequest{})
+	if err != nil || !v.Ok || !v.Keyed || v.Records < 2 {
+		t.Fatalf("keyed audit chain: %v %v", v, err)
 	}
 	r := restClient{t: t, base: "http://" + c.Nodes[0].HTTPAddr}
 	if code, body := r.do("GET", "/v1/emergency", ""); code != 401 || body["reason"] != "UNAUTHENTICATED" {

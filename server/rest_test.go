@@ -8,7 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 )
 
 type restClient struct {
@@ -162,4 +167,51 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 	if code, _ := r.do("GET", "/livez", ""); code != 200 {
 		t.Fatal("server stopped serving after bad input")
 	}
+}
+
+func TestMalformedAndOversizeProtobufRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	conn := dial(t, c.Nodes[0].GRPCAddr)
+	before := contentHashes(t, c)[0]
+	// Raw bytes that are not a TriggerEmergencyRequest (field 2 claims 100 bytes).
+	garbage := &rawMessage{data: []byte{0x12, 0x64, 0x01}}
+	err := conn.Invoke(ctxT(t), "/baldur.v1.EmergencyService/TriggerEmergency", garbage, &rawMessage{}, grpc.ForceCodecV2(rawCodec{}))
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "malformed protobuf") {
+		t.Fatalf("garbage body: %v", err)
+	}
+	big := &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_1, Reason: strings.Repeat("x", 2<<20)}
+	_, err = pb.NewEmergencyServiceClient(conn).TriggerEmergency(ctxT(t), big)
+	if reasonOf(err) != "REQUEST_TOO_LARGE" {
+		t.Fatalf("2 MiB request: %v", err)
+	}
+	// A streamed chunk that does not decode fails the restore the same way.
+	cs, err := conn.NewStream(ctxT(t), &grpc.StreamDesc{ClientStreams: true}, "/baldur.v1.ClusterService/RestoreSnapshot", grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.SendMsg(garbage)
+	cs.CloseSend()
+	if err := cs.RecvMsg(&rawMessage{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("garbage stream chunk: %v", err)
+	}
+	if after := contentHashes(t, c)[0]; after != before {
+		t.Fatal("malformed requests changed the state")
+	}
+}
+
+// rawMessage and rawCodec send bytes as they are.
+type rawMessage struct{ data []byte }
+
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.(*rawMessage).data)}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	v.(*rawMessage).data = data.Materialize()
+	return nil
 }

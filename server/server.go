@@ -26,8 +26,9 @@ import (
 	"google.golang.org/grpc/reflection"
 )
 
-// maxGRPCMessage caps one gRPC message (a snapshot is sent in 64 KiB chunks).
-const maxGRPCMessage = 4 << 20
+// maxGRPCMessage is gRPC's own cap on a received message; between
+// maxRequestMessage and this, the codec answers REQUEST_TOO_LARGE.
+const maxGRPCMessage = 16 << 20
 
 // Server is one baldurd node.
 type Server struct {
@@ -125,6 +126,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
 		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
+		grpc.ForceServerCodecV2(newStrictCodec()),
 	)
 	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})
