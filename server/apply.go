@@ -10,6 +10,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
@@ -24,11 +25,14 @@ type applyResult struct {
 	Revision  uint64
 	Duplicate bool
 	Err       error
+	// Granted reports a circuit probe permit.
+	Granted bool
 }
 
 // change is what a domain function did, in the form the audit trail needs.
 type change struct {
 	Changed bool
+	Granted bool
 	Action  string
 	Target  string
 	Before  any
@@ -101,10 +105,15 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		})
 		if a.metrics != nil {
 			a.metrics.changes.WithLabelValues(ch.Action).Inc()
+			if after, ok := ch.After.(circuit.Breaker); ok {
+				if before, ok := ch.Before.(circuit.Breaker); !ok || before.State != after.State {
+					a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
+				}
+			}
 		}
 	}
 	rememberRequest(kv, cmd.RequestId, index, m.Time)
-	return applyResult{Revision: index}
+	return applyResult{Revision: index, Granted: ch.Granted}
 }
 
 func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, error) {
@@ -129,6 +138,12 @@ func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, e
 		return upsertMember(kv, b.MemberUpsert)
 	case *raftv1.Command_MemberRemove:
 		return removeMember(kv, b.MemberRemove)
+	case *raftv1.Command_Circuit:
+		r, err := circuit.Apply(kv, circuit.Meta(m), b.Circuit)
+		if err != nil {
+			return change{}, err
+		}
+		return change{Changed: r.Changed, Granted: r.Granted, Action: "circuit." + r.Action, Target: "circuit/" + r.Name, Before: r.Before, After: r.After}, nil
 	case *raftv1.Command_AuditNote:
 		n := b.AuditNote
 		return change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}, nil

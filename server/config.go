@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
 )
 
@@ -45,6 +47,10 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
+	// CircuitDefaults is the policy of breakers registered on first report
+	// and the base for partial policies (BALDUR_CB_*).
+	CircuitDefaults circuit.Policy
+
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
 	LeaderTick time.Duration
@@ -66,7 +72,32 @@ func Defaults() Config {
 		LogFormat:       "text",
 		ShutdownTimeout: 10 * time.Second,
 		LeaderTick:      100 * time.Millisecond,
+		CircuitDefaults: circuit.DefaultPolicy(),
 	}
+}
+
+// seconds is a duration flag that also accepts a bare number of seconds,
+// as Baldur's BALDUR_CB_* variables are written ("60").
+type seconds struct{ d *time.Duration }
+
+func (s seconds) String() string {
+	if s.d == nil {
+		return ""
+	}
+	return s.d.String()
+}
+
+func (s seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		*s.d = time.Duration(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a duration (30s) or seconds (30)")
+	}
+	*s.d = d
+	return nil
 }
 
 // RegisterFlags binds c's fields to fs.
@@ -88,6 +119,18 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
+	cb := &c.CircuitDefaults
+	fs.IntVar(&cb.FailureThreshold, "cb-failure-threshold", cb.FailureThreshold, "default breaker policy: consecutive failures that trip")
+	fs.Float64Var(&cb.FailureRateThreshold, "cb-failure-rate-threshold", cb.FailureRateThreshold, "default breaker policy: failure rate (%) that trips; 0 disables")
+	fs.IntVar(&cb.MinimumCalls, "cb-minimum-calls", cb.MinimumCalls, "default breaker policy: calls needed before rate triggers apply")
+	fs.IntVar(&cb.WindowSize, "cb-sliding-window-size", cb.WindowSize, "default breaker policy: calls in the count window")
+	fs.Float64Var(&cb.SlowCallRateThreshold, "cb-slow-call-rate-threshold", cb.SlowCallRateThreshold, "default breaker policy: slow-call rate (%) that trips; 0 disables")
+	fs.Var(seconds{&cb.SlowCallDuration}, "cb-slow-call-duration", "default breaker policy: a call slower than this is slow")
+	fs.Var(seconds{&cb.RecoveryTimeout}, "cb-recovery-timeout", "default breaker policy: OPEN dwell before trial calls")
+	fs.IntVar(&cb.HalfOpenMaxCalls, "cb-half-open-max-calls", cb.HalfOpenMaxCalls, "default breaker policy: trial permits per HALF_OPEN window, fleet-wide")
+	fs.IntVar(&cb.SuccessThreshold, "cb-success-threshold", cb.SuccessThreshold, "default breaker policy: trial successes that close")
+	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
+	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 }
 
 // ApplyEnv sets every flag not given on the command line from its
@@ -157,6 +200,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--log-format %q: use text or json", c.LogFormat)
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := c.CircuitDefaults.Validate(); err != nil {
+		var ae *circuit.ArgumentError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("--cb-%s: %s", strings.ReplaceAll(ae.FieldName, "_", "-"), ae.Msg)
+		}
 		return err
 	}
 	if c.ShutdownTimeout <= 0 {

@@ -9,8 +9,6 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -218,10 +216,6 @@ func (e *emergencyService) UpdateEmergencyConfig(ctx context.Context, req *pb.Up
 
 func fieldIndex(field string, i int) string { return fmt.Sprintf("%s[%d]", field, i) }
 
-// watchHeartbeat is how often an idle watch stream sends an empty message,
-// so clients can tell a quiet stream from a dead one.
-const watchHeartbeat = 3 * time.Second
-
 func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream pb.EmergencyService_WatchEmergencyServer) error {
 	scope := ""
 	if req.Scope != "" {
@@ -230,58 +224,21 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 			return err
 		}
 	}
-	ctx := stream.Context()
-	rev := req.FromRevision
-	restores := e.s.store.Restores()
-	for {
-		wake := e.s.hub.wait()
-		if e.s.hub.isClosed() {
-			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
-		}
-		var msg *pb.WatchEmergencyResponse
-		var applied uint64
-		_ = e.s.store.View(func(kv raftstore.KV) error {
-			applied = kv.AppliedIndex()
-			if r := e.s.store.Restores(); rev > applied || r != restores {
-				// A revision this node's history cannot continue (from
-				// another cluster, or a snapshot restore happened since):
-				// start over with a full snapshot.
-				rev, restores = 0, r
-			}
-			msg = &pb.WatchEmergencyResponse{Snapshot: rev == 0, Revision: applied}
-			for _, st := range emergency.List(kv) {
-				if (scope == "" || st.Scope == scope) && st.Revision > rev {
-					msg.States = append(msg.States, stateToPB(st))
-				}
-			}
-			if scope != "" && rev == 0 && len(msg.States) == 0 {
-				msg.States = append(msg.States, stateToPB(emergency.Get(kv, scope)))
-			}
-			cfg, cfgRev := emergency.GetConfig(kv)
-			if rev == 0 || cfgRev > rev {
-				msg.Config = configToPB(cfg, cfgRev)
-			}
-			return nil
-		})
-		if msg.Snapshot || len(msg.States) > 0 || msg.Config != nil {
-			if err := stream.Send(msg); err != nil {
-				return err
+	build := func(kv raftstore.KV, since, applied uint64) (*pb.WatchEmergencyResponse, bool) {
+		msg := &pb.WatchEmergencyResponse{Snapshot: since == 0, Revision: applied}
+		for _, st := range emergency.List(kv) {
+			if (scope == "" || st.Scope == scope) && st.Revision > since {
+				msg.States = append(msg.States, stateToPB(st))
 			}
 		}
-		rev = applied
-		heartbeat := time.NewTimer(watchHeartbeat)
-		select {
-		case <-wake:
-		case <-heartbeat.C:
-			// An empty message tells the client the stream is alive and
-			// its state current as of this revision.
-			if err := stream.Send(&pb.WatchEmergencyResponse{Revision: rev}); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			heartbeat.Stop()
-			return nil
+		if scope != "" && since == 0 && len(msg.States) == 0 {
+			msg.States = append(msg.States, stateToPB(emergency.Get(kv, scope)))
 		}
-		heartbeat.Stop()
+		if cfg, cfgRev := emergency.GetConfig(kv); since == 0 || cfgRev > since {
+			msg.Config = configToPB(cfg, cfgRev)
+		}
+		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil
 	}
+	return watchLoop(e.s, stream.Context(), req.FromRevision, build, stream.Send,
+		func(applied uint64) error { return stream.Send(&pb.WatchEmergencyResponse{Revision: applied}) })
 }

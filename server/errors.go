@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -58,6 +59,7 @@ var errorTable = []errorMapping{
 	{raftstore.ErrTransferFailed, codes.FailedPrecondition, "TRANSFER_FAILED"},
 	{raftstore.ErrAlreadyMember, codes.AlreadyExists, "MEMBER_EXISTS"},
 	{raftstore.ErrMembership, codes.FailedPrecondition, "MEMBERSHIP_CHANGE_REFUSED"},
+	{circuit.ErrNotFound, codes.NotFound, "CIRCUIT_NOT_FOUND"},
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
 	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},

@@ -146,23 +146,28 @@ func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (uint64, 
 
 // applyLocal stamps the leader's time and proposes cmd on this node.
 func (s *Server) applyLocal(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
+	r, err := s.applyLocalResult(ctx, cmd)
+	return r.Revision, err
+}
+
+func (s *Server) applyLocalResult(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
 	if err := s.checkCommandVersion(cmd.Version); err != nil {
-		return 0, err
+		return applyResult{}, err
 	}
 	cmd.TimeUnixNano = s.now().UnixNano()
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return 0, fmt.Errorf("encode command: %w", err)
+		return applyResult{}, fmt.Errorf("encode command: %w", err)
 	}
 	resp, _, err := s.store.Apply(ctx, data)
 	if err != nil {
-		return 0, err
+		return applyResult{}, err
 	}
 	r, ok := resp.(applyResult)
 	if !ok {
-		return 0, fmt.Errorf("unexpected apply response %T", resp)
+		return applyResult{}, fmt.Errorf("unexpected apply response %T", resp)
 	}
-	return r.Revision, r.Err
+	return r, r.Err
 }
 
 var errUpgradePending = errors.New("server: a voter does not support this command version yet")
@@ -271,6 +276,14 @@ var writeMethods = map[string]bool{
 	"/baldur.v1.ClusterService/AddMember":               true,
 	"/baldur.v1.ClusterService/RemoveMember":            true,
 	"/baldur.v1.ClusterService/TransferLeadership":      true,
+	"/baldur.v1.CircuitService/SetPolicy":               true,
+	"/baldur.v1.CircuitService/ForceOpen":               true,
+	"/baldur.v1.CircuitService/ForceClose":              true,
+	"/baldur.v1.CircuitService/Reset":                   true,
+	"/baldur.v1.CircuitService/SetKillSwitch":           true,
+	// Leader-only because the fleet windows and probe counts live there.
+	"/baldur.v1.CircuitService/ReportOutcomes": true,
+	"/baldur.v1.CircuitService/AcquireProbe":   true,
 }
 
 // mdForwarded marks a call a follower forwarded; the receiver never

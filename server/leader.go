@@ -5,6 +5,7 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 )
@@ -18,6 +19,9 @@ const systemActor = "system:leader"
 // twice (say by an old and a new leader) applies once.
 func (s *Server) onLeader(ctx context.Context) {
 	s.log.Info("raft.leader_elected")
+	// Fleet windows start empty under every new leader (DESIGN principle 6).
+	s.eval.Store(circuit.NewEvaluator())
+	defer s.eval.Store(nil)
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
 	lastReconcile := time.Time{}
@@ -29,6 +33,7 @@ func (s *Server) onLeader(ctx context.Context) {
 		case <-tick.C:
 		}
 		s.proposeDue(ctx)
+		s.proposeCircuitDue(ctx)
 		if time.Since(lastReconcile) > 5*time.Second {
 			s.reconcileMembers(ctx)
 			lastReconcile = time.Now()

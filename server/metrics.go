@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,8 +9,12 @@ import (
 
 // metrics are registered on the injected registry, never globally.
 type metrics struct {
-	forwarded prometheus.Counter
-	changes   *prometheus.CounterVec
+	forwarded   prometheus.Counter
+	changes     *prometheus.CounterVec
+	transitions *prometheus.CounterVec
+	reports     *prometheus.CounterVec
+	rejections  *prometheus.CounterVec
+	evalSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -21,7 +26,20 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Name: "baldur_state_changes_total", Help: "State changes applied by this node's FSM, by action (one audit record each).",
 		}, []string{"action"}),
 	}
-	for _, c := range []prometheus.Collector{m.forwarded, m.changes, &stateCollector{s: s}} {
+	m.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baldur_circuit_transitions_total", Help: "Breaker state transitions applied by this node, by breaker, new state and trigger.",
+	}, []string{"name", "to_state", "trigger"})
+	m.reports = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baldur_circuit_reports_total", Help: "Outcome reports evaluated by this node as leader, by breaker.",
+	}, []string{"name"})
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baldur_circuit_blocked_total", Help: "Calls SDKs reported rejecting, by breaker (reported to the leader).",
+	}, []string{"name"})
+	m.evalSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "baldur_circuit_evaluator_lag_seconds", Help: "Time the leader spent evaluating one report batch, proposals included.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	})
+	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -41,10 +59,12 @@ var (
 	descLevel      = prometheus.NewDesc("baldur_emergency_mode_level", "Current emergency level per scope (0 NORMAL .. 3 LEVEL_3).", []string{"scope"}, nil)
 	descActive     = prometheus.NewDesc("baldur_emergency_mode_active", "1 while an emergency is active in the scope.", []string{"scope"}, nil)
 	descRecovering = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)
+	descCircuit    = prometheus.NewDesc("baldur_circuit_state", "Breaker state (0 CLOSED, 1 OPEN, 2 HALF_OPEN).", []string{"name"}, nil)
+	descPinned     = prometheus.NewDesc("baldur_circuit_pinned", "1 while the breaker is forced open or closed.", []string{"name"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned} {
 		ch <- d
 	}
 }
@@ -77,6 +97,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLevel, prometheus.GaugeValue, float64(level), s.Scope)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, b2f(s.Active), s.Scope)
 			ch <- prometheus.MustNewConstMetric(descRecovering, prometheus.GaugeValue, b2f(s.Recovering), s.Scope)
+		}
+		for _, b := range circuit.List(kv) {
+			ch <- prometheus.MustNewConstMetric(descCircuit, prometheus.GaugeValue, float64(b.State), b.Name)
+			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, b2f(b.Pinned), b.Name)
 		}
 		return nil
 	})

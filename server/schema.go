@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/emergency"
 )
 
@@ -24,5 +25,6 @@ var (
 // schemaBuckets is every bucket in state.db (raftstore adds its own _meta).
 func schemaBuckets() [][]byte {
 	b := [][]byte{bucketMembers, bucketRequests, bucketRequestsByTime, audit.Bucket}
+	b = append(b, circuit.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -39,6 +41,7 @@ type Server struct {
 	auth     *authenticator
 
 	store   *raftstore.Store
+	eval    atomic.Pointer[circuit.Evaluator]
 	hub     *hub
 	peers   peers
 	metrics *metrics
@@ -131,6 +134,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})
 	pb.RegisterAuditServiceServer(s.grpcSrv, &auditService{s: s})
+	pb.RegisterCircuitServiceServer(s.grpcSrv, &circuitService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -24,6 +24,76 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CircuitCommand_Op int32
+
+const (
+	CircuitCommand_OP_UNSPECIFIED CircuitCommand_Op = 0
+	CircuitCommand_UPSERT         CircuitCommand_Op = 1 // register or set policy (policy_json)
+	CircuitCommand_TRIP           CircuitCommand_Op = 2 // CLOSED -> OPEN with evidence
+	CircuitCommand_HALF_OPEN      CircuitCommand_Op = 3 // OPEN -> HALF_OPEN after the recovery timeout
+	CircuitCommand_PROBE          CircuitCommand_Op = 4 // grant a trial permit in the current window
+	CircuitCommand_PROBE_RESULT   CircuitCommand_Op = 5 // trial outcomes for probe_window
+	CircuitCommand_FORCE          CircuitCommand_Op = 6 // pin OPEN or CLOSED for ttl_nanos
+	CircuitCommand_UNPIN          CircuitCommand_Op = 7 // a pin (pin_revision) expired
+	CircuitCommand_RESET          CircuitCommand_Op = 8 // CLOSED, unpinned, evidence cleared
+	CircuitCommand_KILL_SWITCH    CircuitCommand_Op = 9 // enabled
+)
+
+// Enum value maps for CircuitCommand_Op.
+var (
+	CircuitCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "UPSERT",
+		2: "TRIP",
+		3: "HALF_OPEN",
+		4: "PROBE",
+		5: "PROBE_RESULT",
+		6: "FORCE",
+		7: "UNPIN",
+		8: "RESET",
+		9: "KILL_SWITCH",
+	}
+	CircuitCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"UPSERT":         1,
+		"TRIP":           2,
+		"HALF_OPEN":      3,
+		"PROBE":          4,
+		"PROBE_RESULT":   5,
+		"FORCE":          6,
+		"UNPIN":          7,
+		"RESET":          8,
+		"KILL_SWITCH":    9,
+	}
+)
+
+func (x CircuitCommand_Op) Enum() *CircuitCommand_Op {
+	p := new(CircuitCommand_Op)
+	*p = x
+	return p
+}
+
+func (x CircuitCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CircuitCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[0].Descriptor()
+}
+
+func (CircuitCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[0]
+}
+
+func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CircuitCommand_Op.Descriptor instead.
+func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
+}
+
 // Command is the one message written to the Raft log. The leader stamps
 // time_unix_nano before proposing; the FSM never reads the clock.
 type Command struct {
@@ -49,6 +119,7 @@ type Command struct {
 	//	*Command_MemberUpsert
 	//	*Command_MemberRemove
 	//	*Command_AuditNote
+	//	*Command_Circuit
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -205,6 +276,15 @@ func (x *Command) GetAuditNote() *AuditNote {
 	return nil
 }
 
+func (x *Command) GetCircuit() *CircuitCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Circuit); ok {
+			return x.Circuit
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -241,6 +321,10 @@ type Command_AuditNote struct {
 	AuditNote *AuditNote `protobuf:"bytes,40,opt,name=audit_note,json=auditNote,proto3,oneof"`
 }
 
+type Command_Circuit struct {
+	Circuit *CircuitCommand `protobuf:"bytes,48,opt,name=circuit,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -256,6 +340,8 @@ func (*Command_MemberUpsert) isCommand_Body() {}
 func (*Command_MemberRemove) isCommand_Body() {}
 
 func (*Command_AuditNote) isCommand_Body() {}
+
+func (*Command_Circuit) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -757,6 +843,140 @@ func (x *MemberRemove) GetId() string {
 	return ""
 }
 
+// CircuitCommand is every breaker change. The policy travels as the
+// circuit package's JSON so the domain owns its format.
+type CircuitCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            CircuitCommand_Op      `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.CircuitCommand_Op" json:"op,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PolicyJson    []byte                 `protobuf:"bytes,3,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	EvidenceJson  []byte                 `protobuf:"bytes,4,opt,name=evidence_json,json=evidenceJson,proto3" json:"evidence_json,omitempty"`
+	State         int32                  `protobuf:"varint,5,opt,name=state,proto3" json:"state,omitempty"`
+	TtlNanos      int64                  `protobuf:"varint,6,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	ProbeWindow   uint64                 `protobuf:"varint,7,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
+	PinRevision   uint64                 `protobuf:"varint,8,opt,name=pin_revision,json=pinRevision,proto3" json:"pin_revision,omitempty"`
+	Successes     int64                  `protobuf:"varint,9,opt,name=successes,proto3" json:"successes,omitempty"`
+	Failures      int64                  `protobuf:"varint,10,opt,name=failures,proto3" json:"failures,omitempty"`
+	Enabled       bool                   `protobuf:"varint,11,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,12,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CircuitCommand) Reset() {
+	*x = CircuitCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitCommand) ProtoMessage() {}
+
+func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
+func (*CircuitCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CircuitCommand) GetOp() CircuitCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return CircuitCommand_OP_UNSPECIFIED
+}
+
+func (x *CircuitCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CircuitCommand) GetPolicyJson() []byte {
+	if x != nil {
+		return x.PolicyJson
+	}
+	return nil
+}
+
+func (x *CircuitCommand) GetEvidenceJson() []byte {
+	if x != nil {
+		return x.EvidenceJson
+	}
+	return nil
+}
+
+func (x *CircuitCommand) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetTtlNanos() int64 {
+	if x != nil {
+		return x.TtlNanos
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetProbeWindow() uint64 {
+	if x != nil {
+		return x.ProbeWindow
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetPinRevision() uint64 {
+	if x != nil {
+		return x.PinRevision
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetSuccesses() int64 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CircuitCommand) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *CircuitCommand) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
 // AuditNote records an operation that changes state outside the log (a
 // snapshot restore) in the audit trail.
 type AuditNote struct {
@@ -770,7 +990,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1002,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1015,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -835,7 +1055,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1067,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1080,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -914,7 +1134,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1146,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1159,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -959,7 +1179,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1191,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1204,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1009,7 +1229,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1241,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1254,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 type ReadIndexResponse struct {
@@ -1046,7 +1266,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1278,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1291,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1085,7 +1305,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x88\x06\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xc4\x06\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1102,7 +1322,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rmember_upsert\x18  \x01(\v2\x1c.baldur.raft.v1.MemberUpsertH\x00R\fmemberUpsert\x12C\n" +
 	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12:\n" +
 	"\n" +
-	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNoteB\x06\n" +
+	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12:\n" +
+	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuitB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -1138,7 +1359,35 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12'\n" +
 	"\x0fcommand_version\x18\x05 \x01(\rR\x0ecommandVersion\"\x1e\n" +
 	"\fMemberRemove\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9a\x04\n" +
+	"\x0eCircuitCommand\x121\n" +
+	"\x02op\x18\x01 \x01(\x0e2!.baldur.raft.v1.CircuitCommand.OpR\x02op\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
+	"\vpolicy_json\x18\x03 \x01(\fR\n" +
+	"policyJson\x12#\n" +
+	"\revidence_json\x18\x04 \x01(\fR\fevidenceJson\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\x05R\x05state\x12\x1b\n" +
+	"\tttl_nanos\x18\x06 \x01(\x03R\bttlNanos\x12!\n" +
+	"\fprobe_window\x18\a \x01(\x04R\vprobeWindow\x12!\n" +
+	"\fpin_revision\x18\b \x01(\x04R\vpinRevision\x12\x1c\n" +
+	"\tsuccesses\x18\t \x01(\x03R\tsuccesses\x12\x1a\n" +
+	"\bfailures\x18\n" +
+	" \x01(\x03R\bfailures\x12\x18\n" +
+	"\aenabled\x18\v \x01(\bR\aenabled\x12\x1f\n" +
+	"\vinstance_id\x18\f \x01(\tR\n" +
+	"instanceId\"\x8c\x01\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06UPSERT\x10\x01\x12\b\n" +
+	"\x04TRIP\x10\x02\x12\r\n" +
+	"\tHALF_OPEN\x10\x03\x12\t\n" +
+	"\x05PROBE\x10\x04\x12\x10\n" +
+	"\fPROBE_RESULT\x10\x05\x12\t\n" +
+	"\x05FORCE\x10\x06\x12\t\n" +
+	"\x05UNPIN\x10\a\x12\t\n" +
+	"\x05RESET\x10\b\x12\x0f\n" +
+	"\vKILL_SWITCH\x10\t\"S\n" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
@@ -1174,43 +1423,48 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
-	(*Command)(nil),           // 0: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),  // 1: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),  // 2: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),   // 3: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),     // 4: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),    // 5: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),   // 6: baldur.raft.v1.EmergencyConfig
-	(*MemberUpsert)(nil),      // 7: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),      // 8: baldur.raft.v1.MemberRemove
-	(*AuditNote)(nil),         // 9: baldur.raft.v1.AuditNote
-	(*SnapshotHeader)(nil),    // 10: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),      // 11: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),     // 12: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),  // 13: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil), // 14: baldur.raft.v1.ReadIndexResponse
+	(CircuitCommand_Op)(0),    // 0: baldur.raft.v1.CircuitCommand.Op
+	(*Command)(nil),           // 1: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),  // 2: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),  // 3: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),   // 4: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),     // 5: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),    // 6: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),   // 7: baldur.raft.v1.EmergencyConfig
+	(*MemberUpsert)(nil),      // 8: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),      // 9: baldur.raft.v1.MemberRemove
+	(*CircuitCommand)(nil),    // 10: baldur.raft.v1.CircuitCommand
+	(*AuditNote)(nil),         // 11: baldur.raft.v1.AuditNote
+	(*SnapshotHeader)(nil),    // 12: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),      // 13: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),     // 14: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),  // 15: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil), // 16: baldur.raft.v1.ReadIndexResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	1,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	2,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	3,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	4,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	6,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	7,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	8,  // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	9,  // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	5,  // 8: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	11, // 9: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	13, // 10: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	12, // 11: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	14, // 12: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	3,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	4,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	5,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	7,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	8,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	9,  // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	11, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	10, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	6,  // 9: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	0,  // 10: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	13, // 11: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	15, // 12: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	14, // 13: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	16, // 14: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -1227,19 +1481,21 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_MemberUpsert)(nil),
 		(*Command_MemberRemove)(nil),
 		(*Command_AuditNote)(nil),
+		(*Command_Circuit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_baldur_raft_v1_command_proto_goTypes,
 		DependencyIndexes: file_baldur_raft_v1_command_proto_depIdxs,
+		EnumInfos:         file_baldur_raft_v1_command_proto_enumTypes,
 		MessageInfos:      file_baldur_raft_v1_command_proto_msgTypes,
 	}.Build()
 	File_baldur_raft_v1_command_proto = out.File

@@ -1,0 +1,283 @@
+package circuit
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+)
+
+// KV is the storage the domain needs; raftstore.KV implements it.
+type KV interface {
+	Get(bucket, key []byte) []byte
+	Put(bucket, key, value []byte)
+	Delete(bucket, key []byte)
+	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
+}
+
+// Buckets.
+var (
+	BucketBreakers = []byte("circuits")
+	BucketGlobal   = []byte("circuit_global")
+	keyKillSwitch  = []byte("kill_switch")
+)
+
+// Buckets lists this package's buckets for the schema.
+func Buckets() [][]byte { return [][]byte{BucketBreakers, BucketGlobal} }
+
+// Get returns the named breaker.
+func Get(kv KV, name string) (Breaker, bool) {
+	v := kv.Get(BucketBreakers, []byte(name))
+	if v == nil {
+		return Breaker{}, false
+	}
+	var b Breaker
+	if err := json.Unmarshal(v, &b); err != nil {
+		panic(fmt.Sprintf("circuit: decode %q: %v", name, err))
+	}
+	return b, true
+}
+
+// List returns every breaker ordered by name.
+func List(kv KV) []Breaker {
+	var out []Breaker
+	kv.Scan(BucketBreakers, nil, false, func(_, v []byte) bool {
+		var b Breaker
+		if err := json.Unmarshal(v, &b); err != nil {
+			panic(fmt.Sprintf("circuit: decode: %v", err))
+		}
+		out = append(out, b)
+		return true
+	})
+	return out
+}
+
+// KillSwitch reports the global kill switch and the revision that set it.
+func KillSwitch(kv KV) (bool, uint64) {
+	v := kv.Get(BucketGlobal, keyKillSwitch)
+	if v == nil {
+		return false, 0
+	}
+	var ks struct {
+		Enabled  bool   `json:"enabled"`
+		Revision uint64 `json:"revision"`
+	}
+	if err := json.Unmarshal(v, &ks); err != nil {
+		panic(fmt.Sprintf("circuit: decode kill switch: %v", err))
+	}
+	return ks.Enabled, ks.Revision
+}
+
+func put(kv KV, b Breaker) { kv.Put(BucketBreakers, []byte(b.Name), marshal(b)) }
+
+func decodeJSON(raw []byte, v any, field string) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return &ArgumentError{FieldName: field, Code: "INVALID_ARGUMENT", Msg: err.Error()}
+	}
+	return nil
+}
+
+// Apply runs one circuit command.
+func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
+	if c.GetOp() == raftv1.CircuitCommand_KILL_SWITCH {
+		return setKillSwitch(kv, m, c.GetEnabled())
+	}
+	if err := CheckName(c.GetName()); err != nil {
+		return Result{}, err
+	}
+	cur, exists := Get(kv, c.GetName())
+	if !exists && c.GetOp() != raftv1.CircuitCommand_UPSERT {
+		if c.GetOp() == raftv1.CircuitCommand_FORCE || c.GetOp() == raftv1.CircuitCommand_RESET {
+			return Result{}, fmt.Errorf("%w: %q", ErrNotFound, c.GetName())
+		}
+		return Result{Name: c.GetName()}, nil // a timer or report for a breaker since deleted
+	}
+	next := cur
+	action := ""
+	switch c.GetOp() {
+	case raftv1.CircuitCommand_UPSERT:
+		var p Policy
+		if err := decodeJSON(c.GetPolicyJson(), &p, "policy"); err != nil {
+			return Result{}, err
+		}
+		if err := p.Validate(); err != nil {
+			return Result{}, err
+		}
+		if exists && cur.Policy == p {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		if !exists {
+			next = Breaker{Name: c.GetName(), State: Closed}
+			action = "register"
+		} else {
+			action = "policy_set"
+		}
+		next.Policy = p
+	case raftv1.CircuitCommand_TRIP:
+		if cur.State != Closed || cur.Pinned {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		var ev Evidence
+		if err := decodeJSON(c.GetEvidenceJson(), &ev, "evidence"); err != nil {
+			return Result{}, err
+		}
+		next = opened(cur, m, ev)
+		action = "open"
+	case raftv1.CircuitCommand_HALF_OPEN:
+		if cur.State != Open || cur.Pinned || cur.OpenedRevision != c.GetProbeWindow() || m.Time.Before(cur.OpenedAt.Add(cur.Policy.RecoveryTimeout)) {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		next = halfOpened(cur, m, TriggerRecoveryTimeout)
+		action = "half_open"
+	case raftv1.CircuitCommand_PROBE:
+		if cur.State != HalfOpen || cur.Pinned {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		if cur.ProbesGranted >= cur.Policy.HalfOpenMaxCalls {
+			if m.Time.Sub(cur.ProbeWindowStartedAt) < cur.Policy.HalfOpenStuckTimeout {
+				return Result{Name: cur.Name, Breaker: cur}, nil
+			}
+			// Permits of a dead window are reclaimed (Baldur §1.4).
+			next = halfOpened(cur, m, "half_open_stuck_reset")
+			action = "half_open_reset"
+		} else {
+			action = "probe_granted"
+		}
+		next.ProbesGranted++
+		next.Revision = m.Index
+		put(kv, next)
+		return Result{Changed: true, Action: action, Name: next.Name, Before: cur, After: next, Breaker: next, Granted: true}, nil
+	case raftv1.CircuitCommand_PROBE_RESULT:
+		if cur.State != HalfOpen || cur.Pinned || cur.ProbeWindow != c.GetProbeWindow() || (c.GetFailures() == 0 && c.GetSuccesses() <= 0) {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		if c.GetFailures() > 0 {
+			next = opened(cur, m, Evidence{WindowFailures: c.GetFailures(), WindowCalls: c.GetFailures() + c.GetSuccesses(), Trigger: TriggerHalfOpenFailure})
+			action = "open"
+			break
+		}
+		next.ProbeSuccesses += int(c.GetSuccesses())
+		next.Revision = m.Index
+		action = "probe_success"
+		if next.ProbeSuccesses >= cur.Policy.SuccessThreshold {
+			next = closed(cur, m, Evidence{WindowCalls: int64(next.ProbeSuccesses), Trigger: TriggerProbesSucceeded})
+			action = "close"
+		}
+	case raftv1.CircuitCommand_FORCE:
+		if err := CheckReason(m.Reason); err != nil {
+			return Result{}, err
+		}
+		ttl, err := CheckTTL(time.Duration(c.GetTtlNanos()))
+		if err != nil {
+			return Result{}, err
+		}
+		switch State(c.GetState()) {
+		case Open:
+			next = opened(cur, m, Evidence{Trigger: TriggerForceOpen})
+			action = "force_open"
+		case Closed:
+			next = closed(cur, m, Evidence{Trigger: TriggerForceClose})
+			action = "force_close"
+		default:
+			return Result{}, &ArgumentError{FieldName: "state", Code: "INVALID_ARGUMENT", Msg: "force to OPEN or CLOSED"}
+		}
+		next.Pinned, next.PinReason, next.PinnedBy = true, m.Reason, m.Actor
+		next.PinExpiresAt, next.PinRevision = m.Time.Add(ttl), m.Index
+	case raftv1.CircuitCommand_UNPIN:
+		if !cur.Pinned || cur.PinRevision != c.GetPinRevision() || m.Time.Before(cur.PinExpiresAt) {
+			return Result{Name: cur.Name, Breaker: cur}, nil
+		}
+		if cur.State == Open {
+			// A lifted operator OPEN goes straight to trial calls.
+			next = halfOpened(cur, m, TriggerForceExpired)
+		} else {
+			next = closed(cur, m, Evidence{Trigger: TriggerForceExpired})
+		}
+		action = "force_expired"
+	case raftv1.CircuitCommand_RESET:
+		if err := CheckReason(m.Reason); err != nil {
+			return Result{}, err
+		}
+		next = closed(cur, m, Evidence{Trigger: TriggerReset})
+		action = "reset"
+	default:
+		return Result{}, &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown circuit op %v", c.GetOp())}
+	}
+	next.Revision = m.Index
+	put(kv, next)
+	var before any
+	if exists {
+		before = cur
+	}
+	return Result{Changed: true, Action: action, Name: next.Name, Before: before, After: next, Breaker: next}, nil
+}
+
+// unpinned clears the pin fields.
+func unpinned(b Breaker) Breaker {
+	b.Pinned, b.PinReason, b.PinnedBy, b.PinExpiresAt, b.PinRevision = false, "", "", time.Time{}, 0
+	return b
+}
+
+func clearProbes(b Breaker) Breaker {
+	b.ProbeWindow, b.ProbeWindowStartedAt, b.ProbesGranted, b.ProbeSuccesses = 0, time.Time{}, 0, 0
+	return b
+}
+
+func opened(b Breaker, m Meta, ev Evidence) Breaker {
+	b = clearProbes(unpinned(b))
+	b.State, b.OpenedAt, b.OpenedRevision, b.Evidence = Open, m.Time, m.Index, ev
+	return b
+}
+
+func closed(b Breaker, m Meta, ev Evidence) Breaker {
+	b = clearProbes(unpinned(b))
+	b.State, b.OpenedAt, b.OpenedRevision, b.Evidence = Closed, time.Time{}, 0, ev
+	return b
+}
+
+func halfOpened(b Breaker, m Meta, trigger string) Breaker {
+	b = unpinned(b)
+	b.State = HalfOpen
+	b.ProbeWindow, b.ProbeWindowStartedAt, b.ProbesGranted, b.ProbeSuccesses = m.Index, m.Time, 0, 0
+	b.Evidence = Evidence{Trigger: trigger}
+	return b
+}
+
+func setKillSwitch(kv KV, m Meta, enabled bool) (Result, error) {
+	if err := CheckReason(m.Reason); err != nil {
+		return Result{}, err
+	}
+	cur, _ := KillSwitch(kv)
+	if cur == enabled {
+		return Result{Name: "kill_switch"}, nil
+	}
+	kv.Put(BucketGlobal, keyKillSwitch, marshal(struct {
+		Enabled  bool   `json:"enabled"`
+		Revision uint64 `json:"revision"`
+	}{enabled, m.Index}))
+	return Result{Changed: true, Action: "kill_switch", Name: "kill_switch", Before: map[string]bool{"enabled": cur}, After: map[string]bool{"enabled": enabled}}, nil
+}
+
+// DueAction is a time-driven transition the leader should propose.
+type DueAction struct {
+	Name string
+	Op   raftv1.CircuitCommand_Op
+	// Revision names what the command acts on: OpenedRevision for
+	// HALF_OPEN, PinRevision for UNPIN.
+	Revision uint64
+}
+
+// Due lists the recovery timeouts and pin expiries due at now.
+func Due(kv KV, now time.Time) []DueAction {
+	var out []DueAction
+	for _, b := range List(kv) {
+		switch {
+		case b.Pinned && !now.Before(b.PinExpiresAt):
+			out = append(out, DueAction{Name: b.Name, Op: raftv1.CircuitCommand_UNPIN, Revision: b.PinRevision})
+		case !b.Pinned && b.State == Open && !now.Before(b.OpenedAt.Add(b.Policy.RecoveryTimeout)):
+			out = append(out, DueAction{Name: b.Name, Op: raftv1.CircuitCommand_HALF_OPEN, Revision: b.OpenedRevision})
+		}
+	}
+	return out
+}

@@ -1,0 +1,162 @@
+package circuit
+
+import (
+	"sync"
+	"time"
+)
+
+// Report is one instance's aggregated outcomes for one breaker over one
+// report interval.
+type Report struct {
+	Instance  string
+	Successes int64
+	Failures  int64
+	SlowCalls int64
+}
+
+// Evaluator holds the leader's fleet outcome windows, one per breaker, and
+// decides when the fleet's evidence trips a breaker. It is safe for
+// concurrent use. Windows exist only in the leader's memory.
+type Evaluator struct {
+	mu      sync.Mutex
+	windows map[string]*window
+}
+
+// NewEvaluator returns an empty evaluator (a new leader starts here).
+func NewEvaluator() *Evaluator { return &Evaluator{windows: map[string]*window{}} }
+
+type bucket struct {
+	instance string
+	at       time.Time
+	calls    int64
+	failures int64
+	slow     int64
+}
+
+type window struct {
+	buckets     []bucket
+	calls       int64
+	failures    int64
+	slow        int64
+	consecutive int64
+}
+
+func (w *window) drop(i int) {
+	b := w.buckets[i]
+	w.calls -= b.calls
+	w.failures -= b.failures
+	w.slow -= b.slow
+}
+
+// trim bounds the window by count (newest WindowSize calls, trimming the
+// oldest bucket proportionally) or by time.
+func (w *window) trim(p Policy, now time.Time) {
+	n := 0
+	if p.WindowType == TimeWindow {
+		cutoff := now.Add(-p.WindowDuration)
+		for n < len(w.buckets) && w.buckets[n].at.Before(cutoff) {
+			w.drop(n)
+			n++
+		}
+	} else {
+		for n < len(w.buckets) && w.calls-w.buckets[n].calls >= int64(p.WindowSize) {
+			w.drop(n)
+			n++
+		}
+		if n < len(w.buckets) && w.calls > int64(p.WindowSize) {
+			// Keep the newest part of the oldest bucket.
+			b := &w.buckets[n]
+			excess := w.calls - int64(p.WindowSize)
+			f := b.failures * excess / b.calls
+			s := b.slow * excess / b.calls
+			b.calls -= excess
+			b.failures -= f
+			b.slow -= s
+			w.calls -= excess
+			w.failures -= f
+			w.slow -= s
+		}
+	}
+	w.buckets = w.buckets[n:]
+}
+
+func (w *window) reporters() int {
+	seen := map[string]bool{}
+	for _, b := range w.buckets {
+		if b.failures > 0 || b.slow > 0 {
+			seen[b.instance] = true
+		}
+	}
+	return len(seen)
+}
+
+// Observe adds a report to the breaker's window and returns the evidence
+// for a trip when the fleet's evidence meets the policy, or nil. It
+// evaluates on reports that carry failures or slow calls, as Baldur
+// evaluates on each failure.
+func (e *Evaluator) Observe(name string, p Policy, r Report, now time.Time) *Evidence {
+	if r.Successes < 0 || r.Failures < 0 || r.SlowCalls < 0 {
+		return nil
+	}
+	calls := r.Successes + r.Failures
+	if calls == 0 && r.SlowCalls == 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w := e.windows[name]
+	if w == nil {
+		w = &window{}
+		e.windows[name] = w
+	}
+	if calls > 0 {
+		w.buckets = append(w.buckets, bucket{instance: r.Instance, at: now, calls: calls, failures: r.Failures, slow: r.SlowCalls})
+		w.calls += calls
+		w.failures += r.Failures
+		w.slow += r.SlowCalls
+	}
+	// A batch's order is unknown: any success in it ends the streak.
+	if r.Successes > 0 {
+		w.consecutive = 0
+	} else {
+		w.consecutive += r.Failures
+	}
+	w.trim(p, now)
+	if r.Failures == 0 && r.SlowCalls == 0 {
+		return nil
+	}
+	reporters := w.reporters()
+	ev := Evidence{WindowCalls: w.calls, WindowFailures: w.failures, WindowSlowCalls: w.slow, ConsecutiveFailures: w.consecutive, Reporters: reporters}
+	if reporters < p.MinReporters {
+		return nil
+	}
+	switch {
+	case p.FailureRateThreshold > 0 && w.calls >= int64(p.MinimumCalls) && float64(w.failures)*100/float64(w.calls) >= p.FailureRateThreshold:
+		ev.Trigger = TriggerFailureRate
+	case w.consecutive >= int64(p.FailureThreshold):
+		ev.Trigger = TriggerFailureThreshold
+	case p.SlowCallRateThreshold > 0 && w.calls >= int64(p.MinimumCalls) && float64(w.slow)*100/float64(w.calls) >= p.SlowCallRateThreshold:
+		ev.Trigger = TriggerSlowCallRate
+	default:
+		return nil
+	}
+	return &ev
+}
+
+// Reset clears a breaker's window (on trip and on close, as Baldur does).
+func (e *Evaluator) Reset(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.windows, name)
+}
+
+// Snapshot returns the current window totals of a breaker (for status).
+func (e *Evaluator) Snapshot(name string) Evidence {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w := e.windows[name]
+	if w == nil {
+		return Evidence{}
+	}
+	return Evidence{WindowCalls: w.calls, WindowFailures: w.failures, WindowSlowCalls: w.slow, ConsecutiveFailures: w.consecutive, Reporters: w.reporters()}
+}

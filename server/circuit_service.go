@@ -1,0 +1,324 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+type circuitService struct {
+	pb.UnimplementedCircuitServiceServer
+	s *Server
+}
+
+// Limits on report batches.
+const (
+	maxReportsPerBatch = 1000
+	maxInstanceID      = 128
+)
+
+func durPB(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+func policyToPB(p circuit.Policy) *pb.CircuitPolicy {
+	return &pb.CircuitPolicy{
+		FailureThreshold: int32(p.FailureThreshold), FailureRateThreshold: p.FailureRateThreshold, MinimumCalls: int32(p.MinimumCalls),
+		WindowType: pb.WindowType_Value(p.WindowType), WindowSize: int32(p.WindowSize), WindowDuration: durPB(p.WindowDuration),
+		SlowCallRateThreshold: p.SlowCallRateThreshold, SlowCallDuration: durPB(p.SlowCallDuration), RecoveryTimeout: durPB(p.RecoveryTimeout),
+		HalfOpenMaxCalls: int32(p.HalfOpenMaxCalls), SuccessThreshold: int32(p.SuccessThreshold), HalfOpenStuckTimeout: durPB(p.HalfOpenStuckTimeout),
+		MinReporters: int32(p.MinReporters), ReportInterval: durPB(p.ReportInterval), DryRun: p.DryRun,
+	}
+}
+
+// policyFromPB converts an API policy; absent fields stay zero (filled
+// from the server defaults by the caller).
+func policyFromPB(p *pb.CircuitPolicy) (circuit.Policy, error) {
+	out := circuit.Policy{
+		FailureThreshold: int(p.FailureThreshold), FailureRateThreshold: p.FailureRateThreshold, MinimumCalls: int(p.MinimumCalls),
+		WindowType: circuit.WindowType(p.WindowType), WindowSize: int(p.WindowSize), SlowCallRateThreshold: p.SlowCallRateThreshold,
+		HalfOpenMaxCalls: int(p.HalfOpenMaxCalls), SuccessThreshold: int(p.SuccessThreshold), MinReporters: int(p.MinReporters), DryRun: p.DryRun,
+	}
+	for _, d := range []struct {
+		field string
+		v     *durationpb.Duration
+		dst   *time.Duration
+	}{
+		{"policy.window_duration", p.WindowDuration, &out.WindowDuration},
+		{"policy.slow_call_duration", p.SlowCallDuration, &out.SlowCallDuration},
+		{"policy.recovery_timeout", p.RecoveryTimeout, &out.RecoveryTimeout},
+		{"policy.half_open_stuck_timeout", p.HalfOpenStuckTimeout, &out.HalfOpenStuckTimeout},
+		{"policy.report_interval", p.ReportInterval, &out.ReportInterval},
+	} {
+		v, err := checkedDuration(d.field, d.v)
+		if err != nil {
+			return circuit.Policy{}, err
+		}
+		if v < 0 {
+			return circuit.Policy{}, invalidField(d.field, "must not be negative")
+		}
+		*d.dst = v
+	}
+	for _, n := range []struct {
+		field string
+		v     int32
+	}{{"policy.failure_threshold", p.FailureThreshold}, {"policy.minimum_calls", p.MinimumCalls}, {"policy.window_size", p.WindowSize},
+		{"policy.half_open_max_calls", p.HalfOpenMaxCalls}, {"policy.success_threshold", p.SuccessThreshold}, {"policy.min_reporters", p.MinReporters}} {
+		if n.v < 0 {
+			return circuit.Policy{}, invalidField(n.field, fmt.Sprintf("%d must not be negative", n.v))
+		}
+	}
+	return out, nil
+}
+
+func breakerToPB(b circuit.Breaker) *pb.Circuit {
+	return &pb.Circuit{
+		Name: b.Name, State: pb.CircuitState_Value(b.State), Policy: policyToPB(b.Policy), OpenedAt: ts(b.OpenedAt),
+		Evidence: &pb.CircuitEvidence{WindowCalls: b.Evidence.WindowCalls, WindowFailures: b.Evidence.WindowFailures, WindowSlowCalls: b.Evidence.WindowSlowCalls,
+			ConsecutiveFailures: b.Evidence.ConsecutiveFailures, Reporters: int32(b.Evidence.Reporters), Trigger: b.Evidence.Trigger},
+		Pinned: b.Pinned, PinReason: b.PinReason, PinnedBy: b.PinnedBy, PinExpiresAt: ts(b.PinExpiresAt),
+		ProbesGranted: int32(b.ProbesGranted), ProbeSuccesses: int32(b.ProbeSuccesses), ProbeWindowStartedAt: ts(b.ProbeWindowStartedAt),
+		ProbeWindow: b.ProbeWindow, Revision: b.Revision,
+	}
+}
+
+func (s *Server) breaker(name string) (circuit.Breaker, bool) {
+	var b circuit.Breaker
+	var ok bool
+	_ = s.store.View(func(kv raftstore.KV) error { b, ok = circuit.Get(kv, name); return nil })
+	return b, ok
+}
+
+func (c *circuitService) ListCircuits(ctx context.Context, req *pb.ListCircuitsRequest) (*pb.ListCircuitsResponse, error) {
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	resp := &pb.ListCircuitsResponse{}
+	err := c.s.store.View(func(kv raftstore.KV) error {
+		for _, b := range circuit.List(kv) {
+			resp.Circuits = append(resp.Circuits, breakerToPB(b))
+		}
+		resp.KillSwitch, _ = circuit.KillSwitch(kv)
+		resp.Revision = kv.AppliedIndex()
+		return nil
+	})
+	return resp, err
+}
+
+func (c *circuitService) GetCircuit(ctx context.Context, req *pb.GetCircuitRequest) (*pb.Circuit, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	b, ok := c.s.breaker(req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
+	}
+	return breakerToPB(b), nil
+}
+
+// circuitCommand proposes a circuit command and returns the breaker after it.
+func (c *circuitService) propose(ctx context.Context, reason string, body *raftv1.CircuitCommand) (*pb.CircuitResponse, error) {
+	cmd := newCommand(ctx, reason)
+	cmd.Body = &raftv1.Command_Circuit{Circuit: body}
+	rev, err := c.s.propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := c.s.breaker(body.Name)
+	return &pb.CircuitResponse{Circuit: breakerToPB(b), Revision: rev}, nil
+}
+
+func (c *circuitService) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest) (*pb.CircuitResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if req.Policy == nil {
+		return nil, invalidField("policy", "is required")
+	}
+	p, err := policyFromPB(req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	p = p.WithDefaults(c.s.cfg.CircuitDefaults)
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "policy set"
+	}
+	if err := circuit.CheckReason(reason); err != nil {
+		return nil, err
+	}
+	raw, _ := json.Marshal(p)
+	return c.propose(ctx, reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: req.Name, PolicyJson: raw})
+}
+
+func (c *circuitService) force(ctx context.Context, req *pb.ForceRequest, state circuit.State) (*pb.CircuitResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := circuit.CheckReason(req.Reason); err != nil {
+		return nil, err
+	}
+	ttl, err := checkedDuration("ttl", req.Ttl)
+	if err != nil {
+		return nil, err
+	}
+	if ttl, err = circuit.CheckTTL(ttl); err != nil {
+		return nil, err
+	}
+	if _, ok := c.s.breaker(req.Name); !ok {
+		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
+	}
+	return c.propose(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: req.Name, State: int32(state), TtlNanos: int64(ttl)})
+}
+
+func (c *circuitService) ForceOpen(ctx context.Context, req *pb.ForceRequest) (*pb.CircuitResponse, error) {
+	return c.force(ctx, req, circuit.Open)
+}
+
+func (c *circuitService) ForceClose(ctx context.Context, req *pb.ForceRequest) (*pb.CircuitResponse, error) {
+	return c.force(ctx, req, circuit.Closed)
+}
+
+func (c *circuitService) Reset(ctx context.Context, req *pb.ResetRequest) (*pb.CircuitResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := circuit.CheckReason(req.Reason); err != nil {
+		return nil, err
+	}
+	if _, ok := c.s.breaker(req.Name); !ok {
+		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
+	}
+	c.s.resetWindow(req.Name)
+	return c.propose(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_RESET, Name: req.Name})
+}
+
+func (c *circuitService) SetKillSwitch(ctx context.Context, req *pb.SetKillSwitchRequest) (*pb.KillSwitchResponse, error) {
+	if err := circuit.CheckReason(req.Reason); err != nil {
+		return nil, err
+	}
+	cmd := newCommand(ctx, req.Reason)
+	cmd.Body = &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_KILL_SWITCH, Enabled: req.Enabled}}
+	rev, err := c.s.propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	var on bool
+	_ = c.s.store.View(func(kv raftstore.KV) error { on, _ = circuit.KillSwitch(kv); return nil })
+	return &pb.KillSwitchResponse{Enabled: on, Revision: rev}, nil
+}
+
+// checkReports validates a whole batch before any of it is used.
+func checkReports(req *pb.ReportOutcomesRequest) error {
+	if req.InstanceId == "" || len(req.InstanceId) > maxInstanceID {
+		return invalidField("instance_id", fmt.Sprintf("is required, at most %d bytes", maxInstanceID))
+	}
+	if len(req.Reports) == 0 {
+		return invalidField("reports", "the batch is empty")
+	}
+	if len(req.Reports) > maxReportsPerBatch {
+		return invalidField("reports", fmt.Sprintf("%d reports, at most %d per batch", len(req.Reports), maxReportsPerBatch))
+	}
+	for i, r := range req.Reports {
+		field := fieldIndex("reports", i)
+		if err := circuit.CheckName(r.Name); err != nil {
+			return invalidField(field+".name", err.Error())
+		}
+		for _, n := range []struct {
+			f string
+			v int64
+		}{{"successes", r.Successes}, {"failures", r.Failures}, {"slow_calls", r.SlowCalls}, {"rejections", r.Rejections},
+			{"probe_successes", r.ProbeSuccesses}, {"probe_failures", r.ProbeFailures}} {
+			if n.v < 0 {
+				return invalidField(field+"."+n.f, fmt.Sprintf("%d is negative", n.v))
+			}
+			if n.v > 1e9 {
+				return invalidField(field+"."+n.f, fmt.Sprintf("%d is implausibly large for one report interval", n.v))
+			}
+		}
+		for class, n := range r.FailuresByClass {
+			if n < 0 || len(class) > 64 {
+				return invalidField(field+".failures_by_class", fmt.Sprintf("class %q: count %d", class, n))
+			}
+		}
+	}
+	return nil
+}
+
+func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutcomesRequest) (*pb.ReportOutcomesResponse, error) {
+	if err := checkReports(req); err != nil {
+		return nil, err
+	}
+	registered, err := c.s.ingestReports(ctx, req.InstanceId, req.Reports)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ReportOutcomesResponse{Registered: registered}, nil
+}
+
+func (c *circuitService) AcquireProbe(ctx context.Context, req *pb.AcquireProbeRequest) (*pb.AcquireProbeResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	b, ok := c.s.breaker(req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
+	}
+	if b.State != circuit.HalfOpen || b.Pinned {
+		return &pb.AcquireProbeResponse{State: pb.CircuitState_Value(b.State)}, nil
+	}
+	cmd := newCommand(ctx, "probe permit")
+	cmd.Body = &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE, Name: req.Name, InstanceId: req.InstanceId}}
+	granted, err := c.s.proposeProbe(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	after, _ := c.s.breaker(req.Name)
+	resp := &pb.AcquireProbeResponse{Granted: granted, State: pb.CircuitState_Value(after.State)}
+	if granted {
+		resp.ProbeWindow = after.ProbeWindow
+	}
+	return resp, nil
+}
+
+func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.CircuitService_WatchCircuitsServer) error {
+	want := map[string]bool{}
+	for _, n := range req.Names {
+		if err := circuit.CheckName(n); err != nil {
+			return err
+		}
+		want[n] = true
+	}
+	build := func(kv raftstore.KV, since, applied uint64) (*pb.WatchCircuitsResponse, bool) {
+		msg := &pb.WatchCircuitsResponse{Snapshot: since == 0, Revision: applied}
+		for _, b := range circuit.List(kv) {
+			if (len(want) == 0 || want[b.Name]) && b.Revision > since {
+				msg.Circuits = append(msg.Circuits, breakerToPB(b))
+			}
+		}
+		ks, ksRev := circuit.KillSwitch(kv)
+		msg.KillSwitch = ks
+		return msg, msg.Snapshot || len(msg.Circuits) > 0 || ksRev > since
+	}
+	return watchLoop(c.s, stream.Context(), req.FromRevision, build, stream.Send,
+		func(applied uint64) error {
+			return stream.Send(&pb.WatchCircuitsResponse{Revision: applied, KillSwitch: c.s.killSwitch()})
+		})
+}
+
+func (s *Server) killSwitch() bool {
+	var on bool
+	_ = s.store.View(func(kv raftstore.KV) error { on, _ = circuit.KillSwitch(kv); return nil })
+	return on
+}
