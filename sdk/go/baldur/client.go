@@ -36,10 +36,22 @@ type Client struct {
 	reconnects atomic.Uint64
 	snapshots  atomic.Uint64
 	deltas     atomic.Uint64
+
+	// Circuit breakers.
+	killSwitch  atomic.Bool
+	breakers    sync.Map // name → *Breaker
+	fleetStates sync.Map // name → *fleetView, as last pushed
+	circuitsAt  atomic.Int64
+	kick        chan struct{}
+	reporter    reporter
 }
 
 type options struct {
-	instanceID  string
+	ignoreErrors   []error
+	isFailure      func(error) bool
+	reportInterval time.Duration
+	maxBuffered    int
+	instanceID     string
 	token       string
 	staleAfter  time.Duration
 	minBackoff  time.Duration
@@ -66,6 +78,24 @@ func WithBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
 }
 
+// WithIgnoredErrors lists errors (matched with errors.Is) that count as
+// neither success nor failure for breakers.
+func WithIgnoredErrors(errs ...error) Option {
+	return func(o *options) { o.ignoreErrors = append(o.ignoreErrors, errs...) }
+}
+
+// WithFailureClassifier decides which errors count as breaker failures
+// (default: every error but context.Canceled and the ignored ones).
+func WithFailureClassifier(f func(error) bool) Option { return func(o *options) { o.isFailure = f } }
+
+// WithReportInterval sets how often outcome batches are sent (default 100 ms).
+func WithReportInterval(d time.Duration) Option { return func(o *options) { o.reportInterval = d } }
+
+// WithMaxBufferedBatches bounds the outcome batches kept while the cluster
+// is unreachable (default 600, a minute at 100 ms); older ones are dropped
+// and counted in Stats.DroppedBatches.
+func WithMaxBufferedBatches(n int) Option { return func(o *options) { o.maxBuffered = n } }
+
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -78,7 +108,8 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // and starts its watch stream in the background. It does not wait for the
 // cluster: use WaitReady for that. It fails only on bad arguments.
 func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error) {
-	o := options{staleAfter: 10 * time.Second, minBackoff: 50 * time.Millisecond, maxBackoff: 5 * time.Second}
+	o := options{staleAfter: 10 * time.Second, minBackoff: 50 * time.Millisecond, maxBackoff: 5 * time.Second,
+		reportInterval: 100 * time.Millisecond, maxBuffered: 600}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -88,6 +119,9 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	if o.instanceID == "" {
 		o.instanceID = fmt.Sprintf("go-%016x", rand.Uint64())
 	}
+	if o.reportInterval <= 0 || o.maxBuffered <= 0 {
+		return nil, fmt.Errorf("baldur: report interval %v and buffer %d must be positive", o.reportInterval, o.maxBuffered)
+	}
 	if o.minBackoff <= 0 || o.maxBackoff < o.minBackoff {
 		return nil, fmt.Errorf("baldur: backoff bounds %v..%v are invalid", o.minBackoff, o.maxBackoff)
 	}
@@ -95,15 +129,17 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{conn: conn, opts: o, ready: make(chan struct{})}
+	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
 	c.emergency = newEmergency(o.staleAfter)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.watchEmergency(runCtx)
-	}()
+	for _, loop := range []func(context.Context){c.watchEmergency, c.watchCircuits, c.reportLoop} {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			loop(runCtx)
+		}()
+	}
 	return c, nil
 }
 
@@ -160,16 +196,22 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // Emergency is the emergency-level view.
 func (c *Client) Emergency() *Emergency { return c.emergency }
 
-// Stats counts stream events since Dial.
+// Stats counts stream and report events since Dial.
 type Stats struct {
-	Reconnects uint64 // streams re-opened after a failure
-	Snapshots  uint64 // full snapshots received
-	Deltas     uint64 // incremental updates received
+	Reconnects uint64 // emergency stream re-opened after a failure
+	Snapshots  uint64 // emergency snapshots received
+	Deltas     uint64 // emergency updates received
+
+	BatchesSent     uint64 // outcome batches delivered
+	BatchesBuffered int    // outcome batches waiting for the cluster
+	DroppedBatches  uint64 // outcome batches dropped because the buffer was full
 }
 
-// Stats returns the stream counters.
+// Stats returns the counters.
 func (c *Client) Stats() Stats {
-	return Stats{Reconnects: c.reconnects.Load(), Snapshots: c.snapshots.Load(), Deltas: c.deltas.Load()}
+	sent, buffered, dropped := c.reporter.stats()
+	return Stats{Reconnects: c.reconnects.Load(), Snapshots: c.snapshots.Load(), Deltas: c.deltas.Load(),
+		BatchesSent: sent, BatchesBuffered: buffered, DroppedBatches: dropped}
 }
 
 func (c *Client) callContext(ctx context.Context) context.Context {

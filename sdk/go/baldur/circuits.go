@@ -1,0 +1,208 @@
+package baldur
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"google.golang.org/grpc"
+)
+
+// Breaker returns the named breaker, creating it on first use. A breaker
+// the cluster does not know yet is registered by the first outcome report
+// with the server's default policy; until then it runs its local view with
+// Baldur's defaults.
+func (c *Client) Breaker(name string) *Breaker {
+	if b, ok := c.breakers.Load(name); ok {
+		return b.(*Breaker)
+	}
+	nb := newBreaker(c, name)
+	if f, ok := c.fleetStates.Load(name); ok {
+		nb.setFleet(f.(*fleetView))
+	}
+	b, _ := c.breakers.LoadOrStore(name, nb)
+	return b.(*Breaker)
+}
+
+// KillSwitch reports whether the cluster's kill switch is on (every breaker
+// passes calls straight through).
+func (c *Client) KillSwitch() bool { return c.killSwitch.Load() }
+
+// circuitsStale reports whether the pushed breaker states are older than
+// the stale bound (or never arrived).
+func (c *Client) circuitsStale() bool {
+	at := c.circuitsAt.Load()
+	return at == 0 || time.Since(time.Unix(0, at)) > c.opts.staleAfter
+}
+
+func (c *Client) kickReporter() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) applyCircuits(msg *pb.WatchCircuitsResponse) {
+	c.killSwitch.Store(msg.KillSwitch)
+	c.circuitsAt.Store(time.Now().UnixNano())
+	seen := map[string]bool{}
+	for _, ci := range msg.Circuits {
+		f := &fleetView{state: State(ci.State), policy: localPolicyFrom(ci.Policy), probeWindow: ci.ProbeWindow, revision: ci.Revision}
+		if ci.Pinned {
+			f.policy.dryRun = false // a force always applies
+		}
+		seen[ci.Name] = true
+		c.fleetStates.Store(ci.Name, f)
+		if b, ok := c.breakers.Load(ci.Name); ok {
+			b.(*Breaker).setFleet(f)
+		}
+	}
+	if msg.Snapshot {
+		c.fleetStates.Range(func(k, _ any) bool {
+			if !seen[k.(string)] {
+				c.fleetStates.Delete(k)
+				if b, ok := c.breakers.Load(k); ok {
+					b.(*Breaker).fleet.Store(nil)
+				}
+			}
+			return true
+		})
+	}
+}
+
+func (c *Client) watchCircuits(ctx context.Context) {
+	client := pb.NewCircuitServiceClient(c.conn)
+	var rev uint64
+	delay := c.opts.minBackoff
+	for ctx.Err() == nil {
+		stream, err := client.WatchCircuits(c.callContext(ctx), &pb.WatchCircuitsRequest{FromRevision: rev}, grpc.WaitForReady(true))
+		if err == nil {
+			for {
+				msg, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				c.applyCircuits(msg)
+				rev = msg.Revision
+				delay = c.opts.minBackoff
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.opts.logger.Debug("baldur.watch_reconnecting", "stream", "circuits", "revision", rev, "err", err)
+		if !c.backoff(ctx, &delay) {
+			return
+		}
+	}
+}
+
+// reporter keeps outcome batches until the cluster takes them.
+type reporter struct {
+	mu      sync.Mutex
+	pending []*pb.ReportOutcomesRequest
+	sent    atomic.Uint64
+	dropped atomic.Uint64
+}
+
+func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sent.Load(), len(r.pending), r.dropped.Load()
+}
+
+// collect swaps every breaker's interval counters into one batch.
+func (c *Client) collect() *pb.ReportOutcomesRequest {
+	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
+	c.breakers.Range(func(_, v any) bool {
+		b := v.(*Breaker)
+		r := &pb.OutcomeReport{
+			Name: b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
+			Rejections: b.rejections.Swap(0), ProbeSuccesses: b.probeSuccesses.Swap(0), ProbeFailures: b.probeFailures.Swap(0),
+			LocalOpen: b.LocalState() == StateOpen, ProbeWindow: b.permitWindow.Load(),
+		}
+		if r.Successes+r.Failures+r.SlowCalls+r.Rejections+r.ProbeSuccesses+r.ProbeFailures > 0 {
+			req.Reports = append(req.Reports, r)
+		}
+		return true
+	})
+	if len(req.Reports) == 0 {
+		return nil
+	}
+	return req
+}
+
+func (c *Client) reportLoop(ctx context.Context) {
+	t := time.NewTicker(c.opts.reportInterval)
+	defer t.Stop()
+	client := pb.NewCircuitServiceClient(c.conn)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		c.acquireProbes(ctx, client)
+		if batch := c.collect(); batch != nil {
+			c.reporter.mu.Lock()
+			c.reporter.pending = append(c.reporter.pending, batch)
+			if over := len(c.reporter.pending) - c.opts.maxBuffered; over > 0 {
+				c.reporter.pending = c.reporter.pending[over:]
+				c.reporter.dropped.Add(uint64(over))
+			}
+			c.reporter.mu.Unlock()
+		}
+		c.flush(ctx, client)
+	}
+}
+
+// flush sends buffered batches in order until one fails.
+func (c *Client) flush(ctx context.Context, client pb.CircuitServiceClient) {
+	for {
+		c.reporter.mu.Lock()
+		if len(c.reporter.pending) == 0 {
+			c.reporter.mu.Unlock()
+			return
+		}
+		batch := c.reporter.pending[0]
+		c.reporter.mu.Unlock()
+		cctx, cancel := context.WithTimeout(c.callContext(ctx), 2*time.Second)
+		_, err := client.ReportOutcomes(cctx, batch)
+		cancel()
+		if err != nil {
+			c.opts.logger.Debug("baldur.report_failed", "err", err, "buffered", len(c.reporter.pending))
+			return
+		}
+		c.reporter.mu.Lock()
+		c.reporter.pending = c.reporter.pending[1:]
+		c.reporter.mu.Unlock()
+		c.reporter.sent.Add(1)
+	}
+}
+
+// acquireProbes asks for fleet HALF_OPEN permits where calls were refused
+// for lack of one.
+func (c *Client) acquireProbes(ctx context.Context, client pb.CircuitServiceClient) {
+	c.breakers.Range(func(_, v any) bool {
+		b := v.(*Breaker)
+		if !b.probeWanted.Swap(false) {
+			return true
+		}
+		f := b.fleet.Load()
+		if f == nil || f.state != StateHalfOpen {
+			return true
+		}
+		cctx, cancel := context.WithTimeout(c.callContext(ctx), 2*time.Second)
+		resp, err := client.AcquireProbe(cctx, &pb.AcquireProbeRequest{Name: b.name, InstanceId: c.opts.instanceID})
+		cancel()
+		if err == nil && resp.Granted {
+			b.permitWindow.Store(resp.ProbeWindow)
+			b.permits.Add(1)
+		}
+		return true
+	})
+}

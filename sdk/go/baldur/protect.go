@@ -1,0 +1,280 @@
+package baldur
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// ErrTimeout is matched (errors.Is) when Protect's timeout ended the call.
+var ErrTimeout = errors.New("baldur: timeout")
+
+// ErrRetryExhausted is matched when every attempt failed; the error also
+// unwraps to the last attempt's error.
+var ErrRetryExhausted = errors.New("baldur: retries exhausted")
+
+// RetryExhaustedError carries the attempts and the last error.
+type RetryExhaustedError struct {
+	Attempts int
+	Reason   string // max_attempts, max_elapsed, deadline, non_retryable
+	Last     error
+}
+
+func (e *RetryExhaustedError) Error() string {
+	return fmt.Sprintf("baldur: %d attempts failed (%s): %v", e.Attempts, e.Reason, e.Last)
+}
+
+// Unwrap returns the last attempt's error and ErrRetryExhausted.
+func (e *RetryExhaustedError) Unwrap() []error { return []error{e.Last, ErrRetryExhausted} }
+
+// Backoff strategies.
+type Backoff int
+
+// Strategies (Baldur §3.2).
+const (
+	BackoffExponential Backoff = iota
+	BackoffLinear
+	BackoffConstant
+	BackoffDecorrelated
+)
+
+// Retry configures the retry stage. MaxAttempts counts the first call.
+type Retry struct {
+	MaxAttempts int           // default 3
+	Backoff     Backoff       // default exponential
+	BaseDelay   time.Duration // first wait; default 1s
+	MaxDelay    time.Duration // per-sleep cap; default 60s
+	Multiplier  float64       // exponential; default 2
+	Increment   time.Duration // linear; default = BaseDelay
+	Jitter      float64       // capped jitter factor; default 0.2 for exponential, 0 otherwise; <0 disables
+	MaxElapsed  time.Duration // total budget for attempts and sleeps; 0 = none
+	// RetryIf decides whether an error is retried (default: all but
+	// context cancellation and breaker rejections).
+	RetryIf func(error) bool
+}
+
+func (r Retry) withDefaults() Retry {
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = 3
+	}
+	if r.BaseDelay <= 0 {
+		r.BaseDelay = time.Second
+	}
+	if r.MaxDelay <= 0 {
+		r.MaxDelay = 60 * time.Second
+	}
+	if r.Multiplier <= 0 {
+		r.Multiplier = 2
+	}
+	if r.Increment <= 0 {
+		r.Increment = r.BaseDelay
+	}
+	if r.Jitter == 0 && r.Backoff == BackoffExponential {
+		r.Jitter = 0.2
+	}
+	if r.Jitter < 0 {
+		r.Jitter = 0
+	}
+	return r
+}
+
+// delay is the wait before retry number attempt (1 = first retry); prev is
+// the previous delay (decorrelated).
+func (r Retry) delay(attempt int, prev time.Duration) time.Duration {
+	var raw float64
+	switch r.Backoff {
+	case BackoffLinear:
+		raw = float64(r.BaseDelay) + float64(r.Increment)*float64(attempt-1)
+	case BackoffConstant:
+		raw = float64(r.BaseDelay)
+	case BackoffDecorrelated:
+		if attempt == 1 || prev <= 0 {
+			raw = float64(r.BaseDelay)
+		} else {
+			lo, hi := float64(r.BaseDelay), float64(prev)*3
+			raw = lo + rand.Float64()*math.Max(0, hi-lo)
+		}
+	default:
+		raw = float64(r.BaseDelay) * math.Pow(r.Multiplier, float64(attempt-1))
+	}
+	maxD := float64(r.MaxDelay)
+	if math.IsInf(raw, 0) || math.IsNaN(raw) || raw >= maxD {
+		// Saturated: jitter only inward, never above the cap.
+		return time.Duration(maxD - rand.Float64()*maxD*r.Jitter)
+	}
+	if r.Jitter > 0 {
+		raw += (rand.Float64()*2 - 1) * raw * r.Jitter
+	}
+	return time.Duration(min(max(raw, 0), maxD))
+}
+
+// Outcome of a protected call.
+type Outcome int
+
+// Outcomes (Baldur's PolicyOutcome).
+const (
+	OutcomeSuccess Outcome = iota
+	OutcomeFallback
+	OutcomeRejected
+	OutcomeFailure
+	OutcomeTimeout
+)
+
+func (o Outcome) String() string {
+	return [...]string{"success", "fallback", "rejected", "failure", "timeout"}[o]
+}
+
+// Result is what ProtectWithMeta returns.
+type Result[T any] struct {
+	Value        T
+	Err          error
+	Outcome      Outcome
+	Attempts     int
+	Duration     time.Duration
+	FallbackUsed bool
+}
+
+type protectConfig[T any] struct {
+	timeout  time.Duration
+	retry    *Retry
+	fallback func(context.Context, error) (T, error)
+	noBreak  bool
+}
+
+// ProtectOption configures Protect.
+type ProtectOption[T any] func(*protectConfig[T])
+
+// WithTimeout bounds the whole retry sequence (attempts and sleeps). The
+// call's context carries the deadline; the function must honour it.
+func WithTimeout[T any](d time.Duration) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.timeout = d }
+}
+
+// WithRetry adds the retry stage.
+func WithRetry[T any](r Retry) ProtectOption[T] {
+	return func(c *protectConfig[T]) { rr := r.withDefaults(); c.retry = &rr }
+}
+
+// WithFallback serves a value when the call fails, times out or is
+// rejected. The breaker still counts the failure.
+func WithFallback[T any](fb func(ctx context.Context, err error) (T, error)) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.fallback = fb }
+}
+
+// WithoutBreaker skips the circuit stage.
+func WithoutBreaker[T any]() ProtectOption[T] { return func(c *protectConfig[T]) { c.noBreak = true } }
+
+// Protect runs fn through fallback → circuit → timeout → retry (Baldur
+// §2.3): a rejected call is never retried, one exhausted retry sequence is
+// one breaker failure, the timeout covers every attempt and sleep, and the
+// fallback sees retry exhaustion, timeouts and rejections.
+func Protect[T any](ctx context.Context, c *Client, name string, fn func(context.Context) (T, error), opts ...ProtectOption[T]) (T, error) {
+	r := ProtectWithMeta(ctx, c, name, fn, opts...)
+	return r.Value, r.Err
+}
+
+// ProtectWithMeta is Protect returning the outcome, attempts, duration and
+// whether the fallback served.
+func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func(context.Context) (T, error), opts ...ProtectOption[T]) Result[T] {
+	var cfg protectConfig[T]
+	for _, o := range opts {
+		o(&cfg)
+	}
+	start := time.Now()
+	res := Result[T]{}
+	var b *Breaker
+	if !cfg.noBreak && !c.killSwitch.Load() {
+		b = c.Breaker(name)
+		if err := b.Allow(); err != nil {
+			res.Outcome, res.Err = OutcomeRejected, err
+			return finish(ctx, cfg, res, start)
+		}
+	}
+	callCtx := ctx
+	if cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, cfg.timeout)
+		defer cancel()
+	}
+	res.Value, res.Attempts, res.Err = runAttempts(callCtx, cfg.retry, fn)
+	res.Outcome = OutcomeSuccess
+	if res.Err != nil {
+		res.Outcome = OutcomeFailure
+		if cfg.timeout > 0 && errors.Is(callCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			res.Outcome = OutcomeTimeout
+			res.Err = fmt.Errorf("%w after %v: %w", ErrTimeout, cfg.timeout, res.Err)
+		}
+	}
+	if b != nil {
+		b.record(res.Err, time.Since(start))
+	}
+	return finish(ctx, cfg, res, start)
+}
+
+func finish[T any](ctx context.Context, cfg protectConfig[T], res Result[T], start time.Time) Result[T] {
+	if res.Err != nil && cfg.fallback != nil && ctx.Err() == nil {
+		if v, err := cfg.fallback(ctx, res.Err); err == nil {
+			res.Value, res.Err, res.FallbackUsed, res.Outcome = v, nil, true, OutcomeFallback
+		} else {
+			res.Err = err // the fallback declined
+		}
+	}
+	res.Duration = time.Since(start)
+	return res
+}
+
+func retryable(r *Retry, err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrCircuitOpen) {
+		return false
+	}
+	if r.RetryIf != nil {
+		return r.RetryIf(err)
+	}
+	return true
+}
+
+func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error)) (T, int, error) {
+	v, err := fn(ctx)
+	if err == nil || r == nil {
+		return v, 1, err
+	}
+	start := time.Now()
+	budget := r.MaxElapsed
+	var prev time.Duration
+	for attempt := 1; ; attempt++ {
+		reason := ""
+		switch {
+		case !retryable(r, err):
+			reason = "non_retryable"
+		case attempt >= r.MaxAttempts:
+			reason = "max_attempts"
+		}
+		if reason != "" {
+			if attempt == 1 && reason == "non_retryable" {
+				return v, attempt, err
+			}
+			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: reason, Last: err}
+		}
+		d := r.delay(attempt, prev)
+		prev = d
+		if budget > 0 && time.Since(start)+d > budget {
+			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: "max_elapsed", Last: err}
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: "deadline", Last: err}
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: "deadline", Last: ctx.Err()}
+		case <-t.C:
+		}
+		if v, err = fn(ctx); err == nil {
+			return v, attempt + 1, nil
+		}
+	}
+}
