@@ -121,7 +121,13 @@ func (c *circuitService) GetCircuit(ctx context.Context, req *pb.GetCircuitReque
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
 	}
-	return breakerToPB(b), nil
+	out := breakerToPB(b)
+	if ev := c.s.evaluator(); ev != nil {
+		w := ev.Snapshot(req.Name)
+		out.Window = &pb.CircuitEvidence{WindowCalls: w.WindowCalls, WindowFailures: w.WindowFailures, WindowSlowCalls: w.WindowSlowCalls,
+			ConsecutiveFailures: w.ConsecutiveFailures, Reporters: int32(w.Reporters)}
+	}
+	return out, nil
 }
 
 // circuitCommand proposes a circuit command and returns the breaker after it.

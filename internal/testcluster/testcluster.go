@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,13 +52,25 @@ type Node struct {
 	done   chan error
 }
 
-// Cluster is a set of nodes sharing one fault layer.
+// Cluster is a set of nodes sharing one fault layer and one clock.
 type Cluster struct {
 	t      testing.TB
 	Nodes  []*Node
+	Clock  *Clock
 	faults *faults
 	opts   options
 }
+
+// Clock is the time every node of a cluster stamps into commands: real
+// time plus an offset a test can advance, so minute-long TTLs can be
+// tested without waiting.
+type Clock struct{ offset atomic.Int64 }
+
+// Now is the cluster's current time.
+func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the cluster's time forward.
+func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 type options struct {
 	configure func(i int, cfg *server.Config)
@@ -85,7 +98,7 @@ func freeAddr(t testing.TB) string {
 // leader. Nodes are stopped at test cleanup.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, faults: newFaults()}
+	c := &Cluster{t: t, faults: newFaults(), Clock: &Clock{}}
 	for _, o := range opts {
 		o(&c.opts)
 	}
@@ -142,6 +155,7 @@ func (n *Node) start(i int, peers string) error {
 	cfg.WALSegmentSize = 4 << 20
 	cfg.LogLevel = "error"
 	cfg.WrapConn = n.c.faults.wrap(n.ID)
+	cfg.Now = n.c.Clock.Now
 	if n.c.opts.configure != nil {
 		n.c.opts.configure(i, &cfg)
 	}

@@ -23,13 +23,17 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func admin(t *testing.T, addr string) pb.EmergencyServiceClient {
+func dialConn(t *testing.T, addr string) *grpc.ClientConn {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewEmergencyServiceClient(conn)
+	return conn
+}
+
+func admin(t *testing.T, addr string) pb.EmergencyServiceClient {
+	return pb.NewEmergencyServiceClient(dialConn(t, addr))
 }
 
 func dialSDK(t *testing.T, endpoints string, opts ...baldur.Option) *baldur.Client {

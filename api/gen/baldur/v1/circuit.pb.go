@@ -469,8 +469,11 @@ type Circuit struct {
 	ProbeWindowStartedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=probe_window_started_at,json=probeWindowStartedAt,proto3" json:"probe_window_started_at,omitempty"`
 	ProbeWindow          uint64                 `protobuf:"varint,13,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
 	Revision             uint64                 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The leader's current fleet window (not replicated; present only when
+	// the leader answers, empty after a leader change until reports arrive).
+	Window        *CircuitEvidence `protobuf:"bytes,15,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Circuit) Reset() {
@@ -599,6 +602,13 @@ func (x *Circuit) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Circuit) GetWindow() *CircuitEvidence {
+	if x != nil {
+		return x.Window
+	}
+	return nil
 }
 
 type ListCircuitsRequest struct {
@@ -1580,7 +1590,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x11window_slow_calls\x18\x03 \x01(\x03R\x0fwindowSlowCalls\x121\n" +
 	"\x14consecutive_failures\x18\x04 \x01(\x03R\x13consecutiveFailures\x12\x1c\n" +
 	"\treporters\x18\x05 \x01(\x05R\treporters\x12\x18\n" +
-	"\atrigger\x18\x06 \x01(\tR\atrigger\"\xed\x04\n" +
+	"\atrigger\x18\x06 \x01(\tR\atrigger\"\xa1\x05\n" +
 	"\aCircuit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.baldur.v1.CircuitState.ValueR\x05state\x120\n" +
@@ -1597,7 +1607,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x0fprobe_successes\x18\v \x01(\x05R\x0eprobeSuccesses\x12Q\n" +
 	"\x17probe_window_started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x14probeWindowStartedAt\x12!\n" +
 	"\fprobe_window\x18\r \x01(\x04R\vprobeWindow\x12\x1a\n" +
-	"\brevision\x18\x0e \x01(\x04R\brevision\"7\n" +
+	"\brevision\x18\x0e \x01(\x04R\brevision\x122\n" +
+	"\x06window\x18\x0f \x01(\v2\x1a.baldur.v1.CircuitEvidenceR\x06window\"7\n" +
 	"\x13ListCircuitsRequest\x12 \n" +
 	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\x83\x01\n" +
 	"\x14ListCircuitsResponse\x12.\n" +
@@ -1741,39 +1752,40 @@ var file_baldur_v1_circuit_proto_depIdxs = []int32{
 	5,  // 9: baldur.v1.Circuit.evidence:type_name -> baldur.v1.CircuitEvidence
 	25, // 10: baldur.v1.Circuit.pin_expires_at:type_name -> google.protobuf.Timestamp
 	25, // 11: baldur.v1.Circuit.probe_window_started_at:type_name -> google.protobuf.Timestamp
-	6,  // 12: baldur.v1.ListCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
-	4,  // 13: baldur.v1.SetPolicyRequest.policy:type_name -> baldur.v1.CircuitPolicy
-	6,  // 14: baldur.v1.CircuitResponse.circuit:type_name -> baldur.v1.Circuit
-	24, // 15: baldur.v1.ForceRequest.ttl:type_name -> google.protobuf.Duration
-	23, // 16: baldur.v1.OutcomeReport.failures_by_class:type_name -> baldur.v1.OutcomeReport.FailuresByClassEntry
-	16, // 17: baldur.v1.ReportOutcomesRequest.reports:type_name -> baldur.v1.OutcomeReport
-	0,  // 18: baldur.v1.AcquireProbeResponse.state:type_name -> baldur.v1.CircuitState.Value
-	6,  // 19: baldur.v1.WatchCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
-	7,  // 20: baldur.v1.CircuitService.ListCircuits:input_type -> baldur.v1.ListCircuitsRequest
-	9,  // 21: baldur.v1.CircuitService.GetCircuit:input_type -> baldur.v1.GetCircuitRequest
-	10, // 22: baldur.v1.CircuitService.SetPolicy:input_type -> baldur.v1.SetPolicyRequest
-	12, // 23: baldur.v1.CircuitService.ForceOpen:input_type -> baldur.v1.ForceRequest
-	12, // 24: baldur.v1.CircuitService.ForceClose:input_type -> baldur.v1.ForceRequest
-	13, // 25: baldur.v1.CircuitService.Reset:input_type -> baldur.v1.ResetRequest
-	14, // 26: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
-	17, // 27: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
-	19, // 28: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
-	21, // 29: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
-	8,  // 30: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
-	6,  // 31: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
-	11, // 32: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
-	11, // 33: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
-	11, // 34: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
-	11, // 35: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
-	15, // 36: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
-	18, // 37: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
-	20, // 38: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
-	22, // 39: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	5,  // 12: baldur.v1.Circuit.window:type_name -> baldur.v1.CircuitEvidence
+	6,  // 13: baldur.v1.ListCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
+	4,  // 14: baldur.v1.SetPolicyRequest.policy:type_name -> baldur.v1.CircuitPolicy
+	6,  // 15: baldur.v1.CircuitResponse.circuit:type_name -> baldur.v1.Circuit
+	24, // 16: baldur.v1.ForceRequest.ttl:type_name -> google.protobuf.Duration
+	23, // 17: baldur.v1.OutcomeReport.failures_by_class:type_name -> baldur.v1.OutcomeReport.FailuresByClassEntry
+	16, // 18: baldur.v1.ReportOutcomesRequest.reports:type_name -> baldur.v1.OutcomeReport
+	0,  // 19: baldur.v1.AcquireProbeResponse.state:type_name -> baldur.v1.CircuitState.Value
+	6,  // 20: baldur.v1.WatchCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
+	7,  // 21: baldur.v1.CircuitService.ListCircuits:input_type -> baldur.v1.ListCircuitsRequest
+	9,  // 22: baldur.v1.CircuitService.GetCircuit:input_type -> baldur.v1.GetCircuitRequest
+	10, // 23: baldur.v1.CircuitService.SetPolicy:input_type -> baldur.v1.SetPolicyRequest
+	12, // 24: baldur.v1.CircuitService.ForceOpen:input_type -> baldur.v1.ForceRequest
+	12, // 25: baldur.v1.CircuitService.ForceClose:input_type -> baldur.v1.ForceRequest
+	13, // 26: baldur.v1.CircuitService.Reset:input_type -> baldur.v1.ResetRequest
+	14, // 27: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
+	17, // 28: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
+	19, // 29: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
+	21, // 30: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
+	8,  // 31: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
+	6,  // 32: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
+	11, // 33: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
+	11, // 34: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
+	11, // 35: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
+	11, // 36: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
+	15, // 37: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
+	18, // 38: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	20, // 39: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
+	22, // 40: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_circuit_proto_init() }
