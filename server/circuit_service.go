@@ -49,11 +49,11 @@ func policyFromPB(p *pb.CircuitPolicy) (circuit.Policy, error) {
 		v     *durationpb.Duration
 		dst   *time.Duration
 	}{
-		{"policy.window_duration", p.WindowDuration, &out.WindowDuration},
-		{"policy.slow_call_duration", p.SlowCallDuration, &out.SlowCallDuration},
-		{"policy.recovery_timeout", p.RecoveryTimeout, &out.RecoveryTimeout},
-		{"policy.half_open_stuck_timeout", p.HalfOpenStuckTimeout, &out.HalfOpenStuckTimeout},
-		{"policy.report_interval", p.ReportInterval, &out.ReportInterval},
+		{"window_duration", p.WindowDuration, &out.WindowDuration},
+		{"slow_call_duration", p.SlowCallDuration, &out.SlowCallDuration},
+		{"recovery_timeout", p.RecoveryTimeout, &out.RecoveryTimeout},
+		{"half_open_stuck_timeout", p.HalfOpenStuckTimeout, &out.HalfOpenStuckTimeout},
+		{"report_interval", p.ReportInterval, &out.ReportInterval},
 	} {
 		v, err := checkedDuration(d.field, d.v)
 		if err != nil {
@@ -67,8 +67,8 @@ func policyFromPB(p *pb.CircuitPolicy) (circuit.Policy, error) {
 	for _, n := range []struct {
 		field string
 		v     int32
-	}{{"policy.failure_threshold", p.FailureThreshold}, {"policy.minimum_calls", p.MinimumCalls}, {"policy.window_size", p.WindowSize},
-		{"policy.half_open_max_calls", p.HalfOpenMaxCalls}, {"policy.success_threshold", p.SuccessThreshold}, {"policy.min_reporters", p.MinReporters}} {
+	}{{"failure_threshold", p.FailureThreshold}, {"minimum_calls", p.MinimumCalls}, {"window_size", p.WindowSize},
+		{"half_open_max_calls", p.HalfOpenMaxCalls}, {"success_threshold", p.SuccessThreshold}, {"min_reporters", p.MinReporters}} {
 		if n.v < 0 {
 			return circuit.Policy{}, invalidField(n.field, fmt.Sprintf("%d must not be negative", n.v))
 		}
