@@ -119,8 +119,10 @@ func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
 			return Result{Name: cur.Name, Breaker: cur}, nil
 		}
 		var ev Evidence
-		if err := decodeJSON(c.GetEvidenceJson(), &ev, "evidence"); err != nil {
-			return Result{}, err
+		if len(c.GetEvidenceJson()) > 0 {
+			if err := decodeJSON(c.GetEvidenceJson(), &ev, "evidence"); err != nil {
+				return Result{}, err
+			}
 		}
 		next = opened(cur, m, ev)
 		action = "open"
