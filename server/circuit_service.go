@@ -28,21 +28,27 @@ func durPB(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func policyToPB(p circuit.Policy) *pb.CircuitPolicy {
 	return &pb.CircuitPolicy{
-		FailureThreshold: int32(p.FailureThreshold), FailureRateThreshold: p.FailureRateThreshold, MinimumCalls: int32(p.MinimumCalls),
+		FailureThreshold: int32(p.FailureThreshold), FailureRateThreshold: &p.FailureRateThreshold, MinimumCalls: int32(p.MinimumCalls),
 		WindowType: pb.WindowType_Value(p.WindowType), WindowSize: int32(p.WindowSize), WindowDuration: durPB(p.WindowDuration),
-		SlowCallRateThreshold: p.SlowCallRateThreshold, SlowCallDuration: durPB(p.SlowCallDuration), RecoveryTimeout: durPB(p.RecoveryTimeout),
+		SlowCallRateThreshold: &p.SlowCallRateThreshold, SlowCallDuration: durPB(p.SlowCallDuration), RecoveryTimeout: durPB(p.RecoveryTimeout),
 		HalfOpenMaxCalls: int32(p.HalfOpenMaxCalls), SuccessThreshold: int32(p.SuccessThreshold), HalfOpenStuckTimeout: durPB(p.HalfOpenStuckTimeout),
 		MinReporters: int32(p.MinReporters), ReportInterval: durPB(p.ReportInterval), DryRun: p.DryRun,
 	}
 }
 
-// policyFromPB converts an API policy; absent fields stay zero (filled
-// from the server defaults by the caller).
-func policyFromPB(p *pb.CircuitPolicy) (circuit.Policy, error) {
+// policyFromPB converts an API policy; absent fields take the defaults
+// (zero numbers and durations, and rates not given at all).
+func policyFromPB(p *pb.CircuitPolicy, defaults circuit.Policy) (circuit.Policy, error) {
 	out := circuit.Policy{
-		FailureThreshold: int(p.FailureThreshold), FailureRateThreshold: p.FailureRateThreshold, MinimumCalls: int(p.MinimumCalls),
-		WindowType: circuit.WindowType(p.WindowType), WindowSize: int(p.WindowSize), SlowCallRateThreshold: p.SlowCallRateThreshold,
+		FailureThreshold: int(p.FailureThreshold), FailureRateThreshold: defaults.FailureRateThreshold, MinimumCalls: int(p.MinimumCalls),
+		WindowType: circuit.WindowType(p.WindowType), WindowSize: int(p.WindowSize), SlowCallRateThreshold: defaults.SlowCallRateThreshold,
 		HalfOpenMaxCalls: int(p.HalfOpenMaxCalls), SuccessThreshold: int(p.SuccessThreshold), MinReporters: int(p.MinReporters), DryRun: p.DryRun,
+	}
+	if p.FailureRateThreshold != nil {
+		out.FailureRateThreshold = *p.FailureRateThreshold
+	}
+	if p.SlowCallRateThreshold != nil {
+		out.SlowCallRateThreshold = *p.SlowCallRateThreshold
 	}
 	for _, d := range []struct {
 		field string
@@ -149,7 +155,7 @@ func (c *circuitService) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest
 	if req.Policy == nil {
 		return nil, invalidField("policy", "is required")
 	}
-	p, err := policyFromPB(req.Policy)
+	p, err := policyFromPB(req.Policy, c.s.cfg.CircuitDefaults)
 	if err != nil {
 		return nil, err
 	}

@@ -170,3 +170,58 @@ func TestCompletion(t *testing.T) {
 		t.Fatalf("completion bash: %v", err)
 	}
 }
+
+func TestCLICircuits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	out := ctl.ok("circuit", "policy", "set", "payments", "--min-reporters", "2", "--failure-rate-threshold", "0", "--recovery-timeout", "30s", "--reason", "tune")
+	if !strings.Contains(out, "0% of >=10 calls") || !strings.Contains(out, "min reporters 2") || !strings.Contains(out, "recovery 30s") {
+		t.Fatalf("policy set:\n%s", out)
+	}
+	var policy struct {
+		FailureThreshold     int     `json:"failure_threshold"`
+		FailureRateThreshold float64 `json:"failure_rate_threshold"`
+		MinReporters         int     `json:"min_reporters"`
+	}
+	ctl.json(&policy, "circuit", "policy", "get", "payments")
+	if policy.FailureThreshold != 5 || policy.FailureRateThreshold != 0 || policy.MinReporters != 2 {
+		t.Fatalf("policy get: %+v (unset fields take the defaults)", policy)
+	}
+	out = ctl.ok("circuit", "force-open", "payments", "--reason", "vendor maintenance", "--ttl", "10m")
+	if !strings.Contains(out, "state:     OPEN") || !strings.Contains(out, "pinned:") {
+		t.Fatalf("force-open:\n%s", out)
+	}
+	if out := ctl.ok("circuit", "list"); !strings.Contains(out, "payments") || !strings.Contains(out, "force_open") {
+		t.Fatalf("list:\n%s", out)
+	}
+	ctl.ok("circuit", "reset", "payments", "--reason", "done")
+	var got struct {
+		State  string `json:"state"`
+		Pinned bool   `json:"pinned"`
+	}
+	ctl.json(&got, "circuit", "get", "payments")
+	if got.State != "CLOSED" || got.Pinned {
+		t.Fatalf("after reset: %+v", got)
+	}
+	if out := ctl.ok("circuit", "kill-switch", "on", "--reason", "incident"); !strings.Contains(out, "kill switch ON") {
+		t.Fatalf("kill switch: %s", out)
+	}
+	for _, tc := range []struct {
+		args   []string
+		reason string
+	}{
+		{[]string{"circuit", "force-open", "payments", "--reason", "x", "--ttl", "10s"}, "TTL_OUT_OF_RANGE"},
+		{[]string{"circuit", "force-close", "nope", "--reason", "x"}, "CIRCUIT_NOT_FOUND"},
+		{[]string{"circuit", "force-close", "payments"}, "REASON_REQUIRED"},
+		{[]string{"circuit", "policy", "set", "payments", "--failure-rate-threshold", "120"}, "INVALID_POLICY"},
+	} {
+		_, errOut, code := ctl.run(tc.args...)
+		if code == 0 || !strings.Contains(errOut, tc.reason) {
+			t.Errorf("baldurctl %v: exit %d %q, want %s", tc.args, code, errOut, tc.reason)
+		}
+	}
+}

@@ -71,7 +71,7 @@ func localPolicyFrom(p *pb.CircuitPolicy) *localPolicy {
 	if p.FailureThreshold > 0 {
 		lp.failureThreshold = int64(p.FailureThreshold)
 	}
-	lp.failureRate = p.FailureRateThreshold
+	lp.failureRate = p.GetFailureRateThreshold()
 	if p.MinimumCalls > 0 {
 		lp.minimumCalls = int64(p.MinimumCalls)
 	}
@@ -81,7 +81,7 @@ func localPolicyFrom(p *pb.CircuitPolicy) *localPolicy {
 	if d := p.SlowCallDuration.AsDuration(); d > 0 {
 		lp.slowCall = d
 	}
-	lp.slowRate = p.SlowCallRateThreshold
+	lp.slowRate = p.GetSlowCallRateThreshold()
 	if d := p.RecoveryTimeout.AsDuration(); d > 0 {
 		lp.recovery = d
 	}
@@ -157,8 +157,8 @@ type Breaker struct {
 
 	// Per-interval counters, swapped out by the reporter.
 	successes, failures, slow, rejections atomic.Int64
-	probeSuccesses, probeFailures       atomic.Int64
-	wouldReject                         atomic.Int64
+	probeSuccesses, probeFailures         atomic.Int64
+	wouldReject                           atomic.Int64
 
 	// Fleet HALF_OPEN permits granted to this process.
 	permits         atomic.Int32

@@ -52,12 +52,12 @@ type options struct {
 	reportInterval time.Duration
 	maxBuffered    int
 	instanceID     string
-	token       string
-	staleAfter  time.Duration
-	minBackoff  time.Duration
-	maxBackoff  time.Duration
-	logger      *slog.Logger
-	dialOptions []grpc.DialOption
+	token          string
+	staleAfter     time.Duration
+	minBackoff     time.Duration
+	maxBackoff     time.Duration
+	logger         *slog.Logger
+	dialOptions    []grpc.DialOption
 }
 
 // Option configures a Client.

@@ -12,6 +12,7 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -54,7 +55,7 @@ func TestFleetTripReachesEveryClient(t *testing.T) {
 	c := testcluster.New(t, 3)
 	admin := circuits(t, c.Leader().GRPCAddr)
 	// Local views must not trip first: the fleet trip is what is measured.
-	setPolicy(t, admin, "payments", &pb.CircuitPolicy{FailureThreshold: 1000, FailureRateThreshold: 50, MinimumCalls: 20, WindowSize: 200, RecoveryTimeout: durationpb.New(time.Hour)})
+	setPolicy(t, admin, "payments", &pb.CircuitPolicy{FailureThreshold: 1000, FailureRateThreshold: proto.Float64(50), MinimumCalls: 20, WindowSize: 200, RecoveryTimeout: durationpb.New(time.Hour)})
 	clients := fleet(t, c, 50)
 	for _, cl := range clients {
 		waitFleetState(t, cl.Breaker("payments"), baldur.StateClosed)
@@ -161,7 +162,7 @@ func TestHalfOpenProbesAreLimitedFleetWide(t *testing.T) {
 	}
 	c := testcluster.New(t, 3)
 	admin := circuits(t, c.Leader().GRPCAddr)
-	setPolicy(t, admin, "ledger", &pb.CircuitPolicy{FailureThreshold: 3, FailureRateThreshold: 0, RecoveryTimeout: durationpb.New(300 * time.Millisecond),
+	setPolicy(t, admin, "ledger", &pb.CircuitPolicy{FailureThreshold: 3, FailureRateThreshold: proto.Float64(0), RecoveryTimeout: durationpb.New(300 * time.Millisecond),
 		HalfOpenMaxCalls: 3, SuccessThreshold: 3, HalfOpenStuckTimeout: durationpb.New(time.Hour)})
 	clients := fleet(t, c, 20)
 	tripByFailures(t, clients[0].Breaker("ledger"), admin)

@@ -198,7 +198,7 @@ type CircuitPolicy struct {
 	// Consecutive failures that trip the breaker (1..1000; default 5).
 	FailureThreshold int32 `protobuf:"varint,1,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
 	// Failure rate in percent over the window that trips it (0 disables; default 50).
-	FailureRateThreshold float64 `protobuf:"fixed64,2,opt,name=failure_rate_threshold,json=failureRateThreshold,proto3" json:"failure_rate_threshold,omitempty"`
+	FailureRateThreshold *float64 `protobuf:"fixed64,2,opt,name=failure_rate_threshold,json=failureRateThreshold,proto3,oneof" json:"failure_rate_threshold,omitempty"`
 	// Calls the window needs before the rate triggers apply (default 10).
 	MinimumCalls int32            `protobuf:"varint,3,opt,name=minimum_calls,json=minimumCalls,proto3" json:"minimum_calls,omitempty"`
 	WindowType   WindowType_Value `protobuf:"varint,4,opt,name=window_type,json=windowType,proto3,enum=baldur.v1.WindowType_Value" json:"window_type,omitempty"`
@@ -207,7 +207,7 @@ type CircuitPolicy struct {
 	// TIME window: its length (default 60s).
 	WindowDuration *durationpb.Duration `protobuf:"bytes,6,opt,name=window_duration,json=windowDuration,proto3" json:"window_duration,omitempty"`
 	// Slow-call rate in percent that trips it (0 disables; default 0).
-	SlowCallRateThreshold float64 `protobuf:"fixed64,7,opt,name=slow_call_rate_threshold,json=slowCallRateThreshold,proto3" json:"slow_call_rate_threshold,omitempty"`
+	SlowCallRateThreshold *float64 `protobuf:"fixed64,7,opt,name=slow_call_rate_threshold,json=slowCallRateThreshold,proto3,oneof" json:"slow_call_rate_threshold,omitempty"`
 	// A call slower than this counts as slow (default 60s).
 	SlowCallDuration *durationpb.Duration `protobuf:"bytes,8,opt,name=slow_call_duration,json=slowCallDuration,proto3" json:"slow_call_duration,omitempty"`
 	// OPEN dwell before trial calls (default 60s).
@@ -266,8 +266,8 @@ func (x *CircuitPolicy) GetFailureThreshold() int32 {
 }
 
 func (x *CircuitPolicy) GetFailureRateThreshold() float64 {
-	if x != nil {
-		return x.FailureRateThreshold
+	if x != nil && x.FailureRateThreshold != nil {
+		return *x.FailureRateThreshold
 	}
 	return 0
 }
@@ -301,8 +301,8 @@ func (x *CircuitPolicy) GetWindowDuration() *durationpb.Duration {
 }
 
 func (x *CircuitPolicy) GetSlowCallRateThreshold() float64 {
-	if x != nil {
-		return x.SlowCallRateThreshold
+	if x != nil && x.SlowCallRateThreshold != nil {
+		return *x.SlowCallRateThreshold
 	}
 	return 0
 }
@@ -1564,17 +1564,17 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"WindowType\"\x1c\n" +
 	"\x05Value\x12\t\n" +
 	"\x05COUNT\x10\x00\x12\b\n" +
-	"\x04TIME\x10\x01\"\xb2\x06\n" +
+	"\x04TIME\x10\x01\"\xf4\x06\n" +
 	"\rCircuitPolicy\x12+\n" +
-	"\x11failure_threshold\x18\x01 \x01(\x05R\x10failureThreshold\x124\n" +
-	"\x16failure_rate_threshold\x18\x02 \x01(\x01R\x14failureRateThreshold\x12#\n" +
+	"\x11failure_threshold\x18\x01 \x01(\x05R\x10failureThreshold\x129\n" +
+	"\x16failure_rate_threshold\x18\x02 \x01(\x01H\x00R\x14failureRateThreshold\x88\x01\x01\x12#\n" +
 	"\rminimum_calls\x18\x03 \x01(\x05R\fminimumCalls\x12<\n" +
 	"\vwindow_type\x18\x04 \x01(\x0e2\x1b.baldur.v1.WindowType.ValueR\n" +
 	"windowType\x12\x1f\n" +
 	"\vwindow_size\x18\x05 \x01(\x05R\n" +
 	"windowSize\x12B\n" +
-	"\x0fwindow_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ewindowDuration\x127\n" +
-	"\x18slow_call_rate_threshold\x18\a \x01(\x01R\x15slowCallRateThreshold\x12G\n" +
+	"\x0fwindow_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ewindowDuration\x12<\n" +
+	"\x18slow_call_rate_threshold\x18\a \x01(\x01H\x01R\x15slowCallRateThreshold\x88\x01\x01\x12G\n" +
 	"\x12slow_call_duration\x18\b \x01(\v2\x19.google.protobuf.DurationR\x10slowCallDuration\x12D\n" +
 	"\x10recovery_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\x0frecoveryTimeout\x12-\n" +
 	"\x13half_open_max_calls\x18\n" +
@@ -1583,7 +1583,9 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x17half_open_stuck_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x14halfOpenStuckTimeout\x12#\n" +
 	"\rmin_reporters\x18\r \x01(\x05R\fminReporters\x12B\n" +
 	"\x0freport_interval\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12\x17\n" +
-	"\adry_run\x18\x0f \x01(\bR\x06dryRun\"\xf4\x01\n" +
+	"\adry_run\x18\x0f \x01(\bR\x06dryRunB\x19\n" +
+	"\x17_failure_rate_thresholdB\x1b\n" +
+	"\x19_slow_call_rate_threshold\"\xf4\x01\n" +
 	"\x0fCircuitEvidence\x12!\n" +
 	"\fwindow_calls\x18\x01 \x01(\x03R\vwindowCalls\x12'\n" +
 	"\x0fwindow_failures\x18\x02 \x01(\x03R\x0ewindowFailures\x12*\n" +
@@ -1793,6 +1795,7 @@ func file_baldur_v1_circuit_proto_init() {
 	if File_baldur_v1_circuit_proto != nil {
 		return
 	}
+	file_baldur_v1_circuit_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
