@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""A non-Go service taking part in baldurd's fleet-wide circuit breakers.
+
+Standard library only. It shows the three things an SDK does, over the REST
+gateway:
+
+  1. watch breaker state (GET /v1/circuits:watch, newline-delimited JSON),
+  2. decide each call locally from that state (no request to baldurd),
+  3. report outcomes in batches (POST /v1/circuits:report) and ask for a
+     trial permit while a breaker is HALF_OPEN (POST /v1/circuits/{name}:acquireProbe).
+
+Run against `baldurd --dev`:
+
+    python3 examples/python/baldur_client.py --base http://127.0.0.1:7401 --demo
+
+The demo calls a dependency that always fails until the fleet breaker is
+OPEN, prints each state it sees and exits 0 once calls are being rejected.
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+import urllib.request
+
+
+class Fleet:
+    """Keeps the latest pushed state of every breaker."""
+
+    def __init__(self, base):
+        self.base = base.rstrip("/")
+        self.states = {}
+        self.kill_switch = False
+        self.revision = 0
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def watch(self):
+        while True:
+            try:
+                url = "%s/v1/circuits:watch?from_revision=%d" % (self.base, self.revision)
+                with urllib.request.urlopen(url, timeout=30) as resp:
+                    for line in resp:
+                        msg = json.loads(line).get("result", {})
+                        with self.lock:
+                            if msg.get("snapshot"):
+                                self.states = {}
+                            for c in msg.get("circuits", []):
+                                self.states[c["name"]] = c
+                            self.kill_switch = msg.get("kill_switch", False)
+                            self.revision = int(msg.get("revision", self.revision))
+                            self.changed.notify_all()
+            except Exception as exc:  # reconnect and resume from the revision
+                print("watch reconnecting: %s" % exc, file=sys.stderr)
+                time.sleep(0.5)
+
+    def state(self, name):
+        with self.lock:
+            return self.states.get(name, {}).get("state", "CLOSED")
+
+
+class Breaker:
+    def __init__(self, fleet, name, instance_id):
+        self.fleet, self.name, self.instance_id = fleet, name, instance_id
+        self.counts = {"successes": 0, "failures": 0, "rejections": 0, "probe_successes": 0, "probe_failures": 0}
+        self.permits, self.probe_window, self.in_probe = 0, 0, 0
+        self.lock = threading.Lock()
+
+    def allow(self):
+        state = self.fleet.state(self.name)
+        with self.lock:
+            if self.fleet.kill_switch or state == "CLOSED":
+                return True
+            if state == "HALF_OPEN" and self.permits > 0:
+                self.permits -= 1
+                self.in_probe += 1
+                return True
+            self.counts["rejections"] += 1
+        if state == "HALF_OPEN":
+            self.acquire_probe()
+        return False
+
+    def record(self, ok):
+        with self.lock:
+            if self.in_probe:
+                self.in_probe -= 1
+                self.counts["probe_successes" if ok else "probe_failures"] += 1
+            else:
+                self.counts["successes" if ok else "failures"] += 1
+
+    def acquire_probe(self):
+        body = {"instance_id": self.instance_id}
+        resp = post(self.fleet.base, "/v1/circuits/%s:acquireProbe" % self.name, body)
+        if resp.get("granted"):
+            with self.lock:
+                self.permits += 1
+                self.probe_window = int(resp.get("probe_window", 0))
+
+    def take_report(self):
+        with self.lock:
+            report = dict(self.counts, name=self.name, probe_window=str(self.probe_window))
+            for k in self.counts:
+                self.counts[k] = 0
+        return report if any(report[k] for k in self.counts) else None
+
+
+def post(base, path, body):
+    req = urllib.request.Request(base.rstrip("/") + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def report_loop(fleet, breakers, instance_id, interval=0.1):
+    while True:
+        time.sleep(interval)
+        reports = [r for r in (b.take_report() for b in breakers) if r]
+        if reports:
+            try:
+                post(fleet.base, "/v1/circuits:report", {"instance_id": instance_id, "reports": reports})
+            except Exception as exc:
+                print("report failed: %s" % exc, file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", default="http://127.0.0.1:7401")
+    ap.add_argument("--name", default="py-payments")
+    ap.add_argument("--instance", default="python-1")
+    ap.add_argument("--demo", action="store_true")
+    ap.add_argument("--timeout", type=float, default=20)
+    args = ap.parse_args()
+
+    fleet = Fleet(args.base)
+    threading.Thread(target=fleet.watch, daemon=True).start()
+    breaker = Breaker(fleet, args.name, args.instance)
+    threading.Thread(target=report_loop, args=(fleet, [breaker], args.instance), daemon=True).start()
+
+    if not args.demo:
+        return 0
+    seen = None
+    deadline = time.time() + args.timeout
+    while time.time() < deadline:
+        state = fleet.state(args.name)
+        if state != seen:
+            print("state %s" % state, flush=True)
+            seen = state
+        if breaker.allow():
+            breaker.record(False)  # the dependency is down
+        elif state == "OPEN":
+            print("rejecting calls: fleet breaker %s is OPEN" % args.name, flush=True)
+            return 0
+        time.sleep(0.01)
+    print("breaker never opened", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
