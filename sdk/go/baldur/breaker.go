@@ -111,7 +111,6 @@ type localView struct {
 	state       atomic.Int32
 	openedAt    atomic.Int64
 	consecutive atomic.Int64
-	next        atomic.Uint64
 	ring        atomic.Pointer[ring]
 	probes      atomic.Int32 // local HALF_OPEN permits handed out
 	probeOK     atomic.Int32
@@ -127,7 +126,11 @@ type ring struct {
 func newRing(n int) *ring { return &ring{slots: make([]atomic.Uint32, n)} }
 
 func (r *ring) add(idx uint64, v uint32) {
-	old := r.slots[idx%uint64(len(r.slots))].Swap(v)
+	slot := &r.slots[idx%uint64(len(r.slots))]
+	if slot.Load() == v {
+		return // steady state: no write, no shared cache line dirtied
+	}
+	old := slot.Swap(v)
 	if old == 0 {
 		r.calls.Add(1)
 	}
@@ -155,17 +158,25 @@ type Breaker struct {
 	fleet atomic.Pointer[fleetView]
 	local localView
 
-	// Per-interval counters, swapped out by the reporter.
-	successes, failures, slow, rejections atomic.Int64
-	probeSuccesses, probeFailures         atomic.Int64
-	wouldReject                           atomic.Int64
-
 	// Fleet HALF_OPEN permits granted to this process.
 	permits         atomic.Int32
 	probesInFlight  atomic.Int32
 	permitWindow    atomic.Uint64
 	probeWanted     atomic.Bool
 	lastLocalPolicy atomic.Pointer[localPolicy]
+
+	// The two counters every successful call writes share one cache line,
+	// padded away from the read-mostly fields above, so concurrent callers
+	// contend on a single line.
+	_    [64]byte
+	next atomic.Uint64 // ring index
+	// Per-interval counters, swapped out by the reporter.
+	successes atomic.Int64
+	_         [48]byte
+
+	failures, slow, rejections    atomic.Int64
+	probeSuccesses, probeFailures atomic.Int64
+	wouldReject                   atomic.Int64
 }
 
 func newBreaker(c *Client, name string) *Breaker {
@@ -337,7 +348,7 @@ func (b *Breaker) recordLocal(failed, slow bool) {
 	if slow {
 		v += 2
 	}
-	r.add(b.local.next.Add(1), v)
+	r.add(b.next.Add(1), v)
 	if !failed {
 		if b.local.consecutive.Load() != 0 {
 			b.local.consecutive.Store(0)
