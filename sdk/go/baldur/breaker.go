@@ -223,6 +223,16 @@ func (b *Breaker) FleetState() State {
 	return StateClosed
 }
 
+// FleetRevision is the revision of the fleet state last pushed for this
+// breaker, 0 when none arrived yet (the local view then runs on Baldur's
+// defaults).
+func (b *Breaker) FleetRevision() uint64 {
+	if f := b.fleet.Load(); f != nil {
+		return f.revision
+	}
+	return 0
+}
+
 // LocalState is this process's own view.
 func (b *Breaker) LocalState() State { return State(b.local.state.Load()) }
 

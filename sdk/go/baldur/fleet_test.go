@@ -138,7 +138,7 @@ func TestOneBadInstanceDoesNotTripTheFleet(t *testing.T) {
 
 func waitFleetState(t *testing.T, b *baldur.Breaker, want baldur.State) {
 	t.Helper()
-	if !testcluster.Eventually(10*time.Second, func() bool { return b.FleetState() == want }) {
+	if !testcluster.Eventually(10*time.Second, func() bool { return b.FleetRevision() > 0 && b.FleetState() == want }) {
 		t.Fatalf("%s: fleet state %v, want %v", b.Name(), b.FleetState(), want)
 	}
 }
