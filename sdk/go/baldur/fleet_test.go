@@ -1,6 +1,7 @@
 package baldur_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -310,5 +311,50 @@ func TestClusterOutageFailsStaticThenLocalThenResumes(t *testing.T) {
 	}
 	if cl.Stats().DroppedBatches != 0 {
 		t.Fatalf("batches dropped: %+v", cl.Stats())
+	}
+}
+
+func TestDryRunAndKillSwitchNeverReject(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	admin := circuits(t, c.Nodes[0].GRPCAddr)
+	setPolicy(t, admin, "shadow", &pb.CircuitPolicy{FailureThreshold: 3, DryRun: true, RecoveryTimeout: durationpb.New(time.Hour)})
+	setPolicy(t, admin, "live", &pb.CircuitPolicy{RecoveryTimeout: durationpb.New(time.Hour)})
+	cl := dialSDK(t, c.Nodes[0].GRPCAddr, baldur.WithReportInterval(20*time.Millisecond))
+	shadow := cl.Breaker("shadow")
+	waitFleetState(t, shadow, baldur.StateClosed)
+	for i := 0; i < 20; i++ {
+		if err := shadow.Allow(); err != nil {
+			t.Fatalf("dry-run breaker rejected: %v", err)
+		}
+		shadow.Record(errDown)
+	}
+	waitFleetState(t, shadow, baldur.StateOpen) // it trips, for the record
+	if err := shadow.Allow(); err != nil || shadow.Stats().WouldReject == 0 {
+		t.Fatalf("dry run: Allow %v, would-reject count %d", err, shadow.Stats().WouldReject)
+	}
+	live := cl.Breaker("live")
+	waitFleetState(t, live, baldur.StateClosed)
+	if _, err := admin.ForceOpen(ctxT(t), &pb.ForceRequest{Name: "live", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFleetState(t, live, baldur.StateOpen)
+	if !errors.Is(live.Allow(), baldur.ErrCircuitOpen) {
+		t.Fatal("forced-open breaker admits calls")
+	}
+	if _, err := admin.SetKillSwitch(ctxT(t), &pb.SetKillSwitchRequest{Enabled: true, Reason: "incident"}); err != nil {
+		t.Fatal(err)
+	}
+	if !testcluster.Eventually(5*time.Second, cl.KillSwitch) {
+		t.Fatal("kill switch never arrived")
+	}
+	if err := live.Allow(); err != nil {
+		t.Fatalf("kill switch on, Allow = %v", err)
+	}
+	v, err := baldur.Protect(ctxT(t), cl, "live", func(context.Context) (int, error) { return 7, nil })
+	if err != nil || v != 7 {
+		t.Fatalf("Protect with the kill switch on: %v %v", v, err)
 	}
 }
