@@ -21,5 +21,12 @@
 // default 10 s), for alerting. Before the first snapshot arrives the level
 // is NORMAL and Stale is true; [Client.WaitReady] waits for it.
 //
+// Circuit breakers ([Client.Breaker], [Protect]) combine the fleet state the
+// cluster pushes with a local, per-process view; a call is rejected if
+// either rejects it. While the cluster is unreachable, the fleet view keeps
+// its last state until the stale bound, then breakers decide on their local
+// view alone; outcome reports are buffered (bounded) and sent after
+// reconnect. Allow never waits on the network. See docs/circuits.md.
+//
 // Imports: the generated API (api/gen), gRPC and protobuf only.
 package baldur
