@@ -25,6 +25,10 @@ func FuzzRESTDecode(f *testing.F) {
 		"PUT /v1/emergency/config",
 		"POST /v1/cluster/members",
 		"POST /v1/cluster:transferLeadership",
+		"POST /v1/circuits:report",
+		"PUT /v1/circuits/payments/policy",
+		"POST /v1/circuits/payments:forceOpen",
+		"POST /v1/circuits/payments:acquireProbe",
 	}
 	for i := range routes {
 		for _, body := range []string{
@@ -32,6 +36,8 @@ func FuzzRESTDecode(f *testing.F) {
 			`{"level":"LEVEL_9","reason":""}`, `{"reason":"r","force":true,"gradual":true}`,
 			`{"config":{"levels":[{"level":"LEVEL_1","admission":{"critical":1}}],"level_step_delay":"1s"},"reason":"r"}`,
 			`{"id":"n2","raft_addr":"127.0.0.1:1","nonvoter":true}`, `{"id":"n1"}`,
+			`{"instance_id":"i-1","reports":[{"name":"payments","successes":12,"failures":3}]}`,
+			`{"failure_rate_threshold":50,"minimum_calls":10,"min_reporters":2}`, `{"reason":"r","ttl":"600s"}`,
 			`{"duration":"-5s"}`, `{"level":3.5}`, `[]`, `null`, `{"reason":"\u0000"}`, `{`, ``,
 		} {
 			f.Add(uint8(i), body)

@@ -26,6 +26,11 @@ func FuzzDecodeCommand(f *testing.F) {
 		{Version: 1, Body: &raftv1.Command_MemberRemove{MemberRemove: &raftv1.MemberRemove{Id: "n1"}}},
 		{Version: 1, RequestId: "req-1", Body: &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: "x"}}},
 		{Version: 2, Ignorable: true},
+		{Version: 1, Reason: "r", Body: &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: "svc", PolicyJson: []byte(`{"failure_threshold":5,"minimum_calls":10,"window_size":100,"window_duration":60000000000,"slow_call_duration":60000000000,"recovery_timeout":60000000000,"half_open_max_calls":3,"success_threshold":2,"half_open_stuck_timeout":60000000000,"min_reporters":1,"report_interval":100000000}`)}}},
+		{Version: 1, Body: &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_TRIP, Name: "svc", EvidenceJson: []byte(`{"trigger":"x"}`)}}},
+		{Version: 1, Body: &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE, Name: "svc"}}},
+		{Version: 1, Reason: "r", Body: &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: "svc", State: 1, TtlNanos: 6e10}}},
+		{Version: 1, Reason: "r", Body: &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_KILL_SWITCH, Enabled: true}}},
 	}
 	for _, s := range seeds {
 		b, _ := proto.Marshal(s)
