@@ -40,8 +40,8 @@ func TestForceExpiresOnTimeAcrossLeaderChange(t *testing.T) {
 	if got, _ := cc.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "payments"}); !got.Pinned || got.State != pb.CircuitState_OPEN {
 		t.Fatalf("pin lifted early: %v", got)
 	}
-	// Past the TTL: the new leader lifts it, straight to trial calls.
-	c.Clock.Advance(61 * time.Second)
+	// Just past the TTL: the new leader lifts it, straight to trial calls.
+	c.Clock.Advance(expires.Sub(c.Clock.Now()) + 100*time.Millisecond)
 	var got *pb.Circuit
 	if !testcluster.Eventually(5*time.Second, func() bool {
 		got, err = cc.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "payments"})
