@@ -4,15 +4,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
-)
-
-var (
-	fuzzOnce    sync.Once
-	fuzzCluster *testcluster.Cluster
 )
 
 // FuzzRESTDecode posts arbitrary bodies to every REST route that takes
@@ -43,8 +37,8 @@ func FuzzRESTDecode(f *testing.F) {
 			f.Add(uint8(i), body)
 		}
 	}
-	fuzzOnce.Do(func() { fuzzCluster = testcluster.New(f, 1) })
-	base := "http://" + fuzzCluster.Nodes[0].HTTPAddr
+	// One node per fuzz process (each fuzz worker is its own process).
+	base := "http://" + testcluster.New(f, 1).Nodes[0].HTTPAddr
 	f.Fuzz(func(t *testing.T, route uint8, body string) {
 		method, path, _ := strings.Cut(routes[int(route)%len(routes)], " ")
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
