@@ -11,6 +11,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
@@ -27,12 +28,15 @@ type applyResult struct {
 	Err       error
 	// Granted reports a circuit probe permit.
 	Granted bool
+	// Coord is the coordination domain's result (lease, job claim).
+	Coord coordination.Result
 }
 
 // change is what a domain function did, in the form the audit trail needs.
 type change struct {
 	Changed bool
 	Granted bool
+	Coord   coordination.Result
 	Action  string
 	Target  string
 	Before  any
@@ -113,7 +117,7 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		}
 	}
 	rememberRequest(kv, cmd.RequestId, index, m.Time)
-	return applyResult{Revision: index, Granted: ch.Granted}
+	return applyResult{Revision: index, Granted: ch.Granted, Coord: ch.Coord}
 }
 
 func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, error) {
@@ -144,6 +148,12 @@ func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, e
 			return change{}, err
 		}
 		return change{Changed: r.Changed, Granted: r.Granted, Action: "circuit." + r.Action, Target: "circuit/" + r.Name, Before: r.Before, After: r.After}, nil
+	case *raftv1.Command_Coordination:
+		r, err := coordination.Apply(kv, coordination.Meta(m), b.Coordination)
+		if err != nil {
+			return change{}, err
+		}
+		return change{Changed: r.Changed, Coord: r, Action: "coordination." + r.Action, Target: r.Target, Before: r.Before, After: r.After}, nil
 	case *raftv1.Command_AuditNote:
 		n := b.AuditNote
 		return change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}, nil

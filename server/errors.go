@@ -8,6 +8,7 @@ import (
 
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -60,6 +61,10 @@ var errorTable = []errorMapping{
 	{raftstore.ErrAlreadyMember, codes.AlreadyExists, "MEMBER_EXISTS"},
 	{raftstore.ErrMembership, codes.FailedPrecondition, "MEMBERSHIP_CHANGE_REFUSED"},
 	{circuit.ErrNotFound, codes.NotFound, "CIRCUIT_NOT_FOUND"},
+	{coordination.ErrNotFound, codes.NotFound, "LEASE_NOT_FOUND"},
+	{coordination.ErrNotHolder, codes.PermissionDenied, "NOT_HOLDER"},
+	{coordination.ErrJobNotFound, codes.NotFound, "JOB_NOT_FOUND"},
+	{coordination.ErrStaleToken, codes.FailedPrecondition, "STALE_FENCING_TOKEN"},
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
 	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},
@@ -73,8 +78,12 @@ var errorTable = []errorMapping{
 // httpOverride gives a reason an HTTP status other than the gateway's
 // default for its code (Baldur answers 409 for a blocked recovery).
 var httpOverride = map[string]int{
-	"RECOVERY_BLOCKED": http.StatusConflict,
-	"NOT_LEADER":       http.StatusServiceUnavailable,
+	"RECOVERY_BLOCKED":    http.StatusConflict,
+	"LEASE_HELD":          http.StatusConflict,
+	"LOCK_DELAY":          http.StatusConflict,
+	"LEASE_LOST":          http.StatusConflict,
+	"STALE_FENCING_TOKEN": http.StatusConflict,
+	"NOT_LEADER":          http.StatusServiceUnavailable,
 }
 
 // toStatus converts any error returned by a service method into a gRPC
@@ -86,6 +95,18 @@ func toStatus(log *slog.Logger, err error) error {
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	var held *coordination.HeldError
+	if errors.As(err, &held) {
+		return withDetails(codes.FailedPrecondition, "LEASE_HELD", err.Error())
+	}
+	var delay *coordination.LockDelayError
+	if errors.As(err, &delay) {
+		return withDetails(codes.FailedPrecondition, "LOCK_DELAY", err.Error())
+	}
+	var lost *coordination.LostError
+	if errors.As(err, &lost) {
+		return withDetails(codes.FailedPrecondition, "LEASE_LOST", err.Error())
 	}
 	var ae argumentError
 	if errors.As(err, &ae) {

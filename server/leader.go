@@ -34,6 +34,7 @@ func (s *Server) onLeader(ctx context.Context) {
 		}
 		s.proposeDue(ctx)
 		s.proposeCircuitDue(ctx)
+		s.proposeLeaseExpiries(ctx)
 		if time.Since(lastReconcile) > 5*time.Second {
 			s.reconcileMembers(ctx)
 			lastReconcile = time.Now()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,8 @@ type metrics struct {
 	reports     *prometheus.CounterVec
 	rejections  *prometheus.CounterVec
 	evalSeconds prometheus.Histogram
+	leases      *prometheus.CounterVec
+	jobs        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -39,7 +42,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Name: "baldur_circuit_evaluator_lag_seconds", Help: "Time the leader spent evaluating one report batch, proposals included.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 	})
-	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, &stateCollector{s: s}} {
+	m.leases = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baldur_lease_operations_total", Help: "Lease operations served by this node as leader, by outcome (acquired, kept_alive, keepalive_failed, revoked, expired).",
+	}, []string{"outcome"})
+	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baldur_job_runs_total", Help: "Scheduled job runs by resource, job and outcome (started, succeeded, failed).",
+	}, []string{"resource", "job", "outcome"})
+	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -61,10 +70,12 @@ var (
 	descRecovering = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)
 	descCircuit    = prometheus.NewDesc("baldur_circuit_state", "Breaker state (0 CLOSED, 1 OPEN, 2 HALF_OPEN).", []string{"name"}, nil)
 	descPinned     = prometheus.NewDesc("baldur_circuit_pinned", "1 while the breaker is forced open or closed.", []string{"name"}, nil)
+	descLeases     = prometheus.NewDesc("baldur_lease_held", "Leases in force.", nil, nil)
+	descJobNext    = prometheus.NewDesc("baldur_job_next_run_timestamp_seconds", "When each job runs next.", []string{"resource", "job"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned, descLeases, descJobNext} {
 		ch <- d
 	}
 }
@@ -101,6 +112,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range circuit.List(kv) {
 			ch <- prometheus.MustNewConstMetric(descCircuit, prometheus.GaugeValue, float64(b.State), b.Name)
 			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, b2f(b.Pinned), b.Name)
+		}
+		held := 0
+		now := c.s.now()
+		for _, r := range coordination.Resources(kv) {
+			if r.Held(now) != nil {
+				held++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(held))
+		for _, j := range coordination.Jobs(kv, "") {
+			ch <- prometheus.MustNewConstMetric(descJobNext, prometheus.GaugeValue, float64(j.NextRunAt.Unix()), j.Resource, j.Name)
 		}
 		return nil
 	})

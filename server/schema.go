@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
 )
 
@@ -26,5 +27,6 @@ var (
 func schemaBuckets() [][]byte {
 	b := [][]byte{bucketMembers, bucketRequests, bucketRequestsByTime, audit.Bucket}
 	b = append(b, circuit.Buckets()...)
+	b = append(b, coordination.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

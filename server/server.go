@@ -135,6 +135,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})
 	pb.RegisterAuditServiceServer(s.grpcSrv, &auditService{s: s})
 	pb.RegisterCircuitServiceServer(s.grpcSrv, &circuitService{s: s})
+	pb.RegisterCoordinationServiceServer(s.grpcSrv, &coordinationService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -94,6 +94,79 @@ func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
 	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
 }
 
+type CoordinationCommand_Op int32
+
+const (
+	CoordinationCommand_OP_UNSPECIFIED CoordinationCommand_Op = 0
+	CoordinationCommand_ACQUIRE        CoordinationCommand_Op = 1
+	CoordinationCommand_KEEPALIVE      CoordinationCommand_Op = 2
+	CoordinationCommand_REVOKE         CoordinationCommand_Op = 3
+	CoordinationCommand_EXPIRE         CoordinationCommand_Op = 4 // leader: a lease lapsed
+	CoordinationCommand_CAMPAIGN       CoordinationCommand_Op = 5
+	CoordinationCommand_RESIGN         CoordinationCommand_Op = 6
+	CoordinationCommand_JOB_DECLARE    CoordinationCommand_Op = 7
+	CoordinationCommand_JOB_ENABLE     CoordinationCommand_Op = 8
+	CoordinationCommand_JOB_START      CoordinationCommand_Op = 9
+	CoordinationCommand_JOB_FINISH     CoordinationCommand_Op = 10
+)
+
+// Enum value maps for CoordinationCommand_Op.
+var (
+	CoordinationCommand_Op_name = map[int32]string{
+		0:  "OP_UNSPECIFIED",
+		1:  "ACQUIRE",
+		2:  "KEEPALIVE",
+		3:  "REVOKE",
+		4:  "EXPIRE",
+		5:  "CAMPAIGN",
+		6:  "RESIGN",
+		7:  "JOB_DECLARE",
+		8:  "JOB_ENABLE",
+		9:  "JOB_START",
+		10: "JOB_FINISH",
+	}
+	CoordinationCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"ACQUIRE":        1,
+		"KEEPALIVE":      2,
+		"REVOKE":         3,
+		"EXPIRE":         4,
+		"CAMPAIGN":       5,
+		"RESIGN":         6,
+		"JOB_DECLARE":    7,
+		"JOB_ENABLE":     8,
+		"JOB_START":      9,
+		"JOB_FINISH":     10,
+	}
+)
+
+func (x CoordinationCommand_Op) Enum() *CoordinationCommand_Op {
+	p := new(CoordinationCommand_Op)
+	*p = x
+	return p
+}
+
+func (x CoordinationCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CoordinationCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[1].Descriptor()
+}
+
+func (CoordinationCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[1]
+}
+
+func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CoordinationCommand_Op.Descriptor instead.
+func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
+}
+
 // Command is the one message written to the Raft log. The leader stamps
 // time_unix_nano before proposing; the FSM never reads the clock.
 type Command struct {
@@ -120,6 +193,7 @@ type Command struct {
 	//	*Command_MemberRemove
 	//	*Command_AuditNote
 	//	*Command_Circuit
+	//	*Command_Coordination
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -285,6 +359,15 @@ func (x *Command) GetCircuit() *CircuitCommand {
 	return nil
 }
 
+func (x *Command) GetCoordination() *CoordinationCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Coordination); ok {
+			return x.Coordination
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -325,6 +408,10 @@ type Command_Circuit struct {
 	Circuit *CircuitCommand `protobuf:"bytes,48,opt,name=circuit,proto3,oneof"`
 }
 
+type Command_Coordination struct {
+	Coordination *CoordinationCommand `protobuf:"bytes,56,opt,name=coordination,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -342,6 +429,8 @@ func (*Command_MemberRemove) isCommand_Body() {}
 func (*Command_AuditNote) isCommand_Body() {}
 
 func (*Command_Circuit) isCommand_Body() {}
+
+func (*Command_Coordination) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -977,6 +1066,208 @@ func (x *CircuitCommand) GetInstanceId() string {
 	return ""
 }
 
+// CoordinationCommand is every lease, election and job change. Times the
+// FSM needs beyond the command's own (a job's next run, computed from its
+// cron expression) are stamped by the leader.
+type CoordinationCommand struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Op             CoordinationCommand_Op `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.CoordinationCommand_Op" json:"op,omitempty"`
+	Name           string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // resource (lease, election or scheduler)
+	Holder         string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	TtlNanos       int64                  `protobuf:"varint,4,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	LockDelayNanos int64                  `protobuf:"varint,5,opt,name=lock_delay_nanos,json=lockDelayNanos,proto3" json:"lock_delay_nanos,omitempty"`
+	LeaseId        uint64                 `protobuf:"varint,6,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Force          bool                   `protobuf:"varint,7,opt,name=force,proto3" json:"force,omitempty"`
+	Priority       int32                  `protobuf:"varint,8,opt,name=priority,proto3" json:"priority,omitempty"`
+	Job            string                 `protobuf:"bytes,9,opt,name=job,proto3" json:"job,omitempty"`
+	IntervalNanos  int64                  `protobuf:"varint,10,opt,name=interval_nanos,json=intervalNanos,proto3" json:"interval_nanos,omitempty"`
+	Cron           string                 `protobuf:"bytes,11,opt,name=cron,proto3" json:"cron,omitempty"`
+	CatchUp        bool                   `protobuf:"varint,12,opt,name=catch_up,json=catchUp,proto3" json:"catch_up,omitempty"`
+	Enabled        bool                   `protobuf:"varint,13,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	FencingToken   uint64                 `protobuf:"varint,14,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	Error          string                 `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
+	DurationNanos  int64                  `protobuf:"varint,16,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
+	// Leader-computed schedule: the run being claimed and the one after it.
+	ScheduledUnixNano int64 `protobuf:"varint,17,opt,name=scheduled_unix_nano,json=scheduledUnixNano,proto3" json:"scheduled_unix_nano,omitempty"`
+	NextRunUnixNano   int64 `protobuf:"varint,18,opt,name=next_run_unix_nano,json=nextRunUnixNano,proto3" json:"next_run_unix_nano,omitempty"`
+	Skipped           int64 `protobuf:"varint,19,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// JOB_START: the next_run_at the leader read; a claim for a run already
+	// claimed (next_run_at moved on) is refused.
+	ExpectedNextUnixNano int64 `protobuf:"varint,20,opt,name=expected_next_unix_nano,json=expectedNextUnixNano,proto3" json:"expected_next_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CoordinationCommand) Reset() {
+	*x = CoordinationCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinationCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinationCommand) ProtoMessage() {}
+
+func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
+func (*CoordinationCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return CoordinationCommand_OP_UNSPECIFIED
+}
+
+func (x *CoordinationCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CoordinationCommand) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *CoordinationCommand) GetTtlNanos() int64 {
+	if x != nil {
+		return x.TtlNanos
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetLockDelayNanos() int64 {
+	if x != nil {
+		return x.LockDelayNanos
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *CoordinationCommand) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *CoordinationCommand) GetIntervalNanos() int64 {
+	if x != nil {
+		return x.IntervalNanos
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *CoordinationCommand) GetCatchUp() bool {
+	if x != nil {
+		return x.CatchUp
+	}
+	return false
+}
+
+func (x *CoordinationCommand) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *CoordinationCommand) GetFencingToken() uint64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CoordinationCommand) GetDurationNanos() int64 {
+	if x != nil {
+		return x.DurationNanos
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetScheduledUnixNano() int64 {
+	if x != nil {
+		return x.ScheduledUnixNano
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetNextRunUnixNano() int64 {
+	if x != nil {
+		return x.NextRunUnixNano
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *CoordinationCommand) GetExpectedNextUnixNano() int64 {
+	if x != nil {
+		return x.ExpectedNextUnixNano
+	}
+	return 0
+}
+
 // AuditNote records an operation that changes state outside the log (a
 // snapshot restore) in the audit trail.
 type AuditNote struct {
@@ -990,7 +1281,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1293,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1306,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -1055,7 +1346,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1358,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1371,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1134,7 +1425,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1437,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1450,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1179,7 +1470,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1482,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1495,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1229,7 +1520,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1532,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1545,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 type ReadIndexResponse struct {
@@ -1266,7 +1557,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1569,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1582,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1305,7 +1596,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xc4\x06\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x8f\a\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1323,7 +1614,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12:\n" +
 	"\n" +
 	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12:\n" +
-	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuitB\x06\n" +
+	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuit\x12I\n" +
+	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordinationB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -1387,7 +1679,47 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x05FORCE\x10\x06\x12\t\n" +
 	"\x05UNPIN\x10\a\x12\t\n" +
 	"\x05RESET\x10\b\x12\x0f\n" +
-	"\vKILL_SWITCH\x10\t\"S\n" +
+	"\vKILL_SWITCH\x10\t\"\xc8\x06\n" +
+	"\x13CoordinationCommand\x126\n" +
+	"\x02op\x18\x01 \x01(\x0e2&.baldur.raft.v1.CoordinationCommand.OpR\x02op\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12\x1b\n" +
+	"\tttl_nanos\x18\x04 \x01(\x03R\bttlNanos\x12(\n" +
+	"\x10lock_delay_nanos\x18\x05 \x01(\x03R\x0elockDelayNanos\x12\x19\n" +
+	"\blease_id\x18\x06 \x01(\x04R\aleaseId\x12\x14\n" +
+	"\x05force\x18\a \x01(\bR\x05force\x12\x1a\n" +
+	"\bpriority\x18\b \x01(\x05R\bpriority\x12\x10\n" +
+	"\x03job\x18\t \x01(\tR\x03job\x12%\n" +
+	"\x0einterval_nanos\x18\n" +
+	" \x01(\x03R\rintervalNanos\x12\x12\n" +
+	"\x04cron\x18\v \x01(\tR\x04cron\x12\x19\n" +
+	"\bcatch_up\x18\f \x01(\bR\acatchUp\x12\x18\n" +
+	"\aenabled\x18\r \x01(\bR\aenabled\x12#\n" +
+	"\rfencing_token\x18\x0e \x01(\x04R\ffencingToken\x12\x14\n" +
+	"\x05error\x18\x0f \x01(\tR\x05error\x12%\n" +
+	"\x0eduration_nanos\x18\x10 \x01(\x03R\rdurationNanos\x12.\n" +
+	"\x13scheduled_unix_nano\x18\x11 \x01(\x03R\x11scheduledUnixNano\x12+\n" +
+	"\x12next_run_unix_nano\x18\x12 \x01(\x03R\x0fnextRunUnixNano\x12\x18\n" +
+	"\askipped\x18\x13 \x01(\x03R\askipped\x125\n" +
+	"\x17expected_next_unix_nano\x18\x14 \x01(\x03R\x14expectedNextUnixNano\"\xa6\x01\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aACQUIRE\x10\x01\x12\r\n" +
+	"\tKEEPALIVE\x10\x02\x12\n" +
+	"\n" +
+	"\x06REVOKE\x10\x03\x12\n" +
+	"\n" +
+	"\x06EXPIRE\x10\x04\x12\f\n" +
+	"\bCAMPAIGN\x10\x05\x12\n" +
+	"\n" +
+	"\x06RESIGN\x10\x06\x12\x0f\n" +
+	"\vJOB_DECLARE\x10\a\x12\x0e\n" +
+	"\n" +
+	"JOB_ENABLE\x10\b\x12\r\n" +
+	"\tJOB_START\x10\t\x12\x0e\n" +
+	"\n" +
+	"JOB_FINISH\x10\n" +
+	"\"S\n" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
@@ -1423,48 +1755,52 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
-	(CircuitCommand_Op)(0),    // 0: baldur.raft.v1.CircuitCommand.Op
-	(*Command)(nil),           // 1: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),  // 2: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),  // 3: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),   // 4: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),     // 5: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),    // 6: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),   // 7: baldur.raft.v1.EmergencyConfig
-	(*MemberUpsert)(nil),      // 8: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),      // 9: baldur.raft.v1.MemberRemove
-	(*CircuitCommand)(nil),    // 10: baldur.raft.v1.CircuitCommand
-	(*AuditNote)(nil),         // 11: baldur.raft.v1.AuditNote
-	(*SnapshotHeader)(nil),    // 12: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),      // 13: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),     // 14: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),  // 15: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil), // 16: baldur.raft.v1.ReadIndexResponse
+	(CircuitCommand_Op)(0),      // 0: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0), // 1: baldur.raft.v1.CoordinationCommand.Op
+	(*Command)(nil),             // 2: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),    // 3: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),    // 4: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),     // 5: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),       // 6: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),      // 7: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),     // 8: baldur.raft.v1.EmergencyConfig
+	(*MemberUpsert)(nil),        // 9: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),        // 10: baldur.raft.v1.MemberRemove
+	(*CircuitCommand)(nil),      // 11: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil), // 12: baldur.raft.v1.CoordinationCommand
+	(*AuditNote)(nil),           // 13: baldur.raft.v1.AuditNote
+	(*SnapshotHeader)(nil),      // 14: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),        // 15: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 16: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),    // 17: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),   // 18: baldur.raft.v1.ReadIndexResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	2,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	3,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	4,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	5,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	7,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	8,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	9,  // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	11, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	10, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	6,  // 9: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	0,  // 10: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	13, // 11: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	15, // 12: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	14, // 13: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	16, // 14: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	4,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	5,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	6,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	8,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	9,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	10, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	13, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	11, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	12, // 9: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	7,  // 10: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	0,  // 11: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	1,  // 12: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	15, // 13: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	17, // 14: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	16, // 15: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	18, // 16: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -1482,14 +1818,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_MemberRemove)(nil),
 		(*Command_AuditNote)(nil),
 		(*Command_Circuit)(nil),
+		(*Command_Coordination)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,424 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/raftstore"
+	"github.com/robfig/cron/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+type coordinationService struct {
+	pb.UnimplementedCoordinationServiceServer
+	s *Server
+}
+
+// cronParser reads standard 5-field expressions and descriptors (@hourly,
+// @every 5m).
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func leaseToPB(l *coordination.Lease) *pb.Lease {
+	if l == nil {
+		return nil
+	}
+	return &pb.Lease{Id: l.ID, Name: l.Name, Holder: l.Holder, FencingToken: l.FencingToken, Ttl: durationpb.New(l.TTL),
+		GrantedAt: ts(l.GrantedAt), ExpiresAt: ts(l.ExpiresAt), Priority: int32(l.Priority)}
+}
+
+func jobToPB(j coordination.Job) *pb.Job {
+	out := &pb.Job{Resource: j.Resource, Name: j.Name, Cron: j.Cron, Enabled: j.Enabled, CatchUp: j.CatchUp, NextRunAt: ts(j.NextRunAt),
+		LastRunAt: ts(j.LastRunAt), RunCount: j.RunCount, ErrorCount: j.ErrorCount, SkippedRuns: j.SkippedRuns, LastError: j.LastError,
+		LastDuration: durationpb.New(j.LastDuration), LastFencingToken: j.LastFencingToken, Running: j.Running, Revision: j.Revision}
+	if j.Interval > 0 {
+		out.Interval = durationpb.New(j.Interval)
+	}
+	return out
+}
+
+func electionToPB(r coordination.Resource, now time.Time) *pb.Election {
+	e := &pb.Election{Name: r.Name, Leader: leaseToPB(r.Held(now)), Revision: r.Revision}
+	for _, c := range r.Candidates {
+		if now.Before(c.ExpiresAt) {
+			e.Candidates = append(e.Candidates, &pb.Candidate{Holder: c.Holder, Priority: int32(c.Priority), ExpiresAt: ts(c.ExpiresAt)})
+		}
+	}
+	return e
+}
+
+func (c *coordinationService) resource(name string) coordination.Resource {
+	var r coordination.Resource
+	_ = c.s.store.View(func(kv raftstore.KV) error { r = coordination.GetResource(kv, name); return nil })
+	return r
+}
+
+func (c *coordinationService) job(resource, name string) (coordination.Job, bool) {
+	var j coordination.Job
+	var ok bool
+	_ = c.s.store.View(func(kv raftstore.KV) error { j, ok = coordination.GetJob(kv, resource, name); return nil })
+	return j, ok
+}
+
+// apply proposes a coordination command (leader: every write method is
+// forwarded to the leader) and returns the domain result.
+func (c *coordinationService) apply(ctx context.Context, reason string, body *raftv1.CoordinationCommand) (coordination.Result, uint64, error) {
+	cmd := newCommand(ctx, reason)
+	cmd.Body = &raftv1.Command_Coordination{Coordination: body}
+	r, err := c.s.applyLocalResult(ctx, cmd)
+	if err != nil {
+		return coordination.Result{}, 0, err
+	}
+	return r.Coord, r.Revision, nil
+}
+
+func (c *coordinationService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.LeaseResponse, error) {
+	ttl, lockDelay, err := checkLeaseArgs(req.Name, req.Holder, req.Ttl, req.LockDelay)
+	if err != nil {
+		return nil, err
+	}
+	r, rev, err := c.apply(ctx, "acquire "+req.Name, &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_ACQUIRE, Name: req.Name,
+		Holder: req.Holder, TtlNanos: int64(ttl), LockDelayNanos: int64(lockDelay)})
+	if err != nil {
+		return nil, err
+	}
+	c.s.metrics.leases.WithLabelValues("acquired").Inc()
+	return &pb.LeaseResponse{Lease: leaseToPB(r.Lease), Revision: rev}, nil
+}
+
+func checkLeaseArgs(name, holder string, ttlPB, lockPB *durationpb.Duration) (time.Duration, time.Duration, error) {
+	if err := coordination.CheckName("name", name); err != nil {
+		return 0, 0, err
+	}
+	if err := coordination.CheckHolder(holder); err != nil {
+		return 0, 0, err
+	}
+	ttl, err := checkedDuration("ttl", ttlPB)
+	if err != nil {
+		return 0, 0, err
+	}
+	if ttl, err = coordination.CheckTTL(ttl); err != nil {
+		return 0, 0, err
+	}
+	lockDelay, err := checkedDuration("lock_delay", lockPB)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ttl, lockDelay, coordination.CheckLockDelay(lockDelay)
+}
+
+func (c *coordinationService) KeepAliveLease(ctx context.Context, req *pb.KeepAliveLeaseRequest) (*pb.LeaseResponse, error) {
+	if err := coordination.CheckName("name", req.Name); err != nil {
+		return nil, err
+	}
+	if req.Id == 0 {
+		return nil, invalidField("id", "is required")
+	}
+	r, rev, err := c.apply(ctx, "keepalive", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_KEEPALIVE, Name: req.Name, LeaseId: req.Id})
+	if err != nil {
+		c.s.metrics.leases.WithLabelValues("keepalive_failed").Inc()
+		return nil, err
+	}
+	c.s.metrics.leases.WithLabelValues("kept_alive").Inc()
+	return &pb.LeaseResponse{Lease: leaseToPB(r.Lease), Revision: rev}, nil
+}
+
+func (c *coordinationService) RevokeLease(ctx context.Context, req *pb.RevokeLeaseRequest) (*pb.RevokeLeaseResponse, error) {
+	if req.Id == 0 {
+		return nil, invalidField("id", "is required")
+	}
+	name := req.Name
+	if name == "" {
+		// Find the resource by lease id (baldurctl lease revoke ID).
+		_ = c.s.store.View(func(kv raftstore.KV) error {
+			for _, r := range coordination.Resources(kv) {
+				if r.Lease != nil && r.Lease.ID == req.Id {
+					name = r.Name
+				}
+			}
+			return nil
+		})
+		if name == "" {
+			return nil, fmt.Errorf("%w: %d", coordination.ErrNotFound, req.Id)
+		}
+	}
+	if !req.Force {
+		if err := coordination.CheckHolder(req.Holder); err != nil {
+			return nil, err
+		}
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "release"
+	}
+	_, rev, err := c.apply(ctx, reason, &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_REVOKE, Name: name, LeaseId: req.Id, Holder: req.Holder, Force: req.Force})
+	if err != nil {
+		return nil, err
+	}
+	c.s.metrics.leases.WithLabelValues("revoked").Inc()
+	return &pb.RevokeLeaseResponse{Revision: rev}, nil
+}
+
+func (c *coordinationService) ListLeases(ctx context.Context, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	resp := &pb.ListLeasesResponse{}
+	now := c.s.now()
+	err := c.s.store.View(func(kv raftstore.KV) error {
+		for _, r := range coordination.Resources(kv) {
+			if l := r.Held(now); l != nil {
+				resp.Leases = append(resp.Leases, leaseToPB(l))
+			}
+		}
+		resp.Revision = kv.AppliedIndex()
+		return nil
+	})
+	return resp, err
+}
+
+func (c *coordinationService) Campaign(ctx context.Context, req *pb.CampaignRequest) (*pb.CampaignResponse, error) {
+	ttl, _, err := checkLeaseArgs(req.Name, req.Holder, req.Ttl, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := coordination.CheckPriority(int(req.Priority)); err != nil {
+		return nil, err
+	}
+	r, _, err := c.apply(ctx, "campaign "+req.Name, &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_CAMPAIGN, Name: req.Name,
+		Holder: req.Holder, TtlNanos: int64(ttl), Priority: req.Priority})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.CampaignResponse{Election: electionToPB(c.resource(req.Name), c.s.now())}
+	if r.Lease != nil && r.Lease.Holder == req.Holder {
+		resp.Lease = leaseToPB(r.Lease)
+	}
+	return resp, nil
+}
+
+func (c *coordinationService) Resign(ctx context.Context, req *pb.ResignRequest) (*pb.ResignResponse, error) {
+	if err := coordination.CheckName("name", req.Name); err != nil {
+		return nil, err
+	}
+	_, rev, err := c.apply(ctx, "resign", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_RESIGN, Name: req.Name, Holder: req.Holder})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ResignResponse{Revision: rev}, nil
+}
+
+func (c *coordinationService) GetElection(ctx context.Context, req *pb.GetElectionRequest) (*pb.Election, error) {
+	if err := coordination.CheckName("name", req.Name); err != nil {
+		return nil, err
+	}
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	return electionToPB(c.resource(req.Name), c.s.now()), nil
+}
+
+func (c *coordinationService) ObserveElection(req *pb.ObserveElectionRequest, stream pb.CoordinationService_ObserveElectionServer) error {
+	if err := coordination.CheckName("name", req.Name); err != nil {
+		return err
+	}
+	lastLeader := ^uint64(0)
+	build := func(kv raftstore.KV, since, applied uint64) (*pb.Election, bool) {
+		e := electionToPB(coordination.GetResource(kv, req.Name), c.s.now())
+		id := e.GetLeader().GetId()
+		changed := since == 0 || id != lastLeader
+		lastLeader = id
+		e.Revision = applied
+		return e, changed
+	}
+	// Heartbeats re-check the leader: a lapse needs no log entry to be seen.
+	return watchLoop(c.s, stream.Context(), 0, build, stream.Send, func(uint64) error {
+		var e *pb.Election
+		var changed bool
+		_ = c.s.store.View(func(kv raftstore.KV) error { e, changed = build(kv, 1, kv.AppliedIndex()); return nil })
+		if changed {
+			return stream.Send(e)
+		}
+		return nil
+	})
+}
+
+// nextRun computes a schedule's first run after now (interval: now).
+func nextRun(interval time.Duration, expr string, now time.Time) (time.Time, error) {
+	if expr == "" {
+		return now, nil
+	}
+	sched, err := cronParser.Parse(expr)
+	if err != nil {
+		return time.Time{}, &fieldError{field: "cron", reason: "INVALID_SCHEDULE", msg: fmt.Sprintf("%q: %v", expr, err)}
+	}
+	return sched.Next(now), nil
+}
+
+func (c *coordinationService) DeclareJob(ctx context.Context, req *pb.DeclareJobRequest) (*pb.Job, error) {
+	if err := coordination.CheckName("resource", req.Resource); err != nil {
+		return nil, err
+	}
+	if err := coordination.CheckName("name", req.Name); err != nil {
+		return nil, err
+	}
+	interval, err := checkedDuration("interval", req.Interval)
+	if err != nil {
+		return nil, err
+	}
+	if (interval == 0) == (strings.TrimSpace(req.Cron) == "") {
+		return nil, &fieldError{field: "interval", reason: "INVALID_SCHEDULE", msg: "give exactly one of interval or cron"}
+	}
+	next, err := nextRun(interval, req.Cron, c.s.now())
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := c.apply(ctx, "declare job", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_JOB_DECLARE, Name: req.Resource, Job: req.Name,
+		IntervalNanos: int64(interval), Cron: req.Cron, CatchUp: req.CatchUp, NextRunUnixNano: next.UnixNano()}); err != nil {
+		return nil, err
+	}
+	j, _ := c.job(req.Resource, req.Name)
+	return jobToPB(j), nil
+}
+
+func (c *coordinationService) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	if req.Resource != "" {
+		if err := coordination.CheckName("resource", req.Resource); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
+		return nil, err
+	}
+	resp := &pb.ListJobsResponse{}
+	err := c.s.store.View(func(kv raftstore.KV) error {
+		for _, j := range coordination.Jobs(kv, req.Resource) {
+			resp.Jobs = append(resp.Jobs, jobToPB(j))
+		}
+		resp.Revision = kv.AppliedIndex()
+		return nil
+	})
+	return resp, err
+}
+
+func (c *coordinationService) SetJobEnabled(ctx context.Context, req *pb.SetJobEnabledRequest) (*pb.Job, error) {
+	j, ok := c.job(req.Resource, req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s/%s", coordination.ErrJobNotFound, req.Resource, req.Name)
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = map[bool]string{true: "enable job", false: "disable job"}[req.Enabled]
+	}
+	// Re-enabling starts from now, not from the runs missed while disabled.
+	next, err := nextRun(j.Interval, j.Cron, c.s.now())
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := c.apply(ctx, reason, &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_JOB_ENABLE, Name: req.Resource, Job: req.Name,
+		Enabled: req.Enabled, NextRunUnixNano: next.UnixNano()}); err != nil {
+		return nil, err
+	}
+	j, _ = c.job(req.Resource, req.Name)
+	return jobToPB(j), nil
+}
+
+// schedule computes the run a claim at now gets: the scheduled time, the
+// run after it, and how many runs were skipped.
+func schedule(j coordination.Job, now time.Time) (scheduled, next time.Time, skipped int64, err error) {
+	due := j.NextRunAt
+	if j.Cron == "" {
+		missed := int64(now.Sub(due) / j.Interval)
+		latest := due.Add(time.Duration(missed) * j.Interval)
+		next = latest.Add(j.Interval)
+		if j.CatchUp {
+			return due, next, 0, nil
+		}
+		return latest, next, missed, nil
+	}
+	sched, err := cronParser.Parse(j.Cron)
+	if err != nil {
+		return time.Time{}, time.Time{}, 0, err
+	}
+	latest := due
+	for n := sched.Next(latest); !n.After(now); n = sched.Next(latest) {
+		latest = n
+		skipped++
+		if skipped > 100000 {
+			break
+		}
+	}
+	if j.CatchUp {
+		return due, sched.Next(latest), 0, nil
+	}
+	return latest, sched.Next(latest), skipped, nil
+}
+
+func (c *coordinationService) StartJobRun(ctx context.Context, req *pb.StartJobRunRequest) (*pb.StartJobRunResponse, error) {
+	j, ok := c.job(req.Resource, req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s/%s", coordination.ErrJobNotFound, req.Resource, req.Name)
+	}
+	now := c.s.now()
+	if !j.Enabled || now.Before(j.NextRunAt) {
+		return &pb.StartJobRunResponse{Job: jobToPB(j)}, nil
+	}
+	scheduled, next, skipped, err := schedule(j, now)
+	if err != nil {
+		return nil, err
+	}
+	r, _, err := c.apply(ctx, "job run", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_JOB_START, Name: req.Resource, Job: req.Name,
+		FencingToken: req.FencingToken, ScheduledUnixNano: scheduled.UnixNano(), NextRunUnixNano: next.UnixNano(), Skipped: skipped,
+		ExpectedNextUnixNano: j.NextRunAt.UnixNano()})
+	if err != nil {
+		return nil, err
+	}
+	j, _ = c.job(req.Resource, req.Name)
+	resp := &pb.StartJobRunResponse{Started: r.Started, Job: jobToPB(j)}
+	if r.Started {
+		resp.ScheduledAt = ts(scheduled)
+		c.s.metrics.jobs.WithLabelValues(req.Resource, req.Name, "started").Inc()
+	}
+	return resp, nil
+}
+
+func (c *coordinationService) FinishJobRun(ctx context.Context, req *pb.FinishJobRunRequest) (*pb.Job, error) {
+	d, err := checkedDuration("duration", req.Duration)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Error) > 1000 {
+		req.Error = req.Error[:1000]
+	}
+	if _, _, err := c.apply(ctx, "job run finished", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_JOB_FINISH, Name: req.Resource, Job: req.Name,
+		FencingToken: req.FencingToken, Error: req.Error, DurationNanos: int64(d)}); err != nil {
+		return nil, err
+	}
+	outcome := "succeeded"
+	if req.Error != "" {
+		outcome = "failed"
+	}
+	c.s.metrics.jobs.WithLabelValues(req.Resource, req.Name, outcome).Inc()
+	j, _ := c.job(req.Resource, req.Name)
+	return jobToPB(j), nil
+}
+
+// proposeLeaseExpiries ends leases whose TTL passed (leader only).
+func (s *Server) proposeLeaseExpiries(ctx context.Context) {
+	var due []coordination.DueExpiry
+	_ = s.store.View(func(kv raftstore.KV) error { due = coordination.DueExpiries(kv, s.now()); return nil })
+	for _, d := range due {
+		cmd := &raftv1.Command{Actor: systemActor, Reason: "lease TTL elapsed", Version: 1,
+			Body: &raftv1.Command_Coordination{Coordination: &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_EXPIRE, Name: d.Name, LeaseId: d.LeaseID}}}
+		if _, err := s.applyLocal(ctx, cmd); err != nil {
+			s.log.Warn("coordination.expire_propose_failed", "name", d.Name, "err", err)
+			return
+		}
+		s.metrics.leases.WithLabelValues("expired").Inc()
+		s.log.Info("coordination.lease_expired", "name", d.Name, "lease_id", d.LeaseID)
+	}
+}
