@@ -30,6 +30,7 @@ type Client struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	runCtx context.Context // ends at Close; background work derives from it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -132,7 +133,7 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
 	c.emergency = newEmergency(o.staleAfter)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
+	c.runCtx, c.cancel = runCtx, cancel
 	for _, loop := range []func(context.Context){c.watchEmergency, c.watchCircuits, c.reportLoop} {
 		c.wg.Add(1)
 		go func() {
