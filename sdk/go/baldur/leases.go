@@ -232,6 +232,9 @@ func (c *Client) Elect(ctx context.Context, name string, opts ...ElectOption) (*
 	for _, o := range opts {
 		o(&cfg)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.runCtx, cancel)() // Close ends the campaign too
 	client := pb.NewCoordinationServiceClient(c.conn)
 	for {
 		sent := time.Now()

@@ -170,7 +170,7 @@ func (s *Scheduler) lead(ctx context.Context, lease *Lease, defs []*jobDef) {
 			if !start.Started {
 				continue
 			}
-			s.runOne(ctx, client, lease, d)
+			s.runOne(context.WithValue(ctx, scheduledKey{}, start.ScheduledAt.AsTime()), client, lease, d)
 		}
 	}
 }
@@ -195,6 +195,15 @@ func (s *Scheduler) runOne(ctx context.Context, client pb.CoordinationServiceCli
 	defer fcancel()
 	_, _ = client.FinishJobRun(fctx, &pb.FinishJobRunRequest{Resource: s.resource, Name: d.name, FencingToken: lease.FencingToken(),
 		Error: msg, Duration: durationpb.New(time.Since(started))})
+}
+
+type scheduledKey struct{}
+
+// ScheduledAt returns the time the running job's run was scheduled for (the
+// cadence slot it fills), from a JobFunc's context.
+func ScheduledAt(ctx context.Context) time.Time {
+	t, _ := ctx.Value(scheduledKey{}).(time.Time)
+	return t
 }
 
 var errJobPanicked = errors.New("baldur: job panicked")
