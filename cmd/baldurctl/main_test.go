@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,6 +220,63 @@ func TestCLICircuits(t *testing.T) {
 		{[]string{"circuit", "force-close", "nope", "--reason", "x"}, "CIRCUIT_NOT_FOUND"},
 		{[]string{"circuit", "force-close", "payments"}, "REASON_REQUIRED"},
 		{[]string{"circuit", "policy", "set", "payments", "--failure-rate-threshold", "120"}, "INVALID_POLICY"},
+	} {
+		_, errOut, code := ctl.run(tc.args...)
+		if code == 0 || !strings.Contains(errOut, tc.reason) {
+			t.Errorf("baldurctl %v: exit %d %q, want %s", tc.args, code, errOut, tc.reason)
+		}
+	}
+}
+
+func TestCLICoordination(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	r := func(method, path, body string) map[string]any {
+		req, _ := http.NewRequest(method, "http://"+c.Nodes[0].HTTPAddr+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return out
+	}
+	got := r("POST", "/v1/leases", `{"name":"billing-export","holder":"a","ttl":"30s"}`)
+	lease, _ := got["lease"].(map[string]any)
+	if lease == nil || lease["holder"] != "a" || lease["fencing_token"] == nil {
+		t.Fatalf("acquire over REST: %v", got)
+	}
+	if out := ctl.ok("lease", "list"); !strings.Contains(out, "billing-export") || !strings.Contains(out, "a ") {
+		t.Fatalf("lease list:\n%s", out)
+	}
+	r("POST", "/v1/elections/primary:campaign", `{"holder":"node-1","ttl":"30s"}`)
+	if out := ctl.ok("election", "get", "primary"); !strings.Contains(out, "leader:    node-1") {
+		t.Fatalf("election get:\n%s", out)
+	}
+	r("POST", "/v1/jobs", `{"resource":"reports","name":"rollup","interval":"60s"}`)
+	if out := ctl.ok("job", "list"); !strings.Contains(out, "rollup") || !strings.Contains(out, "every 1m0s") {
+		t.Fatalf("job list:\n%s", out)
+	}
+	if out := ctl.ok("job", "disable", "reports", "rollup", "--reason", "maintenance"); !strings.Contains(out, "enabled=false") {
+		t.Fatalf("job disable: %s", out)
+	}
+	ctl.ok("job", "enable", "reports", "rollup")
+	id := fmt.Sprint(lease["id"])
+	if out := ctl.ok("lease", "revoke", id, "--reason", "stuck exporter"); !strings.Contains(out, "revoked lease "+id) {
+		t.Fatalf("lease revoke: %s", out)
+	}
+	for _, tc := range []struct {
+		args   []string
+		reason string
+	}{
+		{[]string{"lease", "revoke", id, "--reason", "again"}, "LEASE_NOT_FOUND"},
+		{[]string{"lease", "revoke", "abc", "--reason", "x"}, "want a positive number"},
+		{[]string{"job", "enable", "reports", "nope"}, "JOB_NOT_FOUND"},
 	} {
 		_, errOut, code := ctl.run(tc.args...)
 		if code == 0 || !strings.Contains(errOut, tc.reason) {
