@@ -230,15 +230,34 @@ func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	return Result{Changed: true, Action: action, Target: "lease/" + r.Name, Before: before, After: *l, Lease: l}, nil
 }
 
+// CheckKeepAlive reports why lease id of r cannot be kept alive at now.
+func CheckKeepAlive(r Resource, id uint64, now time.Time) error {
+	switch {
+	case r.Lease == nil || r.Lease.ID != id:
+		return &LostError{Why: fmt.Sprintf("lease %d of %q is not current (revoked, expired or unknown)", id, r.Name)}
+	case r.Held(now) == nil:
+		return &LostError{Why: fmt.Sprintf("lease %d of %q lapsed at %s", id, r.Name, r.Lease.ExpiresAt.Format(time.RFC3339Nano))}
+	}
+	return nil
+}
+
+// CheckRevoke reports why lease id of r cannot be revoked by holder.
+func CheckRevoke(r Resource, id uint64, holder string, force bool) error {
+	if r.Lease == nil || r.Lease.ID != id {
+		return fmt.Errorf("%w: %d of %q", ErrNotFound, id, r.Name)
+	}
+	if !force && r.Lease.Holder != holder {
+		return fmt.Errorf("%w: %q holds lease %d, not %q", ErrNotHolder, r.Lease.Holder, r.Lease.ID, holder)
+	}
+	return nil
+}
+
 func keepAlive(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	r := GetResource(kv, c.GetName())
-	l := r.Held(m.Time)
-	switch {
-	case r.Lease == nil || r.Lease.ID != c.GetLeaseId():
-		return Result{}, &LostError{Why: fmt.Sprintf("lease %d of %q is not current (revoked, expired or unknown)", c.GetLeaseId(), c.GetName())}
-	case l == nil:
-		return Result{}, &LostError{Why: fmt.Sprintf("lease %d of %q lapsed at %s", c.GetLeaseId(), c.GetName(), r.Lease.ExpiresAt.Format(time.RFC3339Nano))}
+	if err := CheckKeepAlive(r, c.GetLeaseId(), m.Time); err != nil {
+		return Result{}, err
 	}
+	l := r.Lease
 	l.ExpiresAt = m.Time.Add(l.TTL)
 	r.Revision = m.Index
 	putResource(kv, r)
@@ -269,11 +288,8 @@ func revoke(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		putResource(kv, r)
 		return Result{Changed: true, Action: "resigned", Target: "election/" + r.Name, Before: map[string]any{"candidates": before, "lease": lease}}, nil
 	}
-	if r.Lease == nil || r.Lease.ID != c.GetLeaseId() {
-		return Result{}, fmt.Errorf("%w: %d of %q", ErrNotFound, c.GetLeaseId(), c.GetName())
-	}
-	if !c.GetForce() && r.Lease.Holder != c.GetHolder() {
-		return Result{}, fmt.Errorf("%w: %q holds lease %d, not %q", ErrNotHolder, r.Lease.Holder, r.Lease.ID, c.GetHolder())
+	if err := CheckRevoke(r, c.GetLeaseId(), c.GetHolder(), c.GetForce()); err != nil {
+		return Result{}, err
 	}
 	before := *r.Lease
 	r.Lease = nil // a voluntary release: no lock-delay
@@ -290,11 +306,8 @@ func declareJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		return Result{}, err
 	}
 	interval := time.Duration(c.GetIntervalNanos())
-	if (interval == 0) == (c.GetCron() == "") {
-		return Result{}, &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: "give exactly one of interval or cron"}
-	}
-	if c.GetCron() == "" && (interval < MinJobInterval || interval > MaxJobInterval) {
-		return Result{}, &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%v is outside %v..%v", interval, MinJobInterval, MaxJobInterval)}
+	if err := CheckSchedule(interval, c.GetCron()); err != nil {
+		return Result{}, err
 	}
 	if c.GetNextRunUnixNano() == 0 {
 		return Result{}, &ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: "the schedule has no next run"}
@@ -319,6 +332,18 @@ func declareJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		b = before
 	}
 	return Result{Changed: true, Action: "job_declared", Target: "job/" + j.Resource + "/" + j.Name, Before: b, After: j}, nil
+}
+
+// CheckSchedule validates that a job has exactly one of an interval (1s..31d)
+// or a cron expression (parsed by the server).
+func CheckSchedule(interval time.Duration, cron string) error {
+	if (interval == 0) == (cron == "") {
+		return &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: "give exactly one of interval or cron"}
+	}
+	if cron == "" && (interval < MinJobInterval || interval > MaxJobInterval) {
+		return &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%v is outside %v..%v", interval, MinJobInterval, MaxJobInterval)}
+	}
+	return nil
 }
 
 // currentToken is the fencing token of the scheduler resource's lease in

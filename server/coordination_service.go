@@ -118,6 +118,11 @@ func (c *coordinationService) KeepAliveLease(ctx context.Context, req *pb.KeepAl
 	if req.Id == 0 {
 		return nil, invalidField("id", "is required")
 	}
+	// Refuse without spending a log entry; the FSM checks again.
+	if err := coordination.CheckKeepAlive(c.resource(req.Name), req.Id, c.s.now()); err != nil {
+		c.s.metrics.leases.WithLabelValues("keepalive_failed").Inc()
+		return nil, err
+	}
 	r, rev, err := c.apply(ctx, "keepalive", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_KEEPALIVE, Name: req.Name, LeaseId: req.Id})
 	if err != nil {
 		c.s.metrics.leases.WithLabelValues("keepalive_failed").Inc()
@@ -150,6 +155,9 @@ func (c *coordinationService) RevokeLease(ctx context.Context, req *pb.RevokeLea
 		if err := coordination.CheckHolder(req.Holder); err != nil {
 			return nil, err
 		}
+	}
+	if err := coordination.CheckRevoke(c.resource(name), req.Id, req.Holder, req.Force); err != nil {
+		return nil, err
 	}
 	reason := req.Reason
 	if reason == "" {
@@ -270,8 +278,8 @@ func (c *coordinationService) DeclareJob(ctx context.Context, req *pb.DeclareJob
 	if err != nil {
 		return nil, err
 	}
-	if (interval == 0) == (strings.TrimSpace(req.Cron) == "") {
-		return nil, &fieldError{field: "interval", reason: "INVALID_SCHEDULE", msg: "give exactly one of interval or cron"}
+	if err := coordination.CheckSchedule(interval, strings.TrimSpace(req.Cron)); err != nil {
+		return nil, err
 	}
 	next, err := nextRun(interval, req.Cron, c.s.now())
 	if err != nil {
