@@ -167,6 +167,79 @@ func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
 	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
 }
 
+type DLQCommand_Op int32
+
+const (
+	DLQCommand_OP_UNSPECIFIED DLQCommand_Op = 0
+	DLQCommand_STORE          DLQCommand_Op = 1
+	DLQCommand_ACQUIRE        DLQCommand_Op = 2  // lease a PENDING entry to a replay worker
+	DLQCommand_COMPLETE       DLQCommand_Op = 3  // replay outcome
+	DLQCommand_RESOLVE        DLQCommand_Op = 4  // operator resolution
+	DLQCommand_REDRIVE        DLQCommand_Op = 5  // force-redrive: reset the attempt budget
+	DLQCommand_RELEASE_STALE  DLQCommand_Op = 6  // leader: a replay lease expired
+	DLQCommand_EXPIRE         DLQCommand_Op = 7  // leader: a PENDING entry passed expires_at
+	DLQCommand_ARCHIVE        DLQCommand_Op = 8  // leader/operator: RESOLVED older than retention
+	DLQCommand_PURGE          DLQCommand_Op = 9  // ARCHIVED entries (ids, or older than)
+	DLQCommand_REPLAY         DLQCommand_Op = 10 // operator: make an entry replayable now (manual retry)
+)
+
+// Enum value maps for DLQCommand_Op.
+var (
+	DLQCommand_Op_name = map[int32]string{
+		0:  "OP_UNSPECIFIED",
+		1:  "STORE",
+		2:  "ACQUIRE",
+		3:  "COMPLETE",
+		4:  "RESOLVE",
+		5:  "REDRIVE",
+		6:  "RELEASE_STALE",
+		7:  "EXPIRE",
+		8:  "ARCHIVE",
+		9:  "PURGE",
+		10: "REPLAY",
+	}
+	DLQCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"STORE":          1,
+		"ACQUIRE":        2,
+		"COMPLETE":       3,
+		"RESOLVE":        4,
+		"REDRIVE":        5,
+		"RELEASE_STALE":  6,
+		"EXPIRE":         7,
+		"ARCHIVE":        8,
+		"PURGE":          9,
+		"REPLAY":         10,
+	}
+)
+
+func (x DLQCommand_Op) Enum() *DLQCommand_Op {
+	p := new(DLQCommand_Op)
+	*p = x
+	return p
+}
+
+func (x DLQCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DLQCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
+}
+
+func (DLQCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[2]
+}
+
+func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DLQCommand_Op.Descriptor instead.
+func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+}
+
 // Command is the one message written to the Raft log. The leader stamps
 // time_unix_nano before proposing; the FSM never reads the clock.
 type Command struct {
@@ -194,6 +267,7 @@ type Command struct {
 	//	*Command_AuditNote
 	//	*Command_Circuit
 	//	*Command_Coordination
+	//	*Command_Dlq
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -368,6 +442,15 @@ func (x *Command) GetCoordination() *CoordinationCommand {
 	return nil
 }
 
+func (x *Command) GetDlq() *DLQCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Dlq); ok {
+			return x.Dlq
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -412,6 +495,10 @@ type Command_Coordination struct {
 	Coordination *CoordinationCommand `protobuf:"bytes,56,opt,name=coordination,proto3,oneof"`
 }
 
+type Command_Dlq struct {
+	Dlq *DLQCommand `protobuf:"bytes,64,opt,name=dlq,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -431,6 +518,8 @@ func (*Command_AuditNote) isCommand_Body() {}
 func (*Command_Circuit) isCommand_Body() {}
 
 func (*Command_Coordination) isCommand_Body() {}
+
+func (*Command_Dlq) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1268,6 +1357,157 @@ func (x *CoordinationCommand) GetExpectedNextUnixNano() int64 {
 	return 0
 }
 
+// DLQCommand is every dead-letter-queue change. The entry travels as the dlq
+// package's JSON, already masked and truncated by the leader; the limits in
+// force are stamped in by the leader too.
+type DLQCommand struct {
+	state                    protoimpl.MessageState `protogen:"open.v1"`
+	Op                       DLQCommand_Op          `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.DLQCommand_Op" json:"op,omitempty"`
+	Id                       string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	EntryJson                []byte                 `protobuf:"bytes,3,opt,name=entry_json,json=entryJson,proto3" json:"entry_json,omitempty"`
+	MaxSize                  int64                  `protobuf:"varint,4,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	MaxPerDomain             int64                  `protobuf:"varint,5,opt,name=max_per_domain,json=maxPerDomain,proto3" json:"max_per_domain,omitempty"`
+	OverflowStrategy         string                 `protobuf:"bytes,6,opt,name=overflow_strategy,json=overflowStrategy,proto3" json:"overflow_strategy,omitempty"`
+	Worker                   string                 `protobuf:"bytes,7,opt,name=worker,proto3" json:"worker,omitempty"`
+	LeaseNanos               int64                  `protobuf:"varint,8,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`
+	Success                  bool                   `protobuf:"varint,9,opt,name=success,proto3" json:"success,omitempty"`
+	ResolutionType           string                 `protobuf:"bytes,10,opt,name=resolution_type,json=resolutionType,proto3" json:"resolution_type,omitempty"`
+	Note                     string                 `protobuf:"bytes,11,opt,name=note,proto3" json:"note,omitempty"`
+	OlderThanNanos           int64                  `protobuf:"varint,12,opt,name=older_than_nanos,json=olderThanNanos,proto3" json:"older_than_nanos,omitempty"`
+	Ids                      []string               `protobuf:"bytes,13,rep,name=ids,proto3" json:"ids,omitempty"`
+	ReplayLeaseUntilUnixNano uint64                 `protobuf:"varint,14,opt,name=replay_lease_until_unix_nano,json=replayLeaseUntilUnixNano,proto3" json:"replay_lease_until_unix_nano,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *DLQCommand) Reset() {
+	*x = DLQCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DLQCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DLQCommand) ProtoMessage() {}
+
+func (x *DLQCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
+func (*DLQCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DLQCommand) GetOp() DLQCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return DLQCommand_OP_UNSPECIFIED
+}
+
+func (x *DLQCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetEntryJson() []byte {
+	if x != nil {
+		return x.EntryJson
+	}
+	return nil
+}
+
+func (x *DLQCommand) GetMaxSize() int64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *DLQCommand) GetMaxPerDomain() int64 {
+	if x != nil {
+		return x.MaxPerDomain
+	}
+	return 0
+}
+
+func (x *DLQCommand) GetOverflowStrategy() string {
+	if x != nil {
+		return x.OverflowStrategy
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
+	}
+	return 0
+}
+
+func (x *DLQCommand) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+func (x *DLQCommand) GetResolutionType() string {
+	if x != nil {
+		return x.ResolutionType
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetOlderThanNanos() int64 {
+	if x != nil {
+		return x.OlderThanNanos
+	}
+	return 0
+}
+
+func (x *DLQCommand) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *DLQCommand) GetReplayLeaseUntilUnixNano() uint64 {
+	if x != nil {
+		return x.ReplayLeaseUntilUnixNano
+	}
+	return 0
+}
+
 // AuditNote records an operation that changes state outside the log (a
 // snapshot restore) in the audit trail.
 type AuditNote struct {
@@ -1281,7 +1521,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1533,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1546,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -1346,7 +1586,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1598,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1611,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1425,7 +1665,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1677,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1690,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1470,7 +1710,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1722,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1735,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1520,7 +1760,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1772,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1785,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 type ReadIndexResponse struct {
@@ -1557,7 +1797,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1809,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1822,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1596,7 +1836,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x8f\a\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xbf\a\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1615,7 +1855,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12:\n" +
 	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuit\x12I\n" +
-	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordinationB\x06\n" +
+	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordination\x12.\n" +
+	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlqB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -1719,6 +1960,40 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tJOB_START\x10\t\x12\x0e\n" +
 	"\n" +
 	"JOB_FINISH\x10\n" +
+	"\"\x82\x05\n" +
+	"\n" +
+	"DLQCommand\x12-\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x1d.baldur.raft.v1.DLQCommand.OpR\x02op\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"entry_json\x18\x03 \x01(\fR\tentryJson\x12\x19\n" +
+	"\bmax_size\x18\x04 \x01(\x03R\amaxSize\x12$\n" +
+	"\x0emax_per_domain\x18\x05 \x01(\x03R\fmaxPerDomain\x12+\n" +
+	"\x11overflow_strategy\x18\x06 \x01(\tR\x10overflowStrategy\x12\x16\n" +
+	"\x06worker\x18\a \x01(\tR\x06worker\x12\x1f\n" +
+	"\vlease_nanos\x18\b \x01(\x03R\n" +
+	"leaseNanos\x12\x18\n" +
+	"\asuccess\x18\t \x01(\bR\asuccess\x12'\n" +
+	"\x0fresolution_type\x18\n" +
+	" \x01(\tR\x0eresolutionType\x12\x12\n" +
+	"\x04note\x18\v \x01(\tR\x04note\x12(\n" +
+	"\x10older_than_nanos\x18\f \x01(\x03R\x0eolderThanNanos\x12\x10\n" +
+	"\x03ids\x18\r \x03(\tR\x03ids\x12>\n" +
+	"\x1creplay_lease_until_unix_nano\x18\x0e \x01(\x04R\x18replayLeaseUntilUnixNano\"\x9b\x01\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05STORE\x10\x01\x12\v\n" +
+	"\aACQUIRE\x10\x02\x12\f\n" +
+	"\bCOMPLETE\x10\x03\x12\v\n" +
+	"\aRESOLVE\x10\x04\x12\v\n" +
+	"\aREDRIVE\x10\x05\x12\x11\n" +
+	"\rRELEASE_STALE\x10\x06\x12\n" +
+	"\n" +
+	"\x06EXPIRE\x10\a\x12\v\n" +
+	"\aARCHIVE\x10\b\x12\t\n" +
+	"\x05PURGE\x10\t\x12\n" +
+	"\n" +
+	"\x06REPLAY\x10\n" +
 	"\"S\n" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
@@ -1755,52 +2030,56 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CircuitCommand_Op)(0),      // 0: baldur.raft.v1.CircuitCommand.Op
 	(CoordinationCommand_Op)(0), // 1: baldur.raft.v1.CoordinationCommand.Op
-	(*Command)(nil),             // 2: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),    // 3: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),    // 4: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),     // 5: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),       // 6: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),      // 7: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),     // 8: baldur.raft.v1.EmergencyConfig
-	(*MemberUpsert)(nil),        // 9: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),        // 10: baldur.raft.v1.MemberRemove
-	(*CircuitCommand)(nil),      // 11: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil), // 12: baldur.raft.v1.CoordinationCommand
-	(*AuditNote)(nil),           // 13: baldur.raft.v1.AuditNote
-	(*SnapshotHeader)(nil),      // 14: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),        // 15: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 16: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),    // 17: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),   // 18: baldur.raft.v1.ReadIndexResponse
+	(DLQCommand_Op)(0),          // 2: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),             // 3: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),    // 4: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),    // 5: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),     // 6: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),       // 7: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),      // 8: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),     // 9: baldur.raft.v1.EmergencyConfig
+	(*MemberUpsert)(nil),        // 10: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),        // 11: baldur.raft.v1.MemberRemove
+	(*CircuitCommand)(nil),      // 12: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil), // 13: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),          // 14: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),           // 15: baldur.raft.v1.AuditNote
+	(*SnapshotHeader)(nil),      // 16: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),        // 17: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 18: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),    // 19: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),   // 20: baldur.raft.v1.ReadIndexResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	3,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	4,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	5,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	6,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	8,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	9,  // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	10, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	13, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	11, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	12, // 9: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	7,  // 10: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	0,  // 11: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	1,  // 12: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	15, // 13: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	17, // 14: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	16, // 15: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	18, // 16: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	5,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	6,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	7,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	9,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	10, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	11, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	15, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	12, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	13, // 9: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	14, // 10: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	8,  // 11: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	0,  // 12: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	1,  // 13: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	2,  // 14: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	17, // 15: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	19, // 16: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	18, // 17: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	20, // 18: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -1819,14 +2098,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_AuditNote)(nil),
 		(*Command_Circuit)(nil),
 		(*Command_Coordination)(nil),
+		(*Command_Dlq)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   17,
+			NumEnums:      3,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,467 @@
+package dlq
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+)
+
+// KV is the storage the domain needs; raftstore.KV implements it.
+type KV interface {
+	Get(bucket, key []byte) []byte
+	Put(bucket, key, value []byte)
+	Delete(bucket, key []byte)
+	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
+}
+
+// Buckets.
+var (
+	BucketEntries  = []byte("dlq_entries")   // id → entry JSON
+	BucketByTime   = []byte("dlq_by_time")   // created(8) + id
+	BucketByDomain = []byte("dlq_by_domain") // domain + 0 + created(8) + id
+	BucketByStatus = []byte("dlq_by_status") // status + 0 + created(8) + id
+	BucketCounts   = []byte("dlq_counts")    // "total", "d/<domain>", "s/<status>" → 8 bytes
+)
+
+// Buckets lists this package's buckets for the schema.
+func Buckets() [][]byte {
+	return [][]byte{BucketEntries, BucketByTime, BucketByDomain, BucketByStatus, BucketCounts}
+}
+
+// Meta is the context the leader stamped into a command.
+type Meta struct {
+	Index  uint64
+	Time   time.Time
+	Actor  string
+	Reason string
+}
+
+// Result describes what a change did.
+type Result struct {
+	Changed bool
+	Action  string
+	Target  string
+	Before  any
+	After   any
+	Entry   Entry
+	Evicted []string
+}
+
+func timeKey(t time.Time, id string) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())), id...)
+}
+
+func prefixed(prefix string, t time.Time, id string) []byte {
+	return append(append([]byte(prefix), 0), timeKey(t, id)...)
+}
+
+func count(kv KV, key string) int64 {
+	if v := kv.Get(BucketCounts, []byte(key)); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+func bump(kv KV, key string, by int64) {
+	n := count(kv, key) + by
+	if n <= 0 {
+		kv.Delete(BucketCounts, []byte(key))
+		return
+	}
+	kv.Put(BucketCounts, []byte(key), binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+// Get returns an entry.
+func Get(kv KV, id string) (Entry, bool) {
+	v := kv.Get(BucketEntries, []byte(id))
+	if v == nil {
+		return Entry{}, false
+	}
+	var e Entry
+	if err := json.Unmarshal(v, &e); err != nil {
+		panic(fmt.Sprintf("dlq: decode %q: %v", id, err))
+	}
+	return e, true
+}
+
+func insert(kv KV, e Entry) {
+	kv.Put(BucketEntries, []byte(e.ID), marshal(e))
+	kv.Put(BucketByTime, timeKey(e.CreatedAt, e.ID), nil)
+	kv.Put(BucketByDomain, prefixed(e.Domain, e.CreatedAt, e.ID), nil)
+	kv.Put(BucketByStatus, prefixed(string(e.Status), e.CreatedAt, e.ID), nil)
+	bump(kv, "total", 1)
+	bump(kv, "d/"+e.Domain, 1)
+	bump(kv, "s/"+string(e.Status), 1)
+}
+
+func remove(kv KV, e Entry) {
+	kv.Delete(BucketEntries, []byte(e.ID))
+	kv.Delete(BucketByTime, timeKey(e.CreatedAt, e.ID))
+	kv.Delete(BucketByDomain, prefixed(e.Domain, e.CreatedAt, e.ID))
+	kv.Delete(BucketByStatus, prefixed(string(e.Status), e.CreatedAt, e.ID))
+	bump(kv, "total", -1)
+	bump(kv, "d/"+e.Domain, -1)
+	bump(kv, "s/"+string(e.Status), -1)
+}
+
+// update writes e, moving its status index entry if the status changed.
+func update(kv KV, before, e Entry) {
+	if before.Status != e.Status {
+		kv.Delete(BucketByStatus, prefixed(string(before.Status), e.CreatedAt, e.ID))
+		kv.Put(BucketByStatus, prefixed(string(e.Status), e.CreatedAt, e.ID), nil)
+		bump(kv, "s/"+string(before.Status), -1)
+		bump(kv, "s/"+string(e.Status), 1)
+	}
+	kv.Put(BucketEntries, []byte(e.ID), marshal(e))
+}
+
+func idFromIndex(k []byte) string { return string(k[8:]) }
+
+func evictable(s Status) bool { return s != Replaying && s != Reviewing }
+
+// evictOldest removes the oldest evictable entry, of one domain when domain
+// is set. It returns the evicted id, or "".
+func evictOldest(kv KV, domain string) string {
+	var victim string
+	if domain == "" {
+		kv.Scan(BucketByTime, nil, false, func(k, _ []byte) bool {
+			if e, ok := Get(kv, idFromIndex(k)); ok && evictable(e.Status) {
+				victim = e.ID
+				return false
+			}
+			return true
+		})
+	} else {
+		prefix := append([]byte(domain), 0)
+		kv.Scan(BucketByDomain, prefix, false, func(k, _ []byte) bool {
+			if !bytes.HasPrefix(k, prefix) {
+				return false
+			}
+			if e, ok := Get(kv, idFromIndex(k[len(prefix):])); ok && evictable(e.Status) {
+				victim = e.ID
+				return false
+			}
+			return true
+		})
+	}
+	if victim != "" {
+		e, _ := Get(kv, victim)
+		remove(kv, e)
+	}
+	return victim
+}
+
+// Apply runs one DLQ command.
+func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+	if c.GetOp() == raftv1.DLQCommand_STORE {
+		return store(kv, m, c)
+	}
+	if c.GetOp() == raftv1.DLQCommand_PURGE {
+		return purge(kv, m, c)
+	}
+	e, ok := Get(kv, c.GetId())
+	if !ok {
+		if c.GetOp() == raftv1.DLQCommand_RELEASE_STALE || c.GetOp() == raftv1.DLQCommand_EXPIRE || c.GetOp() == raftv1.DLQCommand_ARCHIVE {
+			return Result{}, nil // gone since the leader looked
+		}
+		return Result{}, fmt.Errorf("%w: %q", ErrNotFound, c.GetId())
+	}
+	before := e
+	action := ""
+	switch c.GetOp() {
+	case raftv1.DLQCommand_ACQUIRE:
+		if e.Status != Pending {
+			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "only PENDING entries can be replayed"}
+		}
+		if e.RetryCount >= e.MaxRetries {
+			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: fmt.Sprintf("replay budget spent (%d of %d); force-redrive it", e.RetryCount, e.MaxRetries)}
+		}
+		e.Status, e.RetryCount, e.LastRetryAt = Replaying, e.RetryCount+1, m.Time
+		e.ReplayWorker, e.ReplayLeaseUntil = c.GetWorker(), m.Time.Add(time.Duration(c.GetLeaseNanos()))
+		action = "replay_started"
+	case raftv1.DLQCommand_COMPLETE:
+		if e.Status != Replaying || e.ReplayWorker != c.GetWorker() {
+			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "the replay lease is not this worker's (it expired and the entry moved on)"}
+		}
+		e.ReplayWorker, e.ReplayLeaseUntil = "", time.Time{}
+		switch {
+		case c.GetSuccess():
+			e.Status, e.ResolvedAt, e.ResolvedBy, e.ResolutionType = Resolved, m.Time, m.Actor, orDefault(c.GetResolutionType(), "manual_replay")
+			action = "replay_succeeded"
+		case e.RetryCount >= e.MaxRetries:
+			e.Status, e.ResolutionNote = RequiresReview, truncString(c.GetNote(), 1000)
+			action = "replay_exhausted"
+		default:
+			e.Status, e.ResolutionNote = Pending, truncString(c.GetNote(), 1000)
+			action = "replay_failed"
+		}
+	case raftv1.DLQCommand_RESOLVE:
+		if e.Status == Resolved || e.Status == Archived || e.Status == Replaying {
+			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "resolve needs an entry that is not resolved, archived or being replayed"}
+		}
+		e.Status, e.ResolvedAt, e.ResolvedBy, e.ResolutionType, e.ResolutionNote = Resolved, m.Time, m.Actor, "manual", truncString(c.GetNote(), 1000)
+		action = "resolved"
+	case raftv1.DLQCommand_REDRIVE, raftv1.DLQCommand_REPLAY:
+		if e.Status != RequiresReview && e.Status != Pending && e.Status != Expired {
+			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "redrive needs REQUIRES_REVIEW, PENDING or EXPIRED"}
+		}
+		if c.GetOp() == raftv1.DLQCommand_REDRIVE {
+			if e.Metadata == nil {
+				e.Metadata = map[string]string{}
+			}
+			prev := atoi(e.Metadata["previous_total_retries"]) + e.RetryCount
+			e.Metadata["previous_total_retries"] = fmt.Sprint(prev)
+			e.Metadata["force_redrive_count"] = fmt.Sprint(atoi(e.Metadata["force_redrive_count"]) + 1)
+			e.RetryCount = 0
+			action = "force_redrive"
+		} else {
+			if e.RetryCount >= e.MaxRetries {
+				return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "replay budget spent; force-redrive it"}
+			}
+			action = "replay_requested"
+		}
+		e.Status = Pending
+	case raftv1.DLQCommand_RELEASE_STALE:
+		if e.Status != Replaying || m.Time.Before(e.ReplayLeaseUntil) || uint64(e.ReplayLeaseUntil.UnixNano()) != c.GetReplayLeaseUntilUnixNano() {
+			return Result{}, nil
+		}
+		e.ReplayWorker, e.ReplayLeaseUntil = "", time.Time{}
+		e.Status = Pending
+		if e.RetryCount >= e.MaxRetries {
+			e.Status = RequiresReview
+		}
+		e.ResolutionNote = "replay lease expired (worker gone)"
+		action = "replay_lease_expired"
+	case raftv1.DLQCommand_EXPIRE:
+		if e.Status != Pending || m.Time.Before(e.ExpiresAt) {
+			return Result{}, nil
+		}
+		e.Status, e.ResolutionType = Expired, "ttl_expired"
+		action = "expired"
+	case raftv1.DLQCommand_ARCHIVE:
+		if e.Status != Resolved || m.Time.Sub(e.ResolvedAt) < time.Duration(c.GetOlderThanNanos()) {
+			return Result{}, nil
+		}
+		e.Status = Archived
+		action = "archived"
+	default:
+		return Result{}, &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown dlq op %v", c.GetOp())}
+	}
+	e.UpdatedAt, e.Revision = m.Time, m.Index
+	update(kv, before, e)
+	return Result{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(before), After: summary(e), Entry: e}, nil
+}
+
+// summary is what the audit trail keeps of an entry (no payloads).
+func summary(e Entry) map[string]any {
+	return map[string]any{"id": e.ID, "domain": e.Domain, "failure_type": e.FailureType, "status": e.Status, "retry_count": e.RetryCount}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func atoi(s string) int {
+	n := 0
+	fmt.Sscan(s, &n)
+	return n
+}
+
+func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+	var e Entry
+	if err := json.Unmarshal(c.GetEntryJson(), &e); err != nil {
+		return Result{}, &ArgumentError{FieldName: "entry", Code: "INVALID_ARGUMENT", Msg: err.Error()}
+	}
+	if err := CheckID(e.ID); err != nil {
+		return Result{}, err
+	}
+	if existing, ok := Get(kv, e.ID); ok {
+		return Result{Entry: existing}, nil // a retried store: the first one stands
+	}
+	var evicted []string
+	for _, lim := range []struct {
+		key, domain string
+		max         int64
+		reason      string
+	}{{"total", "", c.GetMaxSize(), "the DLQ"}, {"d/" + e.Domain, e.Domain, c.GetMaxPerDomain(), "domain " + e.Domain}} {
+		for lim.max > 0 && count(kv, lim.key) >= lim.max {
+			if c.GetOverflowStrategy() == "reject" {
+				return Result{}, fmt.Errorf("%w: %s holds %d entries (limit %d)", ErrCapacityExceeded, lim.reason, count(kv, lim.key), lim.max)
+			}
+			v := evictOldest(kv, lim.domain)
+			if v == "" {
+				return Result{}, fmt.Errorf("%w: %s is full of entries being replayed", ErrCapacityExceeded, lim.reason)
+			}
+			evicted = append(evicted, v)
+		}
+	}
+	e.Status, e.RetryCount = Pending, 0
+	e.CreatedAt, e.UpdatedAt, e.Revision = m.Time, m.Time, m.Index
+	insert(kv, e)
+	return Result{Changed: true, Action: "stored", Target: "dlq/" + e.ID, After: summary(e), Entry: e, Evicted: evicted}, nil
+}
+
+func purge(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+	var ids []string
+	if len(c.GetIds()) > 0 {
+		ids = c.GetIds()
+	} else {
+		cutoff := m.Time.Add(-time.Duration(c.GetOlderThanNanos()))
+		prefix := append([]byte(Archived), 0)
+		kv.Scan(BucketByStatus, prefix, false, func(k, _ []byte) bool {
+			if !bytes.HasPrefix(k, prefix) {
+				return false
+			}
+			if e, ok := Get(kv, idFromIndex(k[len(prefix):])); ok && !e.UpdatedAt.After(cutoff) {
+				ids = append(ids, e.ID)
+			}
+			return len(ids) < 10000
+		})
+	}
+	var purged []string
+	for _, id := range ids {
+		if e, ok := Get(kv, id); ok && e.Status == Archived {
+			remove(kv, e)
+			purged = append(purged, id)
+		}
+	}
+	if len(purged) == 0 {
+		return Result{}, nil
+	}
+	return Result{Changed: true, Action: "purged", Target: "dlq", After: map[string]any{"purged": len(purged)}}, nil
+}
+
+// Filter selects entries for List.
+type Filter struct {
+	Domain string
+	Status Status
+}
+
+// List returns up to pageSize entries matching f, oldest first, after the
+// page token, and the next token.
+func List(kv KV, f Filter, pageSize int, token string) ([]Entry, string, error) {
+	var start []byte
+	if token != "" {
+		raw, err := hex.DecodeString(token)
+		if err != nil || len(raw) < 9 {
+			return nil, "", ErrBadPageToken
+		}
+		start = append(raw, 0) // strictly after
+	}
+	bucket, prefix := BucketByTime, []byte(nil)
+	switch {
+	case f.Status != "":
+		bucket, prefix = BucketByStatus, append([]byte(f.Status), 0)
+	case f.Domain != "":
+		bucket, prefix = BucketByDomain, append([]byte(f.Domain), 0)
+	}
+	if start == nil {
+		start = prefix
+	} else if !bytes.HasPrefix(start, prefix) {
+		return nil, "", ErrBadPageToken
+	}
+	var out []Entry
+	next := ""
+	kv.Scan(bucket, start, false, func(k, _ []byte) bool {
+		if !bytes.HasPrefix(k, prefix) {
+			return false
+		}
+		e, ok := Get(kv, idFromIndex(k[len(prefix):]))
+		if !ok || (f.Domain != "" && e.Domain != f.Domain) {
+			return true
+		}
+		if len(out) == pageSize {
+			next = hex.EncodeToString(append([]byte(nil), lastKey(bucket, prefix, out[len(out)-1])...))
+			return false
+		}
+		out = append(out, e)
+		return true
+	})
+	return out, next, nil
+}
+
+func lastKey(bucket, prefix []byte, e Entry) []byte {
+	if bytes.Equal(bucket, BucketByTime) {
+		return timeKey(e.CreatedAt, e.ID)
+	}
+	return append(append([]byte(nil), prefix...), timeKey(e.CreatedAt, e.ID)...)
+}
+
+// Stats are the counters.
+type Stats struct {
+	Total    int64
+	ByStatus map[string]int64
+	ByDomain map[string]int64
+}
+
+// GetStats reads the counters.
+func GetStats(kv KV) Stats {
+	s := Stats{ByStatus: map[string]int64{}, ByDomain: map[string]int64{}}
+	kv.Scan(BucketCounts, nil, false, func(k, v []byte) bool {
+		n := int64(binary.BigEndian.Uint64(v))
+		switch key := string(k); {
+		case key == "total":
+			s.Total = n
+		case len(key) > 2 && key[:2] == "d/":
+			s.ByDomain[key[2:]] = n
+		case len(key) > 2 && key[:2] == "s/":
+			s.ByStatus[key[2:]] = n
+		}
+		return true
+	})
+	return s
+}
+
+// Due lists the leader's time-driven DLQ work at now: expired replay
+// leases, PENDING entries past expiry, RESOLVED entries past retention.
+type Due struct {
+	ID         string
+	Op         raftv1.DLQCommand_Op
+	LeaseUntil uint64
+}
+
+// DueWork scans the status indexes (bounded by limit).
+func DueWork(kv KV, now time.Time, retention time.Duration, limit int) []Due {
+	var out []Due
+	// fn returns false to stop the scan of that status early.
+	scan := func(st Status, fn func(e Entry) bool) {
+		prefix := append([]byte(st), 0)
+		kv.Scan(BucketByStatus, prefix, false, func(k, _ []byte) bool {
+			if !bytes.HasPrefix(k, prefix) || len(out) >= limit {
+				return false
+			}
+			if e, ok := Get(kv, idFromIndex(k[len(prefix):])); ok {
+				return fn(e)
+			}
+			return true
+		})
+	}
+	scan(Replaying, func(e Entry) bool {
+		if !now.Before(e.ReplayLeaseUntil) {
+			out = append(out, Due{ID: e.ID, Op: raftv1.DLQCommand_RELEASE_STALE, LeaseUntil: uint64(e.ReplayLeaseUntil.UnixNano())})
+		}
+		return true
+	})
+	scan(Pending, func(e Entry) bool {
+		if e.ExpiresAt.IsZero() || now.Before(e.ExpiresAt) {
+			return false // oldest first: the rest expire later
+		}
+		out = append(out, Due{ID: e.ID, Op: raftv1.DLQCommand_EXPIRE})
+		return true
+	})
+	scan(Resolved, func(e Entry) bool {
+		if retention > 0 && now.Sub(e.ResolvedAt) >= retention {
+			out = append(out, Due{ID: e.ID, Op: raftv1.DLQCommand_ARCHIVE})
+		}
+		return true
+	})
+	return out
+}

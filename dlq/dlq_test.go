@@ -1,0 +1,270 @@
+package dlq_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/raftstore"
+	bolt "go.etcd.io/bbolt"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+type machine struct {
+	t     *testing.T
+	db    *bolt.DB
+	index uint64
+	now   time.Time
+}
+
+func newMachine(t *testing.T) *machine {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.Update(func(tx *bolt.Tx) error {
+		for _, b := range dlq.Buckets() {
+			tx.CreateBucket(b)
+		}
+		return nil
+	})
+	return &machine{t: t, db: db, now: t0}
+}
+
+func (m *machine) apply(c *raftv1.DLQCommand) (dlq.Result, error) {
+	m.index++
+	m.now = m.now.Add(time.Millisecond)
+	var r dlq.Result
+	var err error
+	m.db.Update(func(tx *bolt.Tx) error {
+		r, err = dlq.Apply(raftstore.NewKV(tx), dlq.Meta{Index: m.index, Time: m.now, Actor: "op", Reason: "r"}, c)
+		return nil
+	})
+	return r, err
+}
+
+func (m *machine) store(id, domain string, max, perDomain int64, strategy string) (dlq.Result, error) {
+	e, err := dlq.Prepare(dlq.Entry{ID: id, Domain: domain, FailureType: "MAX_RETRIES_TIMEOUT", MaxRetries: 2, ExpiresAt: m.now.Add(72 * time.Hour)}, dlq.DefaultLimits())
+	if err != nil {
+		return dlq.Result{}, err
+	}
+	raw, _ := json.Marshal(e)
+	return m.apply(&raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: raw, MaxSize: max, MaxPerDomain: perDomain, OverflowStrategy: strategy})
+}
+
+func (m *machine) get(id string) dlq.Entry {
+	var e dlq.Entry
+	m.db.View(func(tx *bolt.Tx) error { e, _ = dlq.Get(raftstore.NewKV(tx), id); return nil })
+	return e
+}
+
+func (m *machine) stats() dlq.Stats {
+	var s dlq.Stats
+	m.db.View(func(tx *bolt.Tx) error { s = dlq.GetStats(raftstore.NewKV(tx)); return nil })
+	return s
+}
+
+func op(o raftv1.DLQCommand_Op, id string) *raftv1.DLQCommand { return &raftv1.DLQCommand{Op: o, Id: id} }
+
+func acquire(id, worker string) *raftv1.DLQCommand {
+	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: id, Worker: worker, LeaseNanos: int64(30 * time.Second)}
+}
+
+func complete(id, worker string, ok bool) *raftv1.DLQCommand {
+	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: id, Worker: worker, Success: ok, Note: "handler said no"}
+}
+
+func TestLifecycle(t *testing.T) {
+	m := newMachine(t)
+	if _, err := m.store("e1", "payment", 0, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := m.store("e1", "payment", 0, 0, ""); r.Changed {
+		t.Fatal("a retried store created a second entry")
+	}
+	steps := []struct {
+		name   string
+		cmd    *raftv1.DLQCommand
+		status dlq.Status
+		err    bool
+	}{
+		{"acquire", acquire("e1", "w1"), dlq.Replaying, false},
+		{"second worker cannot acquire", acquire("e1", "w2"), dlq.Replaying, true},
+		{"complete by another worker refused", complete("e1", "w2", true), dlq.Replaying, true},
+		{"failure returns to PENDING", complete("e1", "w1", false), dlq.Pending, false},
+		{"acquire again", acquire("e1", "w1"), dlq.Replaying, false},
+		{"second failure exhausts the budget", complete("e1", "w1", false), dlq.RequiresReview, false},
+		{"no third attempt", acquire("e1", "w1"), dlq.RequiresReview, true},
+		{"force-redrive resets the budget", op(raftv1.DLQCommand_REDRIVE, "e1"), dlq.Pending, false},
+		{"acquire after redrive", acquire("e1", "w3"), dlq.Replaying, false},
+		{"resolve while replaying refused", op(raftv1.DLQCommand_RESOLVE, "e1"), dlq.Replaying, true},
+		{"success resolves", complete("e1", "w3", true), dlq.Resolved, false},
+		{"resolve twice refused", op(raftv1.DLQCommand_RESOLVE, "e1"), dlq.Resolved, true},
+		{"redrive of a resolved entry refused", op(raftv1.DLQCommand_REDRIVE, "e1"), dlq.Resolved, true},
+	}
+	for _, s := range steps {
+		_, err := m.apply(s.cmd)
+		if (err != nil) != s.err || m.get("e1").Status != s.status {
+			t.Fatalf("%s: err %v, status %s; want err=%v status %s", s.name, err, m.get("e1").Status, s.err, s.status)
+		}
+		var ce *dlq.ConflictError
+		if err != nil && (!errors.As(err, &ce) || ce.Current != s.status) {
+			t.Fatalf("%s: error %v should be a conflict naming %s", s.name, err, s.status)
+		}
+	}
+	e := m.get("e1")
+	if e.Metadata["previous_total_retries"] != "2" || e.Metadata["force_redrive_count"] != "1" || e.ResolutionType != "manual_replay" {
+		t.Fatalf("forensics: %+v", e)
+	}
+	if _, err := m.apply(acquire("nope", "w")); !errors.Is(err, dlq.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+func TestStaleLeaseExpiryArchiveAndPurge(t *testing.T) {
+	m := newMachine(t)
+	m.store("a", "payment", 0, 0, "")
+	m.store("b", "payment", 0, 0, "")
+	m.apply(acquire("a", "dead-worker"))
+	lease := m.get("a").ReplayLeaseUntil
+	rel := &raftv1.DLQCommand{Op: raftv1.DLQCommand_RELEASE_STALE, Id: "a", ReplayLeaseUntilUnixNano: uint64(lease.UnixNano())}
+	if r, _ := m.apply(rel); r.Changed {
+		t.Fatal("lease released before it expired")
+	}
+	m.now = lease
+	if r, _ := m.apply(rel); !r.Changed || m.get("a").Status != dlq.Pending {
+		t.Fatalf("stale lease not released: %+v", m.get("a"))
+	}
+	if r, _ := m.apply(rel); r.Changed {
+		t.Fatal("released twice")
+	}
+	m.now = t0.Add(73 * time.Hour)
+	var due []dlq.Due
+	m.db.View(func(tx *bolt.Tx) error { due = dlq.DueWork(raftstore.NewKV(tx), m.now, 30*24*time.Hour, 100); return nil })
+	if len(due) != 2 || due[0].Op != raftv1.DLQCommand_EXPIRE {
+		t.Fatalf("due: %+v", due)
+	}
+	m.apply(op(raftv1.DLQCommand_EXPIRE, "b"))
+	if m.get("b").Status != dlq.Expired {
+		t.Fatal("not expired")
+	}
+	m.apply(op(raftv1.DLQCommand_RESOLVE, "a"))
+	arch := &raftv1.DLQCommand{Op: raftv1.DLQCommand_ARCHIVE, Id: "a", OlderThanNanos: int64(24 * time.Hour)}
+	if r, _ := m.apply(arch); r.Changed {
+		t.Fatal("archived a fresh resolution")
+	}
+	m.now = m.now.Add(25 * time.Hour)
+	m.apply(arch)
+	if m.get("a").Status != dlq.Archived {
+		t.Fatal("not archived")
+	}
+	if r, _ := m.apply(&raftv1.DLQCommand{Op: raftv1.DLQCommand_PURGE, Ids: []string{"a", "b"}}); !r.Changed {
+		t.Fatal("purge did nothing")
+	}
+	if s := m.stats(); s.Total != 1 || s.ByStatus["EXPIRED"] != 1 || s.ByStatus["ARCHIVED"] != 0 {
+		t.Fatalf("stats after purge (only ARCHIVED goes): %+v", s)
+	}
+}
+
+func TestOverflowStrategies(t *testing.T) {
+	m := newMachine(t)
+	for i := 0; i < 3; i++ {
+		if _, err := m.store(fmt.Sprintf("p%d", i), "payment", 5, 3, "drop_oldest"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.apply(acquire("p0", "w")) // the oldest is being replayed: never evicted
+	r, err := m.store("p3", "payment", 5, 3, "drop_oldest")
+	if err != nil || len(r.Evicted) != 1 || r.Evicted[0] != "p1" {
+		t.Fatalf("per-domain overflow: %v %+v", err, r.Evicted)
+	}
+	m.store("o1", "orders", 5, 3, "drop_oldest")
+	m.store("o2", "orders", 5, 3, "drop_oldest")
+	r, _ = m.store("o3", "orders", 5, 3, "drop_oldest") // total 6 > 5
+	if len(r.Evicted) != 1 || r.Evicted[0] != "p2" {
+		t.Fatalf("total overflow evicted %v, want the oldest evictable (p2)", r.Evicted)
+	}
+	if _, err := m.store("o4", "orders", 5, 3, "reject"); !errors.Is(err, dlq.ErrCapacityExceeded) {
+		t.Fatalf("reject strategy: %v", err)
+	}
+	if s := m.stats(); s.Total != 5 || s.ByDomain["orders"] != 3 || s.ByDomain["payment"] != 2 {
+		t.Fatalf("stats: %+v", s)
+	}
+}
+
+func TestPrepareMasksTruncatesAndKeepsBadDomains(t *testing.T) {
+	big := `{"card_number":"4111","items":"` + strings.Repeat("x", 5000) + `"}`
+	e, err := dlq.Prepare(dlq.Entry{ID: "01JABC", Domain: "Payment API!", FailureType: "X",
+		RequestData: json.RawMessage(big), SnapshotData: json.RawMessage(`{"user":{"password":"hunter2","name":"a"}}`),
+		Metadata: map[string]string{"Authorization": "Bearer x", "trace": "t1"}}, dlq.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Domain != dlq.FallbackDomain || e.Metadata["original_domain"] != "Payment API!" || e.Metadata["domain_reject_reason"] != "invalid_charset" {
+		t.Fatalf("domain: %q %v", e.Domain, e.Metadata)
+	}
+	var req map[string]any
+	json.Unmarshal(e.RequestData, &req)
+	if req["_truncated"] != true || req["original_size"] == nil || !e.Truncated || strings.Contains(string(e.RequestData), "4111") {
+		t.Fatalf("truncation (after masking): %s", e.RequestData)
+	}
+	if strings.Contains(string(e.SnapshotData), "hunter2") || e.Metadata["Authorization"] != "***" || e.Metadata["trace"] != "t1" {
+		t.Fatalf("masking: %s %v", e.SnapshotData, e.Metadata)
+	}
+	if d, _, _ := dlq.NormalizeDomain("payment-api"); d != "payment_api" {
+		t.Fatalf("canonicalized domain %q", d)
+	}
+	for _, bad := range []dlq.Entry{{ID: "", FailureType: "x"}, {ID: "a b", FailureType: "x"}, {ID: "ok"}, {ID: "ok", FailureType: "x", RequestData: json.RawMessage(`{`)}} {
+		if _, err := dlq.Prepare(bad, dlq.DefaultLimits()); err == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
+}
+
+func TestListPagesInOrderWithFilters(t *testing.T) {
+	m := newMachine(t)
+	for i := 0; i < 25; i++ {
+		m.store(fmt.Sprintf("e%02d", i), []string{"payment", "orders"}[i%2], 0, 0, "")
+	}
+	m.apply(acquire("e00", "w"))
+	list := func(f dlq.Filter, size int) (ids []string) {
+		token := ""
+		for {
+			var page []dlq.Entry
+			var err error
+			m.db.View(func(tx *bolt.Tx) error { page, token, err = dlq.List(raftstore.NewKV(tx), f, size, token); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range page {
+				ids = append(ids, e.ID)
+			}
+			if token == "" {
+				return ids
+			}
+		}
+	}
+	if all := list(dlq.Filter{}, 7); len(all) != 25 || all[0] != "e00" || all[24] != "e24" {
+		t.Fatalf("all: %v", all)
+	}
+	if pay := list(dlq.Filter{Domain: "payment"}, 4); len(pay) != 13 {
+		t.Fatalf("payment: %v", pay)
+	}
+	if pend := list(dlq.Filter{Domain: "payment", Status: dlq.Pending}, 5); len(pend) != 12 || pend[0] != "e02" {
+		t.Fatalf("payment pending: %v", pend)
+	}
+	m.db.View(func(tx *bolt.Tx) error {
+		if _, _, err := dlq.List(raftstore.NewKV(tx), dlq.Filter{}, 5, "zz"); !errors.Is(err, dlq.ErrBadPageToken) {
+			t.Fatalf("bad token: %v", err)
+		}
+		return nil
+	})
+}

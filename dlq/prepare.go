@@ -1,0 +1,141 @@
+package dlq
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits are the leader's DLQ settings (BALDUR_DLQ_*).
+type Limits struct {
+	MaxSize            int64
+	MaxPerDomain       int64
+	OverflowStrategy   string // drop_oldest or reject
+	RequestDataMax     int
+	FieldMax           int
+	TruncateBlocks     bool
+	MaxReplayAttempts  int
+	SensitiveFields    []string
+	ExpiryHours        int
+	RetentionDays      int
+	StaleReplayMinutes int
+}
+
+// DefaultLimits are Baldur's defaults (§4.3).
+func DefaultLimits() Limits {
+	return Limits{
+		MaxSize: 100000, MaxPerDomain: 20000, OverflowStrategy: "drop_oldest",
+		RequestDataMax: 4096, FieldMax: 4096, TruncateBlocks: true, MaxReplayAttempts: 2,
+		SensitiveFields: []string{"password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "card_number", "cvv", "ssn"},
+		ExpiryHours:     72, RetentionDays: 30, StaleReplayMinutes: 30,
+	}
+}
+
+const maskValue = "***"
+
+// mask replaces the values of sensitive keys (case-insensitive, at any
+// depth) in a JSON document.
+func mask(raw json.RawMessage, sensitive map[string]bool) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	var walk func(any) any
+	walk = func(x any) any {
+		switch t := x.(type) {
+		case map[string]any:
+			for k, val := range t {
+				if sensitive[strings.ToLower(k)] {
+					t[k] = maskValue
+				} else {
+					t[k] = walk(val)
+				}
+			}
+		case []any:
+			for i := range t {
+				t[i] = walk(t[i])
+			}
+		}
+		return x
+	}
+	out, err := json.Marshal(walk(v))
+	return out, err
+}
+
+// truncate replaces a document larger than max with Baldur's marker.
+func truncate(raw json.RawMessage, max int) (json.RawMessage, bool) {
+	if max <= 0 || len(raw) <= max {
+		return raw, false
+	}
+	preview := string(raw[:min(200, len(raw))])
+	for !utf8.ValidString(preview) {
+		preview = preview[:len(preview)-1]
+	}
+	return marshal(map[string]any{"_truncated": true, "original_size": len(raw), "preview": preview}), true
+}
+
+// Prepare validates and normalizes an entry for storing: id, domain (an
+// invalid one goes to OTHER_DOMAIN with the original kept in metadata),
+// masking of sensitive fields, then size caps. Oversize payloads are
+// truncated, never refused.
+func Prepare(e Entry, l Limits) (Entry, error) {
+	if err := CheckID(e.ID); err != nil {
+		return Entry{}, err
+	}
+	if strings.TrimSpace(e.FailureType) == "" {
+		return Entry{}, &ArgumentError{FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "is required"}
+	}
+	if len(e.FailureType) > 128 {
+		return Entry{}, &ArgumentError{FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "at most 128 bytes"}
+	}
+	domain, original, reason := NormalizeDomain(e.Domain)
+	if original != "" {
+		if e.Metadata == nil {
+			e.Metadata = map[string]string{}
+		}
+		e.Metadata["original_domain"] = truncString(original, 200)
+		e.Metadata["domain_reject_reason"] = reason
+	}
+	e.Domain = domain
+	sensitive := map[string]bool{}
+	for _, f := range l.SensitiveFields {
+		sensitive[strings.ToLower(f)] = true
+	}
+	for _, f := range []struct {
+		name string
+		v    *json.RawMessage
+		max  int
+	}{{"request_data", &e.RequestData, l.RequestDataMax}, {"snapshot_data", &e.SnapshotData, l.FieldMax}, {"response_data", &e.ResponseData, l.FieldMax}} {
+		masked, err := mask(*f.v, sensitive)
+		if err != nil {
+			return Entry{}, &ArgumentError{FieldName: f.name, Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("not JSON: %v", err)}
+		}
+		var cut bool
+		*f.v, cut = truncate(masked, f.max)
+		if cut && f.name == "request_data" {
+			e.Truncated = true
+		}
+	}
+	for k := range e.Metadata {
+		if sensitive[strings.ToLower(k)] {
+			e.Metadata[k] = maskValue
+		}
+	}
+	e.ErrorMessage = truncString(e.ErrorMessage, MaxErrorMessage)
+	return e, nil
+}
+
+func truncString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
