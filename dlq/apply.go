@@ -171,23 +171,17 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("%w: %q", ErrNotFound, c.GetId())
 	}
+	if err := Check(e, c.GetOp(), c.GetWorker()); err != nil {
+		return Result{}, err
+	}
 	before := e
 	action := ""
 	switch c.GetOp() {
 	case raftv1.DLQCommand_ACQUIRE:
-		if e.Status != Pending {
-			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "only PENDING entries can be replayed"}
-		}
-		if e.RetryCount >= e.MaxRetries {
-			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: fmt.Sprintf("replay budget spent (%d of %d); force-redrive it", e.RetryCount, e.MaxRetries)}
-		}
 		e.Status, e.RetryCount, e.LastRetryAt = Replaying, e.RetryCount+1, m.Time
 		e.ReplayWorker, e.ReplayLeaseUntil = c.GetWorker(), m.Time.Add(time.Duration(c.GetLeaseNanos()))
 		action = "replay_started"
 	case raftv1.DLQCommand_COMPLETE:
-		if e.Status != Replaying || e.ReplayWorker != c.GetWorker() {
-			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "the replay lease is not this worker's (it expired and the entry moved on)"}
-		}
 		e.ReplayWorker, e.ReplayLeaseUntil = "", time.Time{}
 		switch {
 		case c.GetSuccess():
@@ -201,15 +195,9 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 			action = "replay_failed"
 		}
 	case raftv1.DLQCommand_RESOLVE:
-		if e.Status == Resolved || e.Status == Archived || e.Status == Replaying {
-			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "resolve needs an entry that is not resolved, archived or being replayed"}
-		}
 		e.Status, e.ResolvedAt, e.ResolvedBy, e.ResolutionType, e.ResolutionNote = Resolved, m.Time, m.Actor, "manual", truncString(c.GetNote(), 1000)
 		action = "resolved"
 	case raftv1.DLQCommand_REDRIVE, raftv1.DLQCommand_REPLAY:
-		if e.Status != RequiresReview && e.Status != Pending && e.Status != Expired {
-			return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "redrive needs REQUIRES_REVIEW, PENDING or EXPIRED"}
-		}
 		if c.GetOp() == raftv1.DLQCommand_REDRIVE {
 			if e.Metadata == nil {
 				e.Metadata = map[string]string{}
@@ -220,9 +208,6 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 			e.RetryCount = 0
 			action = "force_redrive"
 		} else {
-			if e.RetryCount >= e.MaxRetries {
-				return Result{}, &ConflictError{ID: e.ID, Current: e.Status, Want: "replay budget spent; force-redrive it"}
-			}
 			action = "replay_requested"
 		}
 		e.Status = Pending
@@ -255,6 +240,41 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	e.UpdatedAt, e.Revision = m.Time, m.Index
 	update(kv, before, e)
 	return Result{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(before), After: summary(e), Entry: e}, nil
+}
+
+// Check reports why op cannot be applied to e now (by worker, for replay
+// completions). The FSM and the server's pre-check both use it.
+func Check(e Entry, op raftv1.DLQCommand_Op, worker string) error {
+	conflict := func(want string) error { return &ConflictError{ID: e.ID, Current: e.Status, Want: want} }
+	switch op {
+	case raftv1.DLQCommand_ACQUIRE:
+		if e.Status != Pending {
+			return conflict("only PENDING entries can be replayed")
+		}
+		if e.RetryCount >= e.MaxRetries {
+			return conflict(fmt.Sprintf("replay budget spent (%d of %d); force-redrive it", e.RetryCount, e.MaxRetries))
+		}
+	case raftv1.DLQCommand_COMPLETE:
+		if e.Status != Replaying || e.ReplayWorker != worker {
+			return conflict("the replay lease is not this worker's (it expired and the entry moved on)")
+		}
+	case raftv1.DLQCommand_RESOLVE:
+		if e.Status == Resolved || e.Status == Archived || e.Status == Replaying {
+			return conflict("resolve needs an entry that is not resolved, archived or being replayed")
+		}
+	case raftv1.DLQCommand_REDRIVE:
+		if e.Status != RequiresReview && e.Status != Pending && e.Status != Expired {
+			return conflict("redrive needs REQUIRES_REVIEW, PENDING or EXPIRED")
+		}
+	case raftv1.DLQCommand_REPLAY:
+		if e.Status != RequiresReview && e.Status != Pending && e.Status != Expired {
+			return conflict("replay needs REQUIRES_REVIEW, PENDING or EXPIRED")
+		}
+		if e.RetryCount >= e.MaxRetries {
+			return conflict("replay budget spent; force-redrive it")
+		}
+	}
+	return nil
 }
 
 // summary is what the audit trail keeps of an entry (no payloads).

@@ -12,6 +12,7 @@ import (
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,8 @@ type applyResult struct {
 	Granted bool
 	// Coord is the coordination domain's result (lease, job claim).
 	Coord coordination.Result
+	// DLQ is the dlq domain's result (stored or changed entry).
+	DLQ dlq.Result
 }
 
 // change is what a domain function did, in the form the audit trail needs.
@@ -37,6 +40,7 @@ type change struct {
 	Changed bool
 	Granted bool
 	Coord   coordination.Result
+	DLQ     dlq.Result
 	Action  string
 	Target  string
 	Before  any
@@ -117,7 +121,7 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		}
 	}
 	rememberRequest(kv, cmd.RequestId, index, m.Time)
-	return applyResult{Revision: index, Granted: ch.Granted, Coord: ch.Coord}
+	return applyResult{Revision: index, Granted: ch.Granted, Coord: ch.Coord, DLQ: ch.DLQ}
 }
 
 func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, error) {
@@ -154,6 +158,12 @@ func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, e
 			return change{}, err
 		}
 		return change{Changed: r.Changed, Coord: r, Action: "coordination." + r.Action, Target: r.Target, Before: r.Before, After: r.After}, nil
+	case *raftv1.Command_Dlq:
+		r, err := dlq.Apply(kv, dlq.Meta(m), b.Dlq)
+		if err != nil {
+			return change{}, err
+		}
+		return change{Changed: r.Changed, DLQ: r, Action: "dlq." + r.Action, Target: r.Target, Before: r.Before, After: r.After}, nil
 	case *raftv1.Command_AuditNote:
 		n := b.AuditNote
 		return change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/raftstore"
 )
 
@@ -51,6 +52,9 @@ type Config struct {
 	// and the base for partial policies (BALDUR_CB_*).
 	CircuitDefaults circuit.Policy
 
+	// DLQ holds the dead-letter queue's limits (BALDUR_DLQ_*).
+	DLQ dlq.Limits
+
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
 	LeaderTick time.Duration
@@ -73,6 +77,7 @@ func Defaults() Config {
 		ShutdownTimeout: 10 * time.Second,
 		LeaderTick:      100 * time.Millisecond,
 		CircuitDefaults: circuit.DefaultPolicy(),
+		DLQ:             dlq.DefaultLimits(),
 	}
 }
 
@@ -131,6 +136,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.SuccessThreshold, "cb-success-threshold", cb.SuccessThreshold, "default breaker policy: trial successes that close")
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
+	d := &c.DLQ
+	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
+	fs.Int64Var(&d.MaxPerDomain, "dlq-max-size-per-domain", d.MaxPerDomain, "DLQ entries kept per domain")
+	fs.StringVar(&d.OverflowStrategy, "dlq-overflow-strategy", d.OverflowStrategy, "drop_oldest or reject (never evicts entries being replayed)")
+	fs.IntVar(&d.ExpiryHours, "dlq-expiry-hours", d.ExpiryHours, "PENDING entries expire after this many hours (1..720)")
+	fs.IntVar(&d.RetentionDays, "dlq-retention-days", d.RetentionDays, "RESOLVED entries are archived after this many days (1..365)")
+	fs.IntVar(&d.MaxReplayAttempts, "dlq-max-replay-attempts", d.MaxReplayAttempts, "replay attempts before REQUIRES_REVIEW")
+	fs.IntVar(&d.RequestDataMax, "dlq-request-data-max-bytes", d.RequestDataMax, "request_data above this is truncated")
+	fs.IntVar(&d.FieldMax, "dlq-field-max-bytes", d.FieldMax, "snapshot/response data above this is truncated")
+	fs.BoolVar(&d.TruncateBlocks, "dlq-truncate-blocks-replay", d.TruncateBlocks, "never auto-replay entries whose request_data was truncated")
+	fs.Var(csvList{&d.SensitiveFields}, "dlq-sensitive-fields", "comma-separated field names masked before storage")
 }
 
 // ApplyEnv sets every flag not given on the command line from its
@@ -209,6 +225,9 @@ func (c *Config) Validate() error {
 		}
 		return err
 	}
+	if err := checkDLQ(c.DLQ); err != nil {
+		return err
+	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
 	}
@@ -284,4 +303,44 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// csvList is a comma-separated string-list flag.
+type csvList struct{ v *[]string }
+
+func (c csvList) String() string {
+	if c.v == nil {
+		return ""
+	}
+	return strings.Join(*c.v, ",")
+}
+
+func (c csvList) Set(s string) error {
+	*c.v = nil
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*c.v = append(*c.v, f)
+		}
+	}
+	return nil
+}
+
+func checkDLQ(d dlq.Limits) error {
+	switch {
+	case d.MaxSize < 1000 || d.MaxSize > 10_000_000:
+		return fmt.Errorf("--dlq-max-size %d: use 1000..10000000", d.MaxSize)
+	case d.MaxPerDomain < 100 || d.MaxPerDomain > 1_000_000:
+		return fmt.Errorf("--dlq-max-size-per-domain %d: use 100..1000000", d.MaxPerDomain)
+	case d.OverflowStrategy != "drop_oldest" && d.OverflowStrategy != "reject":
+		return fmt.Errorf("--dlq-overflow-strategy %q: use drop_oldest or reject", d.OverflowStrategy)
+	case d.ExpiryHours < 1 || d.ExpiryHours > 720:
+		return fmt.Errorf("--dlq-expiry-hours %d: use 1..720", d.ExpiryHours)
+	case d.RetentionDays < 1 || d.RetentionDays > 365:
+		return fmt.Errorf("--dlq-retention-days %d: use 1..365", d.RetentionDays)
+	case d.MaxReplayAttempts < 1 || d.MaxReplayAttempts > 100:
+		return fmt.Errorf("--dlq-max-replay-attempts %d: use 1..100", d.MaxReplayAttempts)
+	case d.RequestDataMax < 256 || d.FieldMax < 256 || d.RequestDataMax > 256<<10 || d.FieldMax > 256<<10:
+		return fmt.Errorf("--dlq-request-data-max-bytes/--dlq-field-max-bytes: use 256..262144")
+	}
+	return nil
 }

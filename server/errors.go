@@ -9,6 +9,7 @@ import (
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -62,6 +63,8 @@ var errorTable = []errorMapping{
 	{raftstore.ErrMembership, codes.FailedPrecondition, "MEMBERSHIP_CHANGE_REFUSED"},
 	{circuit.ErrNotFound, codes.NotFound, "CIRCUIT_NOT_FOUND"},
 	{coordination.ErrNotFound, codes.NotFound, "LEASE_NOT_FOUND"},
+	{dlq.ErrNotFound, codes.NotFound, "DLQ_ENTRY_NOT_FOUND"},
+	{dlq.ErrCapacityExceeded, codes.ResourceExhausted, "DLQ_CAPACITY_EXCEEDED"},
 	{coordination.ErrNotHolder, codes.PermissionDenied, "NOT_HOLDER"},
 	{coordination.ErrJobNotFound, codes.NotFound, "JOB_NOT_FOUND"},
 	{coordination.ErrStaleToken, codes.FailedPrecondition, "STALE_FENCING_TOKEN"},
@@ -80,6 +83,7 @@ var errorTable = []errorMapping{
 var httpOverride = map[string]int{
 	"RECOVERY_BLOCKED":    http.StatusConflict,
 	"LEASE_HELD":          http.StatusConflict,
+	"DLQ_STATE_CONFLICT":  http.StatusConflict,
 	"LOCK_DELAY":          http.StatusConflict,
 	"LEASE_LOST":          http.StatusConflict,
 	"STALE_FENCING_TOKEN": http.StatusConflict,
@@ -107,6 +111,14 @@ func toStatus(log *slog.Logger, err error) error {
 	var lost *coordination.LostError
 	if errors.As(err, &lost) {
 		return withDetails(codes.FailedPrecondition, "LEASE_LOST", err.Error())
+	}
+	var conflict *dlq.ConflictError
+	if errors.As(err, &conflict) {
+		return withDetails(codes.FailedPrecondition, "DLQ_STATE_CONFLICT", err.Error())
+	}
+	if errors.Is(err, dlq.ErrBadPageToken) {
+		return withDetails(codes.InvalidArgument, "INVALID_PAGE_TOKEN", err.Error(),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "page_token", Description: err.Error()}}})
 	}
 	var ae argumentError
 	if errors.As(err, &ae) {

@@ -290,6 +290,13 @@ var writeMethods = map[string]bool{
 	"/baldur.v1.CoordinationService/SetJobEnabled":      true,
 	"/baldur.v1.CoordinationService/StartJobRun":        true,
 	"/baldur.v1.CoordinationService/FinishJobRun":       true,
+	"/baldur.v1.DLQService/StoreEntry":                  true,
+	"/baldur.v1.DLQService/ReplayEntry":                 true,
+	"/baldur.v1.DLQService/ResolveEntry":                true,
+	"/baldur.v1.DLQService/RedriveEntry":                true,
+	"/baldur.v1.DLQService/Purge":                       true,
+	"/baldur.v1.DLQService/AcquireReplay":               true,
+	"/baldur.v1.DLQService/CompleteReplay":              true,
 	// Leader-only because the fleet windows and probe counts live there.
 	"/baldur.v1.CircuitService/ReportOutcomes": true,
 	"/baldur.v1.CircuitService/AcquireProbe":   true,

@@ -24,7 +24,7 @@ func (s *Server) onLeader(ctx context.Context) {
 	defer s.eval.Store(nil)
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
-	lastReconcile := time.Time{}
+	lastReconcile, lastDLQ := time.Time{}, time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -35,6 +35,10 @@ func (s *Server) onLeader(ctx context.Context) {
 		s.proposeDue(ctx)
 		s.proposeCircuitDue(ctx)
 		s.proposeLeaseExpiries(ctx)
+		if time.Since(lastDLQ) >= time.Second {
+			s.proposeDLQDue(ctx)
+			lastDLQ = time.Now()
+		}
 		if time.Since(lastReconcile) > 5*time.Second {
 			s.reconcileMembers(ctx)
 			lastReconcile = time.Now()

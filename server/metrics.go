@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,12 @@ type metrics struct {
 	evalSeconds prometheus.Histogram
 	leases      *prometheus.CounterVec
 	jobs        *prometheus.CounterVec
+
+	dlqCreated       *prometheus.CounterVec
+	dlqEvicted       prometheus.Counter
+	dlqRedrives      prometheus.Counter
+	dlqReplays       *prometheus.CounterVec
+	dlqReplayBlocked prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -48,7 +55,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baldur_job_runs_total", Help: "Scheduled job runs by resource, job and outcome (started, succeeded, failed).",
 	}, []string{"resource", "job", "outcome"})
-	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs, &stateCollector{s: s}} {
+	m.dlqCreated = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_dlq_created_total", Help: "DLQ entries stored (leader), by domain."}, []string{"domain"})
+	m.dlqEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_evicted_total", Help: "DLQ entries dropped by drop_oldest overflow (leader)."})
+	m.dlqRedrives = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_force_redrive_total", Help: "Force-redrives."})
+	m.dlqReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_dlq_replay_dispatch_total", Help: "Replay attempts completed, by outcome."}, []string{"outcome"})
+	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay requests refused because replay is paused (emergency >= LEVEL_2 or breaker OPEN)."})
+	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -72,10 +85,12 @@ var (
 	descPinned     = prometheus.NewDesc("baldur_circuit_pinned", "1 while the breaker is forced open or closed.", []string{"name"}, nil)
 	descLeases     = prometheus.NewDesc("baldur_lease_held", "Leases in force.", nil, nil)
 	descJobNext    = prometheus.NewDesc("baldur_job_next_run_timestamp_seconds", "When each job runs next.", []string{"resource", "job"}, nil)
+	descDLQStatus  = prometheus.NewDesc("baldur_dlq_items_by_status", "DLQ entries by status.", []string{"status"}, nil)
+	descDLQDomain  = prometheus.NewDesc("baldur_dlq_items_by_domain", "DLQ entries by domain.", []string{"domain"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned, descLeases, descJobNext} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain} {
 		ch <- d
 	}
 }
@@ -121,6 +136,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(held))
+		st := dlq.GetStats(kv)
+		for k, n := range st.ByStatus {
+			ch <- prometheus.MustNewConstMetric(descDLQStatus, prometheus.GaugeValue, float64(n), k)
+		}
+		for k, n := range st.ByDomain {
+			ch <- prometheus.MustNewConstMetric(descDLQDomain, prometheus.GaugeValue, float64(n), k)
+		}
 		for _, j := range coordination.Jobs(kv, "") {
 			ch <- prometheus.MustNewConstMetric(descJobNext, prometheus.GaugeValue, float64(j.NextRunAt.Unix()), j.Resource, j.Name)
 		}

@@ -4,6 +4,7 @@ import (
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 )
 
@@ -28,5 +29,6 @@ func schemaBuckets() [][]byte {
 	b := [][]byte{bucketMembers, bucketRequests, bucketRequestsByTime, audit.Bucket}
 	b = append(b, circuit.Buckets()...)
 	b = append(b, coordination.Buckets()...)
+	b = append(b, dlq.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

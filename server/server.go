@@ -136,6 +136,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterAuditServiceServer(s.grpcSrv, &auditService{s: s})
 	pb.RegisterCircuitServiceServer(s.grpcSrv, &circuitService{s: s})
 	pb.RegisterCoordinationServiceServer(s.grpcSrv, &coordinationService{s: s})
+	pb.RegisterDLQServiceServer(s.grpcSrv, &dlqService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

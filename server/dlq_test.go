@@ -1,0 +1,106 @@
+package server_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/baldurhq/baldurd/internal/testcluster"
+)
+
+func TestDLQOverRESTAndBadInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	r := restClient{t: t, base: "http://" + c.Followers()[0].HTTPAddr}
+	big := strings.Repeat("x", 10000)
+	for i := 0; i < 5; i++ {
+		body := fmt.Sprintf(`{"id":"01J%03d","domain":"payment","failure_type":"MAX_RETRIES_TIMEOUT","error_code":"TimeoutError","error_message":"upstream timed out",
+			"entity_id":"order-%d","request_data":{"amount":12,"password":"hunter2","blob":"%s"},"metadata":{"origin_trace_id":"abc"}}`, i, i, map[bool]string{true: big, false: "small"}[i == 4])
+		code, resp := r.do("POST", "/v1/dlq/entries", body)
+		if code != 200 || resp["created"] != true || dig(resp, "entry", "status") != "PENDING" {
+			t.Fatalf("store %d: %d %v", i, code, resp)
+		}
+		if strings.Contains(fmt.Sprint(resp), "hunter2") {
+			t.Fatalf("sensitive field stored unmasked: %v", resp)
+		}
+	}
+	// A retried store creates nothing.
+	code, resp := r.do("POST", "/v1/dlq/entries", `{"id":"01J000","domain":"payment","failure_type":"X"}`)
+	if code != 200 || resp["created"] != false {
+		t.Fatalf("retried store: %d %v", code, resp)
+	}
+	// The oversize one is truncated, not refused.
+	code, resp = r.do("GET", "/v1/dlq/entries/01J004", "")
+	if code != 200 || resp["truncated"] != true || dig(resp, "request_data", "_truncated") != true {
+		t.Fatalf("oversize entry: %d %v", code, resp)
+	}
+	// An invalid domain is kept under OTHER_DOMAIN.
+	code, resp = r.do("POST", "/v1/dlq/entries", `{"id":"01JBAD","domain":"Not A Domain!","failure_type":"X"}`)
+	if code != 200 || dig(resp, "entry", "domain") != "OTHER_DOMAIN" || dig(resp, "entry", "metadata", "original_domain") != "Not A Domain!" {
+		t.Fatalf("invalid domain: %d %v", code, resp)
+	}
+	// Paging.
+	code, resp = r.do("GET", "/v1/dlq/entries?domain=payment&status=PENDING&page_size=2", "")
+	if entries, _ := resp["entries"].([]any); code != 200 || len(entries) != 2 || resp["next_page_token"] == "" {
+		t.Fatalf("page 1: %d %v", code, resp)
+	}
+	token := resp["next_page_token"].(string)
+	code, resp = r.do("GET", "/v1/dlq/entries?domain=payment&status=PENDING&page_size=10&page_token="+token, "")
+	if entries, _ := resp["entries"].([]any); code != 200 || len(entries) != 3 || resp["next_page_token"] != "" {
+		t.Fatalf("page 2: %d %v", code, resp)
+	}
+	// Replay through a worker lease, over REST.
+	code, resp = r.do("POST", "/v1/dlq:acquire", `{"domains":["payment"],"worker":"py-1","lease":"30s"}`)
+	if code != 200 || dig(resp, "entry", "id") != "01J000" || resp["idempotency_key"] != "payment:01J000:1" {
+		t.Fatalf("acquire: %d %v", code, resp)
+	}
+	code, resp = r.do("POST", "/v1/dlq/entries/01J000:complete", `{"worker":"py-1","success":true}`)
+	if code != 200 || resp["status"] != "RESOLVED" || resp["resolution_type"] != "manual_replay" {
+		t.Fatalf("complete: %d %v", code, resp)
+	}
+	code, resp = r.do("POST", "/v1/dlq/entries/01J001:resolve", `{"reason":"handled by hand"}`)
+	if code != 200 || resp["status"] != "RESOLVED" {
+		t.Fatalf("resolve: %d %v", code, resp)
+	}
+	code, resp = r.do("GET", "/v1/dlq/stats", "")
+	if code != 200 || resp["total"] != "6" || dig(resp, "by_status", "RESOLVED") != "2" || dig(resp, "by_domain", "payment") != "5" {
+		t.Fatalf("stats: %d %v", code, resp)
+	}
+	before := contentHashes(t, c)
+	cases := []struct {
+		name, method, path, body string
+		code                     int
+		reason, field            string
+	}{
+		{"unknown id", "GET", "/v1/dlq/entries/NOPE", "", 404, "DLQ_ENTRY_NOT_FOUND", ""},
+		{"resolve twice", "POST", "/v1/dlq/entries/01J001:resolve", `{}`, 409, "DLQ_STATE_CONFLICT", ""},
+		{"redrive without reason", "POST", "/v1/dlq/entries/01J002:redrive", `{}`, 400, "REASON_REQUIRED", "reason"},
+		{"redrive a resolved entry", "POST", "/v1/dlq/entries/01J001:redrive", `{"reason":"again"}`, 409, "DLQ_STATE_CONFLICT", ""},
+		{"purge without confirmation", "POST", "/v1/dlq:purge", `{"ids":["01J001"]}`, 400, "PURGE_NOT_CONFIRMED", "confirm"},
+		{"malformed page token", "GET", "/v1/dlq/entries?page_token=zz", "", 400, "INVALID_PAGE_TOKEN", "page_token"},
+		{"bad status filter", "GET", "/v1/dlq/entries?status=LOST", "", 400, "INVALID_STATUS", "status"},
+		{"missing failure type", "POST", "/v1/dlq/entries", `{"id":"01JX","domain":"payment"}`, 400, "INVALID_ARGUMENT", "failure_type"},
+		{"bad id", "POST", "/v1/dlq/entries", `{"id":"has space","failure_type":"X"}`, 400, "INVALID_ID", "id"},
+		{"acquire without worker", "POST", "/v1/dlq:acquire", `{"domains":["payment"]}`, 400, "INVALID_ARGUMENT", "worker"},
+		{"complete by a stranger", "POST", "/v1/dlq/entries/01J002:complete", `{"worker":"nobody","success":true}`, 409, "DLQ_STATE_CONFLICT", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := restClient{t: t, base: r.base}.do(tc.method, tc.path, tc.body)
+			if code != tc.code || body["reason"] != tc.reason {
+				t.Fatalf("got %d %v, want %d %s", code, body, tc.code, tc.reason)
+			}
+			if tc.field != "" && body["field"] != tc.field {
+				t.Errorf("field = %v, want %s", body["field"], tc.field)
+			}
+		})
+	}
+	if after := contentHashes(t, c); after[0] != before[0] {
+		t.Fatal("refused DLQ requests changed the state")
+	}
+	if msg := fmt.Sprint(restClient{t: t, base: r.base}.do("POST", "/v1/dlq/entries/01J001:resolve", `{}`)); !strings.Contains(msg, "RESOLVED") {
+		t.Fatalf("a 409 should name the current status: %s", msg)
+	}
+}
