@@ -27,6 +27,7 @@ type Client struct {
 	opts options
 
 	emergency *Emergency
+	dlq       *DLQ
 	ready     chan struct{}
 	readyOnce sync.Once
 
@@ -48,6 +49,8 @@ type Client struct {
 }
 
 type options struct {
+	spoolDir       string
+	spoolMax       int
 	ignoreErrors   []error
 	isFailure      func(error) bool
 	reportInterval time.Duration
@@ -134,7 +137,12 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	c.emergency = newEmergency(o.staleAfter)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.runCtx, c.cancel = runCtx, cancel
-	for _, loop := range []func(context.Context){c.watchEmergency, c.watchCircuits, c.reportLoop} {
+	if c.dlq, err = newDLQ(c); err != nil {
+		cancel()
+		conn.Close()
+		return nil, err
+	}
+	for _, loop := range []func(context.Context){c.watchEmergency, c.watchCircuits, c.reportLoop, c.dlq.deliverLoop} {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()

@@ -1,0 +1,205 @@
+package baldur_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+func dlqAdmin(t *testing.T, addr string) pb.DLQServiceClient { return pb.NewDLQServiceClient(dialConn(t, addr)) }
+
+func TestSpooledEntriesArriveExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	cl := dialSDK(t, endpoints(c), baldur.WithSpoolDir(t.TempDir(), 1000))
+	for i := range c.Nodes {
+		c.Kill(i)
+	}
+	var ids []string
+	for i := 0; i < 500; i++ {
+		data, _ := structpb.NewStruct(map[string]any{"order": float64(i)})
+		r, err := cl.DLQ().Store(ctxT(t), &baldur.Entry{Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: data})
+		if err != nil || !r.Spooled {
+			t.Fatalf("store %d during the outage: %+v %v", i, r, err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if s := cl.DLQ().SpoolStats(); s.Spooled != 500 {
+		t.Fatalf("spool: %+v", s)
+	}
+	for i := range c.Nodes {
+		c.Restart(i)
+	}
+	nl := c.WaitForLeader(15 * time.Second)
+	if !testcluster.Eventually(30*time.Second, func() bool { return cl.DLQ().SpoolStats().Spooled == 0 }) {
+		t.Fatalf("spool not drained: %+v", cl.DLQ().SpoolStats())
+	}
+	admin := dlqAdmin(t, nl.GRPCAddr)
+	st, err := admin.GetStats(ctxT(t), &pb.GetDLQStatsRequest{})
+	if err != nil || st.Total != 500 {
+		t.Fatalf("stats after delivery: %v %v", st, err)
+	}
+	seen := map[string]bool{}
+	token := ""
+	for {
+		page, err := admin.ListEntries(ctxT(t), &pb.ListEntriesRequest{PageSize: 200, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page.Entries {
+			if seen[e.Id] {
+				t.Fatalf("duplicate %s", e.Id)
+			}
+			seen[e.Id] = true
+		}
+		if token = page.NextPageToken; token == "" {
+			break
+		}
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			t.Fatalf("spooled entry %s missing", id)
+		}
+	}
+}
+
+func storeEntry(t *testing.T, cl *baldur.Client, domain string) string {
+	t.Helper()
+	r, err := cl.DLQ().Store(ctxT(t), &baldur.Entry{Domain: domain, FailureType: "MAX_RETRIES_TIMEOUT"})
+	if err != nil || !r.Created {
+		t.Fatalf("store: %+v %v", r, err)
+	}
+	return r.ID
+}
+
+func waitStatus(t *testing.T, admin pb.DLQServiceClient, id, want string, timeout time.Duration) *pb.DLQEntry {
+	t.Helper()
+	var e *pb.DLQEntry
+	if !testcluster.Eventually(timeout, func() bool {
+		var err error
+		e, err = admin.GetEntry(ctxT(t), &pb.GetEntryRequest{Id: id})
+		return err == nil && e.Status == want
+	}) {
+		t.Fatalf("entry %s: %v, want %s", id, e, want)
+	}
+	return e
+}
+
+func TestReplayWorkersRetryEscalateAndTakeOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	producer := dialSDK(t, endpoints(c), baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, c.Leader().GRPCAddr)
+
+	// A handler that always fails: retried, then REQUIRES_REVIEW.
+	flaky := storeEntry(t, producer, "flaky")
+	var attempts atomic.Int32
+	var keys []string
+	w1 := dialSDK(t, endpoints(c), baldur.WithInstanceID("worker-1"), baldur.WithSpoolDir(t.TempDir(), 100))
+	w1.DLQ().HandleReplay("flaky", func(ctx context.Context, e *baldur.Entry, key string) error {
+		attempts.Add(1)
+		keys = append(keys, key)
+		return errors.New("downstream still broken")
+	}, baldur.WithReplayPoll(50*time.Millisecond))
+	e := waitStatus(t, admin, flaky, "REQUIRES_REVIEW", 15*time.Second)
+	if attempts.Load() != 2 || e.RetryCount != 2 || e.ResolutionNote != "downstream still broken" {
+		t.Fatalf("after exhausting retries: attempts %d, %v", attempts.Load(), e)
+	}
+	if keys[0] == keys[1] || keys[0] != fmt.Sprintf("flaky:%s:1", flaky) {
+		t.Fatalf("idempotency keys per attempt: %v", keys)
+	}
+
+	// A worker that shuts down mid-replay reports the failed attempt; another
+	// worker replays the entry. (A worker killed with SIGKILL, whose lease must
+	// expire instead, is tested with real processes in internal/e2e.)
+	slow := storeEntry(t, producer, "slow")
+	started := make(chan struct{})
+	dying, err := baldur.Dial(ctxT(t), endpoints(c), baldur.WithInstanceID("worker-dies"), baldur.WithSpoolDir(t.TempDir(), 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dying.DLQ().HandleReplay("slow", func(ctx context.Context, e *baldur.Entry, key string) error {
+		close(started)
+		<-ctx.Done() // hangs until the process "dies"
+		return ctx.Err()
+	}, baldur.WithReplayLease(5*time.Second), baldur.WithReplayPoll(50*time.Millisecond))
+	<-started
+	e = waitStatus(t, admin, slow, "REPLAYING", 5*time.Second)
+	if e.ReplayWorker != "worker-dies" {
+		t.Fatalf("leased to %q", e.ReplayWorker)
+	}
+	go dying.Close()
+	w2 := dialSDK(t, endpoints(c), baldur.WithInstanceID("worker-2"), baldur.WithSpoolDir(t.TempDir(), 100))
+	var replayedBy atomic.Value
+	w2.DLQ().HandleReplay("slow", func(ctx context.Context, e *baldur.Entry, key string) error {
+		replayedBy.Store(key)
+		return nil
+	}, baldur.WithReplayPoll(50*time.Millisecond))
+	e = waitStatus(t, admin, slow, "RESOLVED", 20*time.Second)
+	if e.RetryCount != 2 || replayedBy.Load() != fmt.Sprintf("slow:%s:2", slow) {
+		t.Fatalf("takeover: %v, key %v", e, replayedBy.Load())
+	}
+}
+
+func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	addr := c.Nodes[0].GRPCAddr
+	cl := dialSDK(t, addr, baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, addr)
+	cc := circuits(t, addr)
+	if _, err := cc.SetPolicy(ctxT(t), &pb.SetPolicyRequest{Name: "payment", Policy: &pb.CircuitPolicy{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.ForceOpen(ctxT(t), &pb.ForceRequest{Name: "payment", Reason: "upstream down"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: "probe"}); err != nil {
+		t.Fatal(err)
+	}
+	id := storeEntry(t, cl, "payment")
+	var replays atomic.Int32
+	cl.DLQ().HandleReplay("payment", func(context.Context, *baldur.Entry, string) error { replays.Add(1); return nil }, baldur.WithReplayPoll(50*time.Millisecond))
+	resp, err := admin.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: "probe"})
+	if err != nil || resp.Entry != nil || resp.BlockedReason != "paused: breaker payment is OPEN" {
+		t.Fatalf("acquire while the breaker is open: %v %v", resp, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if replays.Load() != 0 {
+		t.Fatal("replayed while the breaker was OPEN")
+	}
+	// The breaker closes: replay resumes by itself.
+	if _, err := cc.Reset(ctxT(t), &pb.ResetRequest{Name: "payment", Reason: "recovered"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, admin, id, "RESOLVED", 10*time.Second)
+	// Emergency LEVEL_2 pauses replay too.
+	if _, err := admin2(t, addr).TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_2, Reason: "incident"}); err != nil {
+		t.Fatal(err)
+	}
+	id2 := storeEntry(t, cl, "payment")
+	time.Sleep(500 * time.Millisecond)
+	if e, _ := admin.GetEntry(ctxT(t), &pb.GetEntryRequest{Id: id2}); e.Status != "PENDING" {
+		t.Fatalf("replayed at LEVEL_2: %v", e)
+	}
+	if _, err := admin2(t, addr).ReleaseEmergency(ctxT(t), &pb.ReleaseEmergencyRequest{Reason: "over", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, admin, id2, "RESOLVED", 10*time.Second)
+}
+
+func admin2(t *testing.T, addr string) pb.EmergencyServiceClient { return admin(t, addr) }
