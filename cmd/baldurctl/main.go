@@ -57,7 +57,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BALDUR_TOKEN"), "bearer token (env BALDUR_TOKEN)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline for each call")
-	root.AddCommand(clusterCmd(g), emergencyCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g))
+	root.AddCommand(clusterCmd(g), emergencyCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g))
 	return root
 }
 

@@ -284,3 +284,67 @@ func TestCLICoordination(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIDLQ(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	post := func(path, body string) {
+		resp, err := http.Post("http://"+c.Nodes[0].HTTPAddr+path, "application/json", strings.NewReader(body))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+	for i := 0; i < 3; i++ {
+		post("/v1/dlq/entries", fmt.Sprintf(`{"id":"e%d","domain":"payment","failure_type":"MAX_RETRIES_TIMEOUT","error_code":"Timeout"}`, i))
+	}
+	if out := ctl.ok("dlq", "list", "--domain", "payment"); strings.Count(out, "PENDING") != 3 {
+		t.Fatalf("dlq list:\n%s", out)
+	}
+	if out := ctl.ok("dlq", "stats"); !strings.Contains(out, "total: 3") {
+		t.Fatalf("dlq stats:\n%s", out)
+	}
+	if out := ctl.ok("dlq", "resolve", "e0", "--reason", "handled"); !strings.Contains(out, "e0: RESOLVED") {
+		t.Fatalf("resolve: %s", out)
+	}
+	var e struct {
+		Status         string `json:"status"`
+		ResolutionNote string `json:"resolution_note"`
+	}
+	ctl.json(&e, "dlq", "get", "e0")
+	if e.Status != "RESOLVED" {
+		t.Fatalf("get: %+v", e)
+	}
+	// Batch replay with progress.
+	_, errOut, code := ctl.run("dlq", "replay", "--domain", "payment", "--status", "PENDING", "--max", "10", "--rate", "50")
+	if code != 0 || !strings.Contains(errOut, "replay: 2/2 queued") {
+		t.Fatalf("batch replay: exit %d %q", code, errOut)
+	}
+	// Purge asks for confirmation.
+	cmd := exec.Command(bin, "--addr", c.Nodes[0].GRPCAddr, "dlq", "purge", "e0")
+	cmd.Stdin = strings.NewReader("no\n")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not confirmed") {
+		t.Fatalf("unconfirmed purge: %v %s", err, out)
+	}
+	if out := ctl.ok("dlq", "purge", "e0", "--yes"); !strings.Contains(out, "purged 0") {
+		t.Fatalf("purge of a non-archived entry: %s", out)
+	}
+	for _, tc := range []struct {
+		args   []string
+		reason string
+	}{
+		{[]string{"dlq", "get", "nope"}, "DLQ_ENTRY_NOT_FOUND"},
+		{[]string{"dlq", "resolve", "e0"}, "DLQ_STATE_CONFLICT"},
+		{[]string{"dlq", "redrive", "e1"}, "REASON_REQUIRED"},
+		{[]string{"dlq", "list", "--page-token", "zz"}, "unknown flag"},
+	} {
+		_, errOut, code := ctl.run(tc.args...)
+		if code == 0 || !strings.Contains(errOut, tc.reason) {
+			t.Errorf("baldurctl %v: exit %d %q, want %s", tc.args, code, errOut, tc.reason)
+		}
+	}
+}
