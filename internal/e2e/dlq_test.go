@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
 )
 
 type replayWorker struct {
@@ -123,5 +126,111 @@ func TestReplayWithWorkerProcesses(t *testing.T) {
 	}
 	if l := good.lines(); len(l) != 1 || !strings.Contains(l[0], "key=payment:hang-1:2") {
 		t.Fatalf("second worker: %v", l)
+	}
+}
+
+// TestDLQStoresSurviveLeaderKills: 3 baldurd processes, 4 SDK clients
+// storing 1,000 entries with unique ids while the leader is killed with -9
+// twice. Every acknowledged entry is present exactly once and nothing that
+// was not attempted appears.
+func TestDLQStoresSurviveLeaderKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	c := startCluster(t, 3)
+	c.leader("")
+	var addrs []string
+	for _, p := range c.nodes {
+		addrs = append(addrs, p.grpc)
+	}
+	var mu sync.Mutex
+	attempted, acked := map[string]bool{}, map[string]bool{}
+	var wg sync.WaitGroup
+	var clients []*baldur.Client
+	for w := 0; w < 4; w++ {
+		cl, err := baldur.Dial(context.Background(), strings.Join(append(addrs[w%3:], addrs[:w%3]...), ","),
+			baldur.WithInstanceID(fmt.Sprintf("store-%d", w)), baldur.WithSpoolDir(t.TempDir(), 2000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, cl)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 250; i++ {
+				id := fmt.Sprintf("w%d-%03d", w, i)
+				mu.Lock()
+				attempted[id] = true
+				mu.Unlock()
+				if _, err := cl.DLQ().Store(context.Background(), &baldur.Entry{Id: id, Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT"}); err == nil {
+					mu.Lock()
+					acked[id] = true
+					mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	for kill := 0; kill < 2; kill++ {
+		time.Sleep(700 * time.Millisecond)
+		li := c.leader("")
+		c.nodes[li].cmd.Process.Signal(syscall.SIGKILL)
+		<-c.nodes[li].done
+		c.nodes[li].cmd = nil
+		c.leader(c.nodes[li].id)
+		c.start(li)
+		t.Logf("killed leader %s (kill %d)", c.nodes[li].id, kill+1)
+	}
+	wg.Wait()
+	for _, cl := range clients {
+		cl := cl
+		if !eventually(30*time.Second, func() bool { return cl.DLQ().SpoolStats().Spooled == 0 }) {
+			t.Fatalf("spool not drained: %+v", cl.DLQ().SpoolStats())
+		}
+		cl.Close()
+	}
+	li := c.leader("")
+	seen := map[string]int{}
+	token := ""
+	for {
+		url := "http://" + c.nodes[li].http + "/v1/dlq/entries?page_size=1000"
+		if token != "" {
+			url += "&page_token=" + token
+		}
+		resp, err := httpClient.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Entries []struct {
+				ID string `json:"id"`
+			} `json:"entries"`
+			Next string `json:"next_page_token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		for _, e := range page.Entries {
+			seen[e.ID]++
+		}
+		if token = page.Next; token == "" {
+			break
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("entry %s present %d times", id, n)
+		}
+		if !attempted[id] {
+			t.Fatalf("entry %s was never attempted", id)
+		}
+	}
+	for id := range acked {
+		if seen[id] != 1 {
+			t.Fatalf("acknowledged entry %s missing", id)
+		}
+	}
+	t.Logf("%d attempted, %d acknowledged, %d present", len(attempted), len(acked), len(seen))
+	if len(acked) < 990 {
+		t.Fatalf("only %d of 1000 stores acknowledged (spooling should absorb the elections)", len(acked))
 	}
 }
