@@ -185,6 +185,8 @@ func Open(cfg Config) (*Store, error) {
 	rc.SnapshotThreshold = 8192
 	rc.SnapshotInterval = 30 * time.Second
 	rc.TrailingLogs = 10240
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}
