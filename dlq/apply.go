@@ -171,10 +171,21 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("%w: %q", ErrNotFound, c.GetId())
 	}
-	if err := Check(e, c.GetOp(), c.GetWorker()); err != nil {
+	next, action, err := Transition(e, m, c)
+	if err != nil || action == "" {
 		return Result{}, err
 	}
-	before := e
+	update(kv, e, next)
+	return Result{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(e), After: summary(next), Entry: next}, nil
+}
+
+// Transition computes what op c does to entry e at m.Time: the next entry
+// and the action name, "" for a no-op (a late timer), or an error. Both
+// stores (Raft and PostgreSQL) apply entries through it.
+func Transition(e Entry, m Meta, c *raftv1.DLQCommand) (Entry, string, error) {
+	if err := Check(e, c.GetOp(), c.GetWorker()); err != nil {
+		return e, "", err
+	}
 	action := ""
 	switch c.GetOp() {
 	case raftv1.DLQCommand_ACQUIRE:
@@ -213,7 +224,7 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		e.Status = Pending
 	case raftv1.DLQCommand_RELEASE_STALE:
 		if e.Status != Replaying || m.Time.Before(e.ReplayLeaseUntil) || uint64(e.ReplayLeaseUntil.UnixNano()) != c.GetReplayLeaseUntilUnixNano() {
-			return Result{}, nil
+			return e, "", nil
 		}
 		e.ReplayWorker, e.ReplayLeaseUntil = "", time.Time{}
 		e.Status = Pending
@@ -224,22 +235,21 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		action = "replay_lease_expired"
 	case raftv1.DLQCommand_EXPIRE:
 		if e.Status != Pending || m.Time.Before(e.ExpiresAt) {
-			return Result{}, nil
+			return e, "", nil
 		}
 		e.Status, e.ResolutionType = Expired, "ttl_expired"
 		action = "expired"
 	case raftv1.DLQCommand_ARCHIVE:
 		if e.Status != Resolved || m.Time.Sub(e.ResolvedAt) < time.Duration(c.GetOlderThanNanos()) {
-			return Result{}, nil
+			return e, "", nil
 		}
 		e.Status = Archived
 		action = "archived"
 	default:
-		return Result{}, &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown dlq op %v", c.GetOp())}
+		return e, "", &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown dlq op %v", c.GetOp())}
 	}
 	e.UpdatedAt, e.Revision = m.Time, m.Index
-	update(kv, before, e)
-	return Result{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(before), After: summary(e), Entry: e}, nil
+	return e, action, nil
 }
 
 // Check reports why op cannot be applied to e now (by worker, for replay
@@ -277,7 +287,9 @@ func Check(e Entry, op raftv1.DLQCommand_Op, worker string) error {
 	return nil
 }
 
-// summary is what the audit trail keeps of an entry (no payloads).
+// Summary is what the audit trail keeps of an entry (no payloads).
+func Summary(e Entry) map[string]any { return summary(e) }
+
 func summary(e Entry) map[string]any {
 	return map[string]any{"id": e.ID, "domain": e.Domain, "failure_type": e.FailureType, "status": e.Status, "retry_count": e.RetryCount}
 }

@@ -72,7 +72,9 @@ func (m *machine) stats() dlq.Stats {
 	return s
 }
 
-func op(o raftv1.DLQCommand_Op, id string) *raftv1.DLQCommand { return &raftv1.DLQCommand{Op: o, Id: id} }
+func op(o raftv1.DLQCommand_Op, id string) *raftv1.DLQCommand {
+	return &raftv1.DLQCommand{Op: o, Id: id}
+}
 
 func acquire(id, worker string) *raftv1.DLQCommand {
 	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: id, Worker: worker, LeaseNanos: int64(30 * time.Second)}
@@ -148,7 +150,10 @@ func TestStaleLeaseExpiryArchiveAndPurge(t *testing.T) {
 	}
 	m.now = t0.Add(73 * time.Hour)
 	var due []dlq.Due
-	m.db.View(func(tx *bolt.Tx) error { due = dlq.DueWork(raftstore.NewKV(tx), m.now, 30*24*time.Hour, 100); return nil })
+	m.db.View(func(tx *bolt.Tx) error {
+		due = dlq.DueWork(raftstore.NewKV(tx), m.now, 30*24*time.Hour, 100)
+		return nil
+	})
 	if len(due) != 2 || due[0].Op != raftv1.DLQCommand_EXPIRE {
 		t.Fatalf("due: %+v", due)
 	}

@@ -54,6 +54,9 @@ type Config struct {
 
 	// DLQ holds the dead-letter queue's limits (BALDUR_DLQ_*).
 	DLQ dlq.Limits
+	// DLQStore is "raft" (default) or "postgres" (PostgresDSN).
+	DLQStore    string
+	PostgresDSN string
 
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
@@ -78,6 +81,7 @@ func Defaults() Config {
 		LeaderTick:      100 * time.Millisecond,
 		CircuitDefaults: circuit.DefaultPolicy(),
 		DLQ:             dlq.DefaultLimits(),
+		DLQStore:        "raft",
 	}
 }
 
@@ -136,6 +140,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.SuccessThreshold, "cb-success-threshold", cb.SuccessThreshold, "default breaker policy: trial successes that close")
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
+	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN for --dlq-store=postgres")
 	d := &c.DLQ
 	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
 	fs.Int64Var(&d.MaxPerDomain, "dlq-max-size-per-domain", d.MaxPerDomain, "DLQ entries kept per domain")
@@ -227,6 +233,15 @@ func (c *Config) Validate() error {
 	}
 	if err := checkDLQ(c.DLQ); err != nil {
 		return err
+	}
+	switch c.DLQStore {
+	case "raft":
+	case "postgres":
+		if c.PostgresDSN == "" {
+			return errors.New("--dlq-store=postgres needs --postgres-dsn")
+		}
+	default:
+		return fmt.Errorf("--dlq-store %q: use raft or postgres", c.DLQStore)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)

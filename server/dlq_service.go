@@ -56,21 +56,8 @@ func entryToPB(e dlq.Entry) *pb.DLQEntry {
 	}
 }
 
-func (d *dlqService) entry(id string) (dlq.Entry, bool) {
-	var e dlq.Entry
-	var ok bool
-	_ = d.s.store.View(func(kv raftstore.KV) error { e, ok = dlq.Get(kv, id); return nil })
-	return e, ok
-}
-
-func (d *dlqService) apply(ctx context.Context, reason string, body *raftv1.DLQCommand) (dlq.Result, uint64, error) {
-	cmd := newCommand(ctx, reason)
-	cmd.Body = &raftv1.Command_Dlq{Dlq: body}
-	r, err := d.s.applyLocalResult(ctx, cmd)
-	if err != nil {
-		return dlq.Result{}, 0, err
-	}
-	return r.DLQ, r.Revision, nil
+func (d *dlqService) entry(ctx context.Context, id string) (dlq.Entry, bool, error) {
+	return d.s.dlq.get(ctx, id)
 }
 
 func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) (*pb.StoreEntryResponse, error) {
@@ -95,17 +82,14 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 	if e, err = dlq.Prepare(e, lim); err != nil {
 		return nil, err
 	}
-	if existing, ok := d.entry(e.ID); ok {
+	if existing, ok, err := d.entry(ctx, e.ID); err != nil {
+		return nil, err
+	} else if ok {
 		return &pb.StoreEntryResponse{Entry: entryToPB(existing), Revision: existing.Revision}, nil
 	}
 	e.MaxRetries = lim.MaxReplayAttempts
 	e.ExpiresAt = d.s.now().Add(time.Duration(lim.ExpiryHours) * time.Hour)
-	raw, _ := json.Marshal(e)
-	if len(raw) > raftstore.MaxEntrySize-4096 {
-		return nil, &fieldError{field: "entry", reason: "REQUEST_TOO_LARGE", msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", len(raw))}
-	}
-	r, rev, err := d.apply(ctx, "dlq store", &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: raw,
-		MaxSize: lim.MaxSize, MaxPerDomain: lim.MaxPerDomain, OverflowStrategy: lim.OverflowStrategy})
+	r, rev, err := d.s.dlq.store(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -132,32 +116,31 @@ func (d *dlqService) ListEntries(ctx context.Context, req *pb.ListEntriesRequest
 	case size < 0 || size > 1000:
 		return nil, invalidField("page_size", "must be between 1 and 1000")
 	}
-	if err := d.s.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	resp := &pb.ListEntriesResponse{}
-	err := d.s.store.View(func(kv raftstore.KV) error {
-		entries, next, err := dlq.List(kv, f, size, req.PageToken)
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			resp.Entries = append(resp.Entries, entryToPB(e))
-		}
-		resp.NextPageToken = next
-		return nil
-	})
-	return resp, err
+	entries, next, err := d.s.dlq.list(ctx, f, size, req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListEntriesResponse{NextPageToken: next}
+	for _, e := range entries {
+		resp.Entries = append(resp.Entries, entryToPB(e))
+	}
+	return resp, nil
 }
 
 func (d *dlqService) GetEntry(ctx context.Context, req *pb.GetEntryRequest) (*pb.DLQEntry, error) {
 	if err := dlq.CheckID(req.Id); err != nil {
 		return nil, err
 	}
-	if err := d.s.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	e, ok := d.entry(req.Id)
+	e, ok, err := d.entry(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dlq.ErrNotFound, req.Id)
 	}
@@ -178,18 +161,21 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 	if len(reason) > 500 {
 		return nil, invalidField("reason", "at most 500 bytes")
 	}
-	e, ok := d.entry(req.Id)
+	e, ok, err := d.entry(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dlq.ErrNotFound, req.Id)
 	}
 	if err := dlq.Check(e, op, ""); err != nil {
-		return nil, err // refused without spending a log entry; the FSM checks again
+		return nil, err // refused without spending a log entry; the store checks again
 	}
-	r, _, err := d.apply(ctx, reason, &raftv1.DLQCommand{Op: op, Id: req.Id, Note: reason})
+	next, err := d.s.dlq.transition(ctx, reason, &raftv1.DLQCommand{Op: op, Id: req.Id, Note: reason})
 	if err != nil {
 		return nil, err
 	}
-	return entryToPB(r.Entry), nil
+	return entryToPB(next), nil
 }
 
 func (d *dlqService) ReplayEntry(ctx context.Context, req *pb.EntryActionRequest) (*pb.DLQEntry, error) {
@@ -224,25 +210,21 @@ func (d *dlqService) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.Purge
 			return nil, invalidField(fieldIndex("ids", i), err.Error())
 		}
 	}
-	before := d.stats().ByStatus[string(dlq.Archived)]
-	_, rev, err := d.apply(ctx, "purge", &raftv1.DLQCommand{Op: raftv1.DLQCommand_PURGE, Ids: req.Ids, OlderThanNanos: int64(older)})
+	n, rev, err := d.s.dlq.purge(ctx, req.Ids, older)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.PurgeResponse{Purged: before - d.stats().ByStatus[string(dlq.Archived)], Revision: rev}, nil
-}
-
-func (d *dlqService) stats() dlq.Stats {
-	var st dlq.Stats
-	_ = d.s.store.View(func(kv raftstore.KV) error { st = dlq.GetStats(kv); return nil })
-	return st
+	return &pb.PurgeResponse{Purged: n, Revision: rev}, nil
 }
 
 func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (*pb.DLQStats, error) {
-	if err := d.s.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	st := d.stats()
+	st, err := d.s.dlq.stats(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return &pb.DLQStats{Total: st.Total, ByStatus: st.ByStatus, ByDomain: st.ByDomain}, nil
 }
 
@@ -276,68 +258,64 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 		}
 		lease = v
 	}
-	var pick string
 	var blocked []string
-	_ = d.s.store.View(func(kv raftstore.KV) error {
-		for _, domain := range req.Domains {
-			if why := replayBlock(kv, domain); why != "" {
-				blocked = append(blocked, why)
-				continue
-			}
-			entries, _, _ := dlq.List(kv, dlq.Filter{Domain: domain, Status: dlq.Pending}, 50, "")
-			for _, e := range entries {
-				if e.RetryCount < e.MaxRetries && !(e.Truncated && d.s.cfg.DLQ.TruncateBlocks) {
-					pick = e.ID
-					return nil
-				}
-			}
+	for _, domain := range req.Domains {
+		var why string
+		_ = d.s.store.View(func(kv raftstore.KV) error { why = replayBlock(kv, domain); return nil })
+		if why != "" {
+			blocked = append(blocked, why)
+			continue
 		}
-		return nil
-	})
-	if pick == "" {
-		if len(blocked) > 0 {
-			d.s.metrics.dlqReplayBlocked.Inc()
-			d.s.log.Info("dlq.replay_blocked", "reason", strings.Join(blocked, "; "))
+		e, ok, err := d.s.dlq.acquire(ctx, domain, req.Worker, lease)
+		if err != nil {
+			return nil, err
 		}
-		return &pb.AcquireReplayResponse{BlockedReason: strings.Join(blocked, "; ")}, nil
+		if ok {
+			return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: fmt.Sprintf("%s:%s:%d", e.Domain, e.ID, e.RetryCount)}, nil
+		}
 	}
-	r, _, err := d.apply(ctx, "replay lease", &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: pick, Worker: req.Worker, LeaseNanos: int64(lease)})
-	if err != nil {
-		return nil, err
+	if len(blocked) > 0 {
+		d.s.metrics.dlqReplayBlocked.Inc()
+		d.s.log.Info("dlq.replay_blocked", "reason", strings.Join(blocked, "; "))
 	}
-	e := r.Entry
-	return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: fmt.Sprintf("%s:%s:%d", e.Domain, e.ID, e.RetryCount)}, nil
+	return &pb.AcquireReplayResponse{BlockedReason: strings.Join(blocked, "; ")}, nil
 }
 
 func (d *dlqService) CompleteReplay(ctx context.Context, req *pb.CompleteReplayRequest) (*pb.DLQEntry, error) {
 	if err := dlq.CheckID(req.Id); err != nil {
 		return nil, err
 	}
-	e, ok := d.entry(req.Id)
+	e, ok, err := d.entry(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dlq.ErrNotFound, req.Id)
 	}
 	if err := dlq.Check(e, raftv1.DLQCommand_COMPLETE, req.Worker); err != nil {
 		return nil, err
 	}
-	r, _, err := d.apply(ctx, "replay result", &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker, Success: req.Success, Note: req.Note})
+	next, err := d.s.dlq.transition(ctx, "replay result", &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker, Success: req.Success, Note: req.Note})
 	if err != nil {
 		return nil, err
 	}
 	d.s.metrics.dlqReplays.WithLabelValues(map[bool]string{true: "success", false: "failure"}[req.Success]).Inc()
-	return entryToPB(r.Entry), nil
+	return entryToPB(next), nil
 }
 
 // proposeDLQDue releases stale replay leases, expires PENDING entries and
 // archives old resolutions (leader only).
 func (s *Server) proposeDLQDue(ctx context.Context) {
-	var due []dlq.Due
+	due, err := s.dlq.due(ctx, s.now())
+	if err != nil {
+		s.log.Warn("dlq.due_scan_failed", "err", err)
+		return
+	}
 	retention := time.Duration(s.cfg.DLQ.RetentionDays) * 24 * time.Hour
-	_ = s.store.View(func(kv raftstore.KV) error { due = dlq.DueWork(kv, s.now(), retention, 500); return nil })
+	sys := withIdentity(ctx, identity{Name: systemActor})
 	for _, d := range due {
 		body := &raftv1.DLQCommand{Op: d.Op, Id: d.ID, ReplayLeaseUntilUnixNano: d.LeaseUntil, OlderThanNanos: int64(retention)}
-		cmd := &raftv1.Command{Actor: systemActor, Reason: "dlq " + strings.ToLower(d.Op.String()), Version: 1, Body: &raftv1.Command_Dlq{Dlq: body}}
-		if _, err := s.applyLocal(ctx, cmd); err != nil {
+		if _, err := s.dlq.transition(sys, "dlq "+strings.ToLower(d.Op.String()), body); err != nil {
 			s.log.Warn("dlq.due_propose_failed", "id", d.ID, "op", d.Op.String(), "err", err)
 			return
 		}

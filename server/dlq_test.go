@@ -1,18 +1,67 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/server"
+	"github.com/jackc/pgx/v5"
 )
 
+// TestDLQOverRESTAndBadInput runs one suite against both stores: the
+// Raft-replicated state and PostgreSQL.
 func TestDLQOverRESTAndBadInput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("in-process cluster test")
 	}
-	c := testcluster.New(t, 3)
+	t.Run("store=raft", func(t *testing.T) { dlqSuite(t, testcluster.New(t, 3), false) })
+	t.Run("store=postgres", func(t *testing.T) {
+		dsn := pgSchema(t)
+		dlqSuite(t, testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+			cfg.DLQStore, cfg.PostgresDSN = "postgres", dsn
+		})), true)
+	})
+}
+
+// pgSchema creates a schema of its own in the test PostgreSQL and returns a
+// DSN that uses it; the schema is dropped at cleanup.
+func pgSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("BALDUR_TEST_PG_DSN")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s: %v (set BALDUR_TEST_PG_DSN)", base, err)
+	}
+	defer conn.Close(ctx)
+	schema := fmt.Sprintf("baldur_test_%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err == nil {
+			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(context.Background())
+		}
+	})
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + schema
+}
+
+func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 	r := restClient{t: t, base: "http://" + c.Followers()[0].HTTPAddr}
 	big := strings.Repeat("x", 10000)
 	for i := 0; i < 5; i++ {
@@ -97,8 +146,15 @@ func TestDLQOverRESTAndBadInput(t *testing.T) {
 			}
 		})
 	}
-	if after := contentHashes(t, c); after[0] != before[0] {
+	if after := contentHashes(t, c); after[0] != before[0] && !pg {
 		t.Fatal("refused DLQ requests changed the state")
+	}
+	if pg {
+		// The entries live in PostgreSQL, not in the replicated state.
+		code, resp := r.do("GET", "/v1/dlq/stats", "")
+		if code != 200 || resp["total"] != "6" {
+			t.Fatalf("stats after refused requests: %d %v", code, resp)
+		}
 	}
 	if msg := fmt.Sprint(restClient{t: t, base: r.base}.do("POST", "/v1/dlq/entries/01J001:resolve", `{}`)); !strings.Contains(msg, "RESOLVED") {
 		t.Fatalf("a 409 should name the current status: %s", msg)

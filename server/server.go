@@ -17,6 +17,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -42,6 +43,8 @@ type Server struct {
 
 	store   *raftstore.Store
 	eval    atomic.Pointer[circuit.Evaluator]
+	dlq     dlqBackend
+	pg      *postgres.DLQ
 	hub     *hub
 	peers   peers
 	metrics *metrics
@@ -123,6 +126,19 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	if err != nil {
 		s.closeListeners()
 		return nil, err
+	}
+
+	s.dlq = raftDLQ{s: s}
+	if cfg.DLQStore == "postgres" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s.pg, err = postgres.Open(ctx, cfg.PostgresDSN)
+		cancel()
+		if err != nil {
+			s.shutdownStore(false)
+			s.closeListeners()
+			return nil, fmt.Errorf("--postgres-dsn: %w", err)
+		}
+		s.dlq = pgDLQ{s: s, db: s.pg}
 	}
 
 	s.grpcSrv = grpc.NewServer(
@@ -336,6 +352,9 @@ func (s *Server) Close(transfer bool) {
 		s.selfConn.Close()
 		s.peers.close()
 		s.shutdownStore(false)
+		if s.pg != nil {
+			s.pg.Close()
+		}
 		s.log.Info("server.stopped")
 	})
 }
