@@ -1,0 +1,163 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/postgres"
+	"github.com/jackc/pgx/v5"
+)
+
+// open gives each test a schema of its own in the test PostgreSQL.
+func open(t *testing.T) *postgres.DLQ {
+	t.Helper()
+	base := os.Getenv("BALDUR_TEST_PG_DSN")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s: %v (set BALDUR_TEST_PG_DSN)", base, err)
+	}
+	schema := fmt.Sprintf("baldur_pg_%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(ctx)
+		}
+	})
+	sep := map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")]
+	d, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	// Opening again finds the migrations applied.
+	d2, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	if err != nil {
+		t.Fatalf("second open (migrations already applied): %v", err)
+	}
+	d2.Close()
+	return d
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func entry(id, domain string) dlq.Entry {
+	e, _ := dlq.Prepare(dlq.Entry{ID: id, Domain: domain, FailureType: "X", MaxRetries: 2, ExpiresAt: t0.Add(72 * time.Hour)}, dlq.DefaultLimits())
+	return e
+}
+
+func TestPostgresOverflowNeverEvictsReplaying(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	lim := dlq.DefaultLimits()
+	lim.MaxSize, lim.MaxPerDomain = 5, 3
+	for i := 0; i < 3; i++ {
+		if _, err := d.Store(ctx, entry(fmt.Sprintf("p%d", i), "payment"), lim, t0.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, err := d.AcquireNext(ctx, dlq.Meta{Time: t0.Add(time.Minute)}, "payment", "w", 30*time.Second); !ok || err != nil {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	r, err := d.Store(ctx, entry("p3", "payment"), lim, t0.Add(2*time.Minute))
+	if err != nil || len(r.Evicted) != 1 || r.Evicted[0] != "p1" {
+		t.Fatalf("overflow: %v %+v", err, r.Evicted)
+	}
+	if r, _ := d.Store(ctx, entry("p3", "payment"), lim, t0.Add(3*time.Minute)); r.Changed {
+		t.Fatal("a retried store created a second entry")
+	}
+	lim.OverflowStrategy = "reject"
+	if _, err := d.Store(ctx, entry("p4", "payment"), lim, t0.Add(4*time.Minute)); !errors.Is(err, dlq.ErrCapacityExceeded) {
+		t.Fatalf("reject: %v", err)
+	}
+}
+
+func TestPostgresLeasesNeverDoubleAssign(t *testing.T) {
+	d := open(t)
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		d.Store(ctx, entry(fmt.Sprintf("e%02d", i), "payment"), dlq.DefaultLimits(), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	var mu sync.Mutex
+	got := map[string]string{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				e, ok, err := d.AcquireNext(ctx, dlq.Meta{Time: t0.Add(time.Minute)}, "payment", fmt.Sprintf("w%d", w), 30*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				if prev, dup := got[e.ID]; dup {
+					t.Errorf("%s leased to %s and w%d", e.ID, prev, w)
+				}
+				got[e.ID] = fmt.Sprintf("w%d", w)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != 20 {
+		t.Fatalf("%d of 20 entries leased", len(got))
+	}
+	// A stale lease returns the entry to PENDING; expiry and archive follow.
+	due, err := d.Due(ctx, t0.Add(2*time.Minute), 24*time.Hour, 100)
+	if err != nil || len(due) != 20 || due[0].Op != raftv1.DLQCommand_RELEASE_STALE {
+		t.Fatalf("due: %v %v", len(due), err)
+	}
+	m := dlq.Meta{Time: t0.Add(2 * time.Minute)}
+	e, action, err := d.Transition(ctx, m, &raftv1.DLQCommand{Op: raftv1.DLQCommand_RELEASE_STALE, Id: due[0].ID, ReplayLeaseUntilUnixNano: due[0].LeaseUntil}, true)
+	if err != nil || action != "replay_lease_expired" || e.Status != dlq.Pending {
+		t.Fatalf("release: %v %s %v", e.Status, action, err)
+	}
+	if _, _, err := d.Transition(ctx, m, &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: due[0].ID, Worker: "w0", Success: true}, true); err == nil {
+		t.Fatal("a worker whose lease expired completed the entry")
+	}
+	st, _ := d.Stats(ctx)
+	if st.Total != 20 || st.ByStatus["REPLAYING"] != 19 || st.ByStatus["PENDING"] != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+	// Pages by the keyset token.
+	var ids []string
+	token := ""
+	for {
+		page, next, err := d.List(ctx, dlq.Filter{Domain: "payment"}, 7, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			ids = append(ids, e.ID)
+		}
+		if token = next; token == "" {
+			break
+		}
+	}
+	if len(ids) != 20 || ids[0] != "e00" || ids[19] != "e19" {
+		t.Fatalf("paging: %v", ids)
+	}
+	if _, _, err := d.List(ctx, dlq.Filter{}, 5, "%%%"); !errors.Is(err, dlq.ErrBadPageToken) {
+		t.Fatalf("bad token: %v", err)
+	}
+}
