@@ -121,14 +121,13 @@ func scanEntry(row pgx.Row) (dlq.Entry, error) {
 }
 
 // Store inserts a prepared entry (or returns the existing one with that
-// id), enforcing the capacity limits.
+// id), enforcing the capacity limits. Stores are not serialised: under
+// concurrency the count can overshoot a limit by the number of stores in
+// flight, and the next store evicts back down (Baldur PRO's background
+// "water level" eviction makes the same trade).
 func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.Time) (dlq.Result, error) {
 	var res dlq.Result
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		// Capacity checks and eviction are serialised.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7400002)`); err != nil {
-			return err
-		}
 		existing, err := scanEntry(tx.QueryRow(ctx, `SELECT doc FROM baldur_dlq WHERE id = $1`, e.ID))
 		if err == nil {
 			res = dlq.Result{Entry: existing}
@@ -168,13 +167,27 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 		}
 		e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt = dlq.Pending, 0, now, now
 		if err := write(ctx, tx, e, true, lim.TruncateBlocks); err != nil {
+			var pgErr interface{ SQLState() string }
+			if errors.As(err, &pgErr) && pgErr.SQLState() == "23505" {
+				// A concurrent store of the same id won: return its entry.
+				return errRetryAsExisting
+			}
 			return err
 		}
 		res.Changed, res.Action, res.Entry = true, "stored", e
 		return nil
 	})
+	if errors.Is(err, errRetryAsExisting) {
+		existing, ok, gerr := d.Get(ctx, e.ID)
+		if gerr != nil || !ok {
+			return dlq.Result{}, fmt.Errorf("postgres: store %q: %v", e.ID, gerr)
+		}
+		return dlq.Result{Entry: existing}, nil
+	}
 	return res, err
 }
+
+var errRetryAsExisting = errors.New("postgres: entry stored concurrently")
 
 // Get returns an entry.
 func (d *DLQ) Get(ctx context.Context, id string) (dlq.Entry, bool, error) {

@@ -1,7 +1,9 @@
 package baldur_test
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -11,14 +13,40 @@ import (
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/server"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // BenchmarkDLQStore: stores of entries with a 1 KiB request_data on a
 // 3-node cluster (fsync on), from 1, 16 and 64 concurrent callers sent to
-// the leader. Reports stores/s and latency percentiles.
+// the leader, with the Raft store and the PostgreSQL store. Reports
+// stores/s and latency percentiles.
 func BenchmarkDLQStore(b *testing.B) {
-	c := testcluster.New(b, 3)
+	b.Run("store=raft", func(b *testing.B) { benchDLQStore(b, testcluster.New(b, 3)) })
+	b.Run("store=postgres", func(b *testing.B) {
+		dsn := os.Getenv("BALDUR_TEST_PG_DSN")
+		if dsn == "" {
+			dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+		}
+		schema := fmt.Sprintf("baldur_bench_%d", time.Now().UnixNano())
+		conn, err := pgx.Connect(b.Context(), dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn.Exec(b.Context(), "CREATE SCHEMA "+schema)
+		defer func() {
+			conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			conn.Close(context.Background())
+		}()
+		sep := map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")]
+		benchDLQStore(b, testcluster.New(b, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+			cfg.DLQStore, cfg.PostgresDSN = "postgres", dsn+sep+"search_path="+schema
+		})))
+	})
+}
+
+func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 	client := pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
 	payload, _ := structpb.NewStruct(map[string]any{"order": "o-1", "blob": strings.Repeat("x", 1000)})
 	var seq atomic.Int64

@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-func dlqAdmin(t *testing.T, addr string) pb.DLQServiceClient { return pb.NewDLQServiceClient(dialConn(t, addr)) }
+func dlqAdmin(t *testing.T, addr string) pb.DLQServiceClient {
+	return pb.NewDLQServiceClient(dialConn(t, addr))
+}
 
 func TestSpooledEntriesArriveExactlyOnce(t *testing.T) {
 	if testing.Short() {
