@@ -160,3 +160,31 @@ func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 		t.Fatalf("a 409 should name the current status: %s", msg)
 	}
 }
+
+func TestDLQExpiryOnceAcrossLeaderChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	r := restClient{t: t, base: "http://" + c.Leader().HTTPAddr}
+	if code, body := r.do("POST", "/v1/dlq/entries", `{"id":"exp-1","domain":"payment","failure_type":"X"}`); code != 200 {
+		t.Fatalf("store: %d %v", code, body)
+	}
+	c.WaitForApplied(c.Leader().Store().AppliedIndex(), 5*time.Second)
+	c.Kill(c.LeaderIndex())
+	nl := c.WaitForLeader(10 * time.Second)
+	c.Clock.Advance(72*time.Hour + time.Minute) // past the default 72 h expiry
+	r = restClient{t: t, base: "http://" + nl.HTTPAddr}
+	if !testcluster.Eventually(10*time.Second, func() bool {
+		_, body := r.do("GET", "/v1/dlq/entries/exp-1", "")
+		return body["status"] == "EXPIRED"
+	}) {
+		_, body := r.do("GET", "/v1/dlq/entries/exp-1", "")
+		t.Fatalf("not expired: %v", body)
+	}
+	time.Sleep(1500 * time.Millisecond) // more leader sweeps
+	_, body := r.do("GET", "/v1/audit?action=dlq.expired", "")
+	if recs, _ := body["records"].([]any); len(recs) != 1 {
+		t.Fatalf("expiries in the audit trail: %v", body)
+	}
+}

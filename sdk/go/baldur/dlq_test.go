@@ -205,3 +205,35 @@ func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
 }
 
 func admin2(t *testing.T, addr string) pb.EmergencyServiceClient { return admin(t, addr) }
+
+func TestProtectWithDLQCapturesExhaustedRetries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	cl := dialSDK(t, c.Nodes[0].GRPCAddr, baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, c.Nodes[0].GRPCAddr)
+	failing := func(context.Context) (string, error) { return "", errors.New("card processor timeout") }
+	r := baldur.ProtectWithMeta(ctxT(t), cl, "payment-api", failing,
+		baldur.WithRetry[string](baldur.Retry{MaxAttempts: 2, BaseDelay: time.Millisecond}),
+		baldur.WithDLQ[string]("payment", map[string]any{"order_id": "o-42", "amount": 12.5}))
+	if r.DLQID == "" || r.Outcome != baldur.OutcomeFailure {
+		t.Fatalf("result %+v", r)
+	}
+	e, err := admin.GetEntry(ctxT(t), &pb.GetEntryRequest{Id: r.DLQID})
+	if err != nil || e.Domain != "payment" || e.FailureType != "MAX_RETRIES_ERRORS_ERRORSTRING" || e.RequestData.Fields["order_id"].GetStringValue() != "o-42" {
+		t.Fatalf("captured entry: %v %v", e, err)
+	}
+	// A rejected call, or one the fallback served, is not captured.
+	fb := baldur.ProtectWithMeta(ctxT(t), cl, "payment-api", failing,
+		baldur.WithRetry[string](baldur.Retry{MaxAttempts: 2, BaseDelay: time.Millisecond}),
+		baldur.WithDLQ[string]("payment", nil),
+		baldur.WithFallback[string](func(context.Context, error) (string, error) { return "queued", nil }))
+	if fb.DLQID != "" || !fb.FallbackUsed {
+		t.Fatalf("fallback-served call captured: %+v", fb)
+	}
+	noRetry := baldur.ProtectWithMeta(ctxT(t), cl, "other", failing, baldur.WithDLQ[string]("payment", nil))
+	if noRetry.DLQID != "" {
+		t.Fatalf("a call without a retry stage was captured: %+v", noRetry)
+	}
+}

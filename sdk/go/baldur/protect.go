@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // ErrTimeout is matched (errors.Is) when Protect's timeout ended the call.
@@ -135,6 +139,8 @@ type Result[T any] struct {
 	Attempts     int
 	Duration     time.Duration
 	FallbackUsed bool
+	// DLQID is the id of the entry WithDLQ captured ("" if none).
+	DLQID string
 }
 
 type protectConfig[T any] struct {
@@ -142,6 +148,7 @@ type protectConfig[T any] struct {
 	retry    *Retry
 	fallback func(context.Context, error) (T, error)
 	noBreak  bool
+	dlq      *Entry
 }
 
 // ProtectOption configures Protect.
@@ -162,6 +169,21 @@ func WithRetry[T any](r Retry) ProtectOption[T] {
 // rejected. The breaker still counts the failure.
 func WithFallback[T any](fb func(ctx context.Context, err error) (T, error)) ProtectOption[T] {
 	return func(c *protectConfig[T]) { c.fallback = fb }
+}
+
+// WithDLQ captures a final failure that went through the retry stage
+// (retries exhausted, Baldur §2.3) in the dead-letter queue under domain,
+// with payload as request_data. Rejections, timeouts and calls the fallback
+// served are not captured. The entry is stored (or spooled) before Protect
+// returns; ProtectWithMeta reports its id in Result.DLQID.
+func WithDLQ[T any](domain string, payload map[string]any) ProtectOption[T] {
+	return func(c *protectConfig[T]) {
+		e := &Entry{Domain: domain}
+		if s, err := structpb.NewStruct(payload); err == nil {
+			e.RequestData = s
+		}
+		c.dlq = e
+	}
 }
 
 // WithoutBreaker skips the circuit stage.
@@ -211,7 +233,30 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	if b != nil {
 		b.record(res.Err, time.Since(start))
 	}
-	return finish(ctx, cfg, res, start)
+	res = finish(ctx, cfg, res, start)
+	// The DLQ sink sees the whole pipeline's outcome: a call the fallback
+	// served is not captured.
+	var exhausted *RetryExhaustedError
+	if cfg.dlq != nil && res.Outcome == OutcomeFailure && cfg.retry != nil && errors.As(res.Err, &exhausted) {
+		e := proto.Clone(cfg.dlq).(*Entry)
+		e.Id = NewEntryID()
+		e.FailureType = "MAX_RETRIES_" + errorClass(exhausted.Last)
+		e.ErrorCode = errorClass(exhausted.Last)
+		e.ErrorMessage = exhausted.Last.Error()
+		e.NextActionHint = "Review error and retry if transient"
+		e.RecommendedAction = "manual_check"
+		if r, err := c.DLQ().Store(context.WithoutCancel(ctx), e); err == nil {
+			res.DLQID = r.ID
+		}
+	}
+	return res
+}
+
+// errorClass names an error's type for failure_type, as Baldur uses the
+// exception class name ("*net.OpError" → "NET_OPERROR").
+func errorClass(err error) string {
+	name := strings.TrimPrefix(fmt.Sprintf("%T", err), "*")
+	return strings.ToUpper(strings.NewReplacer(".", "_", "*", "").Replace(name))
 }
 
 func finish[T any](ctx context.Context, cfg protectConfig[T], res Result[T], start time.Time) Result[T] {
