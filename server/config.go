@@ -54,6 +54,10 @@ type Config struct {
 
 	// DLQ holds the dead-letter queue's limits (BALDUR_DLQ_*).
 	DLQ dlq.Limits
+	// DLQBreakers maps a domain to the breakers whose OPEN state pauses its
+	// replay (and whose closing resumes it); a domain always maps to the
+	// breaker of its own name too.
+	DLQBreakers map[string][]string
 	// DLQStore is "raft" (default) or "postgres" (PostgresDSN).
 	DLQStore    string
 	PostgresDSN string
@@ -141,6 +145,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN for --dlq-store=postgres")
 	d := &c.DLQ
 	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
@@ -357,5 +362,35 @@ func checkDLQ(d dlq.Limits) error {
 	case d.RequestDataMax < 256 || d.FieldMax < 256 || d.RequestDataMax > 256<<10 || d.FieldMax > 256<<10:
 		return fmt.Errorf("--dlq-request-data-max-bytes/--dlq-field-max-bytes: use 256..262144")
 	}
+	return nil
+}
+
+// breakerMap parses "domain=b1|b2,domain2=b3".
+type breakerMap struct{ m *map[string][]string }
+
+func (b breakerMap) String() string {
+	if b.m == nil {
+		return ""
+	}
+	var parts []string
+	for d, bs := range *b.m {
+		parts = append(parts, d+"="+strings.Join(bs, "|"))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (b breakerMap) Set(s string) error {
+	out := map[string][]string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		d, bs, ok := strings.Cut(part, "=")
+		if !ok || d == "" || bs == "" {
+			return fmt.Errorf("%q: want domain=breaker1|breaker2", part)
+		}
+		out[d] = append(out[d], strings.Split(bs, "|")...)
+	}
+	*b.m = out
 	return nil
 }

@@ -27,6 +27,15 @@ func TestEnvTwinsAndFlagPrecedence(t *testing.T) {
 	if cfg.NodeID != "from-flag" || cfg.DataDir != "/tmp/from-env" || cfg.RaftAddr != "127.0.0.1:9402" || !cfg.Dev {
 		t.Fatalf("config after env: %+v", cfg)
 	}
+	if err := fs.Set("dlq-replay-breakers", "payment=stripe|adyen,orders=inventory"); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DLQBreakers["payment"]; len(got) != 2 || got[1] != "adyen" || cfg.DLQBreakers["orders"][0] != "inventory" {
+		t.Fatalf("breaker map: %v", cfg.DLQBreakers)
+	}
+	if err := fs.Set("dlq-replay-breakers", "payment"); err == nil {
+		t.Fatal("malformed breaker map accepted")
+	}
 	if got := server.EnvName("shutdown-timeout"); got != "BALDUR_SHUTDOWN_TIMEOUT" {
 		t.Fatalf("EnvName = %s", got)
 	}

@@ -229,13 +229,18 @@ func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (
 }
 
 // replayBlock says why replay of a domain is paused: emergency LEVEL_2 or
-// higher (global), or an OPEN breaker of the same name as the domain.
-func replayBlock(kv raftstore.KV, domain string) string {
+// higher (global), or an OPEN breaker mapped to the domain (--dlq-replay-
+// breakers; the breaker named like the domain always counts). When the
+// breaker closes, workers find the entries replayable again: that is the
+// automatic replay on recovery.
+func replayBlock(kv raftstore.KV, domain string, mapped []string) string {
 	if st := emergency.Get(kv, emergency.GlobalScope); st.Active && st.Level >= emergency.Level2 {
 		return "paused: emergency " + st.Level.String()
 	}
-	if b, ok := circuit.Get(kv, domain); ok && b.State == circuit.Open {
-		return "paused: breaker " + domain + " is OPEN"
+	for _, name := range append([]string{domain}, mapped...) {
+		if b, ok := circuit.Get(kv, name); ok && b.State == circuit.Open {
+			return "paused: breaker " + name + " is OPEN"
+		}
 	}
 	return ""
 }
@@ -261,7 +266,7 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 	var blocked []string
 	for _, domain := range req.Domains {
 		var why string
-		_ = d.s.store.View(func(kv raftstore.KV) error { why = replayBlock(kv, domain); return nil })
+		_ = d.s.store.View(func(kv raftstore.KV) error { why = replayBlock(kv, domain, d.s.cfg.DLQBreakers[domain]); return nil })
 		if why != "" {
 			blocked = append(blocked, why)
 			continue

@@ -11,6 +11,7 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"github.com/baldurhq/baldurd/server"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -159,15 +160,17 @@ func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
 	if testing.Short() {
 		t.Skip("in-process cluster test")
 	}
-	c := testcluster.New(t, 1)
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+		cfg.DLQBreakers = map[string][]string{"payment": {"stripe"}}
+	}))
 	addr := c.Nodes[0].GRPCAddr
 	cl := dialSDK(t, addr, baldur.WithSpoolDir(t.TempDir(), 100))
 	admin := dlqAdmin(t, addr)
 	cc := circuits(t, addr)
-	if _, err := cc.SetPolicy(ctxT(t), &pb.SetPolicyRequest{Name: "payment", Policy: &pb.CircuitPolicy{}}); err != nil {
+	if _, err := cc.SetPolicy(ctxT(t), &pb.SetPolicyRequest{Name: "stripe", Policy: &pb.CircuitPolicy{}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cc.ForceOpen(ctxT(t), &pb.ForceRequest{Name: "payment", Reason: "upstream down"}); err != nil {
+	if _, err := cc.ForceOpen(ctxT(t), &pb.ForceRequest{Name: "stripe", Reason: "upstream down"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: "probe"}); err != nil {
@@ -177,7 +180,7 @@ func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
 	var replays atomic.Int32
 	cl.DLQ().HandleReplay("payment", func(context.Context, *baldur.Entry, string) error { replays.Add(1); return nil }, baldur.WithReplayPoll(50*time.Millisecond))
 	resp, err := admin.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: "probe"})
-	if err != nil || resp.Entry != nil || resp.BlockedReason != "paused: breaker payment is OPEN" {
+	if err != nil || resp.Entry != nil || resp.BlockedReason != "paused: breaker stripe is OPEN" {
 		t.Fatalf("acquire while the breaker is open: %v %v", resp, err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -185,7 +188,7 @@ func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
 		t.Fatal("replayed while the breaker was OPEN")
 	}
 	// The breaker closes: replay resumes by itself.
-	if _, err := cc.Reset(ctxT(t), &pb.ResetRequest{Name: "payment", Reason: "recovered"}); err != nil {
+	if _, err := cc.Reset(ctxT(t), &pb.ResetRequest{Name: "stripe", Reason: "recovered"}); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, admin, id, "RESOLVED", 10*time.Second)
