@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -32,7 +33,36 @@ type dlqBackend interface {
 }
 
 // raftDLQ keeps entries in the replicated state.
-type raftDLQ struct{ s *Server }
+type raftDLQ struct {
+	s *Server
+	// inflight holds ids being leased right now, so concurrent workers pick
+	// different entries instead of racing for the oldest one.
+	inflight *inflightSet
+}
+
+type inflightSet struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+// claim marks the first id of candidates not already claimed.
+func (f *inflightSet) claim(candidates []string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range candidates {
+		if !f.ids[id] {
+			f.ids[id] = true
+			return id
+		}
+	}
+	return ""
+}
+
+func (f *inflightSet) release(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.ids, id)
+}
 
 func (r raftDLQ) get(_ context.Context, id string) (dlq.Entry, bool, error) {
 	var e dlq.Entry
@@ -81,20 +111,21 @@ func (r raftDLQ) transition(ctx context.Context, reason string, c *raftv1.DLQCom
 }
 
 func (r raftDLQ) acquire(ctx context.Context, domain, worker string, lease time.Duration) (dlq.Entry, bool, error) {
-	var pick string
+	var candidates []string
 	_ = r.s.store.View(func(kv raftstore.KV) error {
-		entries, _, _ := dlq.List(kv, dlq.Filter{Domain: domain, Status: dlq.Pending}, 50, "")
+		entries, _, _ := dlq.List(kv, dlq.Filter{Domain: domain, Status: dlq.Pending}, 64, "")
 		for _, e := range entries {
 			if e.RetryCount < e.MaxRetries && !(e.Truncated && r.s.cfg.DLQ.TruncateBlocks) {
-				pick = e.ID
-				return nil
+				candidates = append(candidates, e.ID)
 			}
 		}
 		return nil
 	})
+	pick := r.inflight.claim(candidates)
 	if pick == "" {
 		return dlq.Entry{}, false, nil
 	}
+	defer r.inflight.release(pick)
 	e, err := r.transition(ctx, "replay lease", &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: pick, Worker: worker, LeaseNanos: int64(lease)})
 	return e, err == nil, err
 }

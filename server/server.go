@@ -128,7 +128,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		return nil, err
 	}
 
-	s.dlq = raftDLQ{s: s}
+	s.dlq = raftDLQ{s: s, inflight: &inflightSet{ids: map[string]bool{}}}
 	if cfg.DLQStore == "postgres" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s.pg, err = postgres.Open(ctx, cfg.PostgresDSN)
