@@ -273,3 +273,30 @@ func TestListPagesInOrderWithFilters(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAdaptiveBatchSizing(t *testing.T) {
+	a := dlq.NewAdaptiveBatch(0)
+	steps := []struct{ total, failed, want int }{
+		{50, 10, 40}, // 20 % failed: ×0.8
+		{40, 20, 32},
+		{32, 0, 32}, {32, 0, 32}, {32, 0, 37}, // three perfect: +5
+		{37, 1, 37}, // partial success: streak reset
+		{37, 0, 37}, {37, 0, 37}, {37, 0, 42},
+		{42, 42, 33}, {33, 33, 26}, {26, 26, 20}, {20, 20, 16}, {16, 16, 12}, {12, 12, 10}, {10, 10, 10}, // floor 10
+	}
+	for i, s := range steps {
+		if got := a.Observe(s.total, s.failed); got != s.want {
+			t.Fatalf("step %d (%d/%d failed): size %d, want %d", i, s.failed, s.total, got, s.want)
+		}
+	}
+	b := dlq.NewAdaptiveBatch(0)
+	for i := 0; i < 60; i++ {
+		b.Observe(10, 0)
+	}
+	if b.Size != 100 {
+		t.Fatalf("growth cap: %d, want 100", b.Size)
+	}
+	if c := dlq.NewAdaptiveBatch(7); c.Size != 7 {
+		t.Fatalf("max items below the initial size: %d", c.Size)
+	}
+}

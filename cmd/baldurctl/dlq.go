@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -113,6 +117,7 @@ func dlqCmd(g *globals) *cobra.Command {
 	var rate float64
 	var useRedrive bool
 	var batchDomain, batchStatus string
+	var batchTimeout time.Duration
 	replay := &cobra.Command{Use: "replay [ID] | replay --domain D [--status S] [--max N] [--rate R]", Short: "Make entries replayable now (one, or a batch at a capped rate)", Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			cl, err := client()
@@ -141,32 +146,48 @@ func dlqCmd(g *globals) *cobra.Command {
 			if batchDomain == "" {
 				return fmt.Errorf("give an entry ID, or --domain for a batch")
 			}
-			if rate <= 0 || maxItems <= 0 {
-				return fmt.Errorf("--rate and --max must be positive")
+			ctx, cancel := context.WithCancel(c.Context())
+			defer cancel()
+			if g.token != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+g.token)
 			}
-			ctx, cancel := g.ctx(c.Context())
-			page, err := cl.ListEntries(ctx, &pb.ListEntriesRequest{Domain: batchDomain, Status: batchStatus, PageSize: int32(min(maxItems, 1000))})
-			cancel()
+			req := &pb.ReplayBatchRequest{Domain: batchDomain, Status: batchStatus, MaxItems: int32(maxItems), Rate: rate, Redrive: useRedrive, Reason: reason}
+			if batchTimeout > 0 {
+				req.BatchTimeout = durationpb.New(batchTimeout)
+			}
+			stream, err := cl.ReplayBatch(ctx, req)
 			if err != nil {
 				return err
 			}
-			tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-			defer tick.Stop()
-			done, failed := 0, 0
-			for i, e := range page.Entries {
-				if i > 0 {
-					<-tick.C
+			var resolved, failed, pending int32
+			for {
+				p, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					break
 				}
-				if _, err := one(e.Id); err != nil {
-					failed++
-					fmt.Fprintf(c.ErrOrStderr(), "\n%s: %s\n", e.Id, oneLine(err))
-				} else {
-					done++
+				if err != nil {
+					fmt.Fprintln(c.ErrOrStderr())
+					return err
 				}
-				fmt.Fprintf(c.ErrOrStderr(), "\rreplay: %d/%d queued, %d refused", done, len(page.Entries), failed)
+				if g.output == "json" {
+					printJSON(c.OutOrStdout(), p)
+					continue
+				}
+				if p.BlockedReason != "" {
+					fmt.Fprintf(c.ErrOrStderr(), "\rwaiting: %s", p.BlockedReason)
+					continue
+				}
+				if p.Done {
+					break
+				}
+				resolved, failed, pending = resolved+p.Resolved, failed+p.Failed, pending+p.Pending
+				fmt.Fprintf(c.ErrOrStderr(), "\rbatch %d (%d entries): %d resolved, %d failed, %d pending of %d; next batch %d",
+					p.Batch, p.BatchSize, resolved, failed, pending, p.TotalCandidates, p.NextBatchSize)
 			}
-			fmt.Fprintln(c.ErrOrStderr())
-			fmt.Fprintf(c.OutOrStdout(), "queued %d entries for replay, %d refused\n", done, failed)
+			if g.output != "json" {
+				fmt.Fprintln(c.ErrOrStderr())
+				fmt.Fprintf(c.OutOrStdout(), "replayed: %d resolved, %d failed, %d still pending\n", resolved, failed, pending)
+			}
 			return nil
 		}}
 	replay.Flags().StringVar(&batchDomain, "domain", "", "batch: entries of this domain")
@@ -174,6 +195,7 @@ func dlqCmd(g *globals) *cobra.Command {
 	replay.Flags().IntVar(&maxItems, "max", 100, "batch: at most this many entries")
 	replay.Flags().Float64Var(&rate, "rate", 10, "batch: entries per second")
 	replay.Flags().BoolVar(&useRedrive, "redrive", false, "reset the attempt budget (force-redrive, admin)")
+	replay.Flags().DurationVar(&batchTimeout, "batch-timeout", 0, "batch: how long to wait for a batch's outcomes (default 60s)")
 	replay.Flags().StringVar(&reason, "reason", "", "recorded in the audit trail (required with --redrive)")
 
 	var yes bool

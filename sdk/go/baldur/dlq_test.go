@@ -12,6 +12,7 @@ import (
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -238,5 +239,56 @@ func TestProtectWithDLQCapturesExhaustedRetries(t *testing.T) {
 	noRetry := baldur.ProtectWithMeta(ctxT(t), cl, "other", failing, baldur.WithDLQ[string]("payment", nil))
 	if noRetry.DLQID != "" {
 		t.Fatalf("a call without a retry stage was captured: %+v", noRetry)
+	}
+}
+
+func TestBatchReplayAdaptsItsBatchSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	cl := dialSDK(t, endpoints(c), baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, c.Followers()[0].GRPCAddr) // relayed to the leader
+	var ids []string
+	for i := 0; i < 60; i++ {
+		r, err := cl.DLQ().Store(ctxT(t), &baldur.Entry{Id: fmt.Sprintf("b%02d", i), Domain: "batch", FailureType: "X"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	// Everything fails twice first: all 60 end in REQUIRES_REVIEW.
+	breaker := dialSDK(t, endpoints(c), baldur.WithInstanceID("fails"), baldur.WithSpoolDir(t.TempDir(), 100))
+	breaker.DLQ().HandleReplay("batch", func(context.Context, *baldur.Entry, string) error { return errors.New("down") }, baldur.WithReplayPoll(10*time.Millisecond))
+	for _, id := range ids {
+		waitStatus(t, dlqAdmin(t, c.Leader().GRPCAddr), id, "REQUIRES_REVIEW", 30*time.Second)
+	}
+	breaker.Close()
+	// Now even entries succeed and odd ones keep failing.
+	w := dialSDK(t, endpoints(c), baldur.WithInstanceID("half"), baldur.WithSpoolDir(t.TempDir(), 100))
+	w.DLQ().HandleReplay("batch", func(_ context.Context, e *baldur.Entry, _ string) error {
+		var n int
+		fmt.Sscanf(e.Id, "b%d", &n)
+		if n%2 == 1 {
+			return errors.New("still down")
+		}
+		return nil
+	}, baldur.WithReplayPoll(10*time.Millisecond))
+	stream, err := admin.ReplayBatch(ctxT(t), &pb.ReplayBatchRequest{Domain: "batch", MaxItems: 60, Rate: 500, Redrive: true, Reason: "vendor fixed", BatchTimeout: durationpb.New(20 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress []*pb.ReplayBatchProgress
+	for {
+		p, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		if !p.Done && p.BlockedReason == "" {
+			progress = append(progress, p)
+		}
+	}
+	if len(progress) != 2 || progress[0].BatchSize != 50 || progress[0].Failed != 25 || progress[0].Resolved != 25 || progress[0].NextBatchSize != 40 || progress[1].BatchSize != 10 {
+		t.Fatalf("progress: %v", progress)
 	}
 }

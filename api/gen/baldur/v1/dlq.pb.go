@@ -1052,6 +1052,229 @@ func (x *CompleteReplayRequest) GetNote() string {
 	return ""
 }
 
+type ReplayBatchRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// Only entries of this failure type (empty: all).
+	FailureType string `protobuf:"bytes,2,opt,name=failure_type,json=failureType,proto3" json:"failure_type,omitempty"`
+	// Entries in this status (default REQUIRES_REVIEW).
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// 1..10000, default 100.
+	MaxItems int32 `protobuf:"varint,4,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	// Entries requeued per second, 0.1..1000, default 10.
+	Rate float64 `protobuf:"fixed64,5,opt,name=rate,proto3" json:"rate,omitempty"`
+	// Reset each entry's attempt budget (force-redrive; reason required).
+	Redrive bool   `protobuf:"varint,6,opt,name=redrive,proto3" json:"redrive,omitempty"`
+	Reason  string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How long to wait for a batch's outcomes (default 60s, 1s..1h).
+	BatchTimeout  *durationpb.Duration `protobuf:"bytes,8,opt,name=batch_timeout,json=batchTimeout,proto3" json:"batch_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayBatchRequest) Reset() {
+	*x = ReplayBatchRequest{}
+	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayBatchRequest) ProtoMessage() {}
+
+func (x *ReplayBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReplayBatchRequest) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReplayBatchRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *ReplayBatchRequest) GetFailureType() string {
+	if x != nil {
+		return x.FailureType
+	}
+	return ""
+}
+
+func (x *ReplayBatchRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ReplayBatchRequest) GetMaxItems() int32 {
+	if x != nil {
+		return x.MaxItems
+	}
+	return 0
+}
+
+func (x *ReplayBatchRequest) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *ReplayBatchRequest) GetRedrive() bool {
+	if x != nil {
+		return x.Redrive
+	}
+	return false
+}
+
+func (x *ReplayBatchRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReplayBatchRequest) GetBatchTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BatchTimeout
+	}
+	return nil
+}
+
+type ReplayBatchProgress struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Batch     int32                  `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	BatchSize int32                  `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	Requeued  int32                  `protobuf:"varint,3,opt,name=requeued,proto3" json:"requeued,omitempty"`
+	Resolved  int32                  `protobuf:"varint,4,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	Failed    int32                  `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Still waiting for a worker when the batch timed out.
+	Pending         int32  `protobuf:"varint,6,opt,name=pending,proto3" json:"pending,omitempty"`
+	NextBatchSize   int32  `protobuf:"varint,7,opt,name=next_batch_size,json=nextBatchSize,proto3" json:"next_batch_size,omitempty"`
+	TotalCandidates int32  `protobuf:"varint,8,opt,name=total_candidates,json=totalCandidates,proto3" json:"total_candidates,omitempty"`
+	Done            bool   `protobuf:"varint,9,opt,name=done,proto3" json:"done,omitempty"`
+	BlockedReason   string `protobuf:"bytes,10,opt,name=blocked_reason,json=blockedReason,proto3" json:"blocked_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReplayBatchProgress) Reset() {
+	*x = ReplayBatchProgress{}
+	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayBatchProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayBatchProgress) ProtoMessage() {}
+
+func (x *ReplayBatchProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayBatchProgress.ProtoReflect.Descriptor instead.
+func (*ReplayBatchProgress) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReplayBatchProgress) GetBatch() int32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetRequeued() int32 {
+	if x != nil {
+		return x.Requeued
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetResolved() int32 {
+	if x != nil {
+		return x.Resolved
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetNextBatchSize() int32 {
+	if x != nil {
+		return x.NextBatchSize
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetTotalCandidates() int32 {
+	if x != nil {
+		return x.TotalCandidates
+	}
+	return 0
+}
+
+func (x *ReplayBatchProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *ReplayBatchProgress) GetBlockedReason() string {
+	if x != nil {
+		return x.BlockedReason
+	}
+	return ""
+}
+
 var File_baldur_v1_dlq_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_dlq_proto_rawDesc = "" +
@@ -1156,7 +1379,29 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\x18\n" +
 	"\asuccess\x18\x03 \x01(\bR\asuccess\x12\x12\n" +
-	"\x04note\x18\x04 \x01(\tR\x04note2\x8e\b\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\"\x8a\x02\n" +
+	"\x12ReplayBatchRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12!\n" +
+	"\ffailure_type\x18\x02 \x01(\tR\vfailureType\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1b\n" +
+	"\tmax_items\x18\x04 \x01(\x05R\bmaxItems\x12\x12\n" +
+	"\x04rate\x18\x05 \x01(\x01R\x04rate\x12\x18\n" +
+	"\aredrive\x18\x06 \x01(\bR\aredrive\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12>\n" +
+	"\rbatch_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fbatchTimeout\"\xc2\x02\n" +
+	"\x13ReplayBatchProgress\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x05R\x05batch\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x02 \x01(\x05R\tbatchSize\x12\x1a\n" +
+	"\brequeued\x18\x03 \x01(\x05R\brequeued\x12\x1a\n" +
+	"\bresolved\x18\x04 \x01(\x05R\bresolved\x12\x16\n" +
+	"\x06failed\x18\x05 \x01(\x05R\x06failed\x12\x18\n" +
+	"\apending\x18\x06 \x01(\x05R\apending\x12&\n" +
+	"\x0fnext_batch_size\x18\a \x01(\x05R\rnextBatchSize\x12)\n" +
+	"\x10total_candidates\x18\b \x01(\x05R\x0ftotalCandidates\x12\x12\n" +
+	"\x04done\x18\t \x01(\bR\x04done\x12%\n" +
+	"\x0eblocked_reason\x18\n" +
+	" \x01(\tR\rblockedReason2\xf9\b\n" +
 	"\n" +
 	"DLQService\x12i\n" +
 	"\n" +
@@ -1168,7 +1413,8 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\fRedriveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:redrive\x12T\n" +
 	"\x05Purge\x12\x17.baldur.v1.PurgeRequest\x1a\x18.baldur.v1.PurgeResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/dlq:purge\x12U\n" +
 	"\bGetStats\x12\x1d.baldur.v1.GetDLQStatsRequest\x1a\x13.baldur.v1.DLQStats\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/dlq/stats\x12n\n" +
-	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12q\n" +
+	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12i\n" +
+	"\vReplayBatch\x12\x1d.baldur.v1.ReplayBatchRequest\x1a\x1e.baldur.v1.ReplayBatchProgress\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/dlq:replay0\x01\x12q\n" +
 	"\x0eCompleteReplay\x12 .baldur.v1.CompleteReplayRequest\x1a\x13.baldur.v1.DLQEntry\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/dlq/entries/{id}:completeB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
@@ -1183,7 +1429,7 @@ func file_baldur_v1_dlq_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_dlq_proto_rawDescData
 }
 
-var file_baldur_v1_dlq_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_baldur_v1_dlq_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_baldur_v1_dlq_proto_goTypes = []any{
 	(*DLQEntry)(nil),              // 0: baldur.v1.DLQEntry
 	(*StoreEntryRequest)(nil),     // 1: baldur.v1.StoreEntryRequest
@@ -1199,57 +1445,62 @@ var file_baldur_v1_dlq_proto_goTypes = []any{
 	(*AcquireReplayRequest)(nil),  // 11: baldur.v1.AcquireReplayRequest
 	(*AcquireReplayResponse)(nil), // 12: baldur.v1.AcquireReplayResponse
 	(*CompleteReplayRequest)(nil), // 13: baldur.v1.CompleteReplayRequest
-	nil,                           // 14: baldur.v1.DLQEntry.MetadataEntry
-	nil,                           // 15: baldur.v1.DLQStats.ByStatusEntry
-	nil,                           // 16: baldur.v1.DLQStats.ByDomainEntry
-	(*structpb.Struct)(nil),       // 17: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*ReplayBatchRequest)(nil),    // 14: baldur.v1.ReplayBatchRequest
+	(*ReplayBatchProgress)(nil),   // 15: baldur.v1.ReplayBatchProgress
+	nil,                           // 16: baldur.v1.DLQEntry.MetadataEntry
+	nil,                           // 17: baldur.v1.DLQStats.ByStatusEntry
+	nil,                           // 18: baldur.v1.DLQStats.ByDomainEntry
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
 }
 var file_baldur_v1_dlq_proto_depIdxs = []int32{
-	17, // 0: baldur.v1.DLQEntry.request_data:type_name -> google.protobuf.Struct
-	17, // 1: baldur.v1.DLQEntry.snapshot_data:type_name -> google.protobuf.Struct
-	17, // 2: baldur.v1.DLQEntry.response_data:type_name -> google.protobuf.Struct
-	14, // 3: baldur.v1.DLQEntry.metadata:type_name -> baldur.v1.DLQEntry.MetadataEntry
-	18, // 4: baldur.v1.DLQEntry.last_retry_at:type_name -> google.protobuf.Timestamp
-	18, // 5: baldur.v1.DLQEntry.resolved_at:type_name -> google.protobuf.Timestamp
-	18, // 6: baldur.v1.DLQEntry.created_at:type_name -> google.protobuf.Timestamp
-	18, // 7: baldur.v1.DLQEntry.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 8: baldur.v1.DLQEntry.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 9: baldur.v1.DLQEntry.replay_lease_until:type_name -> google.protobuf.Timestamp
+	19, // 0: baldur.v1.DLQEntry.request_data:type_name -> google.protobuf.Struct
+	19, // 1: baldur.v1.DLQEntry.snapshot_data:type_name -> google.protobuf.Struct
+	19, // 2: baldur.v1.DLQEntry.response_data:type_name -> google.protobuf.Struct
+	16, // 3: baldur.v1.DLQEntry.metadata:type_name -> baldur.v1.DLQEntry.MetadataEntry
+	20, // 4: baldur.v1.DLQEntry.last_retry_at:type_name -> google.protobuf.Timestamp
+	20, // 5: baldur.v1.DLQEntry.resolved_at:type_name -> google.protobuf.Timestamp
+	20, // 6: baldur.v1.DLQEntry.created_at:type_name -> google.protobuf.Timestamp
+	20, // 7: baldur.v1.DLQEntry.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 8: baldur.v1.DLQEntry.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 9: baldur.v1.DLQEntry.replay_lease_until:type_name -> google.protobuf.Timestamp
 	0,  // 10: baldur.v1.StoreEntryRequest.entry:type_name -> baldur.v1.DLQEntry
 	0,  // 11: baldur.v1.StoreEntryResponse.entry:type_name -> baldur.v1.DLQEntry
 	0,  // 12: baldur.v1.ListEntriesResponse.entries:type_name -> baldur.v1.DLQEntry
-	19, // 13: baldur.v1.PurgeRequest.older_than:type_name -> google.protobuf.Duration
-	15, // 14: baldur.v1.DLQStats.by_status:type_name -> baldur.v1.DLQStats.ByStatusEntry
-	16, // 15: baldur.v1.DLQStats.by_domain:type_name -> baldur.v1.DLQStats.ByDomainEntry
-	19, // 16: baldur.v1.AcquireReplayRequest.lease:type_name -> google.protobuf.Duration
+	21, // 13: baldur.v1.PurgeRequest.older_than:type_name -> google.protobuf.Duration
+	17, // 14: baldur.v1.DLQStats.by_status:type_name -> baldur.v1.DLQStats.ByStatusEntry
+	18, // 15: baldur.v1.DLQStats.by_domain:type_name -> baldur.v1.DLQStats.ByDomainEntry
+	21, // 16: baldur.v1.AcquireReplayRequest.lease:type_name -> google.protobuf.Duration
 	0,  // 17: baldur.v1.AcquireReplayResponse.entry:type_name -> baldur.v1.DLQEntry
-	1,  // 18: baldur.v1.DLQService.StoreEntry:input_type -> baldur.v1.StoreEntryRequest
-	3,  // 19: baldur.v1.DLQService.ListEntries:input_type -> baldur.v1.ListEntriesRequest
-	5,  // 20: baldur.v1.DLQService.GetEntry:input_type -> baldur.v1.GetEntryRequest
-	6,  // 21: baldur.v1.DLQService.ReplayEntry:input_type -> baldur.v1.EntryActionRequest
-	6,  // 22: baldur.v1.DLQService.ResolveEntry:input_type -> baldur.v1.EntryActionRequest
-	6,  // 23: baldur.v1.DLQService.RedriveEntry:input_type -> baldur.v1.EntryActionRequest
-	7,  // 24: baldur.v1.DLQService.Purge:input_type -> baldur.v1.PurgeRequest
-	9,  // 25: baldur.v1.DLQService.GetStats:input_type -> baldur.v1.GetDLQStatsRequest
-	11, // 26: baldur.v1.DLQService.AcquireReplay:input_type -> baldur.v1.AcquireReplayRequest
-	13, // 27: baldur.v1.DLQService.CompleteReplay:input_type -> baldur.v1.CompleteReplayRequest
-	2,  // 28: baldur.v1.DLQService.StoreEntry:output_type -> baldur.v1.StoreEntryResponse
-	4,  // 29: baldur.v1.DLQService.ListEntries:output_type -> baldur.v1.ListEntriesResponse
-	0,  // 30: baldur.v1.DLQService.GetEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 31: baldur.v1.DLQService.ReplayEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 32: baldur.v1.DLQService.ResolveEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 33: baldur.v1.DLQService.RedriveEntry:output_type -> baldur.v1.DLQEntry
-	8,  // 34: baldur.v1.DLQService.Purge:output_type -> baldur.v1.PurgeResponse
-	10, // 35: baldur.v1.DLQService.GetStats:output_type -> baldur.v1.DLQStats
-	12, // 36: baldur.v1.DLQService.AcquireReplay:output_type -> baldur.v1.AcquireReplayResponse
-	0,  // 37: baldur.v1.DLQService.CompleteReplay:output_type -> baldur.v1.DLQEntry
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 18: baldur.v1.ReplayBatchRequest.batch_timeout:type_name -> google.protobuf.Duration
+	1,  // 19: baldur.v1.DLQService.StoreEntry:input_type -> baldur.v1.StoreEntryRequest
+	3,  // 20: baldur.v1.DLQService.ListEntries:input_type -> baldur.v1.ListEntriesRequest
+	5,  // 21: baldur.v1.DLQService.GetEntry:input_type -> baldur.v1.GetEntryRequest
+	6,  // 22: baldur.v1.DLQService.ReplayEntry:input_type -> baldur.v1.EntryActionRequest
+	6,  // 23: baldur.v1.DLQService.ResolveEntry:input_type -> baldur.v1.EntryActionRequest
+	6,  // 24: baldur.v1.DLQService.RedriveEntry:input_type -> baldur.v1.EntryActionRequest
+	7,  // 25: baldur.v1.DLQService.Purge:input_type -> baldur.v1.PurgeRequest
+	9,  // 26: baldur.v1.DLQService.GetStats:input_type -> baldur.v1.GetDLQStatsRequest
+	11, // 27: baldur.v1.DLQService.AcquireReplay:input_type -> baldur.v1.AcquireReplayRequest
+	14, // 28: baldur.v1.DLQService.ReplayBatch:input_type -> baldur.v1.ReplayBatchRequest
+	13, // 29: baldur.v1.DLQService.CompleteReplay:input_type -> baldur.v1.CompleteReplayRequest
+	2,  // 30: baldur.v1.DLQService.StoreEntry:output_type -> baldur.v1.StoreEntryResponse
+	4,  // 31: baldur.v1.DLQService.ListEntries:output_type -> baldur.v1.ListEntriesResponse
+	0,  // 32: baldur.v1.DLQService.GetEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 33: baldur.v1.DLQService.ReplayEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 34: baldur.v1.DLQService.ResolveEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 35: baldur.v1.DLQService.RedriveEntry:output_type -> baldur.v1.DLQEntry
+	8,  // 36: baldur.v1.DLQService.Purge:output_type -> baldur.v1.PurgeResponse
+	10, // 37: baldur.v1.DLQService.GetStats:output_type -> baldur.v1.DLQStats
+	12, // 38: baldur.v1.DLQService.AcquireReplay:output_type -> baldur.v1.AcquireReplayResponse
+	15, // 39: baldur.v1.DLQService.ReplayBatch:output_type -> baldur.v1.ReplayBatchProgress
+	0,  // 40: baldur.v1.DLQService.CompleteReplay:output_type -> baldur.v1.DLQEntry
+	30, // [30:41] is the sub-list for method output_type
+	19, // [19:30] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_dlq_proto_init() }
@@ -1263,7 +1514,7 @@ func file_baldur_v1_dlq_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_dlq_proto_rawDesc), len(file_baldur_v1_dlq_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	DLQService_Purge_FullMethodName          = "/baldur.v1.DLQService/Purge"
 	DLQService_GetStats_FullMethodName       = "/baldur.v1.DLQService/GetStats"
 	DLQService_AcquireReplay_FullMethodName  = "/baldur.v1.DLQService/AcquireReplay"
+	DLQService_ReplayBatch_FullMethodName    = "/baldur.v1.DLQService/ReplayBatch"
 	DLQService_CompleteReplay_FullMethodName = "/baldur.v1.DLQService/CompleteReplay"
 )
 
@@ -56,6 +57,10 @@ type DLQServiceClient interface {
 	// AcquireReplay leases the oldest replayable entry of the given domains to
 	// a worker; the lease returns the entry to PENDING if not completed.
 	AcquireReplay(ctx context.Context, in *AcquireReplayRequest, opts ...grpc.CallOption) (*AcquireReplayResponse, error)
+	// ReplayBatch requeues matching entries for the replay workers in
+	// adaptively sized batches (Baldur §5.6) at a capped rate, waiting for
+	// each batch's outcomes, and streams progress.
+	ReplayBatch(ctx context.Context, in *ReplayBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReplayBatchProgress], error)
 	CompleteReplay(ctx context.Context, in *CompleteReplayRequest, opts ...grpc.CallOption) (*DLQEntry, error)
 }
 
@@ -157,6 +162,25 @@ func (c *dLQServiceClient) AcquireReplay(ctx context.Context, in *AcquireReplayR
 	return out, nil
 }
 
+func (c *dLQServiceClient) ReplayBatch(ctx context.Context, in *ReplayBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReplayBatchProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DLQService_ServiceDesc.Streams[0], DLQService_ReplayBatch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReplayBatchRequest, ReplayBatchProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DLQService_ReplayBatchClient = grpc.ServerStreamingClient[ReplayBatchProgress]
+
 func (c *dLQServiceClient) CompleteReplay(ctx context.Context, in *CompleteReplayRequest, opts ...grpc.CallOption) (*DLQEntry, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DLQEntry)
@@ -192,6 +216,10 @@ type DLQServiceServer interface {
 	// AcquireReplay leases the oldest replayable entry of the given domains to
 	// a worker; the lease returns the entry to PENDING if not completed.
 	AcquireReplay(context.Context, *AcquireReplayRequest) (*AcquireReplayResponse, error)
+	// ReplayBatch requeues matching entries for the replay workers in
+	// adaptively sized batches (Baldur §5.6) at a capped rate, waiting for
+	// each batch's outcomes, and streams progress.
+	ReplayBatch(*ReplayBatchRequest, grpc.ServerStreamingServer[ReplayBatchProgress]) error
 	CompleteReplay(context.Context, *CompleteReplayRequest) (*DLQEntry, error)
 	mustEmbedUnimplementedDLQServiceServer()
 }
@@ -229,6 +257,9 @@ func (UnimplementedDLQServiceServer) GetStats(context.Context, *GetDLQStatsReque
 }
 func (UnimplementedDLQServiceServer) AcquireReplay(context.Context, *AcquireReplayRequest) (*AcquireReplayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AcquireReplay not implemented")
+}
+func (UnimplementedDLQServiceServer) ReplayBatch(*ReplayBatchRequest, grpc.ServerStreamingServer[ReplayBatchProgress]) error {
+	return status.Error(codes.Unimplemented, "method ReplayBatch not implemented")
 }
 func (UnimplementedDLQServiceServer) CompleteReplay(context.Context, *CompleteReplayRequest) (*DLQEntry, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteReplay not implemented")
@@ -416,6 +447,17 @@ func _DLQService_AcquireReplay_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DLQService_ReplayBatch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReplayBatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DLQServiceServer).ReplayBatch(m, &grpc.GenericServerStream[ReplayBatchRequest, ReplayBatchProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DLQService_ReplayBatchServer = grpc.ServerStreamingServer[ReplayBatchProgress]
+
 func _DLQService_CompleteReplay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CompleteReplayRequest)
 	if err := dec(in); err != nil {
@@ -482,6 +524,12 @@ var DLQService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DLQService_CompleteReplay_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReplayBatch",
+			Handler:       _DLQService_ReplayBatch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "baldur/v1/dlq.proto",
 }

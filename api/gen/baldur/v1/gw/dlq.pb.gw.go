@@ -375,6 +375,29 @@ func local_request_DLQService_AcquireReplay_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
+func request_DLQService_ReplayBatch_0(ctx context.Context, marshaler runtime.Marshaler, client extBaldurv1.DLQServiceClient, req *http.Request, pathParams map[string]string) (extBaldurv1.DLQService_ReplayBatchClient, runtime.ServerMetadata, error) {
+	var (
+		protoReq extBaldurv1.ReplayBatchRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	stream, err := client.ReplayBatch(ctx, &protoReq)
+	if err != nil {
+		return nil, metadata, err
+	}
+	header, err := stream.Header()
+	if err != nil {
+		return nil, metadata, err
+	}
+	metadata.HeaderMD = header
+	return stream, metadata, nil
+}
+
 func request_DLQService_CompleteReplay_0(ctx context.Context, marshaler runtime.Marshaler, client extBaldurv1.DLQServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq extBaldurv1.CompleteReplayRequest
@@ -606,6 +629,13 @@ func RegisterDLQServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux,
 		}
 		forward_DLQService_AcquireReplay_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+
+	mux.Handle(http.MethodPost, pattern_DLQService_ReplayBatch_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		err := status.Error(codes.Unimplemented, "streaming calls are not yet supported in the in-process transport")
+		_, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+		return
+	})
 	mux.Handle(http.MethodPost, pattern_DLQService_CompleteReplay_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -819,6 +849,23 @@ func RegisterDLQServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux,
 		}
 		forward_DLQService_AcquireReplay_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_DLQService_ReplayBatch_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/baldur.v1.DLQService/ReplayBatch", runtime.WithHTTPPathPattern("/v1/dlq:replay"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_DLQService_ReplayBatch_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_DLQService_ReplayBatch_0(annotatedContext, mux, outboundMarshaler, w, req, func() (proto.Message, error) { return resp.Recv() }, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_DLQService_CompleteReplay_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -849,6 +896,7 @@ var (
 	pattern_DLQService_Purge_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "dlq"}, "purge"))
 	pattern_DLQService_GetStats_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "dlq", "stats"}, ""))
 	pattern_DLQService_AcquireReplay_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "dlq"}, "acquire"))
+	pattern_DLQService_ReplayBatch_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "dlq"}, "replay"))
 	pattern_DLQService_CompleteReplay_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 1, 0, 4, 1, 5, 3}, []string{"v1", "dlq", "entries", "id"}, "complete"))
 )
 
@@ -862,5 +910,6 @@ var (
 	forward_DLQService_Purge_0          = runtime.ForwardResponseMessage
 	forward_DLQService_GetStats_0       = runtime.ForwardResponseMessage
 	forward_DLQService_AcquireReplay_0  = runtime.ForwardResponseMessage
+	forward_DLQService_ReplayBatch_0    = runtime.ForwardResponseStream
 	forward_DLQService_CompleteReplay_0 = runtime.ForwardResponseMessage
 )
