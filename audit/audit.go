@@ -92,7 +92,15 @@ func decode(v []byte) Record {
 // Append links r to the current head, hashes it and stores it. The caller
 // fills Revision, Time, Actor, Reason, Action, Target, Before and After.
 func Append(kv KV, key []byte, r Record) Record {
-	head := Head(kv)
+	// Only the head's sequence and hash are needed: skip decoding its body.
+	var head struct {
+		Seq  uint64 `json:"seq"`
+		Hash string `json:"hash"`
+	}
+	kv.Scan(Bucket, nil, true, func(_, v []byte) bool {
+		_ = json.Unmarshal(v, &head) // an undecodable head is Verify's to report
+		return false
+	})
 	r.Seq = head.Seq + 1
 	r.PrevHash = head.Hash
 	r.Hash = digest(key, r)

@@ -99,6 +99,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 			blocked = replayBlock(kv, req.Domain, d.s.cfg.DLQBreakers[req.Domain])
 			return nil
 		})
+		d.notePause(ctx, req.Domain, blocked)
 		if blocked != "" {
 			if err := stream.Send(&pb.ReplayBatchProgress{Batch: int32(batchNo), TotalCandidates: int32(len(cands)), BlockedReason: blocked}); err != nil {
 				return err

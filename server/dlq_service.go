@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -20,6 +21,43 @@ import (
 type dlqService struct {
 	pb.UnimplementedDLQServiceServer
 	s *Server
+
+	pauseMu sync.Mutex
+	paused  map[string]string // domain → reason its replay is paused, as last audited
+}
+
+// notePause audits the start, change and end of a domain's replay pause
+// (Baldur §5.4: a governance block is audited), once per transition rather
+// than once per refused poll. The leader that serves replay keeps the last
+// reason in memory; a new leader records the pause again.
+func (d *dlqService) notePause(ctx context.Context, domain, why string) {
+	d.pauseMu.Lock()
+	if d.paused == nil {
+		d.paused = map[string]string{}
+	}
+	prev := d.paused[domain]
+	if prev == why {
+		d.pauseMu.Unlock()
+		return
+	}
+	if why == "" {
+		delete(d.paused, domain)
+	} else {
+		d.paused[domain] = why
+	}
+	d.pauseMu.Unlock()
+	action, detail := "dlq.replay_blocked", why
+	if why == "" {
+		action, detail = "dlq.replay_resumed", "replay resumed after: "+prev
+	} else {
+		d.s.metrics.dlqReplayBlocked.Inc()
+		d.s.log.Info("dlq.replay_blocked", "domain", domain, "reason", why)
+	}
+	cmd := newCommand(ctx, detail)
+	cmd.Body = &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: action, Target: "dlq/domain/" + domain, Detail: detail}}
+	if _, err := d.s.applyLocal(ctx, cmd); err != nil {
+		d.s.log.Warn("dlq.audit_note_failed", "action", action, "domain", domain, "err", err)
+	}
 }
 
 func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
@@ -267,6 +305,7 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 	for _, domain := range req.Domains {
 		var why string
 		_ = d.s.store.View(func(kv raftstore.KV) error { why = replayBlock(kv, domain, d.s.cfg.DLQBreakers[domain]); return nil })
+		d.notePause(ctx, domain, why)
 		if why != "" {
 			blocked = append(blocked, why)
 			continue
@@ -278,10 +317,6 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 		if ok {
 			return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: fmt.Sprintf("%s:%s:%d", e.Domain, e.ID, e.RetryCount)}, nil
 		}
-	}
-	if len(blocked) > 0 {
-		d.s.metrics.dlqReplayBlocked.Inc()
-		d.s.log.Info("dlq.replay_blocked", "reason", strings.Join(blocked, "; "))
 	}
 	return &pb.AcquireReplayResponse{BlockedReason: strings.Join(blocked, "; ")}, nil
 }

@@ -48,6 +48,7 @@ func run(args []string) error {
 		return err
 	}
 	log := cfg.NewLogger(os.Stderr)
+	log.Debug("runtime.gc", "gogc", server.TuneGC(os.LookupEnv))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"github.com/baldurhq/baldurd/server"
+	metrics "github.com/hashicorp/go-metrics"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -24,6 +26,8 @@ import (
 // the leader, with the Raft store and the PostgreSQL store. Reports
 // stores/s and latency percentiles.
 func BenchmarkDLQStore(b *testing.B) {
+	// The collector target the baldurd binary runs with (server.TuneGC).
+	defer debug.SetGCPercent(debug.SetGCPercent(server.DefaultGCPercent))
 	b.Run("store=raft", func(b *testing.B) { benchDLQStore(b, testcluster.New(b, 3)) })
 	b.Run("store=postgres", func(b *testing.B) {
 		dsn := os.Getenv("BALDUR_TEST_PG_DSN")
@@ -53,6 +57,12 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 	var seq atomic.Int64
 	for _, clients := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			raftMetrics := metrics.NewInmemSink(time.Minute, time.Minute)
+			mc := metrics.DefaultConfig("bench")
+			mc.EnableHostname, mc.EnableRuntimeMetrics = false, false
+			if _, err := metrics.NewGlobal(mc, raftMetrics); err != nil {
+				b.Fatal(err)
+			}
 			var mu sync.Mutex
 			lat := make([]time.Duration, 0, b.N)
 			var next atomic.Int64
@@ -83,8 +93,27 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stores/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			// Group commit, as the Raft library reports it: log entries per
+			// FSM batch (raft.fsm.applyBatchNum, all three nodes), each batch
+			// one bbolt transaction.
+			if logs, batches := raftSample(raftMetrics, "bench.raft.fsm.applyBatchNum"); batches > 0 {
+				b.ReportMetric(logs/float64(batches), "logs/batch")
+			}
 		})
 	}
+}
+
+// raftSample sums a go-metrics sample over every interval the sink holds.
+func raftSample(sink *metrics.InmemSink, key string) (sum float64, count int) {
+	for _, iv := range sink.Data() {
+		iv.RLock()
+		if v, ok := iv.Samples[key]; ok {
+			sum += v.Sum
+			count += v.Count
+		}
+		iv.RUnlock()
+	}
+	return sum, count
 }
 
 // BenchmarkDLQReplay: N PENDING entries on a 3-node cluster replayed by 1

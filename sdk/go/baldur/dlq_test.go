@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,6 +207,25 @@ func TestReplayPausesWhileBreakerOpenOrEmergency(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, admin, id2, "RESOLVED", 10*time.Second)
+	// Each pause is audited once (workers polled many times meanwhile),
+	// and so is each resumption.
+	trail, err := pb.NewAuditServiceClient(dialConn(t, addr)).ListAudit(ctxT(t), &pb.ListAuditRequest{Target: "dlq/domain/payment"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range trail.Records {
+		got = append(got, r.Action+": "+r.Reason)
+	}
+	want := []string{
+		"dlq.replay_blocked: paused: breaker stripe is OPEN",
+		"dlq.replay_resumed: replay resumed after: paused: breaker stripe is OPEN",
+		"dlq.replay_blocked: paused: emergency LEVEL_2",
+		"dlq.replay_resumed: replay resumed after: paused: emergency LEVEL_2",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("pause records in the audit trail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 func admin2(t *testing.T, addr string) pb.EmergencyServiceClient { return admin(t, addr) }
