@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -50,6 +51,8 @@ type Result struct {
 	After   any
 	Entry   Entry
 	Evicted []string
+
+	stored []byte // a store's encoded entry, when Entry was not decoded
 }
 
 func timeKey(t time.Time, id string) []byte {
@@ -89,14 +92,16 @@ func Get(kv KV, id string) (Entry, bool) {
 	return e, true
 }
 
-func insert(kv KV, e Entry) {
-	kv.Put(BucketEntries, []byte(e.ID), marshal(e))
-	kv.Put(BucketByTime, timeKey(e.CreatedAt, e.ID), nil)
-	kv.Put(BucketByDomain, prefixed(e.Domain, e.CreatedAt, e.ID), nil)
-	kv.Put(BucketByStatus, prefixed(string(e.Status), e.CreatedAt, e.ID), nil)
+func insert(kv KV, e Entry) { insertEncoded(kv, e.ID, e.Domain, e.Status, e.CreatedAt, marshal(e)) }
+
+func insertEncoded(kv KV, id, domain string, status Status, created time.Time, value []byte) {
+	kv.Put(BucketEntries, []byte(id), value)
+	kv.Put(BucketByTime, timeKey(created, id), nil)
+	kv.Put(BucketByDomain, prefixed(domain, created, id), nil)
+	kv.Put(BucketByStatus, prefixed(string(status), created, id), nil)
 	bump(kv, "total", 1)
-	bump(kv, "d/"+e.Domain, 1)
-	bump(kv, "s/"+string(e.Status), 1)
+	bump(kv, "d/"+domain, 1)
+	bump(kv, "s/"+string(status), 1)
 }
 
 func remove(kv KV, e Entry) {
@@ -307,7 +312,60 @@ func atoi(s string) int {
 	return n
 }
 
+// revisionTail ends an entry encoded by json.Marshal with Revision 0
+// (Revision is Entry's last field).
+var revisionTail = []byte(`,"revision":0}`)
+
+// StoreCommand is the STORE command for e at now (the command's time, the
+// leader's clock): the entry encoded as stored — PENDING, no attempts,
+// created and updated at now, revision 0 — with its id, domain and failure
+// type beside it. Replicas apply it without decoding the payloads: they
+// store the bytes with the revision filled in. A STORE without the
+// header fields (or not ending in revision 0) is decoded and normalised.
+func StoreCommand(e Entry, now time.Time, lim Limits) *raftv1.DLQCommand {
+	e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt, e.Revision = Pending, 0, now, now, 0
+	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: marshal(e), Id: e.ID, Domain: e.Domain, FailureType: e.FailureType,
+		MaxSize: lim.MaxSize, MaxPerDomain: lim.MaxPerDomain, OverflowStrategy: lim.OverflowStrategy}
+}
+
+// StoredEntry is the entry a store command left: r.Entry, or decoded from
+// the stored bytes when the apply skipped decoding it.
+func (r Result) StoredEntry() (Entry, error) {
+	if r.stored == nil {
+		return r.Entry, nil
+	}
+	var e Entry
+	err := json.Unmarshal(r.stored, &e)
+	return e, err
+}
+
 func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+	raw := c.GetEntryJson()
+	if c.GetId() == "" || c.GetDomain() == "" || !bytes.HasSuffix(raw, revisionTail) {
+		return storeDecoded(kv, m, c)
+	}
+	id, domain := c.GetId(), c.GetDomain()
+	if err := CheckID(id); err != nil {
+		return Result{}, err
+	}
+	if existing, ok := Get(kv, id); ok {
+		return Result{Entry: existing}, nil // a retried store: the first one stands
+	}
+	evicted, err := makeRoom(kv, c, domain)
+	if err != nil {
+		return Result{}, err
+	}
+	value := make([]byte, 0, len(raw)+20)
+	value = append(value, raw[:len(raw)-2]...) // drop "0}"
+	value = strconv.AppendUint(value, m.Index, 10)
+	value = append(value, '}')
+	insertEncoded(kv, id, domain, Pending, m.Time, value)
+	sum := map[string]any{"id": id, "domain": domain, "failure_type": c.GetFailureType(), "status": Pending, "retry_count": 0}
+	return Result{Changed: true, Action: "stored", Target: "dlq/" + id, After: sum, stored: value, Evicted: evicted}, nil
+}
+
+// storeDecoded stores an entry from a STORE not built by StoreCommand.
+func storeDecoded(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	var e Entry
 	if err := json.Unmarshal(c.GetEntryJson(), &e); err != nil {
 		return Result{}, &ArgumentError{FieldName: "entry", Code: "INVALID_ARGUMENT", Msg: err.Error()}
@@ -316,29 +374,39 @@ func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		return Result{}, err
 	}
 	if existing, ok := Get(kv, e.ID); ok {
-		return Result{Entry: existing}, nil // a retried store: the first one stands
+		return Result{Entry: existing}, nil
 	}
-	var evicted []string
-	for _, lim := range []struct {
-		key, domain string
-		max         int64
-		reason      string
-	}{{"total", "", c.GetMaxSize(), "the DLQ"}, {"d/" + e.Domain, e.Domain, c.GetMaxPerDomain(), "domain " + e.Domain}} {
-		for lim.max > 0 && count(kv, lim.key) >= lim.max {
-			if c.GetOverflowStrategy() == "reject" {
-				return Result{}, fmt.Errorf("%w: %s holds %d entries (limit %d)", ErrCapacityExceeded, lim.reason, count(kv, lim.key), lim.max)
-			}
-			v := evictOldest(kv, lim.domain)
-			if v == "" {
-				return Result{}, fmt.Errorf("%w: %s is full of entries being replayed", ErrCapacityExceeded, lim.reason)
-			}
-			evicted = append(evicted, v)
-		}
+	evicted, err := makeRoom(kv, c, e.Domain)
+	if err != nil {
+		return Result{}, err
 	}
 	e.Status, e.RetryCount = Pending, 0
 	e.CreatedAt, e.UpdatedAt, e.Revision = m.Time, m.Time, m.Index
 	insert(kv, e)
 	return Result{Changed: true, Action: "stored", Target: "dlq/" + e.ID, After: summary(e), Entry: e, Evicted: evicted}, nil
+}
+
+// makeRoom applies the capacity limits before a store into domain: it
+// refuses (reject) or evicts the oldest evictable entries (drop_oldest).
+func makeRoom(kv KV, c *raftv1.DLQCommand, domain string) ([]string, error) {
+	var evicted []string
+	for _, lim := range []struct {
+		key, domain string
+		max         int64
+		reason      string
+	}{{"total", "", c.GetMaxSize(), "the DLQ"}, {"d/" + domain, domain, c.GetMaxPerDomain(), "domain " + domain}} {
+		for lim.max > 0 && count(kv, lim.key) >= lim.max {
+			if c.GetOverflowStrategy() == "reject" {
+				return nil, fmt.Errorf("%w: %s holds %d entries (limit %d)", ErrCapacityExceeded, lim.reason, count(kv, lim.key), lim.max)
+			}
+			v := evictOldest(kv, lim.domain)
+			if v == "" {
+				return nil, fmt.Errorf("%w: %s is full of entries being replayed", ErrCapacityExceeded, lim.reason)
+			}
+			evicted = append(evicted, v)
+		}
+	}
+	return evicted, nil
 }
 
 func purge(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {

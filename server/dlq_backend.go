@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -96,13 +95,26 @@ func (r raftDLQ) apply(ctx context.Context, reason string, body *raftv1.DLQComma
 }
 
 func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, error) {
-	raw, _ := json.Marshal(e)
-	if len(raw) > raftstore.MaxEntrySize-4096 {
-		return dlq.Result{}, 0, &fieldError{field: "entry", reason: "REQUEST_TOO_LARGE", msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", len(raw))}
+	// The entry carries the command's time, so replicas store its bytes as
+	// they are (dlq.StoreCommand).
+	now := time.Unix(0, r.s.now().UnixNano()).UTC()
+	body := dlq.StoreCommand(e, now, r.s.cfg.DLQ)
+	if n := len(body.EntryJson); n > raftstore.MaxEntrySize-4096 {
+		return dlq.Result{}, 0, &fieldError{field: "entry", reason: "REQUEST_TOO_LARGE", msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", n)}
 	}
-	lim := r.s.cfg.DLQ
-	return r.apply(ctx, "dlq store", &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: raw,
-		MaxSize: lim.MaxSize, MaxPerDomain: lim.MaxPerDomain, OverflowStrategy: lim.OverflowStrategy})
+	cmd := newCommand(ctx, "dlq store")
+	cmd.Body = &raftv1.Command_Dlq{Dlq: body}
+	res, err := r.s.applyLocalAt(ctx, cmd, now)
+	if err != nil {
+		return res.DLQ, res.Revision, err
+	}
+	// Decoded here, on the caller's goroutine, not in the FSM.
+	stored, err := res.DLQ.StoredEntry()
+	if err != nil {
+		return dlq.Result{}, 0, fmt.Errorf("decode stored entry: %w", err)
+	}
+	res.DLQ.Entry = stored
+	return res.DLQ, res.Revision, nil
 }
 
 func (r raftDLQ) transition(ctx context.Context, reason string, c *raftv1.DLQCommand) (dlq.Entry, error) {

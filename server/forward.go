@@ -151,10 +151,17 @@ func (s *Server) applyLocal(ctx context.Context, cmd *raftv1.Command) (uint64, e
 }
 
 func (s *Server) applyLocalResult(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
+	return s.applyLocalAt(ctx, cmd, s.now())
+}
+
+// applyLocalAt is applyLocalResult with the command's time chosen by the
+// caller (the leader's clock, read just before), for a command whose body
+// carries that time too.
+func (s *Server) applyLocalAt(ctx context.Context, cmd *raftv1.Command, now time.Time) (applyResult, error) {
 	if err := s.checkCommandVersion(cmd.Version); err != nil {
 		return applyResult{}, err
 	}
-	cmd.TimeUnixNano = s.now().UnixNano()
+	cmd.TimeUnixNano = now.UnixNano()
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return applyResult{}, fmt.Errorf("encode command: %w", err)

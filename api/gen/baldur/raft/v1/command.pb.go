@@ -1376,8 +1376,13 @@ type DLQCommand struct {
 	OlderThanNanos           int64                  `protobuf:"varint,12,opt,name=older_than_nanos,json=olderThanNanos,proto3" json:"older_than_nanos,omitempty"`
 	Ids                      []string               `protobuf:"bytes,13,rep,name=ids,proto3" json:"ids,omitempty"`
 	ReplayLeaseUntilUnixNano uint64                 `protobuf:"varint,14,opt,name=replay_lease_until_unix_nano,json=replayLeaseUntilUnixNano,proto3" json:"replay_lease_until_unix_nano,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// STORE built by dlq.StoreCommand: the entry's domain and failure type
+	// (with id), so replicas need not decode entry_json, which was encoded
+	// for the command's time (dlq.EncodeForStore).
+	Domain        string `protobuf:"bytes,15,opt,name=domain,proto3" json:"domain,omitempty"`
+	FailureType   string `protobuf:"bytes,16,opt,name=failure_type,json=failureType,proto3" json:"failure_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DLQCommand) Reset() {
@@ -1506,6 +1511,20 @@ func (x *DLQCommand) GetReplayLeaseUntilUnixNano() uint64 {
 		return x.ReplayLeaseUntilUnixNano
 	}
 	return 0
+}
+
+func (x *DLQCommand) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetFailureType() string {
+	if x != nil {
+		return x.FailureType
+	}
+	return ""
 }
 
 // AuditNote records an operation that changes state outside the log (a
@@ -1960,7 +1979,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tJOB_START\x10\t\x12\x0e\n" +
 	"\n" +
 	"JOB_FINISH\x10\n" +
-	"\"\x82\x05\n" +
+	"\"\xbd\x05\n" +
 	"\n" +
 	"DLQCommand\x12-\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1d.baldur.raft.v1.DLQCommand.OpR\x02op\x12\x0e\n" +
@@ -1979,7 +1998,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x04note\x18\v \x01(\tR\x04note\x12(\n" +
 	"\x10older_than_nanos\x18\f \x01(\x03R\x0eolderThanNanos\x12\x10\n" +
 	"\x03ids\x18\r \x03(\tR\x03ids\x12>\n" +
-	"\x1creplay_lease_until_unix_nano\x18\x0e \x01(\x04R\x18replayLeaseUntilUnixNano\"\x9b\x01\n" +
+	"\x1creplay_lease_until_unix_nano\x18\x0e \x01(\x04R\x18replayLeaseUntilUnixNano\x12\x16\n" +
+	"\x06domain\x18\x0f \x01(\tR\x06domain\x12!\n" +
+	"\ffailure_type\x18\x10 \x01(\tR\vfailureType\"\x9b\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05STORE\x10\x01\x12\v\n" +
