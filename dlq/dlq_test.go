@@ -224,6 +224,18 @@ func TestPrepareMasksTruncatesAndKeepsBadDomains(t *testing.T) {
 	if strings.Contains(string(e.SnapshotData), "hunter2") || e.Metadata["Authorization"] != "***" || e.Metadata["trace"] != "t1" {
 		t.Fatalf("masking: %s %v", e.SnapshotData, e.Metadata)
 	}
+	// Keys spelled with other cases or with escapes are masked too; a
+	// document with nothing to mask keeps its content (compacted).
+	for in, want := range map[string]string{
+		`{"a": {"PassWord": "x1", "n": [1, {"CVV": 123}]}}`:            `{"a":{"PassWord":"***","n":[1,{"CVV":"***"}]}}`,
+		`{"p\u0061ssword": "x1"}`:                                      `{"password":"***"}`,
+		`{"order": "o-1", "note": "my password is safe", "n": [1, 2]}`: `{"order":"o-1","note":"my password is safe","n":[1,2]}`,
+	} {
+		got, err := dlq.Prepare(dlq.Entry{ID: "m", FailureType: "X", Domain: "payment", RequestData: json.RawMessage(in)}, dlq.DefaultLimits())
+		if err != nil || string(got.RequestData) != want {
+			t.Errorf("masking %s = %s (%v), want %s", in, got.RequestData, err, want)
+		}
+	}
 	if d, _, _ := dlq.NormalizeDomain("payment-api"); d != "payment_api" {
 		t.Fatalf("canonicalized domain %q", d)
 	}

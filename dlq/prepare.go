@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -40,6 +41,13 @@ func mask(raw json.RawMessage, sensitive map[string]bool) (json.RawMessage, erro
 	if len(raw) == 0 {
 		return nil, nil
 	}
+	if !mayHoldKey(raw, sensitive) {
+		var out bytes.Buffer
+		if err := json.Compact(&out, raw); err != nil {
+			return nil, err
+		}
+		return out.Bytes(), nil
+	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil, err
@@ -64,6 +72,26 @@ func mask(raw json.RawMessage, sensitive map[string]bool) (json.RawMessage, erro
 	}
 	out, err := json.Marshal(walk(v))
 	return out, err
+}
+
+// mayHoldKey reports whether raw might have a key in sensitive: false only
+// when no sensitive name appears quoted in the lower-cased text and there
+// are no escapes that could spell one. It spares decoding and re-encoding
+// the common document that has nothing to mask.
+func mayHoldKey(raw []byte, sensitive map[string]bool) bool {
+	if len(sensitive) == 0 {
+		return false
+	}
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return true
+	}
+	lower := bytes.ToLower(raw)
+	for name := range sensitive {
+		if bytes.Contains(lower, []byte(`"`+name+`"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 // truncate replaces a document larger than max with Baldur's marker.

@@ -108,12 +108,12 @@ func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, er
 	if err != nil {
 		return res.DLQ, res.Revision, err
 	}
-	// Decoded here, on the caller's goroutine, not in the FSM.
-	stored, err := res.DLQ.StoredEntry()
-	if err != nil {
-		return dlq.Result{}, 0, fmt.Errorf("decode stored entry: %w", err)
+	if res.DLQ.Changed {
+		// What the replicas stored: e as StoreCommand encoded it, at the
+		// command's revision (no need to decode the stored bytes).
+		e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt, e.Revision = dlq.Pending, 0, now, now, res.Revision
+		res.DLQ.Entry = e
 	}
-	res.DLQ.Entry = stored
 	return res.DLQ, res.Revision, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ func pgSchema(t *testing.T) string {
 func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 	r := restClient{t: t, base: "http://" + c.Followers()[0].HTTPAddr}
 	big := strings.Repeat("x", 10000)
+	stored := map[string]any{}
 	for i := 0; i < 5; i++ {
 		body := fmt.Sprintf(`{"id":"01J%03d","domain":"payment","failure_type":"MAX_RETRIES_TIMEOUT","error_code":"TimeoutError","error_message":"upstream timed out",
 			"entity_id":"order-%d","request_data":{"amount":12,"password":"hunter2","blob":"%s"},"metadata":{"origin_trace_id":"abc"}}`, i, i, map[bool]string{true: big, false: "small"}[i == 4])
@@ -73,6 +75,13 @@ func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 		}
 		if strings.Contains(fmt.Sprint(resp), "hunter2") {
 			t.Fatalf("sensitive field stored unmasked: %v", resp)
+		}
+		stored[fmt.Sprintf("01J%03d", i)] = resp["entry"]
+	}
+	// The store's answer is the entry as stored.
+	for id, want := range stored {
+		if code, got := r.do("GET", "/v1/dlq/entries/"+id, ""); code != 200 || !reflect.DeepEqual(got, want) {
+			t.Fatalf("store answered\n%v\nGET %s gives\n%v", want, id, got)
 		}
 	}
 	// A retried store creates nothing.
