@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -310,5 +314,44 @@ func TestBatchReplayAdaptsItsBatchSize(t *testing.T) {
 	}
 	if len(progress) != 2 || progress[0].BatchSize != 50 || progress[0].Failed != 25 || progress[0].Resolved != 25 || progress[0].NextBatchSize != 40 || progress[1].BatchSize != 10 {
 		t.Fatalf("progress: %v", progress)
+	}
+}
+
+// Payload documents survive the gRPC round trip as sent (every JSON value
+// kind, nesting, unicode); values JSON cannot hold are refused by name.
+func TestStorePayloadRoundTripAndNonJSONValues(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	admin := dlqAdmin(t, c.Nodes[0].GRPCAddr)
+	doc := map[string]any{"n": 12.5, "big": 1e21, "neg": -3.0, "t": true, "nil": nil, "s": "é \"q\" <tag>\n",
+		"list": []any{1.0, "two", []any{}, map[string]any{"deep": map[string]any{"x": false}}}, "empty": map[string]any{}}
+	in, err := structpb.NewStruct(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := admin.StoreEntry(ctxT(t), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: "rt-1", Domain: "payment", FailureType: "X", SnapshotData: in}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := admin.GetEntry(ctxT(t), &pb.GetEntryRequest{Id: "rt-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]*structpb.Struct{"store answer": resp.Entry.SnapshotData, "get": got.SnapshotData} {
+		if !reflect.DeepEqual(s.AsMap(), doc) {
+			t.Errorf("%s: %v, want %v", name, s.AsMap(), doc)
+		}
+	}
+	for _, bad := range []float64{math.NaN(), math.Inf(1)} {
+		_, err := admin.StoreEntry(ctxT(t), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: "rt-2", Domain: "payment", FailureType: "X",
+			RequestData: &structpb.Struct{Fields: map[string]*structpb.Value{"v": structpb.NewNumberValue(bad)}}}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "request_data.v") {
+			t.Errorf("request_data %v: %v, want INVALID_ARGUMENT naming request_data.v", bad, err)
+		}
+	}
+	if _, err := admin.GetEntry(ctxT(t), &pb.GetEntryRequest{Id: "rt-2"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("a refused store left an entry: %v", err)
 	}
 }
