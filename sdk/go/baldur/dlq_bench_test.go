@@ -54,7 +54,6 @@ func BenchmarkDLQStore(b *testing.B) {
 func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 	client := pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
 	payload, _ := structpb.NewStruct(map[string]any{"order": "o-1", "blob": strings.Repeat("x", 1000)})
-	var seq atomic.Int64
 	for _, clients := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			raftMetrics := metrics.NewInmemSink(time.Minute, time.Minute)
@@ -73,7 +72,7 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 				go func() {
 					defer wg.Done()
 					for next.Add(1) <= int64(b.N) {
-						id := fmt.Sprintf("bench-%d", seq.Add(1))
+						id := baldur.NewEntryID() // what the SDK sends: UUIDv7, time-ordered
 						start := time.Now()
 						_, err := client.StoreEntry(b.Context(), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: id, Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: payload}})
 						d := time.Since(start)
