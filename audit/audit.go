@@ -69,14 +69,18 @@ func digest(key []byte, r Record) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Head returns the last record, or a zero Record for an empty trail.
-func Head(kv KV) Record {
-	var head Record
+// head returns the last record's sequence number and hash (zero for an
+// empty trail) without decoding the record's body.
+func head(kv KV) (seq uint64, hash string) {
+	var h struct {
+		Seq  uint64 `json:"seq"`
+		Hash string `json:"hash"`
+	}
 	kv.Scan(Bucket, nil, true, func(_, v []byte) bool {
-		head = decode(v)
+		_ = json.Unmarshal(v, &h) // an undecodable head is Verify's to report
 		return false
 	})
-	return head
+	return h.Seq, h.Hash
 }
 
 func decode(v []byte) Record {
@@ -92,17 +96,8 @@ func decode(v []byte) Record {
 // Append links r to the current head, hashes it and stores it. The caller
 // fills Revision, Time, Actor, Reason, Action, Target, Before and After.
 func Append(kv KV, key []byte, r Record) Record {
-	// Only the head's sequence and hash are needed: skip decoding its body.
-	var head struct {
-		Seq  uint64 `json:"seq"`
-		Hash string `json:"hash"`
-	}
-	kv.Scan(Bucket, nil, true, func(_, v []byte) bool {
-		_ = json.Unmarshal(v, &head) // an undecodable head is Verify's to report
-		return false
-	})
-	r.Seq = head.Seq + 1
-	r.PrevHash = head.Hash
+	seq, prev := head(kv)
+	r.Seq, r.PrevHash = seq+1, prev
 	r.Hash = digest(key, r)
 	b, err := json.Marshal(r)
 	if err != nil {

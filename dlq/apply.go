@@ -323,9 +323,16 @@ var revisionTail = []byte(`,"revision":0}`)
 // store the bytes with the revision filled in. A STORE without the
 // header fields (or not ending in revision 0) is decoded and normalised.
 func StoreCommand(e Entry, now time.Time, lim Limits) *raftv1.DLQCommand {
-	e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt, e.Revision = Pending, 0, now, now, 0
+	e = Stored(e, now, 0)
 	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: marshal(e), Id: e.ID, Domain: e.Domain, FailureType: e.FailureType,
 		MaxSize: lim.MaxSize, MaxPerDomain: lim.MaxPerDomain, OverflowStrategy: lim.OverflowStrategy}
+}
+
+// Stored is e as a store at time now and revision rev leaves it: PENDING,
+// no attempts, created and updated at now.
+func Stored(e Entry, now time.Time, rev uint64) Entry {
+	e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt, e.Revision = Pending, 0, now, now, rev
+	return e
 }
 
 // StoredEntry is the entry a store command left: r.Entry, or decoded from
@@ -380,8 +387,7 @@ func storeDecoded(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	e.Status, e.RetryCount = Pending, 0
-	e.CreatedAt, e.UpdatedAt, e.Revision = m.Time, m.Time, m.Index
+	e = Stored(e, m.Time, m.Index)
 	insert(kv, e)
 	return Result{Changed: true, Action: "stored", Target: "dlq/" + e.ID, After: summary(e), Entry: e, Evicted: evicted}, nil
 }

@@ -165,7 +165,7 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 				res.Evicted = append(res.Evicted, victim)
 			}
 		}
-		e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt = dlq.Pending, 0, now, now
+		e = dlq.Stored(e, now, e.Revision)
 		if err := write(ctx, tx, e, true, lim.TruncateBlocks); err != nil {
 			var pgErr interface{ SQLState() string }
 			if errors.As(err, &pgErr) && pgErr.SQLState() == "23505" {

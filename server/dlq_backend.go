@@ -111,8 +111,7 @@ func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, er
 	if res.DLQ.Changed {
 		// What the replicas stored: e as StoreCommand encoded it, at the
 		// command's revision (no need to decode the stored bytes).
-		e.Status, e.RetryCount, e.CreatedAt, e.UpdatedAt, e.Revision = dlq.Pending, 0, now, now, res.Revision
-		res.DLQ.Entry = e
+		res.DLQ.Entry = dlq.Stored(e, now, res.Revision)
 	}
 	return res.DLQ, res.Revision, nil
 }
