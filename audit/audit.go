@@ -8,6 +8,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -26,8 +27,17 @@ type KV interface {
 	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
 }
 
-// Bucket holds records keyed by big-endian sequence number.
-var Bucket = []byte("audit")
+// Bucket holds records keyed by big-endian sequence number; HeadBucket
+// keeps the last record's sequence number and hash under one key, so an
+// append reads a few bytes instead of decoding the newest record.
+var (
+	Bucket     = []byte("audit")
+	HeadBucket = []byte("audit_head")
+	headKey    = []byte("head")
+)
+
+// Buckets lists the buckets the package writes.
+func Buckets() [][]byte { return [][]byte{Bucket, HeadBucket} }
 
 // Record is one audited change.
 type Record struct {
@@ -53,11 +63,22 @@ func seqKey(seq uint64) []byte {
 	return k[:]
 }
 
-func digest(key []byte, r Record) string {
+func digestOf(key []byte, r Record) string {
+	sum, _ := digest(key, r)
+	return sum
+}
+
+// hashedTail is how the encoding of a record with an empty Hash ends (Hash
+// is the last field).
+var hashedTail = []byte(`"hash":""}`)
+
+// digest returns r's hash and r's encoding with Hash filled in. The hash
+// covers the encoding of r with an empty Hash.
+func digest(key []byte, r Record) (string, []byte) {
 	r.Hash = ""
 	body, err := json.Marshal(r)
-	if err != nil {
-		panic(fmt.Sprintf("audit: encode record: %v", err))
+	if err != nil || !bytes.HasSuffix(body, hashedTail) {
+		panic(fmt.Sprintf("audit: encode record: %v (%d bytes)", err, len(body)))
 	}
 	var h hash.Hash
 	if len(key) > 0 {
@@ -66,12 +87,20 @@ func digest(key []byte, r Record) string {
 		h = sha256.New()
 	}
 	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
+	sum := hex.EncodeToString(h.Sum(nil))
+	enc := make([]byte, 0, len(body)+len(sum))
+	enc = append(enc, body[:len(body)-2]...) // drop `"}`
+	enc = append(enc, sum...)
+	return sum, append(enc, '"', '}')
 }
 
 // head returns the last record's sequence number and hash (zero for an
-// empty trail) without decoding the record's body.
+// empty trail): from HeadBucket, or, for a trail written before it
+// existed, from the newest record.
 func head(kv KV) (seq uint64, hash string) {
+	if v := kv.Get(HeadBucket, headKey); len(v) > 8 {
+		return binary.BigEndian.Uint64(v), string(v[8:])
+	}
 	var h struct {
 		Seq  uint64 `json:"seq"`
 		Hash string `json:"hash"`
@@ -98,12 +127,10 @@ func decode(v []byte) Record {
 func Append(kv KV, key []byte, r Record) Record {
 	seq, prev := head(kv)
 	r.Seq, r.PrevHash = seq+1, prev
-	r.Hash = digest(key, r)
-	b, err := json.Marshal(r)
-	if err != nil {
-		panic(fmt.Sprintf("audit: encode record: %v", err))
-	}
+	var b []byte
+	r.Hash, b = digest(key, r)
 	kv.Put(Bucket, seqKey(r.Seq), b)
+	kv.Put(HeadBucket, headKey, append(seqKey(r.Seq), r.Hash...))
 	return r
 }
 
@@ -182,7 +209,7 @@ func Verify(kv KV, key []byte) VerifyResult {
 			return fail(fmt.Sprintf("record %d follows %d: records are missing", r.Seq, prev.Seq))
 		case r.PrevHash != prev.Hash:
 			return fail(fmt.Sprintf("record %d does not link to record %d's hash", r.Seq, prev.Seq))
-		case digest(key, r) != r.Hash:
+		case digestOf(key, r) != r.Hash:
 			return fail(fmt.Sprintf("record %d's content does not match its hash (modified, or a different audit key)", r.Seq))
 		}
 		prev = r

@@ -20,7 +20,14 @@ func openDB(t *testing.T) *bolt.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(audit.Bucket); return err })
+	db.Update(func(tx *bolt.Tx) error {
+		for _, b := range audit.Buckets() {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	return db
 }
 
@@ -134,4 +141,24 @@ func TestListFiltersAndPages(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A trail written before the head bucket existed: the next append finds the
+// head from the newest record, and the chain continues unbroken.
+func TestAppendContinuesATrailWithoutAHeadKey(t *testing.T) {
+	db := openDB(t)
+	fill(t, db, nil, 3)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(audit.HeadBucket).Delete([]byte("head")) }); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, db, nil, 2)
+	r := verify(db, nil)
+	if !r.OK || r.Records != 5 {
+		t.Fatalf("verify after appending without a head key: %+v", r)
+	}
+	var head []byte
+	db.View(func(tx *bolt.Tx) error { head = append(head, tx.Bucket(audit.HeadBucket).Get([]byte("head"))...); return nil })
+	if len(head) < 8 || binary.BigEndian.Uint64(head) != 5 || string(head[8:]) != r.HeadHash {
+		t.Fatalf("head key %q, want seq 5 and hash %s", head, r.HeadHash)
+	}
 }

@@ -92,7 +92,7 @@ func Get(kv KV, id string) (Entry, bool) {
 	return e, true
 }
 
-func insert(kv KV, e Entry) { insertEncoded(kv, e.ID, e.Domain, e.Status, e.CreatedAt, marshal(e)) }
+func insert(kv KV, e Entry) { insertEncoded(kv, e.ID, e.Domain, e.Status, e.CreatedAt, encodeEntry(e)) }
 
 func insertEncoded(kv KV, id, domain string, status Status, created time.Time, value []byte) {
 	kv.Put(BucketEntries, []byte(id), value)
@@ -122,7 +122,7 @@ func update(kv KV, before, e Entry) {
 		bump(kv, "s/"+string(before.Status), -1)
 		bump(kv, "s/"+string(e.Status), 1)
 	}
-	kv.Put(BucketEntries, []byte(e.ID), marshal(e))
+	kv.Put(BucketEntries, []byte(e.ID), encodeEntry(e))
 }
 
 func idFromIndex(k []byte) string { return string(k[8:]) }
@@ -292,11 +292,18 @@ func Check(e Entry, op raftv1.DLQCommand_Op, worker string) error {
 	return nil
 }
 
-// Summary is what the audit trail keeps of an entry (no payloads).
-func Summary(e Entry) map[string]any { return summary(e) }
+// Summary is what the audit trail keeps of an entry (no payloads). Its
+// fields are in name order, so it encodes as the map it replaced did.
+type Summary struct {
+	Domain      string `json:"domain"`
+	FailureType string `json:"failure_type"`
+	ID          string `json:"id"`
+	RetryCount  int    `json:"retry_count"`
+	Status      Status `json:"status"`
+}
 
-func summary(e Entry) map[string]any {
-	return map[string]any{"id": e.ID, "domain": e.Domain, "failure_type": e.FailureType, "status": e.Status, "retry_count": e.RetryCount}
+func summary(e Entry) Summary {
+	return Summary{ID: e.ID, Domain: e.Domain, FailureType: e.FailureType, Status: e.Status, RetryCount: e.RetryCount}
 }
 
 func orDefault(s, d string) string {
@@ -324,7 +331,7 @@ var revisionTail = []byte(`,"revision":0}`)
 // header fields (or not ending in revision 0) is decoded and normalised.
 func StoreCommand(e Entry, now time.Time, lim Limits) *raftv1.DLQCommand {
 	e = Stored(e, now, 0)
-	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: marshal(e), Id: e.ID, Domain: e.Domain, FailureType: e.FailureType,
+	return &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE, EntryJson: encodeEntry(e), Id: e.ID, Domain: e.Domain, FailureType: e.FailureType,
 		MaxSize: lim.MaxSize, MaxPerDomain: lim.MaxPerDomain, OverflowStrategy: lim.OverflowStrategy}
 }
 
@@ -367,7 +374,7 @@ func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	value = strconv.AppendUint(value, m.Index, 10)
 	value = append(value, '}')
 	insertEncoded(kv, id, domain, Pending, m.Time, value)
-	sum := map[string]any{"id": id, "domain": domain, "failure_type": c.GetFailureType(), "status": Pending, "retry_count": 0}
+	sum := Summary{ID: id, Domain: domain, FailureType: c.GetFailureType(), Status: Pending}
 	return Result{Changed: true, Action: "stored", Target: "dlq/" + id, After: sum, stored: value, Evicted: evicted}, nil
 }
 

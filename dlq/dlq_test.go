@@ -384,3 +384,29 @@ func withMask(l dlq.Limits, fields ...string) dlq.Limits {
 	l.SensitiveFields = fields
 	return l
 }
+
+// Prepare validates and compacts documents from anywhere; PrepareCompact
+// takes encoding/json's output as it is unless something must be masked.
+func TestPrepareCompactKeepsEncoderOutput(t *testing.T) {
+	lim := withMask(dlq.DefaultLimits(), "card")
+	e := dlq.Entry{ID: "x", Domain: "payment", FailureType: "X", RequestData: json.RawMessage(`{"order": "o-1"}`)}
+	p, err := dlq.Prepare(e, lim)
+	if err != nil || string(p.RequestData) != `{"order":"o-1"}` {
+		t.Fatalf("Prepare: %s %v", p.RequestData, err)
+	}
+	e.RequestData = json.RawMessage(`{"order":`)
+	if _, err := dlq.Prepare(e, lim); err == nil || !strings.Contains(err.Error(), "request_data") {
+		t.Fatalf("Prepare of a broken document: %v", err)
+	}
+	sent, _ := json.Marshal(map[string]any{"order": "o-1", "n": []int{1, 2}})
+	e.RequestData = sent
+	p, err = dlq.PrepareCompact(e, lim)
+	if err != nil || &p.RequestData[0] != &sent[0] || len(p.RequestData) != len(sent) {
+		t.Fatalf("PrepareCompact copied or changed %s: %s %v", sent, p.RequestData, err)
+	}
+	e.RequestData, _ = json.Marshal(map[string]any{"order": "o-1", "Card": "4111"})
+	p, err = dlq.PrepareCompact(e, lim)
+	if err != nil || string(p.RequestData) != `{"Card":"***","order":"o-1"}` {
+		t.Fatalf("PrepareCompact with a sensitive key: %s %v", p.RequestData, err)
+	}
+}

@@ -36,12 +36,17 @@ func DefaultLimits() Limits {
 const maskValue = "***"
 
 // mask replaces the values of sensitive keys (case-insensitive, at any
-// depth) in a JSON document.
-func mask(raw json.RawMessage, sensitive map[string]bool) (json.RawMessage, error) {
+// depth) in a JSON document. A compact document (as encoding/json writes
+// it) without such keys is returned as it is; any other is validated and
+// compacted.
+func mask(raw json.RawMessage, sensitive map[string]bool, compact bool) (json.RawMessage, error) {
 	if len(raw) == 0 {
 		return nil, nil
 	}
 	if !mayHoldKey(raw, sensitive) {
+		if compact {
+			return raw, nil
+		}
 		var out bytes.Buffer
 		if err := json.Compact(&out, raw); err != nil {
 			return nil, err
@@ -109,8 +114,15 @@ func truncate(raw json.RawMessage, max int) (json.RawMessage, bool) {
 // Prepare validates and normalizes an entry for storing: id, domain (an
 // invalid one goes to OTHER_DOMAIN with the original kept in metadata),
 // masking of sensitive fields, then size caps. Oversize payloads are
-// truncated, never refused.
-func Prepare(e Entry, l Limits) (Entry, error) {
+// truncated, never refused. The documents are validated and compacted.
+func Prepare(e Entry, l Limits) (Entry, error) { return prepare(e, l, false) }
+
+// PrepareCompact is Prepare for documents that encoding/json wrote (valid
+// and compact), as the server's conversion from protobuf Structs does; it
+// spares scanning them again.
+func PrepareCompact(e Entry, l Limits) (Entry, error) { return prepare(e, l, true) }
+
+func prepare(e Entry, l Limits, compact bool) (Entry, error) {
 	if err := CheckID(e.ID); err != nil {
 		return Entry{}, err
 	}
@@ -138,7 +150,7 @@ func Prepare(e Entry, l Limits) (Entry, error) {
 		v    *json.RawMessage
 		max  int
 	}{{"request_data", &e.RequestData, l.RequestDataMax}, {"snapshot_data", &e.SnapshotData, l.FieldMax}, {"response_data", &e.ResponseData, l.FieldMax}} {
-		masked, err := mask(*f.v, sensitive)
+		masked, err := mask(*f.v, sensitive, compact)
 		if err != nil {
 			return Entry{}, &ArgumentError{FieldName: f.name, Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("not JSON: %v", err)}
 		}

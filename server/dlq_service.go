@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -149,26 +150,45 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 	if e.ResponseData, err = structJSON("response_data", in.ResponseData); err != nil {
 		return nil, err
 	}
+	sent := [3]json.RawMessage{e.RequestData, e.SnapshotData, e.ResponseData}
 	lim := d.s.cfg.DLQ
-	if e, err = dlq.Prepare(e, lim); err != nil {
+	if e, err = dlq.PrepareCompact(e, lim); err != nil {
 		return nil, err
 	}
-	if existing, ok, err := d.entry(ctx, e.ID); err != nil {
-		return nil, err
-	} else if ok {
-		return &pb.StoreEntryResponse{Entry: entryToPB(existing), Revision: existing.Revision}, nil
-	}
+	// A retried store (an id already stored) is answered by the store
+	// itself with the first entry, so nothing is looked up here.
 	e.MaxRetries = lim.MaxReplayAttempts
 	e.ExpiresAt = d.s.now().Add(time.Duration(lim.ExpiryHours) * time.Hour)
 	r, rev, err := d.s.dlq.store(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	if r.Changed {
-		d.s.metrics.dlqCreated.WithLabelValues(r.Entry.Domain).Inc()
-		d.s.metrics.dlqEvicted.Add(float64(len(r.Evicted)))
+	if !r.Changed {
+		return &pb.StoreEntryResponse{Entry: entryToPB(r.Entry), Revision: r.Entry.Revision}, nil
 	}
-	return &pb.StoreEntryResponse{Entry: entryToPB(r.Entry), Created: r.Changed, Evicted: r.Evicted, Revision: rev}, nil
+	d.s.metrics.dlqCreated.WithLabelValues(r.Entry.Domain).Inc()
+	d.s.metrics.dlqEvicted.Add(float64(len(r.Evicted)))
+	out := entryToPB(withoutDocs(r.Entry))
+	// Documents stored as they were sent (nothing masked or truncated) are
+	// answered with the request's own Structs instead of converted back.
+	out.RequestData = storedStruct(r.Entry.RequestData, sent[0], in.RequestData)
+	out.SnapshotData = storedStruct(r.Entry.SnapshotData, sent[1], in.SnapshotData)
+	out.ResponseData = storedStruct(r.Entry.ResponseData, sent[2], in.ResponseData)
+	return &pb.StoreEntryResponse{Entry: out, Created: true, Evicted: r.Evicted, Revision: rev}, nil
+}
+
+func withoutDocs(e dlq.Entry) dlq.Entry {
+	e.RequestData, e.SnapshotData, e.ResponseData = nil, nil, nil
+	return e
+}
+
+// storedStruct is the stored document as a Struct: sentStruct when the
+// store kept the bytes it was sent.
+func storedStruct(stored, sent json.RawMessage, sentStruct *structpb.Struct) *structpb.Struct {
+	if bytes.Equal(stored, sent) && len(sent) > 0 {
+		return sentStruct
+	}
+	return jsonStruct(stored)
 }
 
 func (d *dlqService) ListEntries(ctx context.Context, req *pb.ListEntriesRequest) (*pb.ListEntriesResponse, error) {

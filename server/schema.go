@@ -11,7 +11,13 @@ import (
 // SchemaVersion is the version of the bbolt layout below. Bump it when a
 // bucket's meaning changes; a node refuses a state file or snapshot newer
 // than its own version.
-const SchemaVersion = 1
+//
+//	1: the first layout.
+//	2: audit_head keeps the audit trail's head; a binary at 1 would append
+//	   without moving it, so it must not open a state file written at 2.
+//	   Files at 1 are read as they are (the head is found from the newest
+//	   record until the first append writes the key).
+const SchemaVersion = 2
 
 // CommandVersion is the highest command version this binary applies. The
 // leader does not propose a command whose version some voter lacks.
@@ -26,7 +32,7 @@ var (
 
 // schemaBuckets is every bucket in state.db (raftstore adds its own _meta).
 func schemaBuckets() [][]byte {
-	b := [][]byte{bucketMembers, bucketRequests, bucketRequestsByTime, audit.Bucket}
+	b := append([][]byte{bucketMembers, bucketRequests, bucketRequestsByTime}, audit.Buckets()...)
 	b = append(b, circuit.Buckets()...)
 	b = append(b, coordination.Buckets()...)
 	b = append(b, dlq.Buckets()...)

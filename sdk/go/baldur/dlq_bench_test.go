@@ -95,10 +95,42 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			// Group commit, as the Raft library reports it: log entries per
 			// FSM batch (raft.fsm.applyBatchNum, all three nodes), each batch
 			// one bbolt transaction.
+			if os.Getenv("BALDUR_BENCH_RAFT_METRICS") != "" {
+				printRaftMetrics(b, raftMetrics)
+			}
 			if logs, batches := raftSample(raftMetrics, "bench.raft.fsm.applyBatchNum"); batches > 0 {
 				b.ReportMetric(logs/float64(batches), "logs/batch")
 			}
 		})
+	}
+}
+
+// printRaftMetrics logs every sample the Raft library recorded in the run
+// (count, mean and max, in milliseconds for timings), for finding where a
+// round's time goes.
+func printRaftMetrics(b *testing.B, sink *metrics.InmemSink) {
+	type agg struct{ n, sum, max float64 }
+	all := map[string]*agg{}
+	for _, iv := range sink.Data() {
+		iv.RLock()
+		for k, v := range iv.Samples {
+			a := all[k]
+			if a == nil {
+				a = &agg{}
+				all[k] = a
+			}
+			a.n, a.sum, a.max = a.n+float64(v.Count), a.sum+v.Sum, max(a.max, v.Max)
+		}
+		iv.RUnlock()
+	}
+	keys := make([]string, 0, len(all))
+	for k := range all {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		a := all[k]
+		fmt.Fprintf(os.Stderr, "%s N=%d: %-60s n=%-6.0f mean=%8.3f max=%8.3f\n", b.Name(), b.N, k, a.n, a.sum/a.n, a.max)
 	}
 }
 
