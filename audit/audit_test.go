@@ -157,7 +157,10 @@ func TestAppendContinuesATrailWithoutAHeadKey(t *testing.T) {
 		t.Fatalf("verify after appending without a head key: %+v", r)
 	}
 	var head []byte
-	db.View(func(tx *bolt.Tx) error { head = append(head, tx.Bucket(audit.HeadBucket).Get([]byte("head"))...); return nil })
+	db.View(func(tx *bolt.Tx) error {
+		head = append(head, tx.Bucket(audit.HeadBucket).Get([]byte("head"))...)
+		return nil
+	})
 	if len(head) < 8 || binary.BigEndian.Uint64(head) != 5 || string(head[8:]) != r.HeadHash {
 		t.Fatalf("head key %q, want seq 5 and hash %s", head, r.HeadHash)
 	}
