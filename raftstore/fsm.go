@@ -3,10 +3,13 @@ package raftstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -35,11 +38,27 @@ type Applier interface {
 }
 
 // fsm implements raft.BatchingFSM over a bbolt file.
+//
+// The file is written without fsync (bbolt NoSync). Nothing acknowledged
+// depends on it: every entry this node applies is first fsynced into its
+// own Raft log (or arrives in a snapshot, which the snapshot store fsyncs),
+// so the file is a materialized view of log and snapshot. While the file is
+// open for writing, an open marker (state.db.open) holds the kernel's boot
+// id. After a process crash the page cache still holds every write and the
+// file is used as it is; after a crash of the machine (the marker names
+// another boot) it may be torn, so it is set aside and rebuilt from the
+// latest snapshot and the log (rqlite runs SQLite with synchronous=OFF
+// on the same reasoning). The file is synced before each snapshot is
+// persisted and at a clean close, which removes the marker.
 type fsm struct {
 	path    string
 	buckets [][]byte
 	schema  uint32
 	applier Applier
+
+	marker  *os.File // state.db.open, locked while the node runs
+	rebuild bool     // state.db was missing or set aside: restore the latest snapshot at start
+	set     string   // why the previous file was set aside ("" if it was not)
 
 	mu sync.RWMutex // guards db; held for writing only while Restore swaps files
 	db *bolt.DB
@@ -53,14 +72,90 @@ type fsm struct {
 
 func openFSM(path string, buckets [][]byte, schema uint32, applier Applier) (*fsm, error) {
 	f := &fsm{path: path, buckets: buckets, schema: schema, applier: applier, advanced: make(chan struct{})}
+	if err := f.claim(); err != nil {
+		return nil, err
+	}
 	if err := f.open(); err != nil {
+		f.release(false)
 		return nil, err
 	}
 	return f, nil
 }
 
+// bootID names the running kernel's boot; "" where unknown, and then any
+// stop without a clean close counts as a machine crash.
+var bootID = func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// claim takes the open marker (refusing a state file another process has
+// open), decides whether the state file can be used as it is, and records
+// this boot in the marker before anything is written.
+func (f *fsm) claim() error {
+	mf, err := os.OpenFile(f.path+".open", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open state marker: %w", err)
+	}
+	if err := lockFile(mf); err != nil {
+		mf.Close()
+		return fmt.Errorf("%s is in use by another process: %w", f.path, err)
+	}
+	prev, err := io.ReadAll(mf)
+	if err != nil {
+		mf.Close()
+		return fmt.Errorf("read state marker: %w", err)
+	}
+	boot := bootID()
+	_, statErr := os.Stat(f.path)
+	switch {
+	case errors.Is(statErr, fs.ErrNotExist):
+		f.rebuild = true
+	case statErr != nil:
+		mf.Close()
+		return fmt.Errorf("state db: %w", statErr)
+	case len(prev) > 0 && (boot == "" || string(prev) != boot):
+		f.set = fmt.Sprintf("it was open for writing under boot %q and the machine has restarted since (now %q)", prev, boot)
+		if err := os.Rename(f.path, f.path+".untrusted"); err != nil {
+			mf.Close()
+			return fmt.Errorf("set aside the state db: %w", err)
+		}
+		f.rebuild = true
+	}
+	if err := mf.Truncate(0); err == nil {
+		_, err = mf.WriteAt([]byte(boot), 0)
+	}
+	if err == nil {
+		err = mf.Sync()
+	}
+	if err != nil {
+		mf.Close()
+		return fmt.Errorf("write state marker: %w", err)
+	}
+	syncDir(filepath.Dir(f.path))
+	f.marker = mf
+	return nil
+}
+
+// release gives the marker up; clean removes it first (the state file has
+// been synced and closed).
+func (f *fsm) release(clean bool) {
+	if f.marker == nil {
+		return
+	}
+	if clean {
+		os.Remove(f.marker.Name())
+		syncDir(filepath.Dir(f.path))
+	}
+	f.marker.Close()
+	f.marker = nil
+}
+
 func boltOptions() *bolt.Options {
-	return &bolt.Options{Timeout: timeoutOpen, NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+	return &bolt.Options{Timeout: timeoutOpen, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, NoSync: true}
 }
 
 // open opens the state file, creates missing buckets and loads the applied
@@ -200,7 +295,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin snapshot tx: %w", err)
 	}
-	return &fsmSnapshot{tx: tx, schema: f.schema}, nil
+	return &fsmSnapshot{db: f.db, tx: tx, schema: f.schema}, nil
 }
 
 // Restore implements raft.FSM: verify into a temporary file, then swap.
@@ -238,18 +333,31 @@ func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
 	return f.db.View(fn)
 }
 
+// close syncs and closes the state file and removes the open marker.
 func (f *fsm) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.db.Close()
+	err := f.db.Sync()
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
+	f.release(err == nil)
+	return err
 }
 
 type fsmSnapshot struct {
+	db     *bolt.DB
 	tx     *bolt.Tx
 	schema uint32
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	// The log up to this snapshot may be compacted once it is stored; the
+	// state file is synced too, and a failing disk fails the snapshot.
+	if err := s.db.Sync(); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("sync state db: %w", err)
+	}
 	if _, err := writeSnapshot(sink, s.tx, s.schema); err != nil {
 		_ = sink.Cancel()
 		return err

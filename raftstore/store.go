@@ -132,6 +132,10 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.fsm = f
+	if f.set != "" {
+		s.log.Warn("raft.state_set_aside", "path", f.path+".untrusted", "why", f.set,
+			"action", "rebuilding state.db from the latest snapshot and the log")
+	}
 
 	// raft-wal: one fsync per append against raft-boltdb's two, about 2.7×
 	// the throughput on this class of disk (docs/benchmarks.md), and its
@@ -180,7 +184,9 @@ func Open(cfg Config) (*Store, error) {
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hlog
 	rc.ShutdownOnRemove = true
-	rc.NoSnapshotRestoreOnStart = true // state.db persists; applied-index skip covers replays
+	// state.db persists (the applied-index skip covers replays) unless it
+	// was missing or set aside: then the latest snapshot is restored first.
+	rc.NoSnapshotRestoreOnStart = !f.rebuild
 	rc.NoLegacyTelemetry = true
 	rc.SnapshotThreshold = 8192
 	rc.SnapshotInterval = 30 * time.Second

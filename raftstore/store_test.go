@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -177,5 +179,112 @@ func TestSnapshotStreamRoundTripAndCorruption(t *testing.T) {
 	}
 	if _, err := receiveSnapshot(bytes.NewReader(good), t.TempDir()+"/old.db", 0); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("a snapshot newer than the binary's schema: err = %v", err)
+	}
+}
+
+// crash stops s as a killed process would leave it: Raft and the log are
+// stopped, the state file is closed without a sync and the open marker
+// stays (the marker's lock goes with the process).
+func crash(t *testing.T, s *Store) {
+	t.Helper()
+	close(s.stopCh)
+	s.raft.Shutdown().Error()
+	s.wg.Wait()
+	s.trans.Close()
+	s.logs.Close()
+	s.fsm.mu.Lock()
+	defer s.fsm.mu.Unlock()
+	if err := s.fsm.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.fsm.marker.Close()
+}
+
+func TestStateFileAfterCrashes(t *testing.T) {
+	orig := bootID
+	t.Cleanup(func() { bootID = orig })
+	for _, tc := range []struct {
+		name       string
+		newBoot    bool // the machine restarted after the crash
+		snapshot   bool
+		wantAside  bool
+		tornWrites bool
+	}{
+		{name: "process crash: the file is used as it is", snapshot: true},
+		{name: "machine crash: set aside, rebuilt from snapshot and log", newBoot: true, snapshot: true, wantAside: true, tornWrites: true},
+		{name: "machine crash before any snapshot: rebuilt from the log", newBoot: true, wantAside: true, tornWrites: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bootID = func() string { return "boot-1" }
+			dir, addr := t.TempDir(), freeAddr(t)
+			s := openNode(t, dir, addr)
+			for i := 0; i < 10; i++ {
+				add(t, s, 1)
+			}
+			if tc.snapshot {
+				if err := s.Snapshot(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 10; i++ {
+				add(t, s, 2)
+			}
+			applied := s.AppliedIndex()
+			crash(t, s)
+			if b, err := os.ReadFile(filepath.Join(dir, "state.db.open")); err != nil || string(b) != "boot-1" {
+				t.Fatalf("open marker after a crash: %q %v", b, err)
+			}
+			if tc.newBoot {
+				bootID = func() string { return "boot-2" }
+			}
+			if tc.tornWrites {
+				// What an unsynced file may look like after power loss.
+				f, err := os.OpenFile(filepath.Join(dir, "state.db"), os.O_WRONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.WriteAt(bytes.Repeat([]byte{0xAB}, 8192), 4096*2)
+				f.Close()
+			}
+			s = openNode(t, dir, addr)
+			if _, err := os.Stat(filepath.Join(dir, "state.db.untrusted")); (err == nil) != tc.wantAside {
+				t.Fatalf("state.db.untrusted present = %v, want %v", err == nil, tc.wantAside)
+			}
+			waitApplied(t, s, applied)
+			if want := map[bool]uint64{true: 1}[tc.wantAside && tc.snapshot]; s.fsm.restores.Load() != want {
+				t.Fatalf("snapshots restored at start = %d, want %d", s.fsm.restores.Load(), want)
+			}
+			if got := total(t, s); got != 30 {
+				t.Fatalf("total after restart = %d, want 30", got)
+			}
+			if got := add(t, s, 5); got != 35 {
+				t.Fatalf("next apply returned %d, want 35", got)
+			}
+			if err := s.Shutdown(false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "state.db.open")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("open marker after a clean shutdown: %v", err)
+			}
+		})
+	}
+}
+
+func waitApplied(t *testing.T, s *Store, index uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.fsm.waitApplied(ctx, index); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStateFileInUseIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openNode(t, dir, freeAddr(t))
+	defer s.Shutdown(false)
+	_, err := Open(Config{NodeID: "b", Dir: dir, BindAddr: freeAddr(t), Buckets: [][]byte{counterBucket}, SchemaVersion: 1, Applier: &counter{}})
+	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open of a data dir: %v", err)
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +54,11 @@ func BenchmarkDLQStore(b *testing.B) {
 }
 
 func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
-	client := pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
+	// Each client has its own connection, as separate applications would.
+	conns := make([]pb.DLQServiceClient, 64)
+	for i := range conns {
+		conns[i] = pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
+	}
 	payload, _ := structpb.NewStruct(map[string]any{"order": "o-1", "blob": strings.Repeat("x", 1000)})
 	for _, clients := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
@@ -66,9 +72,11 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			lat := make([]time.Duration, 0, b.N)
 			var next atomic.Int64
 			var wg sync.WaitGroup
+			cpu0 := processCPU()
 			b.ResetTimer()
 			for w := 0; w < clients; w++ {
 				wg.Add(1)
+				client := conns[w]
 				go func() {
 					defer wg.Done()
 					for next.Add(1) <= int64(b.N) {
@@ -88,6 +96,9 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			}
 			wg.Wait()
 			b.StopTimer()
+			// CPU of the whole process (3 nodes and the clients) per store:
+			// steadier than the rate, which follows this disk's fsync times.
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/store")
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stores/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -96,6 +107,7 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			// FSM batch (raft.fsm.applyBatchNum, all three nodes), each batch
 			// one bbolt transaction.
 			if os.Getenv("BALDUR_BENCH_RAFT_METRICS") != "" {
+				schedLatency(b)
 				printRaftMetrics(b, raftMetrics)
 			}
 			if logs, batches := raftSample(raftMetrics, "bench.raft.fsm.applyBatchNum"); batches > 0 {
@@ -103,6 +115,36 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			}
 		})
 	}
+}
+
+func schedLatency(b *testing.B) {
+	s := []rtmetrics.Sample{{Name: "/sched/latencies:seconds"}}
+	rtmetrics.Read(s)
+	h := s[0].Value.Float64Histogram()
+	var total uint64
+	for _, c := range h.Counts {
+		total += c
+	}
+	var acc uint64
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		acc = 0
+		for i, c := range h.Counts {
+			acc += c
+			if float64(acc) >= q*float64(total) {
+				fmt.Fprintf(os.Stderr, "%s sched latency p%.0f <= %.3f ms\n", b.Name(), q*100, h.Buckets[i+1]*1000)
+				break
+			}
+		}
+	}
+}
+
+// processCPU is the user and system CPU time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // printRaftMetrics logs every sample the Raft library recorded in the run
