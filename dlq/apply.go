@@ -51,8 +51,19 @@ type Result struct {
 	After   any
 	Entry   Entry
 	Evicted []string
+	// Actor is who asked for a store of a batch (audited as such).
+	Actor string
+	// Batch holds a STORE_BATCH's outcomes, in the order of its stores.
+	Batch []BatchItem
 
 	stored []byte // a store's encoded entry, when Entry was not decoded
+}
+
+// BatchItem is the outcome of one store of a batch: an error refuses that
+// store only.
+type BatchItem struct {
+	Result Result
+	Err    error
 }
 
 func timeKey(t time.Time, id string) []byte {
@@ -129,42 +140,59 @@ func idFromIndex(k []byte) string { return string(k[8:]) }
 
 func evictable(s Status) bool { return s != Replaying && s != Reviewing }
 
+// indexed is what an entry's index keys are made of; decoding only these
+// fields spares allocating the entry's documents.
+type indexed struct {
+	ID        string    `json:"id"`
+	Domain    string    `json:"domain"`
+	Status    Status    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func getIndexed(kv KV, id string) (Entry, bool) {
+	v := kv.Get(BucketEntries, []byte(id))
+	if v == nil {
+		return Entry{}, false
+	}
+	var x indexed
+	if err := json.Unmarshal(v, &x); err != nil {
+		panic(fmt.Sprintf("dlq: decode %q: %v", id, err))
+	}
+	return Entry{ID: x.ID, Domain: x.Domain, Status: x.Status, CreatedAt: x.CreatedAt}, true
+}
+
 // evictOldest removes the oldest evictable entry, of one domain when domain
 // is set. It returns the evicted id, or "".
 func evictOldest(kv KV, domain string) string {
-	var victim string
-	if domain == "" {
-		kv.Scan(BucketByTime, nil, false, func(k, _ []byte) bool {
-			if e, ok := Get(kv, idFromIndex(k)); ok && evictable(e.Status) {
-				victim = e.ID
-				return false
-			}
-			return true
-		})
-	} else {
-		prefix := append([]byte(domain), 0)
-		kv.Scan(BucketByDomain, prefix, false, func(k, _ []byte) bool {
-			if !bytes.HasPrefix(k, prefix) {
-				return false
-			}
-			if e, ok := Get(kv, idFromIndex(k[len(prefix):])); ok && evictable(e.Status) {
-				victim = e.ID
-				return false
-			}
-			return true
-		})
+	var victim Entry
+	bucket, prefix := BucketByTime, []byte(nil)
+	if domain != "" {
+		bucket, prefix = BucketByDomain, append([]byte(domain), 0)
 	}
-	if victim != "" {
-		e, _ := Get(kv, victim)
-		remove(kv, e)
+	kv.Scan(bucket, prefix, false, func(k, _ []byte) bool {
+		if !bytes.HasPrefix(k, prefix) {
+			return false
+		}
+		if e, ok := getIndexed(kv, idFromIndex(k[len(prefix):])); ok && evictable(e.Status) {
+			victim = e
+			return false
+		}
+		return true
+	})
+	if victim.ID == "" {
+		return ""
 	}
-	return victim
+	remove(kv, victim)
+	return victim.ID
 }
 
 // Apply runs one DLQ command.
 func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
-	if c.GetOp() == raftv1.DLQCommand_STORE {
+	switch c.GetOp() {
+	case raftv1.DLQCommand_STORE:
 		return store(kv, m, c)
+	case raftv1.DLQCommand_STORE_BATCH:
+		return storeBatch(kv, m, c), nil
 	}
 	if c.GetOp() == raftv1.DLQCommand_PURGE {
 		return purge(kv, m, c)
@@ -376,6 +404,26 @@ func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	insertEncoded(kv, id, domain, Pending, m.Time, value)
 	sum := Summary{ID: id, Domain: domain, FailureType: c.GetFailureType(), Status: Pending}
 	return Result{Changed: true, Action: "stored", Target: "dlq/" + id, After: sum, stored: value, Evicted: evicted}, nil
+}
+
+// storeBatch applies a batch's stores in order, each at its own time and
+// for its own caller; one store's error does not stop the others.
+func storeBatch(kv KV, m Meta, c *raftv1.DLQCommand) Result {
+	items := make([]BatchItem, len(c.GetStores()))
+	for i, sc := range c.GetStores() {
+		if sc.GetOp() != raftv1.DLQCommand_STORE {
+			items[i].Err = &ArgumentError{FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v in a batch of stores", sc.GetOp())}
+			continue
+		}
+		sm := m
+		if t := sc.GetTimeUnixNano(); t != 0 {
+			sm.Time = time.Unix(0, t).UTC()
+		}
+		sm.Actor = sc.GetActor()
+		items[i].Result, items[i].Err = store(kv, sm, sc)
+		items[i].Result.Actor = sc.GetActor()
+	}
+	return Result{Action: "stored", Batch: items}
 }
 
 // storeDecoded stores an entry from a STORE not built by StoreCommand.

@@ -410,3 +410,66 @@ func TestPrepareCompactKeepsEncoderOutput(t *testing.T) {
 		t.Fatalf("PrepareCompact with a sensitive key: %s %v", p.RequestData, err)
 	}
 }
+
+// A STORE_BATCH applies its stores in order, each at its own time and for
+// its own caller; a refused store refuses only itself.
+func TestStoreBatch(t *testing.T) {
+	m := newMachine(t)
+	lim := dlq.DefaultLimits()
+	lim.MaxPerDomain, lim.OverflowStrategy = 100, "reject"
+	for i := 0; i < 100; i++ { // fill domain "full"
+		if _, err := m.store(fmt.Sprintf("f%03d", i), "full", 0, 100, "reject"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := func(id, domain, actor string, at time.Time) *raftv1.DLQCommand {
+		e, err := dlq.PrepareCompact(dlq.Entry{ID: id, Domain: domain, FailureType: "X"}, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := dlq.StoreCommand(e, at, lim)
+		c.Actor, c.TimeUnixNano = actor, at.UnixNano()
+		return c
+	}
+	t1, t2 := t0.Add(time.Hour), t0.Add(time.Hour+time.Second)
+	batch := &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE_BATCH, Stores: []*raftv1.DLQCommand{
+		sub("b2", "payment", "alice", t2), // later time first: the index follows each store's time
+		sub("b1", "payment", "bob", t1),
+		{Op: raftv1.DLQCommand_RESOLVE, Id: "f000"},
+		sub("b1", "payment", "carol", t2), // the same id again: the first stands
+		sub("x1", "full", "dave", t2),     // over the domain's limit
+	}}
+	r, err := m.apply(batch)
+	if err != nil || len(r.Batch) != 5 {
+		t.Fatalf("batch: %+v %v", r, err)
+	}
+	it := r.Batch
+	if !it[0].Result.Changed || it[0].Err != nil || it[0].Result.Actor != "alice" || !it[1].Result.Changed || it[1].Result.Actor != "bob" {
+		t.Fatalf("stores: %+v %+v", it[0], it[1])
+	}
+	var arg *dlq.ArgumentError
+	if !errors.As(it[2].Err, &arg) || arg.Field() != "stores" {
+		t.Fatalf("a non-store in a batch: %v", it[2].Err)
+	}
+	if it[3].Err != nil || it[3].Result.Changed {
+		t.Fatalf("second store of b1: %+v", it[3])
+	}
+	if !errors.Is(it[4].Err, dlq.ErrCapacityExceeded) {
+		t.Fatalf("store over the limit: %v", it[4].Err)
+	}
+	b1, b2 := m.get("b1"), m.get("b2")
+	if !b1.CreatedAt.Equal(t1) || !b2.CreatedAt.Equal(t2) || b1.Revision != m.index || b2.Revision != m.index {
+		t.Fatalf("b1 %v rev %d, b2 %v rev %d (batch index %d)", b1.CreatedAt, b1.Revision, b2.CreatedAt, b2.Revision, m.index)
+	}
+	if st := m.stats(); st.ByDomain["payment"] != 2 || st.ByDomain["full"] != 100 || st.Total != 102 {
+		t.Fatalf("stats %+v", st)
+	}
+	var page []dlq.Entry
+	m.db.View(func(tx *bolt.Tx) error {
+		page, _, _ = dlq.List(raftstore.NewKV(tx), dlq.Filter{Domain: "payment"}, 10, "")
+		return nil
+	})
+	if len(page) != 2 || page[0].ID != "b1" || page[1].ID != "b2" {
+		t.Fatalf("listed %v, want b1 then b2 (by created time)", page)
+	}
+}

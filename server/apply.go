@@ -45,6 +45,7 @@ type change struct {
 	Target  string
 	Before  any
 	After   any
+	Actor   string // who asked, when not the command's actor (a batch's stores)
 }
 
 // applier dispatches committed commands to the domains. It is the only
@@ -106,15 +107,32 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	if err != nil {
 		return applyResult{Err: err}
 	}
-	if ch.Changed {
+	// One audit record per change; a batch of stores is one per store, in
+	// the name of the store's caller.
+	changes := []change{ch}
+	if ch.DLQ.Batch != nil {
+		changes = changes[:0]
+		for _, it := range ch.DLQ.Batch {
+			r := it.Result
+			changes = append(changes, change{Changed: r.Changed, Action: "dlq." + r.Action, Target: r.Target, Before: r.Before, After: r.After, Actor: r.Actor})
+		}
+	}
+	for _, c := range changes {
+		if !c.Changed {
+			continue
+		}
+		actor := cmd.Actor
+		if c.Actor != "" {
+			actor = c.Actor
+		}
 		audit.Append(kv, a.auditKey, audit.Record{
-			Revision: index, Time: m.Time, Actor: cmd.Actor, Reason: cmd.Reason,
-			Action: ch.Action, Target: ch.Target, Before: jsonText(ch.Before), After: jsonText(ch.After),
+			Revision: index, Time: m.Time, Actor: actor, Reason: cmd.Reason,
+			Action: c.Action, Target: c.Target, Before: jsonText(c.Before), After: jsonText(c.After),
 		})
 		if a.metrics != nil {
-			a.metrics.changes.WithLabelValues(ch.Action).Inc()
-			if after, ok := ch.After.(circuit.Breaker); ok {
-				if before, ok := ch.Before.(circuit.Breaker); !ok || before.State != after.State {
+			a.metrics.changes.WithLabelValues(c.Action).Inc()
+			if after, ok := c.After.(circuit.Breaker); ok {
+				if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
 					a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
 				}
 			}

@@ -71,6 +71,9 @@ type Config struct {
 	WALSegmentSize int
 	WrapConn       func(target string, c net.Conn) (net.Conn, error)
 	Now            func() time.Time
+	// CommandVersion, when set, is the command version this node advertises
+	// instead of the binary's (a rolling upgrade's older voter).
+	CommandVersion uint32
 }
 
 // Defaults returns the default configuration.

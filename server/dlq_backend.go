@@ -37,6 +37,8 @@ type raftDLQ struct {
 	// inflight holds ids being leased right now, so concurrent workers pick
 	// different entries instead of racing for the oldest one.
 	inflight *inflightSet
+	// groups commits concurrent stores together (dlq_group.go).
+	groups *storeGroups
 }
 
 type inflightSet struct {
@@ -103,17 +105,17 @@ func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, er
 		return dlq.Result{}, 0, &fieldError{field: "entry", reason: "REQUEST_TOO_LARGE", msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", n)}
 	}
 	cmd := newCommand(ctx, "dlq store")
-	cmd.Body = &raftv1.Command_Dlq{Dlq: body}
-	res, err := r.s.applyLocalAt(ctx, cmd, now)
+	res, rev, err := r.groups.submit(ctx, body, cmd.Actor, cmd.RequestId, now)
 	if err != nil {
-		return res.DLQ, res.Revision, err
+		return res, rev, err
 	}
-	if res.DLQ.Changed {
+	if res.Changed {
 		// What the replicas stored: e as StoreCommand encoded it, at the
-		// command's revision (no need to decode the stored bytes).
-		res.DLQ.Entry = dlq.Stored(e, now, res.Revision)
+		// revision of the entry that carried it (no need to decode the
+		// stored bytes).
+		res.Entry = dlq.Stored(e, now, rev)
 	}
-	return res.DLQ, res.Revision, nil
+	return res, rev, nil
 }
 
 func (r raftDLQ) transition(ctx context.Context, reason string, c *raftv1.DLQCommand) (dlq.Entry, error) {

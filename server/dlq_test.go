@@ -3,12 +3,18 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
 	"github.com/jackc/pgx/v5"
@@ -196,4 +202,90 @@ func TestDLQExpiryOnceAcrossLeaderChange(t *testing.T) {
 	if recs, _ := body["records"].([]any); len(recs) != 1 {
 		t.Fatalf("expiries in the audit trail: %v", body)
 	}
+}
+
+// Concurrent stores leave the leader in groups (one Raft entry each), every
+// store audited in its caller's name; while a voter advertises an older
+// command version, stores go one per entry.
+func TestDLQStoresAreGroupCommitted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	for _, older := range []bool{false, true} {
+		t.Run(fmt.Sprintf("older_voter=%v", older), func(t *testing.T) {
+			c := testcluster.New(t, 3, testcluster.WithConfig(func(i int, cfg *server.Config) {
+				if older && i == 2 {
+					cfg.CommandVersion = 1
+				}
+			}))
+			leader := c.Leader()
+			client := pb.NewDLQServiceClient(dial(t, leader.GRPCAddr))
+			const stores, callers = 200, 64
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for w := 0; w < callers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := next.Add(1); i <= stores; i = next.Add(1) {
+						_, err := client.StoreEntry(ctxT(t), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: fmt.Sprintf("g-%03d", i), Domain: "payment", FailureType: "X"}})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			sum, count := scrapeSummary(t, leader.HTTPAddr, "baldur_dlq_store_group_size")
+			if sum != stores {
+				t.Fatalf("stores through the group committer: %v, want %d", sum, stores)
+			}
+			if older && count != stores {
+				t.Fatalf("with a voter at command version 1: %v groups for %d stores, want one each", count, stores)
+			}
+			if !older && count >= stores/2 {
+				t.Fatalf("%v groups for %d stores from %d concurrent callers: no group commit", count, stores, callers)
+			}
+			t.Logf("%d stores in %v groups", stores, count)
+			r := restClient{t: t, base: "http://" + leader.HTTPAddr}
+			if code, body := r.do("GET", "/v1/dlq/stats", ""); code != 200 || body["total"] != fmt.Sprint(stores) {
+				t.Fatalf("stats: %d %v", code, body)
+			}
+			_, body := r.do("GET", "/v1/audit?action=dlq.stored&page_size=1000", "")
+			recs, _ := body["records"].([]any)
+			if len(recs) != stores {
+				t.Fatalf("%d dlq.stored audit records, want %d", len(recs), stores)
+			}
+			for _, rec := range recs {
+				if a := rec.(map[string]any)["actor"]; a == "" || a == "system" {
+					t.Fatalf("a store audited as %q: %v", a, rec)
+				}
+			}
+			c.WaitForApplied(leader.Store().AppliedIndex(), 5*time.Second)
+			if h := contentHashes(t, c); h[0] != h[1] || h[1] != h[2] {
+				t.Fatalf("replicas differ: %v", h)
+			}
+		})
+	}
+}
+
+// scrapeSummary reads a histogram's _sum and _count from a node's /metrics.
+func scrapeSummary(t *testing.T, httpAddr, name string) (sum, count float64) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
+			sum, _ = strconv.ParseFloat(v, 64)
+		}
+		if v, ok := strings.CutPrefix(line, name+"_count "); ok {
+			count, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return sum, count
 }

@@ -104,7 +104,11 @@ func (s *Server) reconcileMembers(ctx context.Context) {
 // registerSelf keeps this node's row of the member table current, so
 // followers can forward to it when it leads. It runs on every node.
 func (s *Server) registerSelf(ctx context.Context) {
-	want := memberRecord{ID: s.cfg.NodeID, RaftAddr: s.raftAdvertise, GRPCAddr: s.grpcAdvertise, HTTPAddr: s.httpAdvertise, CommandVersion: CommandVersion}
+	version := uint32(CommandVersion)
+	if s.cfg.CommandVersion != 0 {
+		version = s.cfg.CommandVersion
+	}
+	want := memberRecord{ID: s.cfg.NodeID, RaftAddr: s.raftAdvertise, GRPCAddr: s.grpcAdvertise, HTTPAddr: s.httpAdvertise, CommandVersion: version}
 	delay := 20 * time.Millisecond
 	for {
 		var have memberRecord

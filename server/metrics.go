@@ -25,6 +25,7 @@ type metrics struct {
 	dlqRedrives      prometheus.Counter
 	dlqReplays       *prometheus.CounterVec
 	dlqReplayBlocked prometheus.Counter
+	dlqGroupSize     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -59,9 +60,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.dlqEvicted = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_evicted_total", Help: "DLQ entries dropped by drop_oldest overflow (leader)."})
 	m.dlqRedrives = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_force_redrive_total", Help: "Force-redrives."})
 	m.dlqReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_dlq_replay_dispatch_total", Help: "Replay attempts completed, by outcome."}, []string{"outcome"})
+	m.dlqGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_dlq_store_group_size", Help: "DLQ stores committed per Raft entry on the leader (group commit; 1 when alone).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay pauses: a domain's replay blocked by emergency >= LEVEL_2 or an OPEN breaker, counted when the pause starts or its reason changes."})
 	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
-		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, &stateCollector{s: s}} {
+		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -21,7 +21,10 @@ const SchemaVersion = 2
 
 // CommandVersion is the highest command version this binary applies. The
 // leader does not propose a command whose version some voter lacks.
-const CommandVersion = 1
+//
+//	1: the first commands.
+//	2: DLQCommand STORE_BATCH (group commit of stores, dlq_group.go).
+const CommandVersion = 2
 
 // Buckets owned by the server itself.
 var (

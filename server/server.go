@@ -128,7 +128,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		return nil, err
 	}
 
-	s.dlq = raftDLQ{s: s, inflight: &inflightSet{ids: map[string]bool{}}}
+	groups := &storeGroups{s: s, observe: func(n int) { s.metrics.dlqGroupSize.Observe(float64(n)) }}
+	s.dlq = raftDLQ{s: s, inflight: &inflightSet{ids: map[string]bool{}}, groups: groups}
 	if cfg.DLQStore == "postgres" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s.pg, err = postgres.Open(ctx, cfg.PostgresDSN)

@@ -68,13 +68,13 @@ type proc struct {
 }
 
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	peers string
 	nodes []*proc
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t testing.TB, n int) *cluster {
 	c := &cluster{t: t, bin: baldurd(t)}
 	var peers []string
 	for i := 0; i < n; i++ {

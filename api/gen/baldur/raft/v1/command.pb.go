@@ -181,6 +181,7 @@ const (
 	DLQCommand_ARCHIVE        DLQCommand_Op = 8  // leader/operator: RESOLVED older than retention
 	DLQCommand_PURGE          DLQCommand_Op = 9  // ARCHIVED entries (ids, or older than)
 	DLQCommand_REPLAY         DLQCommand_Op = 10 // operator: make an entry replayable now (manual retry)
+	DLQCommand_STORE_BATCH    DLQCommand_Op = 11 // leader: several STOREs in one entry (command version 2)
 )
 
 // Enum value maps for DLQCommand_Op.
@@ -197,6 +198,7 @@ var (
 		8:  "ARCHIVE",
 		9:  "PURGE",
 		10: "REPLAY",
+		11: "STORE_BATCH",
 	}
 	DLQCommand_Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -210,6 +212,7 @@ var (
 		"ARCHIVE":        8,
 		"PURGE":          9,
 		"REPLAY":         10,
+		"STORE_BATCH":    11,
 	}
 )
 
@@ -1379,8 +1382,14 @@ type DLQCommand struct {
 	// STORE built by dlq.StoreCommand: the entry's domain and failure type
 	// (with id), so replicas need not decode entry_json, which was encoded
 	// for the command's time (dlq.EncodeForStore).
-	Domain        string `protobuf:"bytes,15,opt,name=domain,proto3" json:"domain,omitempty"`
-	FailureType   string `protobuf:"bytes,16,opt,name=failure_type,json=failureType,proto3" json:"failure_type,omitempty"`
+	Domain      string `protobuf:"bytes,15,opt,name=domain,proto3" json:"domain,omitempty"`
+	FailureType string `protobuf:"bytes,16,opt,name=failure_type,json=failureType,proto3" json:"failure_type,omitempty"`
+	// STORE_BATCH: the stores, each built by dlq.StoreCommand and carrying
+	// its caller (audited per store) and the time it was built for (its
+	// created_at; the batch entry has a time of its own).
+	Stores        []*DLQCommand `protobuf:"bytes,17,rep,name=stores,proto3" json:"stores,omitempty"`
+	Actor         string        `protobuf:"bytes,18,opt,name=actor,proto3" json:"actor,omitempty"`
+	TimeUnixNano  int64         `protobuf:"varint,19,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1525,6 +1534,27 @@ func (x *DLQCommand) GetFailureType() string {
 		return x.FailureType
 	}
 	return ""
+}
+
+func (x *DLQCommand) GetStores() []*DLQCommand {
+	if x != nil {
+		return x.Stores
+	}
+	return nil
+}
+
+func (x *DLQCommand) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *DLQCommand) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 // AuditNote records an operation that changes state outside the log (a
@@ -1979,7 +2009,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tJOB_START\x10\t\x12\x0e\n" +
 	"\n" +
 	"JOB_FINISH\x10\n" +
-	"\"\xbd\x05\n" +
+	"\"\xbe\x06\n" +
 	"\n" +
 	"DLQCommand\x12-\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1d.baldur.raft.v1.DLQCommand.OpR\x02op\x12\x0e\n" +
@@ -2000,7 +2030,10 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x03ids\x18\r \x03(\tR\x03ids\x12>\n" +
 	"\x1creplay_lease_until_unix_nano\x18\x0e \x01(\x04R\x18replayLeaseUntilUnixNano\x12\x16\n" +
 	"\x06domain\x18\x0f \x01(\tR\x06domain\x12!\n" +
-	"\ffailure_type\x18\x10 \x01(\tR\vfailureType\"\x9b\x01\n" +
+	"\ffailure_type\x18\x10 \x01(\tR\vfailureType\x122\n" +
+	"\x06stores\x18\x11 \x03(\v2\x1a.baldur.raft.v1.DLQCommandR\x06stores\x12\x14\n" +
+	"\x05actor\x18\x12 \x01(\tR\x05actor\x12$\n" +
+	"\x0etime_unix_nano\x18\x13 \x01(\x03R\ftimeUnixNano\"\xac\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05STORE\x10\x01\x12\v\n" +
@@ -2015,7 +2048,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x05PURGE\x10\t\x12\n" +
 	"\n" +
 	"\x06REPLAY\x10\n" +
-	"\"S\n" +
+	"\x12\x0f\n" +
+	"\vSTORE_BATCH\x10\v\"S\n" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
@@ -2092,15 +2126,16 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	0,  // 12: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
 	1,  // 13: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
 	2,  // 14: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	17, // 15: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	19, // 16: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	18, // 17: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	20, // 18: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	14, // 15: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	17, // 16: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	19, // 17: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	18, // 18: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	20, // 19: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }

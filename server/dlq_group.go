@@ -1,0 +1,166 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/protobuf/proto"
+)
+
+// Group commit of DLQ stores. Every Raft entry costs a round: a log fsync
+// on the leader and on a follower, an AppendEntries exchange and an FSM
+// transaction on every node. Stores arrive many at a time when a fleet
+// fails, so the leader sends them together: a store goes out at once when
+// fewer than groupInFlight groups are being committed, and otherwise waits
+// and leaves with every store that arrived meanwhile, as one STORE_BATCH
+// entry. Nothing waits on a timer, so a lone store pays no extra latency.
+const (
+	groupInFlight = 2
+	groupMaxItems = 256
+	// groupMaxBytes keeps a group's entry well under raftstore.MaxEntrySize.
+	groupMaxBytes = 768 << 10
+	// groupCommandVersion is the command version of STORE_BATCH; while a
+	// voter runs an older binary, stores go one per entry.
+	groupCommandVersion = 2
+)
+
+type groupedStore struct {
+	body      *raftv1.DLQCommand
+	actor     string
+	requestID string
+	now       time.Time
+	size      int
+	done      chan groupOutcome // buffered: the committer never blocks on it
+}
+
+type groupOutcome struct {
+	res dlq.Result
+	rev uint64
+	err error
+}
+
+// storeGroups queues stores for the committer goroutines.
+type storeGroups struct {
+	s        *Server
+	mu       sync.Mutex
+	queue    []*groupedStore
+	inFlight int
+	observe  func(stores int) // group sizes, for baldur_dlq_store_group_size
+}
+
+// submit queues a store built by dlq.StoreCommand for time now and waits
+// for its outcome. A caller that gives up gets ErrIndeterminate: its store
+// may still be committed.
+func (g *storeGroups) submit(ctx context.Context, body *raftv1.DLQCommand, actor, requestID string, now time.Time) (dlq.Result, uint64, error) {
+	it := &groupedStore{body: body, actor: actor, requestID: requestID, now: now, size: proto.Size(body), done: make(chan groupOutcome, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, it)
+	if g.inFlight < groupInFlight {
+		g.inFlight++
+		go g.commitLoop()
+	}
+	g.mu.Unlock()
+	select {
+	case out := <-it.done:
+		return out.res, out.rev, out.err
+	case <-ctx.Done():
+		return dlq.Result{}, 0, fmt.Errorf("%w: %v", raftstore.ErrIndeterminate, ctx.Err())
+	}
+}
+
+// commitLoop commits groups until the queue is empty.
+func (g *storeGroups) commitLoop() {
+	for {
+		g.mu.Lock()
+		n, bytes := 0, 0
+		for n < len(g.queue) && n < groupMaxItems && (n == 0 || bytes+g.queue[n].size <= groupMaxBytes) {
+			bytes += g.queue[n].size
+			n++
+		}
+		if n == 0 {
+			g.inFlight--
+			g.mu.Unlock()
+			return
+		}
+		group := make([]*groupedStore, n)
+		copy(group, g.queue)
+		g.queue = append(g.queue[:0], g.queue[n:]...)
+		g.mu.Unlock()
+		g.commit(group)
+	}
+}
+
+func (g *storeGroups) commit(group []*groupedStore) {
+	s := g.s
+	if len(group) == 1 {
+		g.commitOne(group[0])
+		return
+	}
+	{
+		if err := s.checkCommandVersion(groupCommandVersion); err == nil {
+			g.commitBatch(group)
+			return
+		} else if !errors.Is(err, errUpgradePending) {
+			for _, it := range group {
+				it.done <- groupOutcome{err: err}
+			}
+			return
+		}
+	}
+	// Voters that cannot apply STORE_BATCH yet: one entry per store,
+	// concurrently, as before groups existed.
+	var wg sync.WaitGroup
+	for _, it := range group {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.commitOne(it)
+		}()
+	}
+	wg.Wait()
+}
+
+// commitOne sends one store as its own STORE entry, with its caller's
+// request id.
+func (g *storeGroups) commitOne(it *groupedStore) {
+	cmd := &raftv1.Command{Actor: it.actor, Reason: "dlq store", RequestId: it.requestID, Version: 1,
+		Body: &raftv1.Command_Dlq{Dlq: it.body}}
+	res, err := g.s.applyLocalAt(context.Background(), cmd, it.now)
+	g.count(1)
+	it.done <- groupOutcome{res: res.DLQ, rev: res.Revision, err: err}
+}
+
+func (g *storeGroups) commitBatch(group []*groupedStore) {
+	batch := &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE_BATCH, Stores: make([]*raftv1.DLQCommand, len(group))}
+	for i, it := range group {
+		it.body.Actor, it.body.TimeUnixNano = it.actor, it.now.UnixNano()
+		batch.Stores[i] = it.body
+	}
+	cmd := &raftv1.Command{Actor: systemActor, Reason: "dlq store", Version: groupCommandVersion,
+		Body: &raftv1.Command_Dlq{Dlq: batch}}
+	res, err := g.s.applyLocalAt(context.Background(), cmd, g.s.now())
+	g.count(len(group))
+	if err == nil && len(res.DLQ.Batch) != len(group) {
+		err = fmt.Errorf("dlq: a batch of %d stores applied as %d", len(group), len(res.DLQ.Batch))
+	}
+	for i, it := range group {
+		if err != nil {
+			it.done <- groupOutcome{err: err}
+			continue
+		}
+		item := res.DLQ.Batch[i]
+		it.done <- groupOutcome{res: item.Result, rev: res.Revision, err: item.Err}
+	}
+}
+
+func (g *storeGroups) count(stores int) {
+	if g.observe != nil {
+		g.observe(stores)
+	}
+}
