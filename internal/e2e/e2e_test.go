@@ -23,8 +23,12 @@ var (
 	buildErr  error
 )
 
-// buildBaldurd builds the real binary once per test process.
+// buildBaldurd builds the real binary once per test process
+// (BALDUR_E2E_BINARY names a prebuilt one instead, to compare builds).
 func buildBaldurd() (string, error) {
+	if bin := os.Getenv("BALDUR_E2E_BINARY"); bin != "" {
+		return bin, nil
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "baldurd-e2e")
 		if err != nil {
