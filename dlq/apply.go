@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -75,6 +76,9 @@ func prefixed(prefix string, t time.Time, id string) []byte {
 }
 
 func count(kv KV, key string) int64 {
+	if c, ok := kv.(*countingKV); ok {
+		return c.count(key)
+	}
 	if v := kv.Get(BucketCounts, []byte(key)); len(v) == 8 {
 		return int64(binary.BigEndian.Uint64(v))
 	}
@@ -82,12 +86,53 @@ func count(kv KV, key string) int64 {
 }
 
 func bump(kv KV, key string, by int64) {
-	n := count(kv, key) + by
+	if c, ok := kv.(*countingKV); ok {
+		c.n[key] = c.count(key) + by
+		return
+	}
+	writeCount(kv, key, count(kv, key)+by)
+}
+
+func writeCount(kv KV, key string, n int64) {
 	if n <= 0 {
 		kv.Delete(BucketCounts, []byte(key))
 		return
 	}
 	kv.Put(BucketCounts, []byte(key), binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+// countingKV keeps counters in memory through a batch of stores (each
+// store reads and writes three) and writes the changed ones once.
+type countingKV struct {
+	KV
+	n, was map[string]int64
+}
+
+func newCountingKV(kv KV) *countingKV {
+	return &countingKV{KV: kv, n: map[string]int64{}, was: map[string]int64{}}
+}
+
+func (c *countingKV) count(key string) int64 {
+	if v, ok := c.n[key]; ok {
+		return v
+	}
+	v := count(c.KV, key)
+	c.n[key], c.was[key] = v, v
+	return v
+}
+
+// flush writes the changed counters, in key order.
+func (c *countingKV) flush() {
+	keys := make([]string, 0, len(c.n))
+	for k, v := range c.n {
+		if v != c.was[k] {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		writeCount(c.KV, k, c.n[k])
+	}
 }
 
 // Get returns an entry.
@@ -409,6 +454,9 @@ func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 // storeBatch applies a batch's stores in order, each at its own time and
 // for its own caller; one store's error does not stop the others.
 func storeBatch(kv KV, m Meta, c *raftv1.DLQCommand) Result {
+	ckv := newCountingKV(kv)
+	defer ckv.flush()
+	kv = ckv
 	items := make([]BatchItem, len(c.GetStores()))
 	for i, sc := range c.GetStores() {
 		if sc.GetOp() != raftv1.DLQCommand_STORE {

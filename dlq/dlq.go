@@ -83,7 +83,6 @@ const (
 
 var (
 	domainPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$`)
-	idPattern     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
 )
 
 // Errors.
@@ -119,9 +118,28 @@ func (e *ArgumentError) Field() string { return e.FieldName }
 // Reason is the stable reason.
 func (e *ArgumentError) Reason() string { return e.Code }
 
+// validID: a letter or digit, then letters, digits, '.', '_', ':' or '-';
+// at most MaxIDLength bytes. (Every replica checks each store's id, so
+// this is a loop rather than a regular expression.)
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > MaxIDLength {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == ':' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // CheckID validates a client-chosen entry id.
 func CheckID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !validID(id) {
 		return &ArgumentError{FieldName: "id", Code: "INVALID_ID", Msg: fmt.Sprintf("%q: use letters, digits, '.', '_', ':', '-' (at most %d); the SDK generates UUIDv7 ids", id, MaxIDLength)}
 	}
 	return nil

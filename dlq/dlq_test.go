@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -471,5 +473,26 @@ func TestStoreBatch(t *testing.T) {
 	})
 	if len(page) != 2 || page[0].ID != "b1" || page[1].ID != "b2" {
 		t.Fatalf("listed %v, want b1 then b2 (by created time)", page)
+	}
+}
+
+// CheckID accepts exactly what the documented pattern does.
+func TestCheckIDMatchesThePattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+	cases := []string{"", "a", "0", "-a", ".a", "a-b.c_d:e", "01JABCDEF", strings.Repeat("a", 64), strings.Repeat("a", 65),
+		"a b", "a/b", "é", "a\x00", "018f2a3c-7d4e-7b00-8000-0123456789ab"}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	alphabet := "aZ09._:-/ é\x00"
+	for i := 0; i < 5000; i++ {
+		b := make([]byte, rnd.IntN(70))
+		for j := range b {
+			b[j] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, id := range cases {
+		if got, want := dlq.CheckID(id) == nil, pattern.MatchString(id); got != want {
+			t.Fatalf("CheckID(%q) accepted = %v, pattern says %v", id, got, want)
+		}
 	}
 }

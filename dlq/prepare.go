@@ -80,9 +80,10 @@ func mask(raw json.RawMessage, sensitive map[string]bool, compact bool) (json.Ra
 }
 
 // mayHoldKey reports whether raw might have a key in sensitive: false only
-// when no sensitive name appears quoted in the lower-cased text and there
-// are no escapes that could spell one. It spares decoding and re-encoding
-// the common document that has nothing to mask.
+// when no JSON string in it, lower-cased, is a sensitive name, and there are
+// no escapes or non-ASCII letters that could spell one. It spares decoding
+// and re-encoding the common document that has nothing to mask, and reads
+// the document once without copying it.
 func mayHoldKey(raw []byte, sensitive map[string]bool) bool {
 	if len(sensitive) == 0 {
 		return false
@@ -90,13 +91,39 @@ func mayHoldKey(raw []byte, sensitive map[string]bool) bool {
 	if bytes.IndexByte(raw, '\\') >= 0 {
 		return true
 	}
-	lower := bytes.ToLower(raw)
+	longest := 0
 	for name := range sensitive {
-		if bytes.Contains(lower, []byte(`"`+name+`"`)) {
-			return true
-		}
+		longest = max(longest, len(name))
 	}
-	return false
+	var buf [64]byte
+	for i := 0; ; {
+		q := bytes.IndexByte(raw[i:], '"')
+		if q < 0 {
+			return false
+		}
+		start := i + q + 1
+		n := bytes.IndexByte(raw[start:], '"')
+		if n < 0 {
+			return false
+		}
+		if n <= longest && n <= len(buf) {
+			tok := buf[:n]
+			for j := range n {
+				c := raw[start+j]
+				switch {
+				case c >= 0x80:
+					return true // leave Unicode case folding to the full check
+				case c >= 'A' && c <= 'Z':
+					c += 'a' - 'A'
+				}
+				tok[j] = c
+			}
+			if sensitive[string(tok)] {
+				return true
+			}
+		}
+		i = start + n + 1
+	}
 }
 
 // truncate replaces a document larger than max with Baldur's marker.
