@@ -54,14 +54,25 @@ type applier struct {
 	auditKey []byte
 	log      *slog.Logger
 	metrics  *metrics
-	applied  func(index uint64)
+	applied  func(index uint64, changed topics)
+
+	// What the current batch changed (the FSM goroutine only).
+	touched  topics
+	commands bool
 }
 
 var errUndecodable = errors.New("server: command does not decode")
 
+// Applied reports the topics the batch changed; after a restore, or a
+// batch without commands, every topic (watchers re-read and find out).
 func (a *applier) Applied(index uint64) {
+	t := a.touched
+	if !a.commands {
+		t = topicAll
+	}
+	a.touched, a.commands = 0, false
 	if a.applied != nil {
-		a.applied(index)
+		a.applied(index, t)
 	}
 }
 
@@ -103,6 +114,8 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		}
 	}
 	m := emergency.Meta{Index: index, Time: time.Unix(0, cmd.TimeUnixNano).UTC(), Actor: cmd.Actor, Reason: cmd.Reason}
+	a.commands = true
+	a.touched |= topicOf(cmd)
 	ch, err := dispatch(kv, m, cmd)
 	if err != nil {
 		return applyResult{Err: err}

@@ -323,7 +323,7 @@ func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.C
 		msg.KillSwitch = ks
 		return msg, msg.Snapshot || len(msg.Circuits) > 0 || ksRev > since
 	}
-	return watchLoop(c.s, stream.Context(), req.FromRevision, build, stream.Send,
+	return watchLoop(c.s, stream.Context(), topicCircuit, req.FromRevision, build, stream.Send,
 		func(applied uint64) error {
 			return stream.Send(&pb.WatchCircuitsResponse{Revision: applied, KillSwitch: c.s.killSwitch()})
 		})

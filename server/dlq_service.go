@@ -137,6 +137,14 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 	if in == nil {
 		return nil, invalidField("entry", "is required")
 	}
+	var basic bool
+	switch strings.ToUpper(req.View) {
+	case "", "FULL":
+	case "BASIC":
+		basic = true
+	default:
+		return nil, invalidField("view", fmt.Sprintf("%q: use FULL or BASIC", req.View))
+	}
 	e := dlq.Entry{ID: in.Id, Domain: in.Domain, FailureType: in.FailureType, EntityType: in.EntityType, EntityID: in.EntityId,
 		UserID: in.UserId, ErrorCode: in.ErrorCode, ErrorMessage: in.ErrorMessage, Metadata: in.Metadata,
 		NextActionHint: in.NextActionHint, RecommendedAct: in.RecommendedAction}
@@ -164,16 +172,23 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 		return nil, err
 	}
 	if !r.Changed {
-		return &pb.StoreEntryResponse{Entry: entryToPB(r.Entry), Revision: r.Entry.Revision}, nil
+		out := entryToPB(withoutDocs(r.Entry))
+		if !basic {
+			out = entryToPB(r.Entry)
+		}
+		return &pb.StoreEntryResponse{Entry: out, Revision: r.Entry.Revision}, nil
 	}
 	d.s.metrics.dlqCreated.WithLabelValues(r.Entry.Domain).Inc()
 	d.s.metrics.dlqEvicted.Add(float64(len(r.Evicted)))
 	out := entryToPB(withoutDocs(r.Entry))
-	// Documents stored as they were sent (nothing masked or truncated) are
-	// answered with the request's own Structs instead of converted back.
-	out.RequestData = storedStruct(r.Entry.RequestData, sent[0], in.RequestData)
-	out.SnapshotData = storedStruct(r.Entry.SnapshotData, sent[1], in.SnapshotData)
-	out.ResponseData = storedStruct(r.Entry.ResponseData, sent[2], in.ResponseData)
+	if !basic {
+		// Documents stored as they were sent (nothing masked or truncated)
+		// are answered with the request's own Structs instead of converted
+		// back.
+		out.RequestData = storedStruct(r.Entry.RequestData, sent[0], in.RequestData)
+		out.SnapshotData = storedStruct(r.Entry.SnapshotData, sent[1], in.SnapshotData)
+		out.ResponseData = storedStruct(r.Entry.ResponseData, sent[2], in.ResponseData)
+	}
 	return &pb.StoreEntryResponse{Entry: out, Created: true, Evicted: r.Evicted, Revision: rev}, nil
 }
 

@@ -174,6 +174,21 @@ func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 	if msg := fmt.Sprint(restClient{t: t, base: r.base}.do("POST", "/v1/dlq/entries/01J001:resolve", `{}`)); !strings.Contains(msg, "RESOLVED") {
 		t.Fatalf("a 409 should name the current status: %s", msg)
 	}
+	// view=BASIC answers without the documents; an unknown view stores nothing.
+	code, resp = r.do("POST", "/v1/dlq/entries?view=BASIC", `{"id":"01JB01","domain":"views","failure_type":"X","request_data":{"a":1}}`)
+	if code != 200 || resp["created"] != true || dig(resp, "entry", "id") != "01JB01" || dig(resp, "entry", "request_data") != nil {
+		t.Fatalf("store with view=BASIC: %d %v", code, resp)
+	}
+	if code, resp = r.do("GET", "/v1/dlq/entries/01JB01", ""); code != 200 || dig(resp, "request_data", "a") != 1.0 {
+		t.Fatalf("entry stored with view=BASIC: %d %v", code, resp)
+	}
+	code, resp = r.do("POST", "/v1/dlq/entries?view=ALL", `{"id":"01JB02","domain":"views","failure_type":"X"}`)
+	if code != 400 || !strings.Contains(fmt.Sprint(resp), "view") {
+		t.Fatalf("store with an unknown view: %d %v", code, resp)
+	}
+	if code, _ = r.do("GET", "/v1/dlq/entries/01JB02", ""); code != 404 {
+		t.Fatalf("a store refused for its view was kept: %d", code)
+	}
 }
 
 func TestDLQExpiryOnceAcrossLeaderChange(t *testing.T) {

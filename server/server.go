@@ -117,7 +117,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		// One voter: nobody to wait for, so elect quickly.
 		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
 	}
-	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(uint64) { s.hub.notify() }}
+	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) { s.hub.notify(t) }}
 	s.store, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
 		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,

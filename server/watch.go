@@ -2,43 +2,94 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// hub wakes watchers when the local FSM applies a batch. Watchers re-read
-// the state and send what changed since the revision they last sent, so a
-// slow watcher never blocks the FSM and never misses a change: it only
-// coalesces several into one message.
+// topics name what a batch of commands changed, so watchers wake only for
+// their own domain: a flood of DLQ stores does not wake every circuit and
+// emergency watcher to re-read state that did not change.
+type topics uint8
+
+const (
+	topicEmergency topics = 1 << iota
+	topicCircuit
+	topicCoordination
+	topicDLQ
+	topicCluster
+	numTopics = iota
+	topicAll  = topics(1<<numTopics - 1)
+)
+
+// topicOf is the topic a command's body changes (0: none a watcher reads).
+func topicOf(cmd *raftv1.Command) topics {
+	switch cmd.Body.(type) {
+	case *raftv1.Command_EmergencyTrigger, *raftv1.Command_EmergencyRelease, *raftv1.Command_EmergencyExpire,
+		*raftv1.Command_EmergencyStep, *raftv1.Command_EmergencyConfig:
+		return topicEmergency
+	case *raftv1.Command_Circuit:
+		return topicCircuit
+	case *raftv1.Command_Coordination:
+		return topicCoordination
+	case *raftv1.Command_Dlq:
+		return topicDLQ
+	case *raftv1.Command_MemberUpsert, *raftv1.Command_MemberRemove:
+		return topicCluster
+	}
+	return 0
+}
+
+// hub wakes watchers when the local FSM applies a batch that changed their
+// topic. Watchers re-read the state and send what changed since the
+// revision they last sent, so a slow watcher never blocks the FSM and never
+// misses a change: it only coalesces several into one message.
 type hub struct {
 	mu     sync.Mutex
-	ch     chan struct{}
+	ch     [numTopics]chan struct{}
 	closed bool
 }
 
-func newHub() *hub { return &hub{ch: make(chan struct{})} }
+func newHub() *hub {
+	h := &hub{}
+	for i := range h.ch {
+		h.ch[i] = make(chan struct{})
+	}
+	return h
+}
 
-// notify wakes every current waiter.
-func (h *hub) notify() {
+// notify wakes every current waiter on the topics in t.
+func (h *hub) notify(t topics) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return
 	}
-	close(h.ch)
-	h.ch = make(chan struct{})
+	for i := range h.ch {
+		if t&(1<<i) != 0 {
+			close(h.ch[i])
+			h.ch[i] = make(chan struct{})
+		}
+	}
 }
 
-// wait returns a channel closed at the next notify (or at close). Take it
-// before reading state, so a change between the read and the wait is seen.
-func (h *hub) wait() <-chan struct{} {
+// wait returns a channel closed at the next notify of topic t (a single
+// topic) or at close. Take it before reading state, so a change between the
+// read and the wait is seen.
+func (h *hub) wait(t topics) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.ch
+	for i := range h.ch {
+		if t == 1<<i {
+			return h.ch[i]
+		}
+	}
+	panic(fmt.Sprintf("server: wait on %b: one topic at a time", t))
 }
 
 // close wakes everyone for good; watchers then see stopped.
@@ -47,7 +98,9 @@ func (h *hub) close() {
 	defer h.mu.Unlock()
 	if !h.closed {
 		h.closed = true
-		close(h.ch)
+		for _, ch := range h.ch {
+			close(ch)
+		}
 	}
 }
 
@@ -61,19 +114,19 @@ func (h *hub) isClosed() bool {
 // so clients can tell a quiet stream from a dead one.
 const watchHeartbeat = 3 * time.Second
 
-// watchLoop drives a revisioned watch stream. build reads the local state:
+// watchLoop drives a revisioned watch stream of one topic. build reads the local state:
 // with since == 0 it returns a full snapshot, otherwise what changed after
 // since (ok false when nothing did). A revision this node's history cannot
 // continue (newer than its state, or from before a snapshot restore) starts
 // over with a snapshot. Idle streams get heartbeat(applied) every
 // watchHeartbeat.
-func watchLoop[M any](s *Server, ctx context.Context, from uint64,
+func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 	build func(kv raftstore.KV, since, applied uint64) (M, bool),
 	send func(M) error, heartbeat func(applied uint64) error) error {
 	rev := from
 	restores := s.store.Restores()
 	for {
-		wake := s.hub.wait()
+		wake := s.hub.wait(topic)
 		if s.hub.isClosed() {
 			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
 		}

@@ -14,40 +14,39 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // BenchmarkDLQStoreProcesses: DLQ stores with 1 KiB payloads against a
 // cluster of three baldurd processes on loopback, each on its own data dir
 // with fsync on, at 1, 16 and 64 concurrent clients. The clients run in the
-// benchmark process and share one gRPC connection to the leader, as the
-// goroutines of one application share its SDK client; conns=64 gives each
-// client its own connection. cpu-µs/store is the CPU of the three nodes and
+// benchmark process and store through one SDK client, as the goroutines
+// of one application do (sdks=1), or through an SDK client each, as
+// separate applications would (sdks=64). cpu-µs/store is the CPU of the three nodes and
 // the clients per store; logs/batch is the leader's
-// baldur_raft_fsm_applyBatchNum (log entries per FSM transaction).
+// baldur_raft_fsm_applyBatchNum (log entries per FSM transaction) and
+// stores/entry its baldur_dlq_store_group_size (the leader's group commit).
 func BenchmarkDLQStoreProcesses(b *testing.B) {
 	c := startCluster(b, 3)
 	leader := c.nodes[c.leader("")]
 	payload, _ := structpb.NewStruct(map[string]any{"order": "o-1", "blob": strings.Repeat("x", 1000)})
-	dial := func() pb.DLQServiceClient {
-		conn, err := grpc.NewClient(leader.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := func(b *testing.B, i int) *baldur.DLQ {
+		cl, err := baldur.Dial(b.Context(), leader.grpc, baldur.WithInstanceID(fmt.Sprintf("bench-%d", i)), baldur.WithSpoolDir(b.TempDir(), 10))
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { conn.Close() })
-		return pb.NewDLQServiceClient(conn)
+		b.Cleanup(func() { cl.Close() })
+		return cl.DLQ()
 	}
-	for _, tc := range []struct{ clients, conns int }{{1, 1}, {16, 1}, {64, 1}, {64, 64}} {
-		b.Run(fmt.Sprintf("clients=%d/conns=%d", tc.clients, tc.conns), func(b *testing.B) {
-			clients := make([]pb.DLQServiceClient, tc.conns)
+	for _, tc := range []struct{ clients, sdks int }{{1, 1}, {16, 1}, {64, 1}, {64, 64}} {
+		b.Run(fmt.Sprintf("clients=%d/sdks=%d", tc.clients, tc.sdks), func(b *testing.B) {
+			clients := make([]*baldur.DLQ, tc.sdks)
 			for i := range clients {
-				clients[i] = dial()
+				clients[i] = dial(b, i)
 			}
 			logs0, batches0 := promSummary(b, leader.http, "baldur_raft_fsm_applyBatchNum")
+			stores0, groups0 := promSummary(b, leader.http, "baldur_dlq_store_group_size")
 			cpu0 := clusterCPU(c)
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
@@ -64,13 +63,12 @@ func BenchmarkDLQStoreProcesses(b *testing.B) {
 							return
 						}
 						start := time.Now()
-						_, err := client.StoreEntry(b.Context(), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{
-							Id: baldur.NewEntryID(), Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: payload}})
-						if err != nil {
-							b.Error(err)
+						res, err := client.Store(b.Context(), &baldur.Entry{Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: payload})
+						lat[i] = time.Since(start)
+						if err != nil || !res.Created {
+							b.Errorf("store: %+v %v", res, err)
 							return
 						}
-						lat[i] = time.Since(start)
 					}
 				}()
 			}
@@ -78,6 +76,7 @@ func BenchmarkDLQStoreProcesses(b *testing.B) {
 			b.StopTimer()
 			cpu := clusterCPU(c) - cpu0
 			logs1, batches1 := promSummary(b, leader.http, "baldur_raft_fsm_applyBatchNum")
+			stores1, groups1 := promSummary(b, leader.http, "baldur_dlq_store_group_size")
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stores/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -85,6 +84,9 @@ func BenchmarkDLQStoreProcesses(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/store")
 			if batches1 > batches0 {
 				b.ReportMetric((logs1-logs0)/(batches1-batches0), "logs/batch")
+			}
+			if groups1 > groups0 {
+				b.ReportMetric((stores1-stores0)/(groups1-groups0), "stores/entry")
 			}
 		})
 	}

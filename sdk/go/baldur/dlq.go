@@ -105,7 +105,7 @@ func (d *DLQ) Store(ctx context.Context, e *Entry) (StoreResult, error) {
 		e.Id = NewEntryID()
 	}
 	cctx, cancel := context.WithTimeout(d.c.callContext(ctx), 5*time.Second)
-	resp, err := pb.NewDLQServiceClient(d.c.conn).StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e})
+	resp, err := pb.NewDLQServiceClient(d.c.conn).StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e, View: "BASIC"})
 	cancel()
 	if err == nil {
 		return StoreResult{ID: resp.Entry.Id, Created: resp.Created}, nil

@@ -3,10 +3,13 @@ package baldur_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,43 +57,53 @@ func BenchmarkDLQStore(b *testing.B) {
 }
 
 func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
-	// Each client has its own connection, as separate applications would.
-	conns := make([]pb.DLQServiceClient, 64)
-	for i := range conns {
-		conns[i] = pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
-	}
 	payload, _ := structpb.NewStruct(map[string]any{"order": "o-1", "blob": strings.Repeat("x", 1000)})
-	for _, clients := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+	dial := func(b *testing.B, i int) *baldur.DLQ {
+		cl, err := baldur.Dial(b.Context(), c.Leader().GRPCAddr, baldur.WithInstanceID(fmt.Sprintf("bench-%d", i)), baldur.WithSpoolDir(b.TempDir(), 10))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		return cl.DLQ()
+	}
+	// clients callers share one SDK client (the goroutines of one
+	// application), or each has its own (sdks=64: separate applications).
+	for _, tc := range []struct{ clients, sdks int }{{1, 1}, {16, 1}, {64, 1}, {64, 64}} {
+		b.Run(fmt.Sprintf("clients=%d/sdks=%d", tc.clients, tc.sdks), func(b *testing.B) {
+			sdks := make([]*baldur.DLQ, tc.sdks)
+			for i := range sdks {
+				sdks[i] = dial(b, i)
+			}
 			raftMetrics := metrics.NewInmemSink(time.Minute, time.Minute)
 			mc := metrics.DefaultConfig("bench")
 			mc.EnableHostname, mc.EnableRuntimeMetrics = false, false
 			if _, err := metrics.NewGlobal(mc, raftMetrics); err != nil {
 				b.Fatal(err)
 			}
-			var mu sync.Mutex
-			lat := make([]time.Duration, 0, b.N)
+			leaderHTTP := c.Leader().HTTPAddr
+			stores0, groups0 := histogram(b, leaderHTTP, "baldur_dlq_store_group_size")
+			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			cpu0 := processCPU()
 			b.ResetTimer()
-			for w := 0; w < clients; w++ {
+			for w := 0; w < tc.clients; w++ {
 				wg.Add(1)
-				client := conns[w]
+				dlq := sdks[w%len(sdks)]
 				go func() {
 					defer wg.Done()
-					for next.Add(1) <= int64(b.N) {
-						id := baldur.NewEntryID() // what the SDK sends: UUIDv7, time-ordered
-						start := time.Now()
-						_, err := client.StoreEntry(b.Context(), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: id, Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: payload}})
-						d := time.Since(start)
-						if err != nil {
-							b.Error(err)
+					for {
+						i := next.Add(1) - 1
+						if i >= int64(b.N) {
 							return
 						}
-						mu.Lock()
-						lat = append(lat, d)
-						mu.Unlock()
+						start := time.Now()
+						res, err := dlq.Store(b.Context(), &baldur.Entry{Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT", RequestData: payload})
+						lat[i] = time.Since(start)
+						if err != nil || !res.Created {
+							b.Errorf("store: %+v %v", res, err)
+							return
+						}
 					}
 				}()
 			}
@@ -103,18 +116,40 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stores/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-			// Group commit, as the Raft library reports it: log entries per
-			// FSM batch (raft.fsm.applyBatchNum, all three nodes), each batch
-			// one bbolt transaction.
 			if os.Getenv("BALDUR_BENCH_RAFT_METRICS") != "" {
 				schedLatency(b)
 				printRaftMetrics(b, raftMetrics)
 			}
+			// Group commit: stores per Raft entry (the leader's group
+			// commit, baldur_dlq_store_group_size) and Raft entries per FSM
+			// batch (raft.fsm.applyBatchNum, all three nodes), each batch one
+			// bbolt transaction.
 			if logs, batches := raftSample(raftMetrics, "bench.raft.fsm.applyBatchNum"); batches > 0 {
 				b.ReportMetric(logs/float64(batches), "logs/batch")
 			}
+			if stores1, groups1 := histogram(b, leaderHTTP, "baldur_dlq_store_group_size"); groups1 > groups0 {
+				b.ReportMetric((stores1-stores0)/(groups1-groups0), "stores/entry")
+			}
 		})
 	}
+}
+
+// histogram reads a histogram's _sum and _count from a node's /metrics.
+func histogram(b *testing.B, httpAddr, name string) (sum, count float64) {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
+			sum, _ = strconv.ParseFloat(v, 64)
+		} else if v, ok := strings.CutPrefix(line, name+"_count "); ok {
+			count, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return sum, count
 }
 
 func schedLatency(b *testing.B) {

@@ -298,8 +298,13 @@ func (x *DLQEntry) GetRevision() uint64 {
 }
 
 type StoreEntryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *DLQEntry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Entry *DLQEntry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// What the answer holds: "FULL" (default) is the entry as stored;
+	// "BASIC" leaves out request_data, snapshot_data and response_data,
+	// which a client that only needs the id need not receive back (the SDK
+	// asks for BASIC). REST: ?view=BASIC.
+	View          string `protobuf:"bytes,2,opt,name=view,proto3" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,6 +344,13 @@ func (x *StoreEntryRequest) GetEntry() *DLQEntry {
 		return x.Entry
 	}
 	return nil
+}
+
+func (x *StoreEntryRequest) GetView() string {
+	if x != nil {
+		return x.View
+	}
+	return ""
 }
 
 type StoreEntryResponse struct {
@@ -1323,9 +1335,10 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\brevision\x18\x1d \x01(\x04R\brevision\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
 	"\x11StoreEntryRequest\x12)\n" +
-	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\"\x8f\x01\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\x12\x12\n" +
+	"\x04view\x18\x02 \x01(\tR\x04view\"\x8f\x01\n" +
 	"\x12StoreEntryResponse\x12)\n" +
 	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
