@@ -45,7 +45,6 @@ type change struct {
 	Target  string
 	Before  any
 	After   any
-	Actor   string // who asked, when not the command's actor (a batch's stores)
 }
 
 // applier dispatches committed commands to the domains. It is the only
@@ -122,37 +121,39 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	}
 	// One audit record per change; a batch of stores is one per store, in
 	// the name of the store's caller.
-	changes := []change{ch}
-	if ch.DLQ.Batch != nil {
-		changes = changes[:0]
-		for _, it := range ch.DLQ.Batch {
-			r := it.Result
-			changes = append(changes, change{Changed: r.Changed, Action: "dlq." + r.Action, Target: r.Target, Before: r.Before, After: r.After, Actor: r.Actor})
-		}
+	if ch.DLQ.Batch == nil {
+		a.record(kv, index, m.Time, cmd, ch.Changed, cmd.Actor, ch.Action, ch.Target, ch.Before, ch.After)
 	}
-	for _, c := range changes {
-		if !c.Changed {
-			continue
-		}
-		actor := cmd.Actor
-		if c.Actor != "" {
-			actor = c.Actor
-		}
-		audit.Append(kv, a.auditKey, audit.Record{
-			Revision: index, Time: m.Time, Actor: actor, Reason: cmd.Reason,
-			Action: c.Action, Target: c.Target, Before: jsonText(c.Before), After: jsonText(c.After),
-		})
-		if a.metrics != nil {
-			a.metrics.changes.WithLabelValues(c.Action).Inc()
-			if after, ok := c.After.(circuit.Breaker); ok {
-				if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
-					a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
-				}
-			}
-		}
+	for i := range ch.DLQ.Batch {
+		r := &ch.DLQ.Batch[i].Result
+		a.record(kv, index, m.Time, cmd, r.Changed, r.Actor, "dlq."+r.Action, r.Target, r.Before, r.After)
 	}
 	rememberRequest(kv, cmd.RequestId, index, m.Time)
 	return applyResult{Revision: index, Granted: ch.Granted, Coord: ch.Coord, DLQ: ch.DLQ}
+}
+
+// record appends the audit record of a change (actor "" is the command's)
+// and counts it.
+func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv1.Command, changed bool, actor, action, target string, before, after any) {
+	if !changed {
+		return
+	}
+	if actor == "" {
+		actor = cmd.Actor
+	}
+	audit.Append(kv, a.auditKey, audit.Record{
+		Revision: index, Time: at, Actor: actor, Reason: cmd.Reason,
+		Action: action, Target: target, Before: jsonText(before), After: jsonText(after),
+	})
+	if a.metrics == nil {
+		return
+	}
+	a.metrics.changes.WithLabelValues(action).Inc()
+	if after, ok := after.(circuit.Breaker); ok {
+		if before, ok := before.(circuit.Breaker); !ok || before.State != after.State {
+			a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
+		}
+	}
 }
 
 func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, error) {
