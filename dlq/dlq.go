@@ -1,7 +1,6 @@
 package dlq
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,34 +161,6 @@ func NormalizeDomain(d string) (domain, rejected, reason string) {
 		return canon, "", ""
 	}
 	return FallbackDomain, d, "invalid_charset"
-}
-
-// encodeEntry is json.Marshal(e) with the three documents copied in as
-// they are instead of re-validated and compacted by encoding/json (they are
-// valid JSON: Prepare checked them, or json.Unmarshal did when they were
-// read back). They come just before "revision", which stays last.
-func encodeEntry(e Entry) []byte {
-	docs := [...]struct {
-		name string
-		raw  json.RawMessage
-	}{{`"request_data":`, e.RequestData}, {`"snapshot_data":`, e.SnapshotData}, {`"response_data":`, e.ResponseData}}
-	e.RequestData, e.SnapshotData, e.ResponseData = nil, nil, nil
-	body := marshal(e)
-	cut := bytes.LastIndex(body, []byte(`"revision":`))
-	size := len(body)
-	for _, d := range docs {
-		size += len(d.name) + len(d.raw) + 1
-	}
-	out := make([]byte, 0, size)
-	out = append(out, body[:cut]...)
-	for _, d := range docs {
-		if len(d.raw) > 0 {
-			out = append(out, d.name...)
-			out = append(out, d.raw...)
-			out = append(out, ',')
-		}
-	}
-	return append(out, body[cut:]...)
 }
 
 func marshal(v any) []byte {
