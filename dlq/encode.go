@@ -74,4 +74,3 @@ func encodeEntry(e Entry) []byte {
 	b = strconv.AppendUint(b, e.Revision, 10)
 	return append(b, '}')
 }
-
