@@ -155,7 +155,7 @@ func (f *fsm) release(clean bool) {
 }
 
 func boltOptions() *bolt.Options {
-	return &bolt.Options{Timeout: timeoutOpen, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, NoSync: true}
+	return &bolt.Options{Timeout: timeoutOpen, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, NoSync: true, NoGrowSync: true}
 }
 
 // open opens the state file, creates missing buckets and loads the applied

@@ -33,6 +33,10 @@ import (
 // maxRequestMessage and this, the codec answers REQUEST_TOO_LARGE.
 const maxGRPCMessage = 16 << 20
 
+// flowWindow is the HTTP/2 flow-control window of every gRPC stream and
+// connection this node serves or dials (fixed, so no BDP pings).
+const flowWindow = 1 << 20
+
 // Server is one baldurd node.
 type Server struct {
 	cfg      Config
@@ -147,6 +151,11 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
 		grpc.ForceServerCodecV2(newStrictCodec()),
+		// Fixed flow-control windows turn off gRPC's bandwidth-delay
+		// estimation, which pings on every connection as data arrives: with
+		// one caller per connection that doubled the frames of each small
+		// call (docs/benchmarks.md, DLQ).
+		grpc.InitialWindowSize(flowWindow), grpc.InitialConnWindowSize(flowWindow),
 	)
 	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})
@@ -162,6 +171,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	// The gateway calls this node's own gRPC port over loopback, so REST
 	// and gRPC share one code path (auth, validation, errors).
 	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage)))
 	if err != nil {
 		s.shutdownStore(false)
