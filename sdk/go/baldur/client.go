@@ -173,7 +173,7 @@ func NewConn(endpoints string, opts ...grpc.DialOption) (*grpc.ClientConn, error
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Fixed 1 MiB windows, as baldurd serves: no bandwidth-delay pings,
 		// which cost a round of frames per small call.
-		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20),
+		grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(1 << 20),
 	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", dialOpts...)
 	if err != nil {
