@@ -34,7 +34,38 @@ var migrations = []string{
 	CREATE INDEX IF NOT EXISTS baldur_dlq_created ON baldur_dlq (created_at, id);
 	CREATE INDEX IF NOT EXISTS baldur_dlq_domain ON baldur_dlq (domain, created_at, id);
 	CREATE INDEX IF NOT EXISTS baldur_dlq_status_domain ON baldur_dlq (status, domain, created_at, id);`,
+	// Counters for the capacity checks, kept by a trigger: a store reads a
+	// few rows instead of counting the table. Each transaction updates the
+	// shard of its backend, so concurrent stores do not queue on one row,
+	// and always "total" before the domain's, so they cannot deadlock.
+	`LOCK TABLE baldur_dlq IN SHARE ROW EXCLUSIVE MODE;
+	CREATE TABLE IF NOT EXISTS baldur_dlq_counts (
+		key   text NOT NULL,
+		shard int NOT NULL,
+		n     bigint NOT NULL,
+		PRIMARY KEY (key, shard)
+	);
+	CREATE OR REPLACE FUNCTION baldur_dlq_count() RETURNS trigger LANGUAGE plpgsql AS $$
+	DECLARE
+		s int := pg_backend_pid() % 16;
+		d int := 1;
+		dom text;
+	BEGIN
+		IF TG_OP = 'INSERT' THEN dom := NEW.domain; ELSE d := -1; dom := OLD.domain; END IF;
+		INSERT INTO baldur_dlq_counts AS c (key, shard, n) VALUES ('total', s, d)
+			ON CONFLICT (key, shard) DO UPDATE SET n = c.n + d;
+		INSERT INTO baldur_dlq_counts AS c (key, shard, n) VALUES ('d/' || dom, s, d)
+			ON CONFLICT (key, shard) DO UPDATE SET n = c.n + d;
+		RETURN NULL;
+	END $$;
+	CREATE TRIGGER baldur_dlq_count AFTER INSERT OR DELETE ON baldur_dlq FOR EACH ROW EXECUTE FUNCTION baldur_dlq_count();
+	INSERT INTO baldur_dlq_counts (key, shard, n) SELECT 'total', 0, count(*) FROM baldur_dlq;
+	INSERT INTO baldur_dlq_counts (key, shard, n) SELECT 'd/' || domain, 0, count(*) FROM baldur_dlq GROUP BY domain;`,
 }
+
+// defaultMaxConns is the connection pool size unless the DSN sets
+// pool_max_conns.
+const defaultMaxConns = 16
 
 // DLQ is the PostgreSQL store.
 type DLQ struct {
@@ -43,7 +74,17 @@ type DLQ struct {
 
 // Open connects and applies migrations.
 func Open(ctx context.Context, dsn string) (*DLQ, error) {
-	pool, err := pgxpool.New(ctx, dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgx's default (the number of CPUs, at least 4) leaves stores
+		// queueing for a connection while PostgreSQL could commit them
+		// together; the DSN's pool_max_conns overrides this.
+		cfg.MaxConns = defaultMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
@@ -137,14 +178,15 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 			return err
 		}
 		for _, l := range []struct {
+			key    string
 			where  string
 			args   []any
 			max    int64
 			reason string
-		}{{"", nil, lim.MaxSize, "the DLQ"}, {"AND domain = $1", []any{e.Domain}, lim.MaxPerDomain, "domain " + e.Domain}} {
+		}{{"total", "", nil, lim.MaxSize, "the DLQ"}, {"d/" + e.Domain, "AND domain = $1", []any{e.Domain}, lim.MaxPerDomain, "domain " + e.Domain}} {
 			for {
 				var n int64
-				if err := tx.QueryRow(ctx, `SELECT count(*) FROM baldur_dlq WHERE true `+l.where, l.args...).Scan(&n); err != nil {
+				if err := tx.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = $1`, l.key).Scan(&n); err != nil {
 					return err
 				}
 				if l.max <= 0 || n < l.max {

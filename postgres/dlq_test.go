@@ -19,6 +19,13 @@ import (
 // open gives each test a schema of its own in the test PostgreSQL.
 func open(t *testing.T) *postgres.DLQ {
 	t.Helper()
+	d, _ := openDSN(t)
+	return d
+}
+
+// openDSN is open, also returning the DSN of the test's schema.
+func openDSN(t *testing.T) (*postgres.DLQ, string) {
+	t.Helper()
 	base := os.Getenv("BALDUR_TEST_PG_DSN")
 	if base == "" {
 		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -51,7 +58,7 @@ func open(t *testing.T) *postgres.DLQ {
 		t.Fatalf("second open (migrations already applied): %v", err)
 	}
 	d2.Close()
-	return d
+	return d, base + sep + "search_path=" + schema
 }
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -160,4 +167,72 @@ func TestPostgresLeasesNeverDoubleAssign(t *testing.T) {
 	if _, _, err := d.List(ctx, dlq.Filter{}, 5, "%%%"); !errors.Is(err, dlq.ErrBadPageToken) {
 		t.Fatalf("bad token: %v", err)
 	}
+}
+
+// The capacity counters follow every insert and delete, under concurrent
+// stores that evict, and are rebuilt from the table by the migration that
+// introduced them.
+func TestPostgresCountersFollowTheTable(t *testing.T) {
+	d, dsn := openDSN(t)
+	ctx := context.Background()
+	lim := dlq.DefaultLimits()
+	lim.MaxPerDomain = 100
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				domain := []string{"alpha", "beta"}[i%2]
+				if _, err := d.Store(ctx, entry(fmt.Sprintf("c-%d-%d", w, i), domain), lim, t0.Add(time.Duration(w*100+i)*time.Millisecond)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	check := func(when string) {
+		t.Helper()
+		want := map[string]int64{}
+		rows, _ := conn.Query(ctx, `SELECT 'total', count(*) FROM baldur_dlq UNION ALL SELECT 'd/' || domain, count(*) FROM baldur_dlq GROUP BY domain`)
+		for rows.Next() {
+			var k string
+			var n int64
+			rows.Scan(&k, &n)
+			want[k] = n
+		}
+		got := map[string]int64{}
+		rows, _ = conn.Query(ctx, `SELECT key, sum(n)::bigint FROM baldur_dlq_counts GROUP BY key HAVING sum(n) <> 0`)
+		for rows.Next() {
+			var k string
+			var n int64
+			rows.Scan(&k, &n)
+			got[k] = n
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: counters %v, table %v", when, got, want)
+		}
+		if want["d/alpha"] > 100+16 || want["d/alpha"] < 100 {
+			t.Fatalf("%s: domain alpha holds %d entries (limit 100, 16 stores in flight)", when, want["d/alpha"])
+		}
+	}
+	check("after concurrent stores")
+	// A database from before the counters: the migration rebuilds them.
+	for _, q := range []string{`DROP TRIGGER baldur_dlq_count ON baldur_dlq`, `DROP TABLE baldur_dlq_counts`, `DELETE FROM baldur_schema_migrations WHERE version = 2`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d2, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2.Close()
+	check("after the migration")
 }
