@@ -82,6 +82,10 @@ func openFSM(path string, buckets [][]byte, schema uint32, applier Applier) (*fs
 	return f, nil
 }
 
+// markerSize is the size of the open marker's record (a boot id is 36
+// characters).
+const markerSize = 64
+
 // bootID names the running kernel's boot; "" where unknown, and then any
 // stop without a clean close counts as a machine crash.
 var bootID = func() string {
@@ -110,6 +114,7 @@ func (f *fsm) claim() error {
 		return fmt.Errorf("read state marker: %w", err)
 	}
 	boot := bootID()
+	was := strings.TrimSpace(string(prev))
 	_, statErr := os.Stat(f.path)
 	switch {
 	case errors.Is(statErr, fs.ErrNotExist):
@@ -117,17 +122,18 @@ func (f *fsm) claim() error {
 	case statErr != nil:
 		mf.Close()
 		return fmt.Errorf("state db: %w", statErr)
-	case len(prev) > 0 && (boot == "" || string(prev) != boot):
-		f.set = fmt.Sprintf("it was open for writing under boot %q and the machine has restarted since (now %q)", prev, boot)
+	case len(prev) > 0 && (boot == "" || was != boot):
+		f.set = fmt.Sprintf("it was open for writing under boot %q and the machine has restarted since (now %q)", was, boot)
 		if err := os.Rename(f.path, f.path+".untrusted"); err != nil {
 			mf.Close()
 			return fmt.Errorf("set aside the state db: %w", err)
 		}
 		f.rebuild = true
 	}
-	if err := mf.Truncate(0); err == nil {
-		_, err = mf.WriteAt([]byte(boot), 0)
-	}
+	// The boot id is written over the old one at a fixed size, never after
+	// a truncation: a crash here leaves the old id or the new one, not an
+	// empty marker that would read as a clean close.
+	_, err = mf.WriteAt([]byte(fmt.Sprintf("%-*s", markerSize, boot)), 0)
 	if err == nil {
 		err = mf.Sync()
 	}

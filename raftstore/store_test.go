@@ -231,7 +231,7 @@ func TestStateFileAfterCrashes(t *testing.T) {
 			}
 			applied := s.AppliedIndex()
 			crash(t, s)
-			if b, err := os.ReadFile(filepath.Join(dir, "state.db.open")); err != nil || string(b) != "boot-1" {
+			if b, err := os.ReadFile(filepath.Join(dir, "state.db.open")); err != nil || len(b) != markerSize || strings.TrimSpace(string(b)) != "boot-1" {
 				t.Fatalf("open marker after a crash: %q %v", b, err)
 			}
 			if tc.newBoot {
