@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,16 +103,17 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	for _, o := range opts {
 		o(&c.opts)
 	}
-	var peers []string
-	for i := 0; i < n; i++ {
-		nd := &Node{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: freeAddr(t), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", c: c}
-		c.faults.name(nd.RaftAddr, nd.ID)
-		c.Nodes = append(c.Nodes, nd)
-		peers = append(peers, nd.ID+"="+nd.RaftAddr)
-	}
-	for i, nd := range c.Nodes {
-		if err := nd.start(i, strings.Join(peers, ",")); err != nil {
-			t.Fatalf("start %s: %v", nd.ID, err)
+	// Raft ports are reserved and released before the nodes bind them, so
+	// another test process can take one in between: start over on fresh
+	// ports and directories when that happens.
+	for attempt := 1; ; attempt++ {
+		err := c.startNodes(n)
+		if err == nil {
+			break
+		}
+		c.Stop()
+		if attempt == 5 || !(errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+			t.Fatalf("start cluster (attempt %d): %v", attempt, err)
 		}
 	}
 	t.Cleanup(c.Stop)
@@ -144,6 +146,24 @@ func (c *Cluster) WaitForMembers(timeout time.Duration) {
 	}) {
 		c.t.Fatalf("members did not all register within %v", timeout)
 	}
+}
+
+// startNodes creates and starts n nodes on fresh ports and directories.
+func (c *Cluster) startNodes(n int) error {
+	c.Nodes, c.faults = nil, newFaults()
+	var peers []string
+	for i := 0; i < n; i++ {
+		nd := &Node{ID: fmt.Sprintf("n%d", i+1), Dir: c.t.TempDir(), RaftAddr: freeAddr(c.t), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", c: c}
+		c.faults.name(nd.RaftAddr, nd.ID)
+		c.Nodes = append(c.Nodes, nd)
+		peers = append(peers, nd.ID+"="+nd.RaftAddr)
+	}
+	for i, nd := range c.Nodes {
+		if err := nd.start(i, strings.Join(peers, ",")); err != nil {
+			return fmt.Errorf("start %s: %w", nd.ID, err)
+		}
+	}
+	return nil
 }
 
 func (n *Node) start(i int, peers string) error {
