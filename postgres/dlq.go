@@ -163,31 +163,45 @@ func scanEntry(row pgx.Row) (dlq.Entry, error) {
 
 // Store inserts a prepared entry (or returns the existing one with that
 // id), enforcing the capacity limits. Stores are not serialised: under
-// concurrency the count can overshoot a limit by the number of stores in
-// flight, and the next store evicts back down (Baldur PRO's background
-// "water level" eviction makes the same trade).
+// concurrency the count can miss a limit, either way, by up to the number
+// of stores in flight, and later stores bring it back (Baldur PRO's
+// background "water level" eviction makes the same trade).
 func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.Time) (dlq.Result, error) {
 	var res dlq.Result
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		existing, err := scanEntry(tx.QueryRow(ctx, `SELECT doc FROM baldur_dlq WHERE id = $1`, e.ID))
-		if err == nil {
+		// One round trip for the usual case: no entry with this id, both
+		// counts under their limits.
+		var doc []byte
+		var total, inDomain int64
+		err := tx.QueryRow(ctx, `SELECT (SELECT doc FROM baldur_dlq WHERE id = $1),
+			(SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = 'total'),
+			(SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = $2)`, e.ID, "d/"+e.Domain).Scan(&doc, &total, &inDomain)
+		if err != nil {
+			return err
+		}
+		if doc != nil {
+			var existing dlq.Entry
+			if err := json.Unmarshal(doc, &existing); err != nil {
+				return err
+			}
 			res = dlq.Result{Entry: existing}
 			return nil
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
 		for _, l := range []struct {
 			key    string
+			n      int64
 			where  string
 			args   []any
 			max    int64
 			reason string
-		}{{"total", "", nil, lim.MaxSize, "the DLQ"}, {"d/" + e.Domain, "AND domain = $1", []any{e.Domain}, lim.MaxPerDomain, "domain " + e.Domain}} {
-			for {
-				var n int64
-				if err := tx.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = $1`, l.key).Scan(&n); err != nil {
-					return err
+		}{{"total", total, "", nil, lim.MaxSize, "the DLQ"}, {"d/" + e.Domain, inDomain, "AND domain = $1", []any{e.Domain}, lim.MaxPerDomain, "domain " + e.Domain}} {
+			contended := 0
+			for counted := false; ; counted = true {
+				n := l.n
+				if counted { // after an eviction
+					if err := tx.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = $1`, l.key).Scan(&n); err != nil {
+						return err
+					}
 				}
 				if l.max <= 0 || n < l.max {
 					break
@@ -199,7 +213,19 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 				err := tx.QueryRow(ctx, `DELETE FROM baldur_dlq WHERE id = (SELECT id FROM baldur_dlq WHERE status NOT IN ('REPLAYING','REVIEWING') `+
 					l.where+` ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id`, l.args...).Scan(&victim)
 				if errors.Is(err, pgx.ErrNoRows) {
-					return fmt.Errorf("%w: %s is full of entries being replayed", dlq.ErrCapacityExceeded, l.reason)
+					// Nothing this statement could lock: every evictable entry
+					// is being replayed, or concurrent stores hold the
+					// candidates (then count again and retry).
+					var evictable bool
+					if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM baldur_dlq WHERE status NOT IN ('REPLAYING','REVIEWING') `+
+						l.where+`)`, l.args...).Scan(&evictable); err != nil {
+						return err
+					}
+					if !evictable || contended >= 100 {
+						return fmt.Errorf("%w: %s is full of entries being replayed", dlq.ErrCapacityExceeded, l.reason)
+					}
+					contended++
+					continue
 				}
 				if err != nil {
 					return err

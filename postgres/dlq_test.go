@@ -218,8 +218,10 @@ func TestPostgresCountersFollowTheTable(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("%s: counters %v, table %v", when, got, want)
 		}
-		if want["d/alpha"] > 100+16 || want["d/alpha"] < 100 {
-			t.Fatalf("%s: domain alpha holds %d entries (limit 100, 16 stores in flight)", when, want["d/alpha"])
+		// Stores are not serialised: the limit holds within the number of
+		// stores in flight, either way.
+		if n := want["d/alpha"]; n > 100+16 || n < 100-16 {
+			t.Fatalf("%s: domain alpha holds %d entries (limit 100, 16 stores in flight)", when, n)
 		}
 	}
 	check("after concurrent stores")
