@@ -467,7 +467,6 @@ func storeBatch(kv KV, m Meta, c *raftv1.DLQCommand) Result {
 		if t := sc.GetTimeUnixNano(); t != 0 {
 			sm.Time = time.Unix(0, t).UTC()
 		}
-		sm.Actor = sc.GetActor()
 		items[i].Result, items[i].Err = store(kv, sm, sc)
 		items[i].Result.Actor = sc.GetActor()
 	}

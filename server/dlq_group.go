@@ -100,21 +100,19 @@ func (g *storeGroups) commitLoop() {
 }
 
 func (g *storeGroups) commit(group []*groupedStore) {
-	s := g.s
 	if len(group) == 1 {
 		g.commitOne(group[0])
 		return
 	}
-	{
-		if err := s.checkCommandVersion(groupCommandVersion); err == nil {
-			g.commitBatch(group)
-			return
-		} else if !errors.Is(err, errUpgradePending) {
-			for _, it := range group {
-				it.done <- groupOutcome{err: err}
-			}
-			return
+	switch err := g.s.checkCommandVersion(groupCommandVersion); {
+	case err == nil:
+		g.commitBatch(group)
+		return
+	case !errors.Is(err, errUpgradePending):
+		for _, it := range group {
+			it.done <- groupOutcome{err: err}
 		}
+		return
 	}
 	// Voters that cannot apply STORE_BATCH yet: one entry per store,
 	// concurrently, as before groups existed.

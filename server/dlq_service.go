@@ -172,11 +172,11 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 		return nil, err
 	}
 	if !r.Changed {
-		out := entryToPB(withoutDocs(r.Entry))
-		if !basic {
-			out = entryToPB(r.Entry)
+		existing := r.Entry
+		if basic {
+			existing = withoutDocs(existing)
 		}
-		return &pb.StoreEntryResponse{Entry: out, Revision: r.Entry.Revision}, nil
+		return &pb.StoreEntryResponse{Entry: entryToPB(existing), Revision: existing.Revision}, nil
 	}
 	d.s.metrics.dlqCreated.WithLabelValues(r.Entry.Domain).Inc()
 	d.s.metrics.dlqEvicted.Add(float64(len(r.Evicted)))

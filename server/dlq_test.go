@@ -3,11 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,7 +249,7 @@ func TestDLQStoresAreGroupCommitted(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			sum, count := scrapeSummary(t, leader.HTTPAddr, "baldur_dlq_store_group_size")
+			sum, count := testcluster.MetricSum(t, leader.HTTPAddr, "baldur_dlq_store_group_size")
 			if sum != stores {
 				t.Fatalf("stores through the group committer: %v, want %d", sum, stores)
 			}
@@ -283,24 +280,4 @@ func TestDLQStoresAreGroupCommitted(t *testing.T) {
 			}
 		})
 	}
-}
-
-// scrapeSummary reads a histogram's _sum and _count from a node's /metrics.
-func scrapeSummary(t *testing.T, httpAddr, name string) (sum, count float64) {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
-			sum, _ = strconv.ParseFloat(v, 64)
-		}
-		if v, ok := strings.CutPrefix(line, name+"_count "); ok {
-			count, _ = strconv.ParseFloat(v, 64)
-		}
-	}
-	return sum, count
 }

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -14,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -47,8 +46,8 @@ func BenchmarkDLQStoreProcesses(b *testing.B) {
 			for i := range clients {
 				clients[i] = dial(b, i)
 			}
-			logs0, batches0 := promSummary(b, leader.http, "baldur_raft_fsm_applyBatchNum")
-			stores0, groups0 := promSummary(b, leader.http, "baldur_dlq_store_group_size")
+			logs0, batches0 := testcluster.MetricSum(b, leader.http, "baldur_raft_fsm_applyBatchNum")
+			stores0, groups0 := testcluster.MetricSum(b, leader.http, "baldur_dlq_store_group_size")
 			cpu0 := clusterCPU(c)
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
@@ -77,8 +76,8 @@ func BenchmarkDLQStoreProcesses(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			cpu := clusterCPU(c) - cpu0
-			logs1, batches1 := promSummary(b, leader.http, "baldur_raft_fsm_applyBatchNum")
-			stores1, groups1 := promSummary(b, leader.http, "baldur_dlq_store_group_size")
+			logs1, batches1 := testcluster.MetricSum(b, leader.http, "baldur_raft_fsm_applyBatchNum")
+			stores1, groups1 := testcluster.MetricSum(b, leader.http, "baldur_dlq_store_group_size")
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stores/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -114,24 +113,4 @@ func clusterCPU(c *cluster) time.Duration {
 		total += time.Duration(ut+st) * tick
 	}
 	return total
-}
-
-// promSummary reads a summary's _sum and _count from a node's /metrics.
-func promSummary(b *testing.B, httpAddr, name string) (sum, count float64) {
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		for suffix, dst := range map[string]*float64{"_sum": &sum, "_count": &count} {
-			if rest, ok := strings.CutPrefix(line, name+suffix+" "); ok {
-				*dst, _ = strconv.ParseFloat(rest, 64)
-			}
-		}
-	}
-	return sum, count
 }

@@ -3,13 +3,10 @@ package baldur_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,7 +80,7 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 				b.Fatal(err)
 			}
 			leaderHTTP := c.Leader().HTTPAddr
-			stores0, groups0 := histogram(b, leaderHTTP, "baldur_dlq_store_group_size")
+			stores0, groups0 := testcluster.MetricSum(b, leaderHTTP, "baldur_dlq_store_group_size")
 			lat := make([]time.Duration, b.N)
 			var next atomic.Int64
 			var wg sync.WaitGroup
@@ -129,29 +126,11 @@ func benchDLQStore(b *testing.B, c *testcluster.Cluster) {
 			if logs, batches := raftSample(raftMetrics, "bench.raft.fsm.applyBatchNum"); batches > 0 {
 				b.ReportMetric(logs/float64(batches), "logs/batch")
 			}
-			if stores1, groups1 := histogram(b, leaderHTTP, "baldur_dlq_store_group_size"); groups1 > groups0 {
+			if stores1, groups1 := testcluster.MetricSum(b, leaderHTTP, "baldur_dlq_store_group_size"); groups1 > groups0 {
 				b.ReportMetric((stores1-stores0)/(groups1-groups0), "stores/entry")
 			}
 		})
 	}
-}
-
-// histogram reads a histogram's _sum and _count from a node's /metrics.
-func histogram(b *testing.B, httpAddr, name string) (sum, count float64) {
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
-			sum, _ = strconv.ParseFloat(v, 64)
-		} else if v, ok := strings.CutPrefix(line, name+"_count "); ok {
-			count, _ = strconv.ParseFloat(v, 64)
-		}
-	}
-	return sum, count
 }
 
 func schedLatency(b *testing.B) {
