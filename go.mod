@@ -10,6 +10,8 @@ tool (
 )
 
 require (
+	github.com/baldurhq/baldurd/api v0.0.0-00010101000000-000000000000
+	github.com/baldurhq/baldurd/sdk/go v0.0.0-00010101000000-000000000000
 	github.com/failsafe-go/failsafe-go v0.9.8
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
 	github.com/hashicorp/go-hclog v1.6.3
@@ -65,3 +67,9 @@ require (
 )
 
 replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
+
+// The API and SDK modules are developed in this repository.
+replace (
+	github.com/baldurhq/baldurd/api => ./api
+	github.com/baldurhq/baldurd/sdk/go => ./sdk/go
+)

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/jackc/pgx/v5"
 )
@@ -26,39 +25,20 @@ func open(t *testing.T) *postgres.DLQ {
 // openDSN is open, also returning the DSN of the test's schema.
 func openDSN(t *testing.T) (*postgres.DLQ, string) {
 	t.Helper()
-	base := os.Getenv("BALDUR_TEST_PG_DSN")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s: %v (set BALDUR_TEST_PG_DSN)", base, err)
-	}
-	schema := fmt.Sprintf("baldur_pg_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(ctx)
-		}
-	})
-	sep := map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")]
-	d, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	dsn := pgtest.Schema(t, "baldur_pg")
+	d, err := postgres.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
 	// Opening again finds the migrations applied.
-	d2, err := postgres.Open(ctx, base+sep+"search_path="+schema)
+	d2, err := postgres.Open(ctx, dsn)
 	if err != nil {
 		t.Fatalf("second open (migrations already applied): %v", err)
 	}
 	d2.Close()
-	return d, base + sep + "search_path=" + schema
+	return d, dsn
 }
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)

@@ -1,9 +1,7 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -12,9 +10,9 @@ import (
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
-	"github.com/jackc/pgx/v5"
 )
 
 // TestDLQOverRESTAndBadInput runs one suite against both stores: the
@@ -25,44 +23,11 @@ func TestDLQOverRESTAndBadInput(t *testing.T) {
 	}
 	t.Run("store=raft", func(t *testing.T) { dlqSuite(t, testcluster.New(t, 3), false) })
 	t.Run("store=postgres", func(t *testing.T) {
-		dsn := pgSchema(t)
+		dsn := pgtest.Schema(t, "baldur_test")
 		dlqSuite(t, testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
 			cfg.DLQStore, cfg.PostgresDSN = "postgres", dsn
 		})), true)
 	})
-}
-
-// pgSchema creates a schema of its own in the test PostgreSQL and returns a
-// DSN that uses it; the schema is dropped at cleanup.
-func pgSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("BALDUR_TEST_PG_DSN")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s: %v (set BALDUR_TEST_PG_DSN)", base, err)
-	}
-	defer conn.Close(ctx)
-	schema := fmt.Sprintf("baldur_test_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {

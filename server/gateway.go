@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
-	"github.com/baldurhq/baldurd/api/gen/baldur/v1/gw"
+	gw "github.com/baldurhq/baldurd/internal/gateway"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"

@@ -14,16 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/sdk/go/baldur/pgfence"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
-
-func pgDSN() string {
-	if dsn := os.Getenv("BALDUR_TEST_PG_DSN"); dsn != "" {
-		return dsn
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 type worker struct {
 	id  string
@@ -45,14 +39,15 @@ func TestFencedMutualExclusionUnderFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
-	db, err := sql.Open("pgx", pgDSN())
+	dsn := pgtest.DSN(t)
+	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	ctx := context.Background()
 	if err := db.PingContext(ctx); err != nil {
-		t.Fatalf("PostgreSQL at %s: %v", pgDSN(), err)
+		t.Fatalf("PostgreSQL at %s: %v", dsn, err)
 	}
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	writes, fence := "mutex_writes_"+suffix, "mutex_fence_"+suffix
@@ -78,7 +73,7 @@ func TestFencedMutualExclusionUnderFaults(t *testing.T) {
 	var workers []*worker
 	for i := 0; i < 5; i++ {
 		w := &worker{id: fmt.Sprintf("w%d", i)}
-		w.cmd = exec.Command(bin, "--addrs", strings.Join(addrs[i%3:], ",")+","+strings.Join(addrs[:i%3], ","), "--id", w.id, "--dsn", pgDSN(),
+		w.cmd = exec.Command(bin, "--addrs", strings.Join(addrs[i%3:], ",")+","+strings.Join(addrs[:i%3], ","), "--id", w.id, "--dsn", dsn,
 			"--table", writes, "--fence", fence, "--ttl", "5s")
 		out, _ := w.cmd.StdoutPipe()
 		w.cmd.Stderr = os.Stderr

@@ -1,7 +1,9 @@
 package baldur
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 )
@@ -36,5 +38,33 @@ func BenchmarkEmergency(b *testing.B) {
 				e.Admit(TierStandard)
 			}
 		})
+	})
+}
+
+// BenchmarkProtect measures the success path of Protect.
+func BenchmarkProtect(b *testing.B) {
+	c, err := Dial(context.Background(), "127.0.0.1:1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	ok := func(context.Context) (int, error) { return 1, nil }
+	b.Run("circuit", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := Protect(ctx, c, "payments", ok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("circuit+timeout+retry", func(b *testing.B) {
+		timeout, retry := WithTimeout[int](2*time.Second), WithRetry[int](Retry{MaxAttempts: 3})
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := Protect(ctx, c, "payments", ok, timeout, retry); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -1,9 +1,11 @@
-package baldur
+package sdktest_test
 
 import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/sony/gobreaker/v2"
@@ -14,7 +16,7 @@ import (
 // (two-step form) and failsafe-go in the same run.
 func BenchmarkAllow(b *testing.B) {
 	b.Run("baldurd", func(b *testing.B) {
-		c, err := Dial(context.Background(), "127.0.0.1:1")
+		c, err := baldur.Dial(context.Background(), "127.0.0.1:1")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -57,33 +59,5 @@ func BenchmarkAllow(b *testing.B) {
 				cb.RecordSuccess()
 			}
 		})
-	})
-}
-
-// BenchmarkProtect measures the success path of Protect.
-func BenchmarkProtect(b *testing.B) {
-	c, err := Dial(context.Background(), "127.0.0.1:1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	ctx := context.Background()
-	ok := func(context.Context) (int, error) { return 1, nil }
-	b.Run("circuit", func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			if _, err := Protect(ctx, c, "payments", ok); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("circuit+timeout+retry", func(b *testing.B) {
-		timeout, retry := WithTimeout[int](2*time.Second), WithRetry[int](Retry{MaxAttempts: 3})
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			if _, err := Protect(ctx, c, "payments", ok, timeout, retry); err != nil {
-				b.Fatal(err)
-			}
-		}
 	})
 }

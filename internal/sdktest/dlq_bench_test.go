@@ -1,4 +1,4 @@
-package baldur_test
+package sdktest_test
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"github.com/baldurhq/baldurd/server"
 	metrics "github.com/hashicorp/go-metrics"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -32,23 +32,9 @@ func BenchmarkDLQStore(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(server.DefaultGCPercent))
 	b.Run("store=raft", func(b *testing.B) { benchDLQStore(b, testcluster.New(b, 3)) })
 	b.Run("store=postgres", func(b *testing.B) {
-		dsn := os.Getenv("BALDUR_TEST_PG_DSN")
-		if dsn == "" {
-			dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-		}
-		schema := fmt.Sprintf("baldur_bench_%d", time.Now().UnixNano())
-		conn, err := pgx.Connect(b.Context(), dsn)
-		if err != nil {
-			b.Fatal(err)
-		}
-		conn.Exec(b.Context(), "CREATE SCHEMA "+schema)
-		defer func() {
-			conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			conn.Close(context.Background())
-		}()
-		sep := map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")]
+		dsn := pgtest.Schema(b, "baldur_bench")
 		benchDLQStore(b, testcluster.New(b, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
-			cfg.DLQStore, cfg.PostgresDSN = "postgres", dsn+sep+"search_path="+schema
+			cfg.DLQStore, cfg.PostgresDSN = "postgres", dsn
 		})))
 	})
 }

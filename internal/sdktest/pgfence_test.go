@@ -1,27 +1,23 @@
-package pgfence_test
+package sdktest_test
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/sdk/go/baldur/pgfence"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
-// openDB connects to the test PostgreSQL (BALDUR_TEST_PG_DSN, or the
-// machine's default); the test fails, not skips, when it is unreachable.
+// openDB connects to the test PostgreSQL (internal/pgtest).
 func openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	dsn := os.Getenv("BALDUR_TEST_PG_DSN")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
+	dsn := pgtest.DSN(t)
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)

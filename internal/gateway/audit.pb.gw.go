@@ -2,11 +2,11 @@
 // source: baldur/v1/audit.proto
 
 /*
-Package gw is a reverse proxy.
+Package gateway is a reverse proxy.
 
 It translates gRPC into RESTful JSON APIs.
 */
-package gw
+package gateway
 
 import (
 	"context"

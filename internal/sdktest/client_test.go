@@ -1,4 +1,4 @@
-package baldur_test
+package sdktest_test
 
 import (
 	"context"
