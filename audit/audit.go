@@ -18,15 +18,9 @@ import (
 	"hash"
 	"time"
 
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/internal/jsonw"
 )
-
-// KV is the storage the package needs; raftstore.KV implements it.
-type KV interface {
-	Get(bucket, key []byte) []byte
-	Put(bucket, key, value []byte)
-	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
-}
 
 // Bucket holds records keyed by big-endian sequence number; HeadBucket
 // keeps the last record's sequence number and hash under one key, so an
@@ -113,7 +107,7 @@ func encode(r Record) []byte {
 // head returns the last record's sequence number and hash (zero for an
 // empty trail): from HeadBucket, or, for a trail written before it
 // existed, from the newest record.
-func head(kv KV) (seq uint64, hash string) {
+func head(kv fsm.KV) (seq uint64, hash string) {
 	if v := kv.Get(HeadBucket, headKey); len(v) > 8 {
 		return binary.BigEndian.Uint64(v), string(v[8:])
 	}
@@ -140,7 +134,7 @@ func decode(v []byte) Record {
 
 // Append links r to the current head, hashes it and stores it. The caller
 // fills Revision, Time, Actor, Reason, Action, Target, Before and After.
-func Append(kv KV, key []byte, r Record) Record {
+func Append(kv fsm.KV, key []byte, r Record) Record {
 	seq, prev := head(kv)
 	r.Seq, r.PrevHash = seq+1, prev
 	var b []byte
@@ -163,7 +157,7 @@ func (f Filter) match(r Record) bool {
 
 // List returns up to pageSize matching records after the page token, oldest
 // first, and the token for the next page ("" at the end).
-func List(kv KV, f Filter, pageSize int, pageToken string) ([]Record, string, error) {
+func List(kv fsm.KV, f Filter, pageSize int, pageToken string) ([]Record, string, error) {
 	var after uint64
 	if pageToken != "" {
 		raw, err := hex.DecodeString(pageToken)
@@ -204,7 +198,7 @@ type VerifyResult struct {
 
 // Verify walks the whole trail and names the first record whose sequence,
 // link or hash does not check out.
-func Verify(kv KV, key []byte) VerifyResult {
+func Verify(kv fsm.KV, key []byte) VerifyResult {
 	res := VerifyResult{OK: true}
 	var prev Record
 	kv.Scan(Bucket, nil, false, func(k, v []byte) bool {

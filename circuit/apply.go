@@ -6,15 +6,8 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
-
-// KV is the storage the domain needs; raftstore.KV implements it.
-type KV interface {
-	Get(bucket, key []byte) []byte
-	Put(bucket, key, value []byte)
-	Delete(bucket, key []byte)
-	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
-}
 
 // Buckets.
 var (
@@ -27,7 +20,7 @@ var (
 func Buckets() [][]byte { return [][]byte{BucketBreakers, BucketGlobal} }
 
 // Get returns the named breaker.
-func Get(kv KV, name string) (Breaker, bool) {
+func Get(kv fsm.KV, name string) (Breaker, bool) {
 	v := kv.Get(BucketBreakers, []byte(name))
 	if v == nil {
 		return Breaker{}, false
@@ -40,7 +33,7 @@ func Get(kv KV, name string) (Breaker, bool) {
 }
 
 // List returns every breaker ordered by name.
-func List(kv KV) []Breaker {
+func List(kv fsm.KV) []Breaker {
 	var out []Breaker
 	kv.Scan(BucketBreakers, nil, false, func(_, v []byte) bool {
 		var b Breaker
@@ -54,7 +47,7 @@ func List(kv KV) []Breaker {
 }
 
 // KillSwitch reports the global kill switch and the revision that set it.
-func KillSwitch(kv KV) (bool, uint64) {
+func KillSwitch(kv fsm.KV) (bool, uint64) {
 	v := kv.Get(BucketGlobal, keyKillSwitch)
 	if v == nil {
 		return false, 0
@@ -69,17 +62,17 @@ func KillSwitch(kv KV) (bool, uint64) {
 	return ks.Enabled, ks.Revision
 }
 
-func put(kv KV, b Breaker) { kv.Put(BucketBreakers, []byte(b.Name), marshal(b)) }
+func put(kv fsm.KV, b Breaker) { kv.Put(BucketBreakers, []byte(b.Name), marshal(b)) }
 
 func decodeJSON(raw []byte, v any, field string) error {
 	if err := json.Unmarshal(raw, v); err != nil {
-		return &ArgumentError{FieldName: field, Code: "INVALID_ARGUMENT", Msg: err.Error()}
+		return &fsm.ArgumentError{Domain: "circuit", FieldName: field, Code: "INVALID_ARGUMENT", Msg: err.Error()}
 	}
 	return nil
 }
 
 // Apply runs one circuit command.
-func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
+func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.CircuitCommand) (Result, error) {
 	if c.GetOp() == raftv1.CircuitCommand_KILL_SWITCH {
 		return setKillSwitch(kv, m, c.GetEnabled())
 	}
@@ -149,7 +142,7 @@ func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
 		next.ProbesGranted++
 		next.Revision = m.Index
 		put(kv, next)
-		return Result{Changed: true, Action: action, Name: next.Name, Before: cur, After: next, Breaker: next, Granted: true}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: action, Before: cur, After: next}, Name: next.Name, Breaker: next, Granted: true}, nil
 	case raftv1.CircuitCommand_PROBE_RESULT:
 		if cur.State != HalfOpen || cur.Pinned || cur.ProbeWindow != c.GetProbeWindow() || (c.GetFailures() == 0 && c.GetSuccesses() <= 0) {
 			return Result{Name: cur.Name, Breaker: cur}, nil
@@ -182,7 +175,7 @@ func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
 			next = closed(cur, m, Evidence{Trigger: TriggerForceClose})
 			action = "force_close"
 		default:
-			return Result{}, &ArgumentError{FieldName: "state", Code: "INVALID_ARGUMENT", Msg: "force to OPEN or CLOSED"}
+			return Result{}, &fsm.ArgumentError{Domain: "circuit", FieldName: "state", Code: "INVALID_ARGUMENT", Msg: "force to OPEN or CLOSED"}
 		}
 		next.Pinned, next.PinReason, next.PinnedBy = true, m.Reason, m.Actor
 		next.PinExpiresAt, next.PinRevision = m.Time.Add(ttl), m.Index
@@ -204,7 +197,7 @@ func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
 		next = closed(cur, m, Evidence{Trigger: TriggerReset})
 		action = "reset"
 	default:
-		return Result{}, &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown circuit op %v", c.GetOp())}
+		return Result{}, &fsm.ArgumentError{Domain: "circuit", FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown circuit op %v", c.GetOp())}
 	}
 	next.Revision = m.Index
 	put(kv, next)
@@ -212,7 +205,7 @@ func Apply(kv KV, m Meta, c *raftv1.CircuitCommand) (Result, error) {
 	if exists {
 		before = cur
 	}
-	return Result{Changed: true, Action: action, Name: next.Name, Before: before, After: next, Breaker: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: action, Before: before, After: next}, Name: next.Name, Breaker: next}, nil
 }
 
 // unpinned clears the pin fields.
@@ -226,19 +219,19 @@ func clearProbes(b Breaker) Breaker {
 	return b
 }
 
-func opened(b Breaker, m Meta, ev Evidence) Breaker {
+func opened(b Breaker, m fsm.Meta, ev Evidence) Breaker {
 	b = clearProbes(unpinned(b))
 	b.State, b.OpenedAt, b.OpenedRevision, b.Evidence = Open, m.Time, m.Index, ev
 	return b
 }
 
-func closed(b Breaker, m Meta, ev Evidence) Breaker {
+func closed(b Breaker, m fsm.Meta, ev Evidence) Breaker {
 	b = clearProbes(unpinned(b))
 	b.State, b.OpenedAt, b.OpenedRevision, b.Evidence = Closed, time.Time{}, 0, ev
 	return b
 }
 
-func halfOpened(b Breaker, m Meta, trigger string) Breaker {
+func halfOpened(b Breaker, m fsm.Meta, trigger string) Breaker {
 	b = unpinned(b)
 	b.State = HalfOpen
 	b.ProbeWindow, b.ProbeWindowStartedAt, b.ProbesGranted, b.ProbeSuccesses = m.Index, m.Time, 0, 0
@@ -246,7 +239,7 @@ func halfOpened(b Breaker, m Meta, trigger string) Breaker {
 	return b
 }
 
-func setKillSwitch(kv KV, m Meta, enabled bool) (Result, error) {
+func setKillSwitch(kv fsm.KV, m fsm.Meta, enabled bool) (Result, error) {
 	if err := CheckReason(m.Reason); err != nil {
 		return Result{}, err
 	}
@@ -258,7 +251,7 @@ func setKillSwitch(kv KV, m Meta, enabled bool) (Result, error) {
 		Enabled  bool   `json:"enabled"`
 		Revision uint64 `json:"revision"`
 	}{enabled, m.Index}))
-	return Result{Changed: true, Action: "kill_switch", Name: "kill_switch", Before: map[string]bool{"enabled": cur}, After: map[string]bool{"enabled": enabled}}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "kill_switch", Before: map[string]bool{"enabled": cur}, After: map[string]bool{"enabled": enabled}}, Name: "kill_switch"}, nil
 }
 
 // DueAction is a time-driven transition the leader should propose.
@@ -271,7 +264,7 @@ type DueAction struct {
 }
 
 // Due lists the recovery timeouts and pin expiries due at now.
-func Due(kv KV, now time.Time) []DueAction {
+func Due(kv fsm.KV, now time.Time) []DueAction {
 	var out []DueAction
 	for _, b := range List(kv) {
 		switch {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
 // State is a breaker state.
@@ -106,7 +108,7 @@ func (p Policy) WithDefaults(d Policy) Policy {
 // Validate checks every field and names the first one at fault.
 func (p Policy) Validate() error {
 	bad := func(field, format string, args ...any) error {
-		return &ArgumentError{FieldName: field, Code: "INVALID_POLICY", Msg: fmt.Sprintf(format, args...)}
+		return &fsm.ArgumentError{Domain: "circuit", FieldName: field, Code: "INVALID_POLICY", Msg: fmt.Sprintf(format, args...)}
 	}
 	intIn := func(field string, v, lo, hi int) error {
 		if v < lo || v > hi {
@@ -200,24 +202,21 @@ type Breaker struct {
 	Revision uint64 `json:"revision"`
 }
 
-// Meta is the context the leader stamped into a command.
-type Meta struct {
-	Index  uint64
-	Time   time.Time
-	Actor  string
-	Reason string
-}
-
 // Result describes what a change function did. Changed is false for a
 // no-op; Granted reports a probe permit.
 type Result struct {
-	Changed bool
-	Action  string
+	fsm.Change
 	Name    string
-	Before  any
-	After   any
 	Breaker Breaker
 	Granted bool
+}
+
+// Applied is r in the dispatcher's vocabulary: the action qualified with
+// the domain, the target the breaker.
+func (r Result) Applied() fsm.Applied {
+	c := r.Change
+	c.Action, c.Target = "circuit."+c.Action, "circuit/"+r.Name
+	return fsm.Applied{Change: c, Value: r}
 }
 
 // Limits.
@@ -236,25 +235,10 @@ var (
 	ErrNotFound = errors.New("circuit: breaker not found")
 )
 
-// ArgumentError is an invalid input; FieldName names the request field.
-type ArgumentError struct {
-	FieldName string
-	Code      string
-	Msg       string
-}
-
-func (e *ArgumentError) Error() string { return "circuit: " + e.FieldName + ": " + e.Msg }
-
-// Field is the request field at fault.
-func (e *ArgumentError) Field() string { return e.FieldName }
-
-// Reason is the stable reason.
-func (e *ArgumentError) Reason() string { return e.Code }
-
 // CheckName validates a breaker name.
 func CheckName(name string) error {
 	if name == "" || len(name) > MaxNameLength || !namePattern.MatchString(name) {
-		return &ArgumentError{FieldName: "name", Code: "INVALID_NAME", Msg: fmt.Sprintf("%q is not a breaker name (letters, digits, '.', '_', ':', '/', '-'; at most %d)", name, MaxNameLength)}
+		return &fsm.ArgumentError{Domain: "circuit", FieldName: "name", Code: "INVALID_NAME", Msg: fmt.Sprintf("%q is not a breaker name (letters, digits, '.', '_', ':', '/', '-'; at most %d)", name, MaxNameLength)}
 	}
 	return nil
 }
@@ -262,10 +246,10 @@ func CheckName(name string) error {
 // CheckReason validates a required reason.
 func CheckReason(reason string) error {
 	if strings.TrimSpace(reason) == "" {
-		return &ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required"}
+		return &fsm.ArgumentError{Domain: "circuit", FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required"}
 	}
 	if len(reason) > MaxReasonLength {
-		return &ArgumentError{FieldName: "reason", Code: "REASON_TOO_LONG", Msg: fmt.Sprintf("%d bytes, at most %d", len(reason), MaxReasonLength)}
+		return &fsm.ArgumentError{Domain: "circuit", FieldName: "reason", Code: "REASON_TOO_LONG", Msg: fmt.Sprintf("%d bytes, at most %d", len(reason), MaxReasonLength)}
 	}
 	return nil
 }
@@ -276,7 +260,7 @@ func CheckTTL(ttl time.Duration) (time.Duration, error) {
 		return DefaultForceTTL, nil
 	}
 	if ttl < MinForceTTL || ttl > MaxForceTTL || ttl%time.Minute != 0 {
-		return 0, &ArgumentError{FieldName: "ttl", Code: "TTL_OUT_OF_RANGE", Msg: fmt.Sprintf("%v: use whole minutes from 1m to 1440m", ttl)}
+		return 0, &fsm.ArgumentError{Domain: "circuit", FieldName: "ttl", Code: "TTL_OUT_OF_RANGE", Msg: fmt.Sprintf("%v: use whole minutes from 1m to 1440m", ttl)}
 	}
 	return ttl, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	bolt "go.etcd.io/bbolt"
 )
@@ -46,7 +47,7 @@ func (m *machine) apply(c *raftv1.CircuitCommand, reason string) (circuit.Result
 	var r circuit.Result
 	var err error
 	m.db.Update(func(tx *bolt.Tx) error {
-		r, err = circuit.Apply(raftstore.NewKV(tx), circuit.Meta{Index: m.index, Time: m.now, Actor: "test", Reason: reason}, c)
+		r, err = circuit.Apply(raftstore.NewKV(tx), fsm.Meta{Index: m.index, Time: m.now, Actor: "test", Reason: reason}, c)
 		return nil
 	})
 	return r, err

@@ -11,7 +11,7 @@
 // leader change. A tripped breaker stays OPEN across leader changes.
 //
 // Change functions validate before their first write and take the leader's
-// time from [Meta]; time-driven transitions ([Due]) name what they act on
+// time from fsm.Meta; time-driven transitions ([Due]) name what they act on
 // (the OPEN breaker's opened-at revision, the pin revision, the probe
 // window), so a repeated or late proposal is a no-op.
 //

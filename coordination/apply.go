@@ -7,10 +7,11 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
 // GetResource returns a resource (an empty one when unknown).
-func GetResource(kv KV, name string) Resource {
+func GetResource(kv fsm.KV, name string) Resource {
 	v := kv.Get(BucketResources, []byte(name))
 	if v == nil {
 		return Resource{Name: name}
@@ -23,7 +24,7 @@ func GetResource(kv KV, name string) Resource {
 }
 
 // Resources lists every resource ordered by name.
-func Resources(kv KV) []Resource {
+func Resources(kv fsm.KV) []Resource {
 	var out []Resource
 	kv.Scan(BucketResources, nil, false, func(_, v []byte) bool {
 		var r Resource
@@ -39,7 +40,7 @@ func Resources(kv KV) []Resource {
 func jobKey(resource, name string) []byte { return []byte(resource + "\x00" + name) }
 
 // GetJob returns a job.
-func GetJob(kv KV, resource, name string) (Job, bool) {
+func GetJob(kv fsm.KV, resource, name string) (Job, bool) {
 	v := kv.Get(BucketJobs, jobKey(resource, name))
 	if v == nil {
 		return Job{}, false
@@ -52,7 +53,7 @@ func GetJob(kv KV, resource, name string) (Job, bool) {
 }
 
 // Jobs lists the jobs of a resource ("" for all), ordered by resource and name.
-func Jobs(kv KV, resource string) []Job {
+func Jobs(kv fsm.KV, resource string) []Job {
 	var out []Job
 	var start []byte
 	if resource != "" {
@@ -72,7 +73,7 @@ func Jobs(kv KV, resource string) []Job {
 	return out
 }
 
-func putResource(kv KV, r Resource) {
+func putResource(kv fsm.KV, r Resource) {
 	if r.Lease == nil && len(r.Candidates) == 0 && r.LockDelayUntil.IsZero() {
 		kv.Delete(BucketResources, []byte(r.Name))
 		return
@@ -80,7 +81,7 @@ func putResource(kv KV, r Resource) {
 	kv.Put(BucketResources, []byte(r.Name), marshal(r))
 }
 
-func putJob(kv KV, j Job) { kv.Put(BucketJobs, jobKey(j.Resource, j.Name), marshal(j)) }
+func putJob(kv fsm.KV, j Job) { kv.Put(BucketJobs, jobKey(j.Resource, j.Name), marshal(j)) }
 
 // liveCandidates drops candidates whose registration lapsed at now.
 func liveCandidates(cs []Candidate, now time.Time) []Candidate {
@@ -106,7 +107,7 @@ func lapse(r Resource, now time.Time) Resource {
 }
 
 // Apply runs one coordination command.
-func Apply(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	switch c.GetOp() {
 	case raftv1.CoordinationCommand_ACQUIRE, raftv1.CoordinationCommand_CAMPAIGN:
 		return acquire(kv, m, c)
@@ -123,7 +124,7 @@ func Apply(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		r = lapse(r, m.Time)
 		r.Revision = m.Index
 		putResource(kv, r)
-		return Result{Changed: true, Action: "lease_expired", Target: "lease/" + r.Name, Before: before}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: "lease_expired", Target: "lease/" + r.Name, Before: before}}, nil
 	case raftv1.CoordinationCommand_JOB_DECLARE:
 		return declareJob(kv, m, c)
 	case raftv1.CoordinationCommand_JOB_ENABLE:
@@ -141,16 +142,16 @@ func Apply(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		}
 		j.Revision = m.Index
 		putJob(kv, j)
-		return Result{Changed: true, Action: map[bool]string{true: "job_enabled", false: "job_disabled"}[j.Enabled], Target: "job/" + j.Resource + "/" + j.Name, Before: before, After: j}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: map[bool]string{true: "job_enabled", false: "job_disabled"}[j.Enabled], Target: "job/" + j.Resource + "/" + j.Name, Before: before, After: j}}, nil
 	case raftv1.CoordinationCommand_JOB_START:
 		return startJob(kv, m, c)
 	case raftv1.CoordinationCommand_JOB_FINISH:
 		return finishJob(kv, m, c)
 	}
-	return Result{}, &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown coordination op %v", c.GetOp())}
+	return Result{}, &fsm.ArgumentError{Domain: "coordination", FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown coordination op %v", c.GetOp())}
 }
 
-func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func acquire(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	if err := CheckName("name", c.GetName()); err != nil {
 		return Result{}, err
 	}
@@ -196,12 +197,12 @@ func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 			l.ExpiresAt = m.Time.Add(l.TTL)
 			r.Revision = m.Index
 			putResource(kv, r)
-			return Result{Changed: true, Action: "lease_renewed", Target: "lease/" + r.Name, Lease: l}, nil
+			return Result{Change: fsm.Change{Changed: true, Action: "lease_renewed", Target: "lease/" + r.Name}, Lease: l}, nil
 		}
 		if campaign {
 			r.Revision = m.Index
 			putResource(kv, r) // the candidate registration is still a change
-			return Result{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}, nil
+			return Result{Change: fsm.Change{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}}, nil
 		}
 		return Result{}, &HeldError{Holder: l.Holder, ExpiresAt: l.ExpiresAt}
 	}
@@ -209,7 +210,7 @@ func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		if campaign {
 			r.Revision = m.Index
 			putResource(kv, r)
-			return Result{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}, nil
+			return Result{Change: fsm.Change{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}}, nil
 		}
 		return Result{}, &LockDelayError{Until: r.LockDelayUntil}
 	}
@@ -217,7 +218,7 @@ func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		// A preferred candidate is waiting: it gets the lease.
 		r.Revision = m.Index
 		putResource(kv, r)
-		return Result{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}}, nil
 	}
 	l := &Lease{ID: m.Index, Name: r.Name, Holder: c.GetHolder(), FencingToken: m.Index, TTL: ttl, GrantedAt: m.Time, ExpiresAt: m.Time.Add(ttl), Priority: prio}
 	var before any
@@ -227,7 +228,7 @@ func acquire(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	r.Lease = l
 	r.Revision = m.Index
 	putResource(kv, r)
-	return Result{Changed: true, Action: action, Target: "lease/" + r.Name, Before: before, After: *l, Lease: l}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: action, Target: "lease/" + r.Name, Before: before, After: *l}, Lease: l}, nil
 }
 
 // CheckKeepAlive reports why lease id of r cannot be kept alive at now.
@@ -252,7 +253,7 @@ func CheckRevoke(r Resource, id uint64, holder string, force bool) error {
 	return nil
 }
 
-func keepAlive(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func keepAlive(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	r := GetResource(kv, c.GetName())
 	if err := CheckKeepAlive(r, c.GetLeaseId(), m.Time); err != nil {
 		return Result{}, err
@@ -265,7 +266,7 @@ func keepAlive(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	return Result{Lease: l}, nil
 }
 
-func revoke(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func revoke(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	r := GetResource(kv, c.GetName())
 	if c.GetOp() == raftv1.CoordinationCommand_RESIGN {
 		if err := CheckHolder(c.GetHolder()); err != nil {
@@ -286,7 +287,7 @@ func revoke(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		}
 		r.Revision = m.Index
 		putResource(kv, r)
-		return Result{Changed: true, Action: "resigned", Target: "election/" + r.Name, Before: map[string]any{"candidates": before, "lease": lease}}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: "resigned", Target: "election/" + r.Name, Before: map[string]any{"candidates": before, "lease": lease}}}, nil
 	}
 	if err := CheckRevoke(r, c.GetLeaseId(), c.GetHolder(), c.GetForce()); err != nil {
 		return Result{}, err
@@ -295,10 +296,10 @@ func revoke(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	r.Lease = nil // a voluntary release: no lock-delay
 	r.Revision = m.Index
 	putResource(kv, r)
-	return Result{Changed: true, Action: "lease_revoked", Target: "lease/" + r.Name, Before: before}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "lease_revoked", Target: "lease/" + r.Name, Before: before}}, nil
 }
 
-func declareJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func declareJob(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	if err := CheckName("resource", c.GetName()); err != nil {
 		return Result{}, err
 	}
@@ -310,7 +311,7 @@ func declareJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		return Result{}, err
 	}
 	if c.GetNextRunUnixNano() == 0 {
-		return Result{}, &ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: "the schedule has no next run"}
+		return Result{}, &fsm.ArgumentError{Domain: "coordination", FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: "the schedule has no next run"}
 	}
 	j, exists := GetJob(kv, c.GetName(), c.GetJob())
 	if exists && j.Interval == interval && j.Cron == c.GetCron() && j.CatchUp == c.GetCatchUp() {
@@ -331,31 +332,31 @@ func declareJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	if exists {
 		b = before
 	}
-	return Result{Changed: true, Action: "job_declared", Target: "job/" + j.Resource + "/" + j.Name, Before: b, After: j}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "job_declared", Target: "job/" + j.Resource + "/" + j.Name, Before: b, After: j}}, nil
 }
 
 // CheckSchedule validates that a job has exactly one of an interval (1s..31d)
 // or a cron expression (parsed by the server).
 func CheckSchedule(interval time.Duration, cron string) error {
 	if (interval == 0) == (cron == "") {
-		return &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: "give exactly one of interval or cron"}
+		return &fsm.ArgumentError{Domain: "coordination", FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: "give exactly one of interval or cron"}
 	}
 	if cron == "" && (interval < MinJobInterval || interval > MaxJobInterval) {
-		return &ArgumentError{FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%v is outside %v..%v", interval, MinJobInterval, MaxJobInterval)}
+		return &fsm.ArgumentError{Domain: "coordination", FieldName: "interval", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%v is outside %v..%v", interval, MinJobInterval, MaxJobInterval)}
 	}
 	return nil
 }
 
 // currentToken is the fencing token of the scheduler resource's lease in
 // force at now, or 0.
-func currentToken(kv KV, resource string, now time.Time) uint64 {
+func currentToken(kv fsm.KV, resource string, now time.Time) uint64 {
 	if l := GetResource(kv, resource).Held(now); l != nil {
 		return l.FencingToken
 	}
 	return 0
 }
 
-func startJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func startJob(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	j, ok := GetJob(kv, c.GetName(), c.GetJob())
 	if !ok {
 		return Result{}, fmt.Errorf("%w: %s/%s", ErrJobNotFound, c.GetName(), c.GetJob())
@@ -364,7 +365,7 @@ func startJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 		return Result{}, fmt.Errorf("%w: token %d, current %d", ErrStaleToken, c.GetFencingToken(), tok)
 	}
 	if !j.Enabled || j.NextRunAt.UnixNano() != c.GetExpectedNextUnixNano() || m.Time.Before(j.NextRunAt) {
-		return Result{Action: "job_not_due"}, nil // already claimed, disabled or not due: no run
+		return Result{Change: fsm.Change{Action: "job_not_due"}}, nil // already claimed, disabled or not due: no run
 	}
 	before := j
 	j.Running = c.GetScheduledUnixNano() != 0
@@ -376,10 +377,10 @@ func startJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	j.NextRunAt = time.Unix(0, c.GetNextRunUnixNano()).UTC()
 	j.Revision = m.Index
 	putJob(kv, j)
-	return Result{Changed: true, Action: "job_started", Target: "job/" + j.Resource + "/" + j.Name, Before: before, After: j, Started: j.Running}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "job_started", Target: "job/" + j.Resource + "/" + j.Name, Before: before, After: j}, Started: j.Running}, nil
 }
 
-func finishJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
+func finishJob(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	j, ok := GetJob(kv, c.GetName(), c.GetJob())
 	if !ok {
 		return Result{}, fmt.Errorf("%w: %s/%s", ErrJobNotFound, c.GetName(), c.GetJob())
@@ -397,7 +398,7 @@ func finishJob(kv KV, m Meta, c *raftv1.CoordinationCommand) (Result, error) {
 	}
 	j.Revision = m.Index
 	putJob(kv, j)
-	return Result{Changed: true, Action: "job_finished", Target: "job/" + j.Resource + "/" + j.Name, After: j}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "job_finished", Target: "job/" + j.Resource + "/" + j.Name, After: j}}, nil
 }
 
 // DueExpiry is a lease the leader should expire.
@@ -407,7 +408,7 @@ type DueExpiry struct {
 }
 
 // DueExpiries lists leases whose expiry passed at now.
-func DueExpiries(kv KV, now time.Time) []DueExpiry {
+func DueExpiries(kv fsm.KV, now time.Time) []DueExpiry {
 	var out []DueExpiry
 	for _, r := range Resources(kv) {
 		if r.Lease != nil && !now.Before(r.Lease.ExpiresAt) {

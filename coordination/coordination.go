@@ -9,15 +9,8 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
-
-// KV is the storage the domain needs; raftstore.KV implements it.
-type KV interface {
-	Get(bucket, key []byte) []byte
-	Put(bucket, key, value []byte)
-	Delete(bucket, key []byte)
-	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
-}
 
 // Buckets.
 var (
@@ -99,24 +92,20 @@ type Job struct {
 	Revision         uint64        `json:"revision"`
 }
 
-// Meta is the context the leader stamped into a command.
-type Meta struct {
-	Index  uint64
-	Time   time.Time
-	Actor  string
-	Reason string
-}
-
 // Result describes what a change did. Lease is the grant (ACQUIRE,
 // KEEPALIVE, CAMPAIGN); Started reports a claimed job run.
 type Result struct {
-	Changed bool
-	Action  string
-	Target  string
-	Before  any
-	After   any
+	fsm.Change
 	Lease   *Lease
 	Started bool
+}
+
+// Applied is r in the dispatcher's vocabulary: the action qualified with
+// the domain.
+func (r Result) Applied() fsm.Applied {
+	c := r.Change
+	c.Action = "coordination." + c.Action
+	return fsm.Applied{Change: c, Value: r}
 }
 
 // Errors.
@@ -150,27 +139,12 @@ type LostError struct{ Why string }
 
 func (e *LostError) Error() string { return "coordination: lease lost: " + e.Why }
 
-// ArgumentError is an invalid input; FieldName names the request field.
-type ArgumentError struct {
-	FieldName string
-	Code      string
-	Msg       string
-}
-
-func (e *ArgumentError) Error() string { return "coordination: " + e.FieldName + ": " + e.Msg }
-
-// Field is the request field at fault.
-func (e *ArgumentError) Field() string { return e.FieldName }
-
-// Reason is the stable reason.
-func (e *ArgumentError) Reason() string { return e.Code }
-
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 
 // CheckName validates a resource or job name.
 func CheckName(field, name string) error {
 	if !namePattern.MatchString(name) {
-		return &ArgumentError{FieldName: field, Code: "INVALID_NAME", Msg: fmt.Sprintf("%q is not a name (letters, digits, '.', '_', ':', '/', '-'; at most 128)", name)}
+		return &fsm.ArgumentError{Domain: "coordination", FieldName: field, Code: "INVALID_NAME", Msg: fmt.Sprintf("%q is not a name (letters, digits, '.', '_', ':', '/', '-'; at most 128)", name)}
 	}
 	return nil
 }
@@ -178,7 +152,7 @@ func CheckName(field, name string) error {
 // CheckHolder validates a holder identity.
 func CheckHolder(holder string) error {
 	if strings.TrimSpace(holder) == "" || len(holder) > MaxHolderLength {
-		return &ArgumentError{FieldName: "holder", Code: "INVALID_HOLDER", Msg: fmt.Sprintf("is required, at most %d bytes", MaxHolderLength)}
+		return &fsm.ArgumentError{Domain: "coordination", FieldName: "holder", Code: "INVALID_HOLDER", Msg: fmt.Sprintf("is required, at most %d bytes", MaxHolderLength)}
 	}
 	return nil
 }
@@ -189,7 +163,7 @@ func CheckTTL(ttl time.Duration) (time.Duration, error) {
 		return DefaultTTL, nil
 	}
 	if ttl < MinTTL || ttl > MaxTTL {
-		return 0, &ArgumentError{FieldName: "ttl", Code: "TTL_OUT_OF_RANGE", Msg: fmt.Sprintf("%v is outside %v..%v", ttl, MinTTL, MaxTTL)}
+		return 0, &fsm.ArgumentError{Domain: "coordination", FieldName: "ttl", Code: "TTL_OUT_OF_RANGE", Msg: fmt.Sprintf("%v is outside %v..%v", ttl, MinTTL, MaxTTL)}
 	}
 	return ttl, nil
 }
@@ -197,7 +171,7 @@ func CheckTTL(ttl time.Duration) (time.Duration, error) {
 // CheckLockDelay validates a lock-delay.
 func CheckLockDelay(d time.Duration) error {
 	if d < 0 || d > MaxLockDelay {
-		return &ArgumentError{FieldName: "lock_delay", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%v is outside 0..%v", d, MaxLockDelay)}
+		return &fsm.ArgumentError{Domain: "coordination", FieldName: "lock_delay", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%v is outside 0..%v", d, MaxLockDelay)}
 	}
 	return nil
 }
@@ -208,7 +182,7 @@ func CheckPriority(p int) (int, error) {
 		return DefaultPriority, nil
 	}
 	if p < 0 || p > MaxPriority {
-		return 0, &ArgumentError{FieldName: "priority", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%d is outside 0..%d", p, MaxPriority)}
+		return 0, &fsm.ArgumentError{Domain: "coordination", FieldName: "priority", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%d is outside 0..%d", p, MaxPriority)}
 	}
 	return p, nil
 }

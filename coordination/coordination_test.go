@@ -8,6 +8,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	bolt "go.etcd.io/bbolt"
 )
@@ -41,7 +42,7 @@ func (m *machine) apply(c *raftv1.CoordinationCommand) (coordination.Result, err
 	var r coordination.Result
 	var err error
 	m.db.Update(func(tx *bolt.Tx) error {
-		r, err = coordination.Apply(raftstore.NewKV(tx), coordination.Meta{Index: m.index, Time: m.now, Actor: "t", Reason: "r"}, c)
+		r, err = coordination.Apply(raftstore.NewKV(tx), fsm.Meta{Index: m.index, Time: m.now, Actor: "t", Reason: "r"}, c)
 		return nil
 	})
 	return r, err

@@ -11,15 +11,8 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
-
-// KV is the storage the domain needs; raftstore.KV implements it.
-type KV interface {
-	Get(bucket, key []byte) []byte
-	Put(bucket, key, value []byte)
-	Delete(bucket, key []byte)
-	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
-}
 
 // Buckets.
 var (
@@ -35,25 +28,12 @@ func Buckets() [][]byte {
 	return [][]byte{BucketEntries, BucketByTime, BucketByDomain, BucketByStatus, BucketCounts}
 }
 
-// Meta is the context the leader stamped into a command.
-type Meta struct {
-	Index  uint64
-	Time   time.Time
-	Actor  string
-	Reason string
-}
-
 // Result describes what a change did.
 type Result struct {
-	Changed bool
-	Action  string
-	Target  string
-	Before  any
-	After   any
+	// Change.Actor is who asked for a store of a batch (audited as such).
+	fsm.Change
 	Entry   Entry
 	Evicted []string
-	// Actor is who asked for a store of a batch (audited as such).
-	Actor string
 	// Batch holds a STORE_BATCH's outcomes, in the order of its stores.
 	Batch []BatchItem
 
@@ -67,6 +47,20 @@ type BatchItem struct {
 	Err    error
 }
 
+// Applied is r in the dispatcher's vocabulary: the action qualified with
+// the domain; a batch's stores are audited one by one, each for its caller.
+func (r Result) Applied() fsm.Applied {
+	c := r.Change
+	c.Action = "dlq." + c.Action
+	a := fsm.Applied{Change: c, Value: r}
+	for _, it := range r.Batch {
+		b := it.Result.Change
+		b.Action = "dlq." + b.Action
+		a.Batch = append(a.Batch, b)
+	}
+	return a
+}
+
 func timeKey(t time.Time, id string) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())), id...)
 }
@@ -75,7 +69,7 @@ func prefixed(prefix string, t time.Time, id string) []byte {
 	return append(append([]byte(prefix), 0), timeKey(t, id)...)
 }
 
-func count(kv KV, key string) int64 {
+func count(kv fsm.KV, key string) int64 {
 	if c, ok := kv.(*countingKV); ok {
 		return c.count(key)
 	}
@@ -85,7 +79,7 @@ func count(kv KV, key string) int64 {
 	return 0
 }
 
-func bump(kv KV, key string, by int64) {
+func bump(kv fsm.KV, key string, by int64) {
 	if c, ok := kv.(*countingKV); ok {
 		c.n[key] = c.count(key) + by
 		return
@@ -93,7 +87,7 @@ func bump(kv KV, key string, by int64) {
 	writeCount(kv, key, count(kv, key)+by)
 }
 
-func writeCount(kv KV, key string, n int64) {
+func writeCount(kv fsm.KV, key string, n int64) {
 	if n <= 0 {
 		kv.Delete(BucketCounts, []byte(key))
 		return
@@ -104,11 +98,11 @@ func writeCount(kv KV, key string, n int64) {
 // countingKV keeps counters in memory through a batch of stores (each
 // store reads and writes three) and writes the changed ones once.
 type countingKV struct {
-	KV
+	fsm.KV
 	n, was map[string]int64
 }
 
-func newCountingKV(kv KV) *countingKV {
+func newCountingKV(kv fsm.KV) *countingKV {
 	return &countingKV{KV: kv, n: map[string]int64{}, was: map[string]int64{}}
 }
 
@@ -136,7 +130,7 @@ func (c *countingKV) flush() {
 }
 
 // Get returns an entry.
-func Get(kv KV, id string) (Entry, bool) {
+func Get(kv fsm.KV, id string) (Entry, bool) {
 	v := kv.Get(BucketEntries, []byte(id))
 	if v == nil {
 		return Entry{}, false
@@ -148,9 +142,11 @@ func Get(kv KV, id string) (Entry, bool) {
 	return e, true
 }
 
-func insert(kv KV, e Entry) { insertEncoded(kv, e.ID, e.Domain, e.Status, e.CreatedAt, encodeEntry(e)) }
+func insert(kv fsm.KV, e Entry) {
+	insertEncoded(kv, e.ID, e.Domain, e.Status, e.CreatedAt, encodeEntry(e))
+}
 
-func insertEncoded(kv KV, id, domain string, status Status, created time.Time, value []byte) {
+func insertEncoded(kv fsm.KV, id, domain string, status Status, created time.Time, value []byte) {
 	kv.Put(BucketEntries, []byte(id), value)
 	kv.Put(BucketByTime, timeKey(created, id), nil)
 	kv.Put(BucketByDomain, prefixed(domain, created, id), nil)
@@ -160,7 +156,7 @@ func insertEncoded(kv KV, id, domain string, status Status, created time.Time, v
 	bump(kv, "s/"+string(status), 1)
 }
 
-func remove(kv KV, e Entry) {
+func remove(kv fsm.KV, e Entry) {
 	kv.Delete(BucketEntries, []byte(e.ID))
 	kv.Delete(BucketByTime, timeKey(e.CreatedAt, e.ID))
 	kv.Delete(BucketByDomain, prefixed(e.Domain, e.CreatedAt, e.ID))
@@ -171,7 +167,7 @@ func remove(kv KV, e Entry) {
 }
 
 // update writes e, moving its status index entry if the status changed.
-func update(kv KV, before, e Entry) {
+func update(kv fsm.KV, before, e Entry) {
 	if before.Status != e.Status {
 		kv.Delete(BucketByStatus, prefixed(string(before.Status), e.CreatedAt, e.ID))
 		kv.Put(BucketByStatus, prefixed(string(e.Status), e.CreatedAt, e.ID), nil)
@@ -194,7 +190,7 @@ type indexed struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func getIndexed(kv KV, id string) (Entry, bool) {
+func getIndexed(kv fsm.KV, id string) (Entry, bool) {
 	v := kv.Get(BucketEntries, []byte(id))
 	if v == nil {
 		return Entry{}, false
@@ -208,7 +204,7 @@ func getIndexed(kv KV, id string) (Entry, bool) {
 
 // evictOldest removes the oldest evictable entry, of one domain when domain
 // is set. It returns the evicted id, or "".
-func evictOldest(kv KV, domain string) string {
+func evictOldest(kv fsm.KV, domain string) string {
 	var victim Entry
 	bucket, prefix := BucketByTime, []byte(nil)
 	if domain != "" {
@@ -232,7 +228,7 @@ func evictOldest(kv KV, domain string) string {
 }
 
 // Apply runs one DLQ command.
-func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	switch c.GetOp() {
 	case raftv1.DLQCommand_STORE:
 		return store(kv, m, c)
@@ -254,13 +250,13 @@ func Apply(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 		return Result{}, err
 	}
 	update(kv, e, next)
-	return Result{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(e), After: summary(next), Entry: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: action, Target: "dlq/" + e.ID, Before: summary(e), After: summary(next)}, Entry: next}, nil
 }
 
 // Transition computes what op c does to entry e at m.Time: the next entry
 // and the action name, "" for a no-op (a late timer), or an error. Both
 // stores (Raft and PostgreSQL) apply entries through it.
-func Transition(e Entry, m Meta, c *raftv1.DLQCommand) (Entry, string, error) {
+func Transition(e Entry, m fsm.Meta, c *raftv1.DLQCommand) (Entry, string, error) {
 	if err := Check(e, c.GetOp(), c.GetWorker()); err != nil {
 		return e, "", err
 	}
@@ -324,7 +320,7 @@ func Transition(e Entry, m Meta, c *raftv1.DLQCommand) (Entry, string, error) {
 		e.Status = Archived
 		action = "archived"
 	default:
-		return e, "", &ArgumentError{FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown dlq op %v", c.GetOp())}
+		return e, "", &fsm.ArgumentError{Domain: "dlq", FieldName: "op", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("unknown dlq op %v", c.GetOp())}
 	}
 	e.UpdatedAt, e.Revision = m.Time, m.Index
 	return e, action, nil
@@ -426,7 +422,7 @@ func (r Result) StoredEntry() (Entry, error) {
 	return e, err
 }
 
-func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+func store(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	raw := c.GetEntryJson()
 	if c.GetId() == "" || c.GetDomain() == "" || !bytes.HasSuffix(raw, revisionTail) {
 		return storeDecoded(kv, m, c)
@@ -448,19 +444,19 @@ func store(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	value = append(value, '}')
 	insertEncoded(kv, id, domain, Pending, m.Time, value)
 	sum := Summary{ID: id, Domain: domain, FailureType: c.GetFailureType(), Status: Pending}
-	return Result{Changed: true, Action: "stored", Target: "dlq/" + id, After: sum, stored: value, Evicted: evicted}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "stored", Target: "dlq/" + id, After: sum}, stored: value, Evicted: evicted}, nil
 }
 
 // storeBatch applies a batch's stores in order, each at its own time and
 // for its own caller; one store's error does not stop the others.
-func storeBatch(kv KV, m Meta, c *raftv1.DLQCommand) Result {
+func storeBatch(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) Result {
 	ckv := newCountingKV(kv)
 	defer ckv.flush()
 	kv = ckv
 	items := make([]BatchItem, len(c.GetStores()))
 	for i, sc := range c.GetStores() {
 		if sc.GetOp() != raftv1.DLQCommand_STORE {
-			items[i].Err = &ArgumentError{FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v in a batch of stores", sc.GetOp())}
+			items[i].Err = &fsm.ArgumentError{Domain: "dlq", FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v in a batch of stores", sc.GetOp())}
 			continue
 		}
 		sm := m
@@ -470,14 +466,14 @@ func storeBatch(kv KV, m Meta, c *raftv1.DLQCommand) Result {
 		items[i].Result, items[i].Err = store(kv, sm, sc)
 		items[i].Result.Actor = sc.GetActor()
 	}
-	return Result{Action: "stored", Batch: items}
+	return Result{Change: fsm.Change{Action: "stored"}, Batch: items}
 }
 
 // storeDecoded stores an entry from a STORE not built by StoreCommand.
-func storeDecoded(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+func storeDecoded(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	var e Entry
 	if err := json.Unmarshal(c.GetEntryJson(), &e); err != nil {
-		return Result{}, &ArgumentError{FieldName: "entry", Code: "INVALID_ARGUMENT", Msg: err.Error()}
+		return Result{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "entry", Code: "INVALID_ARGUMENT", Msg: err.Error()}
 	}
 	if err := CheckID(e.ID); err != nil {
 		return Result{}, err
@@ -491,12 +487,12 @@ func storeDecoded(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	}
 	e = Stored(e, m.Time, m.Index)
 	insert(kv, e)
-	return Result{Changed: true, Action: "stored", Target: "dlq/" + e.ID, After: summary(e), Entry: e, Evicted: evicted}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "stored", Target: "dlq/" + e.ID, After: summary(e)}, Entry: e, Evicted: evicted}, nil
 }
 
 // makeRoom applies the capacity limits before a store into domain: it
 // refuses (reject) or evicts the oldest evictable entries (drop_oldest).
-func makeRoom(kv KV, c *raftv1.DLQCommand, domain string) ([]string, error) {
+func makeRoom(kv fsm.KV, c *raftv1.DLQCommand, domain string) ([]string, error) {
 	var evicted []string
 	for _, lim := range []struct {
 		key, domain string
@@ -517,7 +513,7 @@ func makeRoom(kv KV, c *raftv1.DLQCommand, domain string) ([]string, error) {
 	return evicted, nil
 }
 
-func purge(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
+func purge(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	var ids []string
 	if len(c.GetIds()) > 0 {
 		ids = c.GetIds()
@@ -544,7 +540,7 @@ func purge(kv KV, m Meta, c *raftv1.DLQCommand) (Result, error) {
 	if len(purged) == 0 {
 		return Result{}, nil
 	}
-	return Result{Changed: true, Action: "purged", Target: "dlq", After: map[string]any{"purged": len(purged)}}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "purged", Target: "dlq", After: map[string]any{"purged": len(purged)}}}, nil
 }
 
 // Filter selects entries for List.
@@ -555,7 +551,7 @@ type Filter struct {
 
 // List returns up to pageSize entries matching f, oldest first, after the
 // page token, and the next token.
-func List(kv KV, f Filter, pageSize int, token string) ([]Entry, string, error) {
+func List(kv fsm.KV, f Filter, pageSize int, token string) ([]Entry, string, error) {
 	var start []byte
 	if token != "" {
 		raw, err := hex.DecodeString(token)
@@ -611,7 +607,7 @@ type Stats struct {
 }
 
 // GetStats reads the counters.
-func GetStats(kv KV) Stats {
+func GetStats(kv fsm.KV) Stats {
 	s := Stats{ByStatus: map[string]int64{}, ByDomain: map[string]int64{}}
 	kv.Scan(BucketCounts, nil, false, func(k, v []byte) bool {
 		n := int64(binary.BigEndian.Uint64(v))
@@ -637,7 +633,7 @@ type Due struct {
 }
 
 // DueWork scans the status indexes (bounded by limit).
-func DueWork(kv KV, now time.Time, retention time.Duration, limit int) []Due {
+func DueWork(kv fsm.KV, now time.Time, retention time.Duration, limit int) []Due {
 	var out []Due
 	// fn returns false to stop the scan of that status early.
 	scan := func(st Status, fn func(e Entry) bool) {

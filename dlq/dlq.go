@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
 // Status is an entry's lifecycle status (Baldur §4.1).
@@ -36,7 +38,7 @@ func ParseStatus(s string) (Status, error) {
 			return st, nil
 		}
 	}
-	return "", &ArgumentError{FieldName: "status", Code: "INVALID_STATUS", Msg: fmt.Sprintf("unknown status %q", s)}
+	return "", &fsm.ArgumentError{Domain: "dlq", FieldName: "status", Code: "INVALID_STATUS", Msg: fmt.Sprintf("unknown status %q", s)}
 }
 
 // Entry is one failed operation (Baldur's FailedOperationData).
@@ -102,21 +104,6 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("dlq: entry %s is %s; %s", e.ID, e.Current, e.Want)
 }
 
-// ArgumentError is an invalid input; FieldName names the request field.
-type ArgumentError struct {
-	FieldName string
-	Code      string
-	Msg       string
-}
-
-func (e *ArgumentError) Error() string { return "dlq: " + e.FieldName + ": " + e.Msg }
-
-// Field is the request field at fault.
-func (e *ArgumentError) Field() string { return e.FieldName }
-
-// Reason is the stable reason.
-func (e *ArgumentError) Reason() string { return e.Code }
-
 // validID: a letter or digit, then letters, digits, '.', '_', ':' or '-';
 // at most MaxIDLength bytes. (Every replica checks each store's id, so
 // this is a loop rather than a regular expression.)
@@ -139,7 +126,7 @@ func validID(id string) bool {
 // CheckID validates a client-chosen entry id.
 func CheckID(id string) error {
 	if !validID(id) {
-		return &ArgumentError{FieldName: "id", Code: "INVALID_ID", Msg: fmt.Sprintf("%q: use letters, digits, '.', '_', ':', '-' (at most %d); the SDK generates UUIDv7 ids", id, MaxIDLength)}
+		return &fsm.ArgumentError{Domain: "dlq", FieldName: "id", Code: "INVALID_ID", Msg: fmt.Sprintf("%q: use letters, digits, '.', '_', ':', '-' (at most %d); the SDK generates UUIDv7 ids", id, MaxIDLength)}
 	}
 	return nil
 }

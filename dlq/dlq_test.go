@@ -13,6 +13,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	bolt "go.etcd.io/bbolt"
 )
@@ -47,7 +48,7 @@ func (m *machine) apply(c *raftv1.DLQCommand) (dlq.Result, error) {
 	var r dlq.Result
 	var err error
 	m.db.Update(func(tx *bolt.Tx) error {
-		r, err = dlq.Apply(raftstore.NewKV(tx), dlq.Meta{Index: m.index, Time: m.now, Actor: "op", Reason: "r"}, c)
+		r, err = dlq.Apply(raftstore.NewKV(tx), fsm.Meta{Index: m.index, Time: m.now, Actor: "op", Reason: "r"}, c)
 		return nil
 	})
 	return r, err
@@ -449,7 +450,7 @@ func TestStoreBatch(t *testing.T) {
 	if !it[0].Result.Changed || it[0].Err != nil || it[0].Result.Actor != "alice" || !it[1].Result.Changed || it[1].Result.Actor != "bob" {
 		t.Fatalf("stores: %+v %+v", it[0], it[1])
 	}
-	var arg *dlq.ArgumentError
+	var arg *fsm.ArgumentError
 	if !errors.As(it[2].Err, &arg) || arg.Field() != "stores" {
 		t.Fatalf("a non-store in a batch: %v", it[2].Err)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
 // Limits are the leader's DLQ settings (BALDUR_DLQ_*).
@@ -154,10 +156,10 @@ func prepare(e Entry, l Limits, compact bool) (Entry, error) {
 		return Entry{}, err
 	}
 	if strings.TrimSpace(e.FailureType) == "" {
-		return Entry{}, &ArgumentError{FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "is required"}
+		return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "is required"}
 	}
 	if len(e.FailureType) > 128 {
-		return Entry{}, &ArgumentError{FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "at most 128 bytes"}
+		return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "at most 128 bytes"}
 	}
 	domain, original, reason := NormalizeDomain(e.Domain)
 	if original != "" {
@@ -179,7 +181,7 @@ func prepare(e Entry, l Limits, compact bool) (Entry, error) {
 	}{{"request_data", &e.RequestData, l.RequestDataMax}, {"snapshot_data", &e.SnapshotData, l.FieldMax}, {"response_data", &e.ResponseData, l.FieldMax}} {
 		masked, err := mask(*f.v, sensitive, compact)
 		if err != nil {
-			return Entry{}, &ArgumentError{FieldName: f.name, Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("not JSON: %v", err)}
+			return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: f.name, Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("not JSON: %v", err)}
 		}
 		var cut bool
 		*f.v, cut = truncate(masked, f.max)

@@ -7,15 +7,8 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
-
-// KV is the storage the domain needs; raftstore.KV implements it.
-type KV interface {
-	Get(bucket, key []byte) []byte
-	Put(bucket, key, value []byte)
-	Delete(bucket, key []byte)
-	Scan(bucket, start []byte, reverse bool, fn func(key, value []byte) bool)
-}
 
 // Buckets used by this package.
 var (
@@ -29,7 +22,7 @@ var (
 func Buckets() [][]byte { return [][]byte{BucketState, BucketHistory, BucketConfig} }
 
 // Get returns scope's state; a scope never triggered is NORMAL.
-func Get(kv KV, scope string) State {
+func Get(kv fsm.KV, scope string) State {
 	if v := kv.Get(BucketState, []byte(scope)); v != nil {
 		var s State
 		if err := json.Unmarshal(v, &s); err != nil {
@@ -41,7 +34,7 @@ func Get(kv KV, scope string) State {
 }
 
 // List returns every scope ever triggered, ordered by name.
-func List(kv KV) []State {
+func List(kv fsm.KV) []State {
 	var out []State
 	kv.Scan(BucketState, nil, false, func(_, v []byte) bool {
 		var s State
@@ -55,7 +48,7 @@ func List(kv KV) []State {
 }
 
 // GetConfig returns the replicated config, or DefaultConfig.
-func GetConfig(kv KV) (Config, uint64) {
+func GetConfig(kv fsm.KV) (Config, uint64) {
 	v := kv.Get(BucketConfig, keyConfig)
 	if v == nil {
 		return DefaultConfig(), 0
@@ -71,7 +64,7 @@ func GetConfig(kv KV) (Config, uint64) {
 }
 
 // History returns up to limit changes, newest first; scope "" means all.
-func History(kv KV, scope string, limit int) []Change {
+func History(kv fsm.KV, scope string, limit int) []Change {
 	var out []Change
 	kv.Scan(BucketHistory, nil, true, func(_, v []byte) bool {
 		var c Change
@@ -86,9 +79,9 @@ func History(kv KV, scope string, limit int) []Change {
 	return out
 }
 
-func put(kv KV, s State) { kv.Put(BucketState, []byte(s.Scope), marshal(s)) }
+func put(kv fsm.KV, s State) { kv.Put(BucketState, []byte(s.Scope), marshal(s)) }
 
-func record(kv KV, m Meta, scope, action string, from, to Level) {
+func record(kv fsm.KV, m fsm.Meta, scope, action string, from, to Level) {
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], m.Index)
 	kv.Put(BucketHistory, key[:], marshal(Change{Revision: m.Index, Time: m.Time, Scope: scope, Action: action, From: from, To: to, Actor: m.Actor, Reason: m.Reason}))
@@ -112,7 +105,7 @@ func effective(s State) Level {
 
 // Trigger activates level on a scope. An automatic trigger never lowers an
 // active higher (or equal) level; it then reports Changed=false.
-func Trigger(kv KV, m Meta, c *raftv1.EmergencyTrigger) (Result, error) {
+func Trigger(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyTrigger) (Result, error) {
 	level, d := Level(c.GetLevel()), time.Duration(c.GetDurationNanos())
 	if err := CheckTrigger(level, m.Reason, d, c.GetScope()); err != nil {
 		return Result{}, err
@@ -139,12 +132,12 @@ func Trigger(kv KV, m Meta, c *raftv1.EmergencyTrigger) (Result, error) {
 	}
 	put(kv, next)
 	record(kv, m, scope, action, effective(cur), level)
-	return Result{Changed: true, Action: action, Scope: scope, Before: cur, After: next, State: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: action, Before: cur, After: next}, Scope: scope, State: next}, nil
 }
 
 // Release ends an activation, or starts gradual recovery. Without force it
 // is refused until the stabilization period since activation has passed.
-func Release(kv KV, m Meta, c *raftv1.EmergencyRelease) (Result, error) {
+func Release(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyRelease) (Result, error) {
 	if err := CheckReason(m.Reason); err != nil {
 		return Result{}, err
 	}
@@ -173,15 +166,15 @@ func Release(kv KV, m Meta, c *raftv1.EmergencyRelease) (Result, error) {
 		next.Recovering, next.TargetLevel, next.NextStepAt = true, Normal, m.Time.Add(cfg.StepDelay)
 		put(kv, next)
 		record(kv, m, scope, "recovery_start", cur.Level, cur.Level)
-		return Result{Changed: true, Action: "recovery_start", Scope: scope, Before: cur, After: next, State: next}, nil
+		return Result{Change: fsm.Change{Changed: true, Action: "recovery_start", Before: cur, After: next}, Scope: scope, State: next}, nil
 	}
 	next = deactivate(cur, m)
 	put(kv, next)
 	record(kv, m, scope, action, cur.Level, Normal)
-	return Result{Changed: true, Action: action, Scope: scope, Before: cur, After: next, State: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: action, Before: cur, After: next}, Scope: scope, State: next}, nil
 }
 
-func deactivate(cur State, m Meta) State {
+func deactivate(cur State, m fsm.Meta) State {
 	return State{
 		Scope: cur.Scope, Level: Normal, Reason: cur.Reason, ActivatedBy: cur.ActivatedBy, ActivatedAt: cur.ActivatedAt,
 		DeactivatedAt: m.Time, DeactivatedBy: m.Actor, Revision: m.Index,
@@ -189,7 +182,7 @@ func deactivate(cur State, m Meta) State {
 }
 
 // Expire ends the named activation if its expiry has passed at m.Time.
-func Expire(kv KV, m Meta, c *raftv1.EmergencyExpire) (Result, error) {
+func Expire(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyExpire) (Result, error) {
 	cur := Get(kv, c.GetScope())
 	if !cur.Active || cur.ActivationRevision != c.GetActivationRevision() || cur.ExpiresAt.IsZero() || m.Time.Before(cur.ExpiresAt) {
 		return Result{Scope: cur.Scope, State: cur}, nil
@@ -197,12 +190,12 @@ func Expire(kv KV, m Meta, c *raftv1.EmergencyExpire) (Result, error) {
 	next := deactivate(cur, m)
 	put(kv, next)
 	record(kv, m, cur.Scope, "expire", cur.Level, Normal)
-	return Result{Changed: true, Action: "expire", Scope: cur.Scope, Before: cur, After: next, State: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "expire", Before: cur, After: next}, Scope: cur.Scope, State: next}, nil
 }
 
 // Step lowers a recovering scope by one level if the step is due at m.Time
 // and the command names the current activation and level.
-func Step(kv KV, m Meta, c *raftv1.EmergencyStep) (Result, error) {
+func Step(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyStep) (Result, error) {
 	cur := Get(kv, c.GetScope())
 	if !cur.Active || !cur.Recovering || cur.ActivationRevision != c.GetActivationRevision() ||
 		cur.Level != Level(c.GetFromLevel()) || m.Time.Before(cur.NextStepAt) {
@@ -219,7 +212,7 @@ func Step(kv KV, m Meta, c *raftv1.EmergencyStep) (Result, error) {
 	}
 	put(kv, next)
 	record(kv, m, cur.Scope, "recovery_step", cur.Level, effective(next))
-	return Result{Changed: true, Action: "recovery_step", Scope: cur.Scope, Before: cur, After: next, State: next}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "recovery_step", Before: cur, After: next}, Scope: cur.Scope, State: next}, nil
 }
 
 // ConfigFromCommand converts the command form of the config.
@@ -234,22 +227,22 @@ func ConfigFromCommand(c *raftv1.EmergencyConfig) (Config, error) {
 	for _, l := range c.GetLevels() {
 		lv := Level(l.GetLevel())
 		if lv < Level1 || lv > Level3 {
-			return Config{}, &ArgumentError{FieldName: "config.levels.level", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("level %s cannot be configured; use LEVEL_1..LEVEL_3", lv)}
+			return Config{}, &fsm.ArgumentError{Domain: "emergency", FieldName: "config.levels.level", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("level %s cannot be configured; use LEVEL_1..LEVEL_3", lv)}
 		}
 		if seen[lv] {
-			return Config{}, &ArgumentError{FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%s listed twice", lv)}
+			return Config{}, &fsm.ArgumentError{Domain: "emergency", FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%s listed twice", lv)}
 		}
 		seen[lv] = true
 		cfg.Levels[lv] = Admission{Critical: l.GetCritical(), Standard: l.GetStandard(), NonEssential: l.GetNonEssential()}
 	}
 	if len(seen) != 3 {
-		return Config{}, &ArgumentError{FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: "give the admission for each of LEVEL_1, LEVEL_2 and LEVEL_3"}
+		return Config{}, &fsm.ArgumentError{Domain: "emergency", FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: "give the admission for each of LEVEL_1, LEVEL_2 and LEVEL_3"}
 	}
 	return cfg, cfg.Validate()
 }
 
 // SetConfig replaces the config.
-func SetConfig(kv KV, m Meta, c *raftv1.EmergencyConfig) (Result, error) {
+func SetConfig(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyConfig) (Result, error) {
 	if err := CheckReason(m.Reason); err != nil {
 		return Result{}, err
 	}
@@ -262,7 +255,7 @@ func SetConfig(kv KV, m Meta, c *raftv1.EmergencyConfig) (Result, error) {
 		Config
 		Revision uint64 `json:"revision"`
 	}{cfg, m.Index}))
-	return Result{Changed: true, Action: "config_update", Scope: "config", Before: before, After: cfg}, nil
+	return Result{Change: fsm.Change{Changed: true, Action: "config_update", Before: before, After: cfg}, Scope: "config"}, nil
 }
 
 // DueAction is a time-driven transition the leader should propose.
@@ -275,7 +268,7 @@ type DueAction struct {
 }
 
 // Due lists the expiries and recovery steps due at now.
-func Due(kv KV, now time.Time) []DueAction {
+func Due(kv fsm.KV, now time.Time) []DueAction {
 	var out []DueAction
 	for _, s := range List(kv) {
 		switch {

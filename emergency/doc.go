@@ -4,7 +4,7 @@
 // bounded history.
 //
 // Everything here is deterministic: the functions that change state take
-// the leader-stamped time and the Raft index in [Meta] and read nothing
+// the leader-stamped time and the Raft index in fsm.Meta and read nothing
 // else, so every replica computes the same result. A change function
 // validates everything before its first write, so a refused command leaves
 // no trace. Time-driven transitions (expiry, recovery steps) are found by

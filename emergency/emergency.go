@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
 // Level is an emergency level, ordered by severity.
@@ -39,7 +41,7 @@ func ParseLevel(s string) (Level, error) {
 			return Level(i), nil
 		}
 	}
-	return 0, &ArgumentError{FieldName: "level", Code: "INVALID_LEVEL", Msg: fmt.Sprintf("unknown level %q; use NORMAL, LEVEL_1, LEVEL_2 or LEVEL_3", s)}
+	return 0, &fsm.ArgumentError{Domain: "emergency", FieldName: "level", Code: "INVALID_LEVEL", Msg: fmt.Sprintf("unknown level %q; use NORMAL, LEVEL_1, LEVEL_2 or LEVEL_3", s)}
 }
 
 // Tier is a request's criticality.
@@ -114,7 +116,7 @@ var scopePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // Validate checks c and names the first field at fault.
 func (c Config) Validate() error {
 	if c.Levels[Normal] != (Admission{1, 1, 1}) {
-		return &ArgumentError{FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: "NORMAL must admit every tier fully"}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "config.levels", Code: "INVALID_CONFIG", Msg: "NORMAL must admit every tier fully"}
 	}
 	for l := Level1; l <= Level3; l++ {
 		a := c.Levels[l]
@@ -123,17 +125,17 @@ func (c Config) Validate() error {
 			v    float64
 		}{{"critical", a.Critical}, {"standard", a.Standard}, {"non_essential", a.NonEssential}} {
 			if !(f.v >= 0 && f.v <= 1) {
-				return &ArgumentError{FieldName: fmt.Sprintf("config.levels[%s].%s", l, f.name), Code: "INVALID_CONFIG", Msg: fmt.Sprintf("admission %v is outside 0..1", f.v)}
+				return &fsm.ArgumentError{Domain: "emergency", FieldName: fmt.Sprintf("config.levels[%s].%s", l, f.name), Code: "INVALID_CONFIG", Msg: fmt.Sprintf("admission %v is outside 0..1", f.v)}
 			}
 		}
 	}
 	switch {
 	case c.Stabilization < 0 || c.Stabilization > 24*time.Hour:
-		return &ArgumentError{FieldName: "config.stabilization_period", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 0s..24h", c.Stabilization)}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "config.stabilization_period", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 0s..24h", c.Stabilization)}
 	case c.StepDelay < time.Second || c.StepDelay > time.Hour:
-		return &ArgumentError{FieldName: "config.level_step_delay", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 1s..1h", c.StepDelay)}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "config.level_step_delay", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 1s..1h", c.StepDelay)}
 	case c.AutoDuration < time.Minute || c.AutoDuration > 24*time.Hour:
-		return &ArgumentError{FieldName: "config.auto_duration", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 1m..24h", c.AutoDuration)}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "config.auto_duration", Code: "INVALID_CONFIG", Msg: fmt.Sprintf("%v is outside 1m..24h", c.AutoDuration)}
 	}
 	return nil
 }
@@ -171,23 +173,20 @@ type Change struct {
 	Reason   string    `json:"reason,omitempty"`
 }
 
-// Meta is the context the leader stamped into a command.
-type Meta struct {
-	Index  uint64
-	Time   time.Time
-	Actor  string
-	Reason string
-}
-
 // Result describes what a change function did, for the audit trail and the
 // caller. Changed is false for a no-op (nothing was written).
 type Result struct {
-	Changed bool
-	Action  string
-	Scope   string
-	Before  any
-	After   any
-	State   State
+	fsm.Change
+	Scope string
+	State State
+}
+
+// Applied is r in the dispatcher's vocabulary: the action qualified with
+// the domain, the target the scope.
+func (r Result) Applied() fsm.Applied {
+	c := r.Change
+	c.Action, c.Target = "emergency."+c.Action, "emergency/"+r.Scope
+	return fsm.Applied{Change: c, Value: r}
 }
 
 // Errors.
@@ -196,21 +195,6 @@ var (
 	ErrRecoveryBlocked   = errors.New("emergency: recovery blocked by the recovery gate")
 	ErrAlreadyRecovering = errors.New("emergency: gradual recovery already in progress")
 )
-
-// ArgumentError is an invalid input; FieldName names the request field.
-type ArgumentError struct {
-	FieldName string
-	Code      string
-	Msg       string
-}
-
-func (e *ArgumentError) Error() string { return "emergency: " + e.FieldName + ": " + e.Msg }
-
-// Field is the request field at fault.
-func (e *ArgumentError) Field() string { return e.FieldName }
-
-// Reason is the stable upper-snake reason.
-func (e *ArgumentError) Reason() string { return e.Code }
 
 // RecoveryBlockedError says until when a release without force is refused.
 type RecoveryBlockedError struct {
@@ -229,7 +213,7 @@ func CheckScope(scope string) (string, error) {
 		return GlobalScope, nil
 	}
 	if !scopePattern.MatchString(scope) {
-		return "", &ArgumentError{FieldName: "scope", Code: "INVALID_SCOPE", Msg: fmt.Sprintf("%q is not a scope name (lowercase letters, digits, '.', '_', '-', at most 63)", scope)}
+		return "", &fsm.ArgumentError{Domain: "emergency", FieldName: "scope", Code: "INVALID_SCOPE", Msg: fmt.Sprintf("%q is not a scope name (lowercase letters, digits, '.', '_', '-', at most 63)", scope)}
 	}
 	return scope, nil
 }
@@ -237,10 +221,10 @@ func CheckScope(scope string) (string, error) {
 // CheckReason validates a required reason.
 func CheckReason(reason string) error {
 	if strings.TrimSpace(reason) == "" {
-		return &ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required"}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required"}
 	}
 	if len(reason) > MaxReasonLength {
-		return &ArgumentError{FieldName: "reason", Code: "REASON_TOO_LONG", Msg: fmt.Sprintf("%d bytes, at most %d", len(reason), MaxReasonLength)}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "reason", Code: "REASON_TOO_LONG", Msg: fmt.Sprintf("%d bytes, at most %d", len(reason), MaxReasonLength)}
 	}
 	return nil
 }
@@ -249,16 +233,16 @@ func CheckReason(reason string) error {
 // server can refuse bad input before proposing.
 func CheckTrigger(level Level, reason string, d time.Duration, scope string) error {
 	if !level.Valid() {
-		return &ArgumentError{FieldName: "level", Code: "INVALID_LEVEL", Msg: fmt.Sprintf("unknown level %d", int(level))}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "level", Code: "INVALID_LEVEL", Msg: fmt.Sprintf("unknown level %d", int(level))}
 	}
 	if level == Normal {
-		return &ArgumentError{FieldName: "level", Code: "INVALID_LEVEL", Msg: "NORMAL cannot be triggered; use release"}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "level", Code: "INVALID_LEVEL", Msg: "NORMAL cannot be triggered; use release"}
 	}
 	if err := CheckReason(reason); err != nil {
 		return err
 	}
 	if d != 0 && (d < MinDuration || d > MaxDuration) {
-		return &ArgumentError{FieldName: "duration", Code: "DURATION_OUT_OF_RANGE", Msg: fmt.Sprintf("%v is outside %v..%v", d, MinDuration, MaxDuration)}
+		return &fsm.ArgumentError{Domain: "emergency", FieldName: "duration", Code: "DURATION_OUT_OF_RANGE", Msg: fmt.Sprintf("%v is outside %v..%v", d, MinDuration, MaxDuration)}
 	}
 	_, err := CheckScope(scope)
 	return err

@@ -8,6 +8,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -56,8 +57,8 @@ func (s *state) get(scope string) emergency.State {
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func meta(index uint64, at time.Duration, reason string) emergency.Meta {
-	return emergency.Meta{Index: index, Time: t0.Add(at), Actor: "alice", Reason: reason}
+func meta(index uint64, at time.Duration, reason string) fsm.Meta {
+	return fsm.Meta{Index: index, Time: t0.Add(at), Actor: "alice", Reason: reason}
 }
 
 func TestTriggerValidation(t *testing.T) {
@@ -82,7 +83,7 @@ func TestTriggerValidation(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := emergency.CheckTrigger(tc.level, tc.reason, tc.d, tc.scope)
-			var ae *emergency.ArgumentError
+			var ae *fsm.ArgumentError
 			if !errors.As(err, &ae) || ae.Field() != tc.field {
 				t.Fatalf("err = %v, want an ArgumentError on %q", err, tc.field)
 			}

@@ -12,6 +12,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -355,7 +356,7 @@ func (d *DLQ) Stats(ctx context.Context) (dlq.Stats, error) {
 }
 
 // Transition applies op to one entry under a row lock.
-func (d *DLQ) Transition(ctx context.Context, m dlq.Meta, c *raftv1.DLQCommand, truncateBlocks bool) (dlq.Entry, string, error) {
+func (d *DLQ) Transition(ctx context.Context, m fsm.Meta, c *raftv1.DLQCommand, truncateBlocks bool) (dlq.Entry, string, error) {
 	var next dlq.Entry
 	var action string
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
@@ -376,7 +377,7 @@ func (d *DLQ) Transition(ctx context.Context, m dlq.Meta, c *raftv1.DLQCommand, 
 
 // AcquireNext leases the oldest replayable PENDING entry of domain to a
 // worker; concurrent workers skip each other's locked rows.
-func (d *DLQ) AcquireNext(ctx context.Context, m dlq.Meta, domain, worker string, lease time.Duration) (dlq.Entry, bool, error) {
+func (d *DLQ) AcquireNext(ctx context.Context, m fsm.Meta, domain, worker string, lease time.Duration) (dlq.Entry, bool, error) {
 	var next dlq.Entry
 	found := false
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {

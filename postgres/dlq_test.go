@@ -10,6 +10,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/jackc/pgx/v5"
@@ -58,7 +59,7 @@ func TestPostgresOverflowNeverEvictsReplaying(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok, err := d.AcquireNext(ctx, dlq.Meta{Time: t0.Add(time.Minute)}, "payment", "w", 30*time.Second); !ok || err != nil {
+	if _, ok, err := d.AcquireNext(ctx, fsm.Meta{Time: t0.Add(time.Minute)}, "payment", "w", 30*time.Second); !ok || err != nil {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
 	r, err := d.Store(ctx, entry("p3", "payment"), lim, t0.Add(2*time.Minute))
@@ -88,7 +89,7 @@ func TestPostgresLeasesNeverDoubleAssign(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				e, ok, err := d.AcquireNext(ctx, dlq.Meta{Time: t0.Add(time.Minute)}, "payment", fmt.Sprintf("w%d", w), 30*time.Second)
+				e, ok, err := d.AcquireNext(ctx, fsm.Meta{Time: t0.Add(time.Minute)}, "payment", fmt.Sprintf("w%d", w), 30*time.Second)
 				if err != nil {
 					t.Error(err)
 					return
@@ -114,7 +115,7 @@ func TestPostgresLeasesNeverDoubleAssign(t *testing.T) {
 	if err != nil || len(due) != 20 || due[0].Op != raftv1.DLQCommand_RELEASE_STALE {
 		t.Fatalf("due: %v %v", len(due), err)
 	}
-	m := dlq.Meta{Time: t0.Add(2 * time.Minute)}
+	m := fsm.Meta{Time: t0.Add(2 * time.Minute)}
 	e, action, err := d.Transition(ctx, m, &raftv1.DLQCommand{Op: raftv1.DLQCommand_RELEASE_STALE, Id: due[0].ID, ReplayLeaseUntilUnixNano: due[0].LeaseUntil}, true)
 	if err != nil || action != "replay_lease_expired" || e.Status != dlq.Pending {
 		t.Fatalf("release: %v %s %v", e.Status, action, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -14,6 +15,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
 )
@@ -22,29 +24,21 @@ import (
 // write within this window is answered with the original revision.
 const requestWindow = 10 * time.Minute
 
-// applyResult is what the FSM hands back to the proposer.
+// applyResult is what the FSM hands back to the proposer: the revision the
+// command applied at (or, for a remembered request id, first applied at),
+// the domain's error, and the domain's own result (Value of fsm.Applied).
 type applyResult struct {
 	Revision  uint64
 	Duplicate bool
 	Err       error
-	// Granted reports a circuit probe permit.
-	Granted bool
-	// Coord is the coordination domain's result (lease, job claim).
-	Coord coordination.Result
-	// DLQ is the dlq domain's result (stored or changed entry).
-	DLQ dlq.Result
+	Value     any
 }
 
-// change is what a domain function did, in the form the audit trail needs.
-type change struct {
-	Changed bool
-	Granted bool
-	Coord   coordination.Result
-	DLQ     dlq.Result
-	Action  string
-	Target  string
-	Before  any
-	After   any
+// resultOf is the domain result of type T an applied command handed back
+// (T's zero value for a duplicate request or an error).
+func resultOf[T any](r applyResult) T {
+	v, _ := r.Value.(T)
+	return v
 }
 
 // applier dispatches committed commands to the domains. It is the only
@@ -112,96 +106,106 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 			return applyResult{Revision: binary.BigEndian.Uint64(v), Duplicate: true}
 		}
 	}
-	m := emergency.Meta{Index: index, Time: time.Unix(0, cmd.TimeUnixNano).UTC(), Actor: cmd.Actor, Reason: cmd.Reason}
+	m := fsm.Meta{Index: index, Time: time.Unix(0, cmd.TimeUnixNano).UTC(), Actor: cmd.Actor, Reason: cmd.Reason}
 	a.commands = true
 	a.touched |= topicOf(cmd)
-	ch, err := dispatch(kv, m, cmd)
+	h, ok := handlers[reflect.TypeOf(cmd.Body)]
+	if !ok {
+		panic(fmt.Sprintf("server: command body %T has no handler", cmd.Body))
+	}
+	ap, err := h(kv, m, cmd)
 	if err != nil {
 		return applyResult{Err: err}
 	}
 	// One audit record per change; a batch of stores is one per store, in
 	// the name of the store's caller.
-	if ch.DLQ.Batch == nil {
-		a.record(kv, index, m.Time, cmd, ch.Changed, cmd.Actor, ch.Action, ch.Target, ch.Before, ch.After)
+	if ap.Batch == nil {
+		a.record(kv, index, m.Time, cmd, &ap.Change)
 	}
-	for i := range ch.DLQ.Batch {
-		r := &ch.DLQ.Batch[i].Result
-		a.record(kv, index, m.Time, cmd, r.Changed, r.Actor, "dlq."+r.Action, r.Target, r.Before, r.After)
+	for i := range ap.Batch {
+		a.record(kv, index, m.Time, cmd, &ap.Batch[i])
 	}
 	rememberRequest(kv, cmd.RequestId, index, m.Time)
-	return applyResult{Revision: index, Granted: ch.Granted, Coord: ch.Coord, DLQ: ch.DLQ}
+	return applyResult{Revision: index, Value: ap.Value}
 }
 
 // record appends the audit record of a change (actor "" is the command's)
 // and counts it.
-func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv1.Command, changed bool, actor, action, target string, before, after any) {
-	if !changed {
+func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv1.Command, c *fsm.Change) {
+	if !c.Changed {
 		return
 	}
+	actor := c.Actor
 	if actor == "" {
 		actor = cmd.Actor
 	}
 	audit.Append(kv, a.auditKey, audit.Record{
 		Revision: index, Time: at, Actor: actor, Reason: cmd.Reason,
-		Action: action, Target: target, Before: jsonText(before), After: jsonText(after),
+		Action: c.Action, Target: c.Target, Before: jsonText(c.Before), After: jsonText(c.After),
 	})
 	if a.metrics == nil {
 		return
 	}
-	a.metrics.changes.WithLabelValues(action).Inc()
-	if after, ok := after.(circuit.Breaker); ok {
-		if before, ok := before.(circuit.Breaker); !ok || before.State != after.State {
+	a.metrics.changes.WithLabelValues(c.Action).Inc()
+	if after, ok := c.After.(circuit.Breaker); ok {
+		if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
 			a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
 		}
 	}
 }
 
-func dispatch(kv raftstore.KV, m emergency.Meta, cmd *raftv1.Command) (change, error) {
-	fromEmergency := func(r emergency.Result, err error) (change, error) {
-		if err != nil {
-			return change{}, err
-		}
-		return change{Changed: r.Changed, Action: "emergency." + r.Action, Target: "emergency/" + r.Scope, Before: r.Before, After: r.After}, nil
+// handler applies one kind of command body to the state.
+type handler func(kv fsm.KV, m fsm.Meta, cmd *raftv1.Command) (fsm.Applied, error)
+
+// applied adapts a domain change function's answer to the dispatcher's.
+func applied[R interface{ Applied() fsm.Applied }](r R, err error) (fsm.Applied, error) {
+	if err != nil {
+		return fsm.Applied{}, err
 	}
-	switch b := cmd.Body.(type) {
-	case *raftv1.Command_EmergencyTrigger:
-		return fromEmergency(emergency.Trigger(kv, m, b.EmergencyTrigger))
-	case *raftv1.Command_EmergencyRelease:
-		return fromEmergency(emergency.Release(kv, m, b.EmergencyRelease))
-	case *raftv1.Command_EmergencyExpire:
-		return fromEmergency(emergency.Expire(kv, m, b.EmergencyExpire))
-	case *raftv1.Command_EmergencyStep:
-		return fromEmergency(emergency.Step(kv, m, b.EmergencyStep))
-	case *raftv1.Command_EmergencyConfig:
-		return fromEmergency(emergency.SetConfig(kv, m, b.EmergencyConfig))
-	case *raftv1.Command_MemberUpsert:
-		return upsertMember(kv, b.MemberUpsert)
-	case *raftv1.Command_MemberRemove:
-		return removeMember(kv, b.MemberRemove)
-	case *raftv1.Command_Circuit:
-		r, err := circuit.Apply(kv, circuit.Meta(m), b.Circuit)
-		if err != nil {
-			return change{}, err
-		}
-		return change{Changed: r.Changed, Granted: r.Granted, Action: "circuit." + r.Action, Target: "circuit/" + r.Name, Before: r.Before, After: r.After}, nil
-	case *raftv1.Command_Coordination:
-		r, err := coordination.Apply(kv, coordination.Meta(m), b.Coordination)
-		if err != nil {
-			return change{}, err
-		}
-		return change{Changed: r.Changed, Coord: r, Action: "coordination." + r.Action, Target: r.Target, Before: r.Before, After: r.After}, nil
-	case *raftv1.Command_Dlq:
-		r, err := dlq.Apply(kv, dlq.Meta(m), b.Dlq)
-		if err != nil {
-			return change{}, err
-		}
-		return change{Changed: r.Changed, DLQ: r, Action: "dlq." + r.Action, Target: r.Target, Before: r.Before, After: r.After}, nil
-	case *raftv1.Command_AuditNote:
-		n := b.AuditNote
-		return change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}, nil
-	}
-	panic(fmt.Sprintf("server: command body %T has no dispatch", cmd.Body))
+	return r.Applied(), nil
 }
+
+// handlers is the dispatch table: the domain function for each command
+// body. TestEveryCommandBodyHasAHandler keeps it complete.
+var handlers = map[reflect.Type]handler{
+	bodyType[raftv1.Command_EmergencyTrigger](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(emergency.Trigger(kv, m, c.GetEmergencyTrigger()))
+	},
+	bodyType[raftv1.Command_EmergencyRelease](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(emergency.Release(kv, m, c.GetEmergencyRelease()))
+	},
+	bodyType[raftv1.Command_EmergencyExpire](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(emergency.Expire(kv, m, c.GetEmergencyExpire()))
+	},
+	bodyType[raftv1.Command_EmergencyStep](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(emergency.Step(kv, m, c.GetEmergencyStep()))
+	},
+	bodyType[raftv1.Command_EmergencyConfig](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(emergency.SetConfig(kv, m, c.GetEmergencyConfig()))
+	},
+	bodyType[raftv1.Command_MemberUpsert](): func(kv fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return upsertMember(kv, c.GetMemberUpsert())
+	},
+	bodyType[raftv1.Command_MemberRemove](): func(kv fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return removeMember(kv, c.GetMemberRemove())
+	},
+	bodyType[raftv1.Command_Circuit](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(circuit.Apply(kv, m, c.GetCircuit()))
+	},
+	bodyType[raftv1.Command_Coordination](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(coordination.Apply(kv, m, c.GetCoordination()))
+	},
+	bodyType[raftv1.Command_Dlq](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(dlq.Apply(kv, m, c.GetDlq()))
+	},
+	bodyType[raftv1.Command_AuditNote](): func(_ fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		n := c.GetAuditNote()
+		return fsm.Applied{Change: fsm.Change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}}, nil
+	},
+}
+
+// bodyType is the dynamic type of a Command body B (*B).
+func bodyType[B any]() reflect.Type { return reflect.TypeFor[*B]() }
 
 // rememberRequest records a request id and forgets those older than the
 // window, using the command's time so every replica prunes alike.
@@ -250,7 +254,7 @@ type memberRecord struct {
 	CommandVersion uint32 `json:"command_version"`
 }
 
-func getMember(kv raftstore.KV, id string) (memberRecord, bool) {
+func getMember(kv fsm.KV, id string) (memberRecord, bool) {
 	v := kv.Get(bucketMembers, []byte(id))
 	if v == nil {
 		return memberRecord{}, false
@@ -262,7 +266,7 @@ func getMember(kv raftstore.KV, id string) (memberRecord, bool) {
 	return m, true
 }
 
-func listMembers(kv raftstore.KV) map[string]memberRecord {
+func listMembers(kv fsm.KV) map[string]memberRecord {
 	out := map[string]memberRecord{}
 	kv.Scan(bucketMembers, nil, false, func(_, v []byte) bool {
 		var m memberRecord
@@ -274,28 +278,28 @@ func listMembers(kv raftstore.KV) map[string]memberRecord {
 	return out
 }
 
-func upsertMember(kv raftstore.KV, c *raftv1.MemberUpsert) (change, error) {
+func upsertMember(kv fsm.KV, c *raftv1.MemberUpsert) (fsm.Applied, error) {
 	next := memberRecord{ID: c.GetId(), RaftAddr: c.GetRaftAddr(), GRPCAddr: c.GetGrpcAddr(), HTTPAddr: c.GetHttpAddr(), CommandVersion: c.GetCommandVersion()}
 	if next.ID == "" {
-		return change{}, &fieldError{field: "id", reason: "INVALID_ARGUMENT", msg: "member id is required"}
+		return fsm.Applied{}, &fsm.ArgumentError{FieldName: "id", Code: "INVALID_ARGUMENT", Msg: "member id is required"}
 	}
 	before, ok := getMember(kv, next.ID)
 	if ok && before == next {
-		return change{}, nil
+		return fsm.Applied{}, nil
 	}
 	kv.Put(bucketMembers, []byte(next.ID), []byte(jsonText(next)))
 	var b any
 	if ok {
 		b = before
 	}
-	return change{Changed: true, Action: "cluster.member_upsert", Target: "member/" + next.ID, Before: b, After: next}, nil
+	return fsm.Applied{Change: fsm.Change{Changed: true, Action: "cluster.member_upsert", Target: "member/" + next.ID, Before: b, After: next}}, nil
 }
 
-func removeMember(kv raftstore.KV, c *raftv1.MemberRemove) (change, error) {
+func removeMember(kv fsm.KV, c *raftv1.MemberRemove) (fsm.Applied, error) {
 	before, ok := getMember(kv, c.GetId())
 	if !ok {
-		return change{}, nil
+		return fsm.Applied{}, nil
 	}
 	kv.Delete(bucketMembers, []byte(c.GetId()))
-	return change{Changed: true, Action: "cluster.member_remove", Target: "member/" + c.GetId(), Before: before}, nil
+	return fsm.Applied{Change: fsm.Change{Changed: true, Action: "cluster.member_remove", Target: "member/" + c.GetId(), Before: before}}, nil
 }

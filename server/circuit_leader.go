@@ -91,7 +91,7 @@ func (s *Server) ingestReports(ctx context.Context, instance string, reports []*
 // proposeProbe asks the FSM for a probe permit (leader only).
 func (s *Server) proposeProbe(ctx context.Context, cmd *raftv1.Command) (bool, error) {
 	r, err := s.applyLocalResult(ctx, cmd)
-	return r.Granted, err
+	return resultOf[circuit.Result](r).Granted, err
 }
 
 // proposeCircuitDue moves OPEN breakers past their recovery timeout to

@@ -16,6 +16,7 @@ import (
 
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 )
 
@@ -233,7 +234,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.CircuitDefaults.Validate(); err != nil {
-		var ae *circuit.ArgumentError
+		var ae *fsm.ArgumentError
 		if errors.As(err, &ae) {
 			return fmt.Errorf("--cb-%s: %s", strings.ReplaceAll(ae.FieldName, "_", "-"), ae.Msg)
 		}

@@ -9,6 +9,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/coordination"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/robfig/cron/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -73,7 +74,7 @@ func (c *coordinationService) apply(ctx context.Context, reason string, body *ra
 	if err != nil {
 		return coordination.Result{}, 0, err
 	}
-	return r.Coord, r.Revision, nil
+	return resultOf[coordination.Result](r), r.Revision, nil
 }
 
 func (c *coordinationService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.LeaseResponse, error) {
@@ -262,7 +263,7 @@ func nextRun(interval time.Duration, expr string, now time.Time) (time.Time, err
 	}
 	sched, err := cronParser.Parse(expr)
 	if err != nil {
-		return time.Time{}, &fieldError{field: "cron", reason: "INVALID_SCHEDULE", msg: fmt.Sprintf("%q: %v", expr, err)}
+		return time.Time{}, &fsm.ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%q: %v", expr, err)}
 	}
 	return sched.Next(now), nil
 }

@@ -8,6 +8,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
 )
@@ -93,7 +94,7 @@ func (r raftDLQ) apply(ctx context.Context, reason string, body *raftv1.DLQComma
 	cmd := newCommand(ctx, reason)
 	cmd.Body = &raftv1.Command_Dlq{Dlq: body}
 	res, err := r.s.applyLocalResult(ctx, cmd)
-	return res.DLQ, res.Revision, err
+	return resultOf[dlq.Result](res), res.Revision, err
 }
 
 func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, error) {
@@ -102,7 +103,7 @@ func (r raftDLQ) store(ctx context.Context, e dlq.Entry) (dlq.Result, uint64, er
 	now := time.Unix(0, r.s.now().UnixNano()).UTC()
 	body := dlq.StoreCommand(e, now, r.s.cfg.DLQ)
 	if n := len(body.EntryJson); n > raftstore.MaxEntrySize-4096 {
-		return dlq.Result{}, 0, &fieldError{field: "entry", reason: "REQUEST_TOO_LARGE", msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", n)}
+		return dlq.Result{}, 0, &fsm.ArgumentError{FieldName: "entry", Code: "REQUEST_TOO_LARGE", Msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", n)}
 	}
 	cmd := newCommand(ctx, "dlq store")
 	res, rev, err := r.groups.submit(ctx, body, cmd.Actor, cmd.RequestId, now)
@@ -172,8 +173,8 @@ type pgDLQ struct {
 	db *postgres.DLQ
 }
 
-func (p pgDLQ) meta(ctx context.Context, reason string) dlq.Meta {
-	return dlq.Meta{Time: p.s.now(), Actor: identityFrom(ctx).Name, Reason: reason}
+func (p pgDLQ) meta(ctx context.Context, reason string) fsm.Meta {
+	return fsm.Meta{Time: p.s.now(), Actor: identityFrom(ctx).Name, Reason: reason}
 }
 
 func (p pgDLQ) get(ctx context.Context, id string) (dlq.Entry, bool, error) { return p.db.Get(ctx, id) }

@@ -9,6 +9,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 )
 
@@ -55,7 +56,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 	if req.Redrive {
 		op = raftv1.DLQCommand_REDRIVE
 		if req.Reason == "" {
-			return &fieldError{field: "reason", reason: "REASON_REQUIRED", msg: "a reason is required to redrive"}
+			return &fsm.ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required to redrive"}
 		}
 	}
 	if !d.s.store.IsLeader() {

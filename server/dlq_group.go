@@ -134,7 +134,7 @@ func (g *storeGroups) commitOne(it *groupedStore) {
 		Body: &raftv1.Command_Dlq{Dlq: it.body}}
 	res, err := g.s.applyLocalAt(context.Background(), cmd, it.now)
 	g.count(1)
-	it.done <- groupOutcome{res: res.DLQ, rev: res.Revision, err: err}
+	it.done <- groupOutcome{res: resultOf[dlq.Result](res), rev: res.Revision, err: err}
 }
 
 func (g *storeGroups) commitBatch(group []*groupedStore) {
@@ -147,15 +147,16 @@ func (g *storeGroups) commitBatch(group []*groupedStore) {
 		Body: &raftv1.Command_Dlq{Dlq: batch}}
 	res, err := g.s.applyLocalAt(context.Background(), cmd, g.s.now())
 	g.count(len(group))
-	if err == nil && len(res.DLQ.Batch) != len(group) {
-		err = fmt.Errorf("dlq: a batch of %d stores applied as %d", len(group), len(res.DLQ.Batch))
+	applied := resultOf[dlq.Result](res).Batch
+	if err == nil && len(applied) != len(group) {
+		err = fmt.Errorf("dlq: a batch of %d stores applied as %d", len(group), len(applied))
 	}
 	for i, it := range group {
 		if err != nil {
 			it.done <- groupOutcome{err: err}
 			continue
 		}
-		item := res.DLQ.Batch[i]
+		item := applied[i]
 		it.done <- groupOutcome{res: item.Result, rev: res.Revision, err: item.Err}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -260,7 +261,7 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 	reason := strings.TrimSpace(req.Reason)
 	if reason == "" {
 		if reasonRequired {
-			return nil, &fieldError{field: "reason", reason: "REASON_REQUIRED", msg: "a reason is required"}
+			return nil, &fsm.ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required"}
 		}
 		reason = strings.ToLower(op.String())
 	}
@@ -302,7 +303,7 @@ func (d *dlqService) RedriveEntry(ctx context.Context, req *pb.EntryActionReques
 
 func (d *dlqService) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.PurgeResponse, error) {
 	if !req.Confirm {
-		return nil, &fieldError{field: "confirm", reason: "PURGE_NOT_CONFIRMED", msg: "purge deletes ARCHIVED entries for good; set confirm to true"}
+		return nil, &fsm.ArgumentError{FieldName: "confirm", Code: "PURGE_NOT_CONFIRMED", Msg: "purge deletes ARCHIVED entries for good; set confirm to true"}
 	}
 	older, err := checkedDuration("older_than", req.OlderThan)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -20,24 +21,9 @@ import (
 // errorDomain is ErrorInfo.domain on every error baldurd returns.
 const errorDomain = "baldur.dev"
 
-// fieldError is an invalid request field found by the server itself.
-type fieldError struct {
-	field, reason, msg string
-}
-
-func (e *fieldError) Error() string  { return e.field + ": " + e.msg }
-func (e *fieldError) Field() string  { return e.field }
-func (e *fieldError) Reason() string { return e.reason }
-
+// invalidField is an invalid request field found by the server itself.
 func invalidField(field, msg string) error {
-	return &fieldError{field: field, reason: "INVALID_ARGUMENT", msg: msg}
-}
-
-// argumentError is implemented by every domain's invalid-input error.
-type argumentError interface {
-	error
-	Field() string
-	Reason() string
+	return &fsm.ArgumentError{FieldName: field, Code: "INVALID_ARGUMENT", Msg: msg}
 }
 
 // errorMapping is one row of the table below.
@@ -120,10 +106,10 @@ func toStatus(log *slog.Logger, err error) error {
 		return withDetails(codes.InvalidArgument, "INVALID_PAGE_TOKEN", err.Error(),
 			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "page_token", Description: err.Error()}}})
 	}
-	var ae argumentError
+	var ae *fsm.ArgumentError
 	if errors.As(err, &ae) {
-		return withDetails(codes.InvalidArgument, ae.Reason(), err.Error(),
-			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: ae.Field(), Description: err.Error()}}})
+		return withDetails(codes.InvalidArgument, ae.Code, err.Error(),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: ae.FieldName, Description: err.Error()}}})
 	}
 	if errors.Is(err, audit.ErrBadPageToken) {
 		return withDetails(codes.InvalidArgument, "INVALID_PAGE_TOKEN", err.Error(),

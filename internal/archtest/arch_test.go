@@ -45,10 +45,24 @@ func isStd(path string) bool { return !strings.Contains(strings.Split(path, "/")
 func TestDomainsImportOnlyStdlibAndTheInternalProto(t *testing.T) {
 	for _, p := range list(t, module+"/emergency", module+"/audit", module+"/circuit", module+"/coordination", module+"/dlq") {
 		for _, imp := range p.Imports {
-			if isStd(imp) || imp == module+"/api/gen/baldur/raft/v1" || imp == module+"/internal/jsonw" {
+			if isStd(imp) || imp == module+"/api/gen/baldur/raft/v1" || imp == module+"/internal/jsonw" || imp == module+"/internal/fsm" {
 				continue
 			}
-			t.Errorf("%s imports %s; domains may import the standard library, api/gen/baldur/raft/v1 and internal/jsonw only", p.ImportPath, imp)
+			t.Errorf("%s imports %s; domains may import the standard library, api/gen/baldur/raft/v1, internal/fsm and internal/jsonw only", p.ImportPath, imp)
+		}
+	}
+}
+
+// TestVocabularyIsALeaf: internal/fsm, which every domain imports, imports
+// the standard library only.
+func TestVocabularyIsALeaf(t *testing.T) {
+	pkgs := list(t, module+"/internal/fsm")
+	if len(pkgs) != 1 {
+		t.Fatalf("go list internal/fsm: %d packages", len(pkgs))
+	}
+	for _, imp := range pkgs[0].Imports {
+		if !isStd(imp) {
+			t.Errorf("internal/fsm imports %s; it may import the standard library only", imp)
 		}
 	}
 }
