@@ -2,6 +2,7 @@ package server
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -30,6 +31,39 @@ func TestEveryCommandBodyHasAHandler(t *testing.T) {
 	for typ := range handlers {
 		if !seen[typ] {
 			t.Errorf("handler for %v, which is not a Command body", typ)
+		}
+	}
+}
+
+// TestLeaderOnlyMethodsAreDeclaredInTheAPI reads the leader-only methods
+// from the (baldur.v1.rpc) option in api/proto: every write is there, and
+// no read (a read served by the leader only would lose follower reads).
+func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
+	want := []string{
+		"EmergencyService/TriggerEmergency", "EmergencyService/ReleaseEmergency", "EmergencyService/UpdateEmergencyConfig",
+		"ClusterService/AddMember", "ClusterService/RemoveMember", "ClusterService/TransferLeadership",
+		"CircuitService/SetPolicy", "CircuitService/ForceOpen", "CircuitService/ForceClose", "CircuitService/Reset",
+		"CircuitService/SetKillSwitch", "CircuitService/ReportOutcomes", "CircuitService/AcquireProbe",
+		"CoordinationService/AcquireLease", "CoordinationService/KeepAliveLease", "CoordinationService/RevokeLease",
+		"CoordinationService/Campaign", "CoordinationService/Resign", "CoordinationService/DeclareJob",
+		"CoordinationService/SetJobEnabled", "CoordinationService/StartJobRun", "CoordinationService/FinishJobRun",
+		"DLQService/StoreEntry", "DLQService/ReplayEntry", "DLQService/ResolveEntry", "DLQService/RedriveEntry",
+		"DLQService/Purge", "DLQService/AcquireReplay", "DLQService/CompleteReplay",
+		// streaming, relayed by forwardStream
+		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
+	}
+	for _, m := range want {
+		if !leaderOnly["/baldur.v1."+m] {
+			t.Errorf("%s is not declared leader_only", m)
+		}
+	}
+	if len(leaderOnly) != len(want) {
+		t.Errorf("%d leader-only methods, want %d: %v", len(leaderOnly), len(want), leaderOnly)
+	}
+	for m := range leaderOnly {
+		name := m[strings.LastIndex(m, "/")+1:]
+		if strings.HasPrefix(name, "Get") || strings.HasPrefix(name, "List") || strings.HasPrefix(name, "Watch") {
+			t.Errorf("read %s is declared leader_only", m)
 		}
 	}
 }

@@ -162,26 +162,42 @@ func first(md metadata.MD, key string) string {
 	return ""
 }
 
-func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// The unary interceptors run in this order (server.go chains them), each
+// with one concern: mapErrors (outermost: every error leaves as a status
+// with a stable reason), checkDecoded (a request the codec refused),
+// authenticate (the caller's identity), forwardToLeader (leader-only
+// methods, declared in api/proto, go to the leader).
+
+func (s *Server) mapErrors(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	return resp, toStatus(s.log, err)
+}
+
+func checkDecoded(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := takeBadRequest(req); err != nil {
 		return nil, err
 	}
+	return handler(ctx, req)
+}
+
+func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if s.auth.unauthMethods[info.FullMethod] {
 		return handler(ctx, req)
 	}
 	id, err := s.auth.resolve(ctx)
 	if err != nil {
-		return nil, toStatus(s.log, err)
+		return nil, err
 	}
-	ctx = withIdentity(ctx, id)
-	if writeMethods[info.FullMethod] {
-		resp, handled, err := s.forwardUnary(ctx, info.FullMethod, req)
-		if handled {
-			return resp, toStatus(s.log, err)
+	return handler(withIdentity(ctx, id), req)
+}
+
+func (s *Server) forwardToLeader(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if leaderOnly[info.FullMethod] {
+		if resp, handled, err := s.forwardUnary(ctx, info.FullMethod, req); handled {
+			return resp, err
 		}
 	}
-	resp, err := handler(ctx, req)
-	return resp, toStatus(s.log, err)
+	return handler(ctx, req)
 }
 
 type identityStream struct {
@@ -201,6 +217,17 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return toStatus(s.log, err)
 	}
 	return toStatus(s.log, handler(srv, identityStream{ServerStream: ss, ctx: withIdentity(ss.Context(), id)}))
+}
+
+// forwardStreamToLeader sends leader-only streaming calls (declared in
+// api/proto) to the leader; it runs inside streamAuth.
+func (s *Server) forwardStreamToLeader(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if leaderOnly[info.FullMethod] {
+		if handled, err := s.forwardStream(ss.Context(), info.FullMethod, info, ss); handled {
+			return err
+		}
+	}
+	return handler(srv, ss)
 }
 
 // forwardContext carries the caller's credentials and origin to another

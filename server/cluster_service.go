@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -174,16 +172,7 @@ func (r *restoreReader) Read(p []byte) (int, error) {
 }
 
 func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapshotServer) error {
-	ctx := stream.Context()
-	if !c.s.store.IsLeader() {
-		conn, err := c.s.leaderConn(ctx)
-		if err != nil {
-			return err
-		}
-		if conn != nil {
-			return c.forwardRestore(ctx, conn, stream)
-		}
-	}
+	ctx := stream.Context() // on the leader: the call is leader-only (api/proto)
 	hdr, err := c.s.store.Restore(ctx, &restoreReader{stream: stream})
 	if err != nil {
 		return err
@@ -198,28 +187,4 @@ func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapsho
 		c.s.log.Warn("cluster.snapshot_restore_note_failed", "err", err)
 	}
 	return stream.SendAndClose(&pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)})
-}
-
-func (c *clusterService) forwardRestore(ctx context.Context, conn *grpc.ClientConn, in pb.ClusterService_RestoreSnapshotServer) error {
-	out, err := pb.NewClusterServiceClient(conn).RestoreSnapshot(forwardContext(ctx))
-	if err != nil {
-		return err
-	}
-	for {
-		msg, err := in.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := out.Send(msg); err != nil {
-			break // the leader ended the stream; CloseAndRecv reports why
-		}
-	}
-	resp, err := out.CloseAndRecv()
-	if err != nil {
-		return err
-	}
-	return in.SendAndClose(resp)
 }

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"io"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -59,16 +57,6 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 			return &fsm.ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a reason is required to redrive"}
 		}
 	}
-	if !d.s.store.IsLeader() {
-		conn, err := d.s.leaderConn(ctx)
-		if err != nil {
-			return err
-		}
-		if conn != nil {
-			return relayReplayBatch(forwardContext(ctx), pb.NewDLQServiceClient(conn), req, stream)
-		}
-	}
-
 	// Candidates, oldest first.
 	var cands []dlq.Entry
 	token := ""
@@ -163,24 +151,5 @@ func (d *dlqService) awaitBatch(ctx context.Context, before map[string]int, wait
 			return resolved, failed, pending
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func relayReplayBatch(ctx context.Context, c pb.DLQServiceClient, req *pb.ReplayBatchRequest, out pb.DLQService_ReplayBatchServer) error {
-	in, err := c.ReplayBatch(ctx, req)
-	if err != nil {
-		return err
-	}
-	for {
-		msg, err := in.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := out.Send(msg); err != nil {
-			return err
-		}
 	}
 }

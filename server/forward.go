@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -274,40 +276,27 @@ func (i *internalService) ReadIndex(ctx context.Context, _ *raftv1.ReadIndexRequ
 	return &raftv1.ReadIndexResponse{Index: idx}, nil
 }
 
-// writeMethods are served by the leader only; a follower forwards the whole
-// call (after authenticating it) so the answer comes from the leader's
+// leaderOnly holds the methods api/proto declares
+// `option (baldur.v1.rpc) = {leader_only: true}`: a follower forwards the
+// whole call (after authenticating it) so the answer comes from the leader's
 // state and the follower need not wait to apply the entry itself.
-var writeMethods = map[string]bool{
-	"/baldur.v1.EmergencyService/TriggerEmergency":      true,
-	"/baldur.v1.EmergencyService/ReleaseEmergency":      true,
-	"/baldur.v1.EmergencyService/UpdateEmergencyConfig": true,
-	"/baldur.v1.ClusterService/AddMember":               true,
-	"/baldur.v1.ClusterService/RemoveMember":            true,
-	"/baldur.v1.ClusterService/TransferLeadership":      true,
-	"/baldur.v1.CircuitService/SetPolicy":               true,
-	"/baldur.v1.CircuitService/ForceOpen":               true,
-	"/baldur.v1.CircuitService/ForceClose":              true,
-	"/baldur.v1.CircuitService/Reset":                   true,
-	"/baldur.v1.CircuitService/SetKillSwitch":           true,
-	"/baldur.v1.CoordinationService/AcquireLease":       true,
-	"/baldur.v1.CoordinationService/KeepAliveLease":     true,
-	"/baldur.v1.CoordinationService/RevokeLease":        true,
-	"/baldur.v1.CoordinationService/Campaign":           true,
-	"/baldur.v1.CoordinationService/Resign":             true,
-	"/baldur.v1.CoordinationService/DeclareJob":         true,
-	"/baldur.v1.CoordinationService/SetJobEnabled":      true,
-	"/baldur.v1.CoordinationService/StartJobRun":        true,
-	"/baldur.v1.CoordinationService/FinishJobRun":       true,
-	"/baldur.v1.DLQService/StoreEntry":                  true,
-	"/baldur.v1.DLQService/ReplayEntry":                 true,
-	"/baldur.v1.DLQService/ResolveEntry":                true,
-	"/baldur.v1.DLQService/RedriveEntry":                true,
-	"/baldur.v1.DLQService/Purge":                       true,
-	"/baldur.v1.DLQService/AcquireReplay":               true,
-	"/baldur.v1.DLQService/CompleteReplay":              true,
-	// Leader-only because the fleet windows and probe counts live there.
-	"/baldur.v1.CircuitService/ReportOutcomes": true,
-	"/baldur.v1.CircuitService/AcquireProbe":   true,
+var leaderOnly = leaderOnlyMethods()
+
+func leaderOnlyMethods() map[string]bool {
+	out := map[string]bool{}
+	protoregistry.GlobalFiles.RangeFilesByPackage("baldur.v1", func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				md := sd.Methods().Get(j)
+				if o, _ := proto.GetExtension(md.Options(), pb.E_Rpc).(*pb.RPCOptions); o.GetLeaderOnly() {
+					out["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+				}
+			}
+		}
+		return true
+	})
+	return out
 }
 
 // mdForwarded marks a call a follower forwarded; the receiver never
@@ -357,21 +346,95 @@ func (s *Server) forwardUnary(ctx context.Context, method string, req any) (resp
 	return nil, true, lastErr
 }
 
-// replyFor makes an empty response message for a gRPC method from the
-// registered descriptors.
-func replyFor(method string) (proto.Message, error) {
+// forwardStream relays a leader-only streaming call to the leader, message
+// by message in both directions, whatever the method. handled is false when
+// this node turned out to be the leader (or the call was already forwarded
+// to it) and should serve the call itself.
+func (s *Server) forwardStream(ctx context.Context, method string, info *grpc.StreamServerInfo, in grpc.ServerStream) (handled bool, err error) {
+	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) != "" {
+		if s.store.IsLeader() {
+			return false, nil
+		}
+		return true, raftstore.ErrNotLeader
+	}
+	if s.store.IsLeader() {
+		return false, nil
+	}
+	conn, err := s.leaderConn(ctx)
+	if err != nil || conn == nil {
+		return err != nil, err
+	}
+	reqType, replyType, err := messageTypes(method)
+	if err != nil {
+		return true, err
+	}
+	s.metrics.forwarded.Inc()
+	fctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(forwardContext(ctx), mdForwarded, s.cfg.NodeID))
+	defer cancel()
+	desc := &grpc.StreamDesc{StreamName: method, ClientStreams: info.IsClientStream, ServerStreams: info.IsServerStream}
+	out, err := conn.NewStream(fctx, desc, method)
+	if err != nil {
+		return true, err
+	}
+	// Caller → leader until the caller half-closes; a send error means the
+	// leader ended the call, and the receive side below reports why.
+	go func() {
+		for {
+			msg := reqType.New().Interface()
+			if err := in.RecvMsg(msg); err != nil {
+				if errors.Is(err, io.EOF) {
+					out.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if out.SendMsg(msg) != nil {
+				return
+			}
+		}
+	}()
+	// Leader → caller until the leader ends the call.
+	for {
+		msg := replyType.New().Interface()
+		if err := out.RecvMsg(msg); err != nil {
+			if errors.Is(err, io.EOF) {
+				return true, nil
+			}
+			return true, err
+		}
+		if err := in.SendMsg(msg); err != nil {
+			return true, err
+		}
+	}
+}
+
+// messageTypes are the request and response types of a gRPC method, from
+// the registered descriptors.
+func messageTypes(method string) (req, reply protoreflect.MessageType, err error) {
 	name := strings.ReplaceAll(strings.TrimPrefix(method, "/"), "/", ".")
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 	if err != nil {
-		return nil, fmt.Errorf("describe %s: %w", method, err)
+		return nil, nil, fmt.Errorf("describe %s: %w", method, err)
 	}
 	md, ok := d.(protoreflect.MethodDescriptor)
 	if !ok {
-		return nil, fmt.Errorf("%s is not a method", method)
+		return nil, nil, fmt.Errorf("%s is not a method", method)
 	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if req, err = protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName()); err != nil {
+		return nil, nil, fmt.Errorf("request type of %s: %w", method, err)
+	}
+	if reply, err = protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName()); err != nil {
+		return nil, nil, fmt.Errorf("reply type of %s: %w", method, err)
+	}
+	return req, reply, nil
+}
+
+// replyFor makes an empty response message for a gRPC method.
+func replyFor(method string) (proto.Message, error) {
+	_, reply, err := messageTypes(method)
 	if err != nil {
-		return nil, fmt.Errorf("reply type of %s: %w", method, err)
+		return nil, err
 	}
-	return mt.New().Interface(), nil
+	return reply.New().Interface(), nil
 }

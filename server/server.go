@@ -147,8 +147,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	}
 
 	s.grpcSrv = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.unaryAuth),
-		grpc.ChainStreamInterceptor(s.streamAuth),
+		grpc.ChainUnaryInterceptor(s.mapErrors, checkDecoded, s.authenticate, s.forwardToLeader),
+		grpc.ChainStreamInterceptor(s.streamAuth, s.forwardStreamToLeader),
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
 		grpc.ForceServerCodecV2(newStrictCodec()),
 		// Fixed flow-control windows turn off gRPC's bandwidth-delay

@@ -13,6 +13,31 @@ import (
 // a baldurd process).
 func MetricSum(t testing.TB, httpAddr, name string) (sum, count float64) {
 	t.Helper()
+	scrape(t, httpAddr, func(line string) {
+		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
+			sum, _ = strconv.ParseFloat(v, 64)
+		} else if v, ok := strings.CutPrefix(line, name+"_count "); ok {
+			count, _ = strconv.ParseFloat(v, 64)
+		}
+	})
+	return sum, count
+}
+
+// MetricValue reads an unlabelled counter or gauge from a node's /metrics
+// (0 when the series is absent).
+func MetricValue(t testing.TB, httpAddr, name string) (value float64) {
+	t.Helper()
+	scrape(t, httpAddr, func(line string) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			value, _ = strconv.ParseFloat(v, 64)
+		}
+	})
+	return value
+}
+
+// scrape calls fn with each line of a node's /metrics.
+func scrape(t testing.TB, httpAddr string, fn func(line string)) {
+	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -21,12 +46,6 @@ func MetricSum(t testing.TB, httpAddr, name string) (sum, count float64) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name+"_sum "); ok {
-			sum, _ = strconv.ParseFloat(v, 64)
-		} else if v, ok := strings.CutPrefix(line, name+"_count "); ok {
-			count, _ = strconv.ParseFloat(v, 64)
-		}
+		fn(sc.Text())
 	}
-	return sum, count
 }

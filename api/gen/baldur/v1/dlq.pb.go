@@ -1291,7 +1291,7 @@ var File_baldur_v1_dlq_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\n" +
-	"\x13baldur/v1/dlq.proto\x12\tbaldur.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\n" +
+	"\x13baldur/v1/dlq.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\n" +
 	"\n" +
 	"\bDLQEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -1414,21 +1414,21 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\x10total_candidates\x18\b \x01(\x05R\x0ftotalCandidates\x12\x12\n" +
 	"\x04done\x18\t \x01(\bR\x04done\x12%\n" +
 	"\x0eblocked_reason\x18\n" +
-	" \x01(\tR\rblockedReason2\xf9\b\n" +
+	" \x01(\tR\rblockedReason2\xa9\t\n" +
 	"\n" +
-	"DLQService\x12i\n" +
+	"DLQService\x12o\n" +
 	"\n" +
-	"StoreEntry\x12\x1c.baldur.v1.StoreEntryRequest\x1a\x1d.baldur.v1.StoreEntryResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x05entry\"\x0f/v1/dlq/entries\x12e\n" +
+	"StoreEntry\x12\x1c.baldur.v1.StoreEntryRequest\x1a\x1d.baldur.v1.StoreEntryResponse\"$\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x18:\x05entry\"\x0f/v1/dlq/entries\x12e\n" +
 	"\vListEntries\x12\x1d.baldur.v1.ListEntriesRequest\x1a\x1e.baldur.v1.ListEntriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/dlq/entries\x12Y\n" +
-	"\bGetEntry\x12\x1a.baldur.v1.GetEntryRequest\x1a\x13.baldur.v1.DLQEntry\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dlq/entries/{id}\x12i\n" +
-	"\vReplayEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/dlq/entries/{id}:replay\x12k\n" +
-	"\fResolveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:resolve\x12k\n" +
-	"\fRedriveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:redrive\x12T\n" +
-	"\x05Purge\x12\x17.baldur.v1.PurgeRequest\x1a\x18.baldur.v1.PurgeResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/dlq:purge\x12U\n" +
-	"\bGetStats\x12\x1d.baldur.v1.GetDLQStatsRequest\x1a\x13.baldur.v1.DLQStats\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/dlq/stats\x12n\n" +
-	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12i\n" +
-	"\vReplayBatch\x12\x1d.baldur.v1.ReplayBatchRequest\x1a\x1e.baldur.v1.ReplayBatchProgress\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/dlq:replay0\x01\x12q\n" +
-	"\x0eCompleteReplay\x12 .baldur.v1.CompleteReplayRequest\x1a\x13.baldur.v1.DLQEntry\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/dlq/entries/{id}:completeB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"\bGetEntry\x12\x1a.baldur.v1.GetEntryRequest\x1a\x13.baldur.v1.DLQEntry\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dlq/entries/{id}\x12o\n" +
+	"\vReplayEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\",\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/dlq/entries/{id}:replay\x12q\n" +
+	"\fResolveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"-\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:resolve\x12q\n" +
+	"\fRedriveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"-\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:redrive\x12Z\n" +
+	"\x05Purge\x12\x17.baldur.v1.PurgeRequest\x1a\x18.baldur.v1.PurgeResponse\"\x1e\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/dlq:purge\x12U\n" +
+	"\bGetStats\x12\x1d.baldur.v1.GetDLQStatsRequest\x1a\x13.baldur.v1.DLQStats\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/dlq/stats\x12t\n" +
+	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\" \x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12o\n" +
+	"\vReplayBatch\x12\x1d.baldur.v1.ReplayBatchRequest\x1a\x1e.baldur.v1.ReplayBatchProgress\"\x1f\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/dlq:replay0\x01\x12w\n" +
+	"\x0eCompleteReplay\x12 .baldur.v1.CompleteReplayRequest\x1a\x13.baldur.v1.DLQEntry\".\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/dlq/entries/{id}:completeB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_dlq_proto_rawDescOnce sync.Once
@@ -1521,6 +1521,7 @@ func file_baldur_v1_dlq_proto_init() {
 	if File_baldur_v1_dlq_proto != nil {
 		return
 	}
+	file_baldur_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
