@@ -1,5 +1,8 @@
-// Command baldurctl operates a baldurd cluster: membership, snapshots,
-// emergency levels and the audit trail. Run `baldurctl --help`.
+// Command baldurctl operates a baldurd cluster over its gRPC API: cluster
+// (status, membership, leadership transfer, snapshots), emergency, audit,
+// circuit (breakers, policies, kill switch), lease, election, job and dlq.
+// Every command takes -o table|json and --addr/--token (BALDUR_ADDR,
+// BALDUR_TOKEN), and fails with a one-line reason. Run `baldurctl --help`.
 package main
 
 import (

@@ -28,5 +28,25 @@
 // view alone; outcome reports are buffered (bounded) and sent after
 // reconnect. Allow never waits on the network. See docs/circuits.md.
 //
-// Imports: the generated API (api/gen), gRPC and protobuf only.
+// # The other primitives
+//
+//   - Dead-letter queue ([Client.DLQ]): [DLQ.Store] with a bounded durable
+//     spool (delivered in order, deduplicated by the client-chosen id) and
+//     [DLQ.HandleReplay] workers that lease entries and report outcomes;
+//     [WithDLQ] stores a Protect call's final failure. See docs/dlq.md.
+//   - Fenced leases ([Client.Leases]): acquire, keep alive, revoke; the
+//     fencing token is the grant's Raft index (package pgfence checks it in
+//     PostgreSQL). Elections ([Client.Elect], [Client.Resign],
+//     [Client.Leader], [Client.Observe]) and the fleet job scheduler
+//     ([Client.Scheduler]: each run of a declared job claimed by exactly one
+//     live instance). See docs/coordination.md.
+//   - Integrations: [RoundTripper] and [UnaryClientInterceptor] put an HTTP
+//     client or a gRPC connection behind a breaker.
+//
+// # Module
+//
+// The SDK is its own Go module, github.com/baldurhq/baldurd/sdk/go, that
+// requires the generated API module (github.com/baldurhq/baldurd/api), gRPC
+// and protobuf only; an application that imports it gets none of the
+// server's dependencies (TestExternalModuleTidiesAndBuilds).
 package baldur
