@@ -303,14 +303,24 @@ func leaderOnlyMethods() map[string]bool {
 // forwards it again (no ping-pong while leadership moves).
 const mdForwarded = "baldur-forwarded"
 
+// secondHop decides a call another node already forwarded (second is
+// false for a call from a client): it is never forwarded again, so this
+// node serves it when it leads and refuses it with ErrNotLeader otherwise.
+func (s *Server) secondHop(ctx context.Context) (second bool, err error) {
+	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) == "" {
+		return false, nil
+	}
+	if s.store.IsLeader() {
+		return true, nil
+	}
+	return true, raftstore.ErrNotLeader
+}
+
 // forwardUnary sends a write call to the leader. handled is false when this
 // node turned out to be the leader and should serve the call itself.
 func (s *Server) forwardUnary(ctx context.Context, method string, req any) (resp any, handled bool, err error) {
-	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) != "" {
-		if s.store.IsLeader() {
-			return nil, false, nil
-		}
-		return nil, true, raftstore.ErrNotLeader
+	if second, err := s.secondHop(ctx); second {
+		return nil, err != nil, err
 	}
 	reply, err := replyFor(method)
 	if err != nil {
@@ -351,11 +361,8 @@ func (s *Server) forwardUnary(ctx context.Context, method string, req any) (resp
 // this node turned out to be the leader (or the call was already forwarded
 // to it) and should serve the call itself.
 func (s *Server) forwardStream(ctx context.Context, method string, info *grpc.StreamServerInfo, in grpc.ServerStream) (handled bool, err error) {
-	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) != "" {
-		if s.store.IsLeader() {
-			return false, nil
-		}
-		return true, raftstore.ErrNotLeader
+	if second, err := s.secondHop(ctx); second {
+		return err != nil, err
 	}
 	if s.store.IsLeader() {
 		return false, nil
