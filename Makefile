@@ -3,9 +3,10 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 PROTO_SRC := $(shell find api/proto -name '*.proto')
-# The server module (.), the Go SDK (sdk/go) and the generated API (api) are
-# separate Go modules; vet and test run in each.
-MODULES := . sdk/go api
+# The server module (.), the Go SDK (sdk/go), its optional Prometheus adapter
+# (sdk/go/baldurprom) and the generated API (api) are separate Go modules;
+# vet and test run in each.
+MODULES := . sdk/go sdk/go/baldurprom api
 
 .PHONY: help
 help: ## List the targets
@@ -31,6 +32,7 @@ test: ## Run every test: unit, in-process clusters, built binaries, process-leve
 	$(MAKE) vet
 	$(GO) test -count=1 -timeout 20m ./...
 	cd sdk/go && $(GO) test -count=1 -timeout 5m ./...
+	cd sdk/go/baldurprom && $(GO) test -count=1 -timeout 5m ./...
 	$(MAKE) fuzz-seed
 
 .PHONY: vet
@@ -41,6 +43,7 @@ vet: ## go vet in every module
 test-short: ## Unit tests only
 	$(GO) test -short -count=1 ./...
 	cd sdk/go && $(GO) test -short -count=1 ./...
+	cd sdk/go/baldurprom && $(GO) test -short -count=1 ./...
 
 .PHONY: fuzz-seed
 fuzz-seed: ## Run each fuzz target briefly beyond its seed corpus

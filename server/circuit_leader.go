@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
-	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -20,98 +18,39 @@ func (s *Server) resetWindow(name string) {
 	}
 }
 
-func (s *Server) circuitCommand(reason string, body *raftv1.CircuitCommand) *raftv1.Command {
-	return &raftv1.Command{Actor: systemActor, Reason: reason, Version: 1, Body: &raftv1.Command_Circuit{Circuit: body}}
-}
-
-// ingestReports runs on the leader: it registers unknown breakers with the
-// default policy, feeds CLOSED breakers' windows and proposes a trip with
-// its evidence when the fleet's evidence meets the policy, and turns probe
-// outcomes of HALF_OPEN breakers into PROBE_RESULT commands. Outcomes of
-// pinned breakers are not counted.
-func (s *Server) ingestReports(ctx context.Context, instance string, reports []*pb.OutcomeReport) ([]string, error) {
+// ingest hands a batch of outcome reports to circuit.Ingest (leader only:
+// ReportOutcomes is leader-only) and proposes what it decides, in order.
+func (s *Server) ingest(ctx context.Context, instance string, reports []*pb.OutcomeReport) ([]string, error) {
 	ev := s.evaluator()
 	if ev == nil {
 		return nil, raftstore.ErrNotLeader
 	}
 	start := time.Now()
-	defer func() { s.metrics.evalSeconds.Observe(time.Since(start).Seconds()) }()
-	var registered []string
-	for _, r := range reports {
+	batch := make([]circuit.Outcome, len(reports))
+	for i, r := range reports {
 		s.metrics.reports.WithLabelValues(r.Name).Inc()
 		if r.Rejections > 0 {
 			s.metrics.rejections.WithLabelValues(r.Name).Add(float64(r.Rejections))
 		}
-		b, ok := s.breaker(r.Name)
-		if !ok {
-			raw, _ := json.Marshal(s.cfg.CircuitDefaults)
-			cmd := s.circuitCommand("registered on first report from "+instance, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: r.Name, PolicyJson: raw})
-			if _, err := s.applyLocal(ctx, cmd); err != nil {
-				return registered, err
-			}
-			registered = append(registered, r.Name)
-			if b, ok = s.breaker(r.Name); !ok {
-				continue
-			}
+		batch[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls,
+			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures}
+	}
+	var in circuit.Ingested
+	_ = s.store.View(func(kv raftstore.KV) error {
+		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, instance, batch, s.now())
+		return nil
+	})
+	s.metrics.evalSeconds.Observe(time.Since(start).Seconds())
+	for _, cmd := range in.Commands {
+		cmd.Actor = systemActor
+		if _, err := s.writes.propose(ctx, cmd, onLeader); err != nil {
+			return in.Registered, err
 		}
-		if b.Pinned {
-			continue
-		}
-		switch b.State {
-		case circuit.Closed:
-			evidence := ev.Observe(b.Name, b.Policy, circuit.Report{Instance: instance, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, s.now())
-			if evidence == nil {
-				continue
-			}
-			raw, _ := json.Marshal(evidence)
-			cmd := s.circuitCommand("fleet evidence: "+evidence.Trigger, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_TRIP, Name: b.Name, EvidenceJson: raw})
-			if _, err := s.applyLocal(ctx, cmd); err != nil {
-				return registered, err
-			}
-			ev.Reset(b.Name)
-			s.log.Warn("circuit.trip_threshold_exceeded", "name", b.Name, "trigger", evidence.Trigger,
-				"window_calls", evidence.WindowCalls, "window_failures", evidence.WindowFailures, "reporters", evidence.Reporters)
-		case circuit.HalfOpen:
-			if r.ProbeSuccesses == 0 && r.ProbeFailures == 0 {
-				continue
-			}
-			cmd := s.circuitCommand("probe outcomes from "+instance, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE_RESULT, Name: b.Name,
-				ProbeWindow: r.ProbeWindow, Successes: r.ProbeSuccesses, Failures: r.ProbeFailures})
-			if _, err := s.applyLocal(ctx, cmd); err != nil {
-				return registered, err
-			}
-			if after, _ := s.breaker(b.Name); after.State == circuit.Closed {
-				ev.Reset(b.Name)
-			}
+		if name := cmd.GetCircuit().GetName(); in.Trips != nil && cmd.GetCircuit().GetEvidenceJson() != nil {
+			e := in.Trips[name]
+			s.log.Warn("circuit.trip_threshold_exceeded", "name", name, "trigger", e.Trigger,
+				"window_calls", e.WindowCalls, "window_failures", e.WindowFailures, "reporters", e.Reporters)
 		}
 	}
-	return registered, nil
-}
-
-// proposeProbe asks the FSM for a probe permit (leader only).
-func (s *Server) proposeProbe(ctx context.Context, cmd *raftv1.Command) (bool, error) {
-	r, err := s.applyLocalResult(ctx, cmd)
-	return resultOf[circuit.Result](r).Granted, err
-}
-
-// proposeCircuitDue moves OPEN breakers past their recovery timeout to
-// HALF_OPEN and lifts expired pins.
-func (s *Server) proposeCircuitDue(ctx context.Context) {
-	var due []circuit.DueAction
-	_ = s.store.View(func(kv raftstore.KV) error { due = circuit.Due(kv, s.now()); return nil })
-	for _, d := range due {
-		body := &raftv1.CircuitCommand{Op: d.Op, Name: d.Name}
-		reason := "recovery timeout elapsed"
-		if d.Op == raftv1.CircuitCommand_UNPIN {
-			body.PinRevision = d.Revision
-			reason = "force expired"
-		} else {
-			body.ProbeWindow = d.Revision // the OPEN period it acts on
-		}
-		if _, err := s.applyLocal(ctx, s.circuitCommand(reason, body)); err != nil {
-			s.log.Warn("circuit.transition_propose_failed", "name", d.Name, "op", d.Op.String(), "err", err)
-			return
-		}
-		s.log.Info("circuit.state_changed", "name", d.Name, "op", d.Op.String())
-	}
+	return in.Registered, nil
 }

@@ -136,11 +136,11 @@ func (c *circuitService) GetCircuit(ctx context.Context, req *pb.GetCircuitReque
 	return out, nil
 }
 
-// circuitCommand proposes a circuit command and returns the breaker after it.
-func (c *circuitService) propose(ctx context.Context, reason string, body *raftv1.CircuitCommand) (*pb.CircuitResponse, error) {
+// change proposes a circuit command and returns the breaker after it.
+func (c *circuitService) change(ctx context.Context, reason string, body *raftv1.CircuitCommand) (*pb.CircuitResponse, error) {
 	cmd := newCommand(ctx, reason)
 	cmd.Body = &raftv1.Command_Circuit{Circuit: body}
-	rev, err := c.s.propose(ctx, cmd)
+	_, rev, err := proposed[any](c.s.writes.propose(ctx, cmd, anyNode))
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (c *circuitService) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest
 		return nil, err
 	}
 	raw, _ := json.Marshal(p)
-	return c.propose(ctx, reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: req.Name, PolicyJson: raw})
+	return c.change(ctx, reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: req.Name, PolicyJson: raw})
 }
 
 func (c *circuitService) force(ctx context.Context, req *pb.ForceRequest, state circuit.State) (*pb.CircuitResponse, error) {
@@ -191,7 +191,7 @@ func (c *circuitService) force(ctx context.Context, req *pb.ForceRequest, state 
 	if _, ok := c.s.breaker(req.Name); !ok {
 		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
 	}
-	return c.propose(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: req.Name, State: int32(state), TtlNanos: int64(ttl)})
+	return c.change(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: req.Name, State: int32(state), TtlNanos: int64(ttl)})
 }
 
 func (c *circuitService) ForceOpen(ctx context.Context, req *pb.ForceRequest) (*pb.CircuitResponse, error) {
@@ -213,7 +213,7 @@ func (c *circuitService) Reset(ctx context.Context, req *pb.ResetRequest) (*pb.C
 		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
 	}
 	c.s.resetWindow(req.Name)
-	return c.propose(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_RESET, Name: req.Name})
+	return c.change(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_RESET, Name: req.Name})
 }
 
 func (c *circuitService) SetKillSwitch(ctx context.Context, req *pb.SetKillSwitchRequest) (*pb.KillSwitchResponse, error) {
@@ -222,7 +222,7 @@ func (c *circuitService) SetKillSwitch(ctx context.Context, req *pb.SetKillSwitc
 	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_KILL_SWITCH, Enabled: req.Enabled}}
-	rev, err := c.s.propose(ctx, cmd)
+	_, rev, err := proposed[any](c.s.writes.propose(ctx, cmd, anyNode))
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 	if err := checkReports(req); err != nil {
 		return nil, err
 	}
-	registered, err := c.s.ingestReports(ctx, req.InstanceId, req.Reports)
+	registered, err := c.s.ingest(ctx, req.InstanceId, req.Reports)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +292,8 @@ func (c *circuitService) AcquireProbe(ctx context.Context, req *pb.AcquireProbeR
 	}
 	cmd := newCommand(ctx, "probe permit")
 	cmd.Body = &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE, Name: req.Name, InstanceId: req.InstanceId}}
-	granted, err := c.s.proposeProbe(ctx, cmd)
+	r, _, err := proposed[circuit.Result](c.s.writes.propose(ctx, cmd, onLeader))
+	granted := r.Granted
 	if err != nil {
 		return nil, err
 	}

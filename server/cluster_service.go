@@ -183,7 +183,7 @@ func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapsho
 	note := newCommand(ctx, "snapshot restore")
 	note.Body = &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: "cluster.snapshot_restore", Target: "cluster",
 		Detail: fmt.Sprintf("restored snapshot of applied index %d, %d bytes, sha256 %x", hdr.AppliedIndex, hdr.Size, hdr.Sha256)}}
-	if _, err := c.s.propose(ctx, note); err != nil {
+	if _, err := c.s.writes.propose(ctx, note, anyNode); err != nil {
 		c.s.log.Warn("cluster.snapshot_restore_note_failed", "err", err)
 	}
 	return stream.SendAndClose(&pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)})

@@ -70,11 +70,7 @@ func (c *coordinationService) job(resource, name string) (coordination.Job, bool
 func (c *coordinationService) apply(ctx context.Context, reason string, body *raftv1.CoordinationCommand) (coordination.Result, uint64, error) {
 	cmd := newCommand(ctx, reason)
 	cmd.Body = &raftv1.Command_Coordination{Coordination: body}
-	r, err := c.s.applyLocalResult(ctx, cmd)
-	if err != nil {
-		return coordination.Result{}, 0, err
-	}
-	return resultOf[coordination.Result](r), r.Revision, nil
+	return proposed[coordination.Result](c.s.writes.propose(ctx, cmd, onLeader))
 }
 
 func (c *coordinationService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.LeaseResponse, error) {
@@ -256,16 +252,14 @@ func (c *coordinationService) ObserveElection(req *pb.ObserveElectionRequest, st
 	})
 }
 
-// nextRun computes a schedule's first run after now (interval: now).
-func nextRun(interval time.Duration, expr string, now time.Time) (time.Time, error) {
-	if expr == "" {
-		return now, nil
-	}
+// cronNext is the domain's coordination.CronNext: robfig/cron's reading
+// of an expression.
+func cronNext(expr string, after time.Time) (time.Time, error) {
 	sched, err := cronParser.Parse(expr)
 	if err != nil {
 		return time.Time{}, &fsm.ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%q: %v", expr, err)}
 	}
-	return sched.Next(now), nil
+	return sched.Next(after), nil
 }
 
 func (c *coordinationService) DeclareJob(ctx context.Context, req *pb.DeclareJobRequest) (*pb.Job, error) {
@@ -282,7 +276,7 @@ func (c *coordinationService) DeclareJob(ctx context.Context, req *pb.DeclareJob
 	if err := coordination.CheckSchedule(interval, strings.TrimSpace(req.Cron)); err != nil {
 		return nil, err
 	}
-	next, err := nextRun(interval, req.Cron, c.s.now())
+	next, err := coordination.FirstRun(req.Cron, c.s.now(), cronNext)
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +318,7 @@ func (c *coordinationService) SetJobEnabled(ctx context.Context, req *pb.SetJobE
 		reason = map[bool]string{true: "enable job", false: "disable job"}[req.Enabled]
 	}
 	// Re-enabling starts from now, not from the runs missed while disabled.
-	next, err := nextRun(j.Interval, j.Cron, c.s.now())
+	next, err := coordination.FirstRun(j.Cron, c.s.now(), cronNext)
 	if err != nil {
 		return nil, err
 	}
@@ -336,37 +330,6 @@ func (c *coordinationService) SetJobEnabled(ctx context.Context, req *pb.SetJobE
 	return jobToPB(j), nil
 }
 
-// schedule computes the run a claim at now gets: the scheduled time, the
-// run after it, and how many runs were skipped.
-func schedule(j coordination.Job, now time.Time) (scheduled, next time.Time, skipped int64, err error) {
-	due := j.NextRunAt
-	if j.Cron == "" {
-		missed := int64(now.Sub(due) / j.Interval)
-		latest := due.Add(time.Duration(missed) * j.Interval)
-		next = latest.Add(j.Interval)
-		if j.CatchUp {
-			return due, next, 0, nil
-		}
-		return latest, next, missed, nil
-	}
-	sched, err := cronParser.Parse(j.Cron)
-	if err != nil {
-		return time.Time{}, time.Time{}, 0, err
-	}
-	latest := due
-	for n := sched.Next(latest); !n.After(now); n = sched.Next(latest) {
-		latest = n
-		skipped++
-		if skipped > 100000 {
-			break
-		}
-	}
-	if j.CatchUp {
-		return due, sched.Next(latest), 0, nil
-	}
-	return latest, sched.Next(latest), skipped, nil
-}
-
 func (c *coordinationService) StartJobRun(ctx context.Context, req *pb.StartJobRunRequest) (*pb.StartJobRunResponse, error) {
 	j, ok := c.job(req.Resource, req.Name)
 	if !ok {
@@ -376,7 +339,7 @@ func (c *coordinationService) StartJobRun(ctx context.Context, req *pb.StartJobR
 	if !j.Enabled || now.Before(j.NextRunAt) {
 		return &pb.StartJobRunResponse{Job: jobToPB(j)}, nil
 	}
-	scheduled, next, skipped, err := schedule(j, now)
+	scheduled, next, skipped, err := coordination.Schedule(j, now, cronNext)
 	if err != nil {
 		return nil, err
 	}
@@ -414,20 +377,4 @@ func (c *coordinationService) FinishJobRun(ctx context.Context, req *pb.FinishJo
 	c.s.metrics.jobs.WithLabelValues(req.Resource, req.Name, outcome).Inc()
 	j, _ := c.job(req.Resource, req.Name)
 	return jobToPB(j), nil
-}
-
-// proposeLeaseExpiries ends leases whose TTL passed (leader only).
-func (s *Server) proposeLeaseExpiries(ctx context.Context) {
-	var due []coordination.DueExpiry
-	_ = s.store.View(func(kv raftstore.KV) error { due = coordination.DueExpiries(kv, s.now()); return nil })
-	for _, d := range due {
-		cmd := &raftv1.Command{Actor: systemActor, Reason: "lease TTL elapsed", Version: 1,
-			Body: &raftv1.Command_Coordination{Coordination: &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_EXPIRE, Name: d.Name, LeaseId: d.LeaseID}}}
-		if _, err := s.applyLocal(ctx, cmd); err != nil {
-			s.log.Warn("coordination.expire_propose_failed", "name", d.Name, "err", err)
-			return
-		}
-		s.metrics.leases.WithLabelValues("expired").Inc()
-		s.log.Info("coordination.lease_expired", "name", d.Name, "lease_id", d.LeaseID)
-	}
 }

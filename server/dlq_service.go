@@ -55,11 +55,7 @@ func (d *dlqService) notePause(ctx context.Context, domain, why string) {
 		d.s.metrics.dlqReplayBlocked.Inc()
 		d.s.log.Info("dlq.replay_blocked", "domain", domain, "reason", why)
 	}
-	cmd := newCommand(ctx, detail)
-	cmd.Body = &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: action, Target: "dlq/domain/" + domain, Detail: detail}}
-	if _, err := d.s.applyLocal(ctx, cmd); err != nil {
-		d.s.log.Warn("dlq.audit_note_failed", "action", action, "domain", domain, "err", err)
-	}
+	d.s.auditNote(ctx, caller(ctx, detail), action, "dlq/domain/"+domain)
 }
 
 func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
@@ -130,7 +126,7 @@ func entryToPB(e dlq.Entry) *pb.DLQEntry {
 }
 
 func (d *dlqService) entry(ctx context.Context, id string) (dlq.Entry, bool, error) {
-	return d.s.dlq.get(ctx, id)
+	return d.s.dlq.Get(ctx, id)
 }
 
 func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) (*pb.StoreEntryResponse, error) {
@@ -168,7 +164,7 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 	// itself with the first entry, so nothing is looked up here.
 	e.MaxRetries = lim.MaxReplayAttempts
 	e.ExpiresAt = d.s.now().Add(time.Duration(lim.ExpiryHours) * time.Hour)
-	r, rev, err := d.s.dlq.store(ctx, e)
+	r, rev, err := d.s.dlq.Store(ctx, caller(ctx, "dlq store"), e)
 	if err != nil {
 		return nil, err
 	}
@@ -223,10 +219,10 @@ func (d *dlqService) ListEntries(ctx context.Context, req *pb.ListEntriesRequest
 	case size < 0 || size > 1000:
 		return nil, invalidField("page_size", "must be between 1 and 1000")
 	}
-	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.ReadBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	entries, next, err := d.s.dlq.list(ctx, f, size, req.PageToken)
+	entries, next, err := d.s.dlq.List(ctx, f, size, req.PageToken)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +237,7 @@ func (d *dlqService) GetEntry(ctx context.Context, req *pb.GetEntryRequest) (*pb
 	if err := dlq.CheckID(req.Id); err != nil {
 		return nil, err
 	}
-	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.ReadBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
 	e, ok, err := d.entry(ctx, req.Id)
@@ -278,7 +274,7 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 	if err := dlq.Check(e, op, ""); err != nil {
 		return nil, err // refused without spending a log entry; the store checks again
 	}
-	next, err := d.s.dlq.transition(ctx, reason, &raftv1.DLQCommand{Op: op, Id: req.Id, Note: reason})
+	next, err := d.s.dlq.Transition(ctx, caller(ctx, reason), &raftv1.DLQCommand{Op: op, Id: req.Id, Note: reason})
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +313,7 @@ func (d *dlqService) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.Purge
 			return nil, invalidField(fieldIndex("ids", i), err.Error())
 		}
 	}
-	n, rev, err := d.s.dlq.purge(ctx, req.Ids, older)
+	n, rev, err := d.s.dlq.Purge(ctx, caller(ctx, "purge"), req.Ids, older)
 	if err != nil {
 		return nil, err
 	}
@@ -325,10 +321,10 @@ func (d *dlqService) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.Purge
 }
 
 func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (*pb.DLQStats, error) {
-	if err := d.s.dlq.readBarrier(ctx, req.Consistency); err != nil {
+	if err := d.s.dlq.ReadBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
-	st, err := d.s.dlq.stats(ctx)
+	st, err := d.s.dlq.Stats(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +375,7 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 			blocked = append(blocked, why)
 			continue
 		}
-		e, ok, err := d.s.dlq.acquire(ctx, domain, req.Worker, lease)
+		e, ok, err := d.s.dlq.Acquire(ctx, caller(ctx, "replay lease"), domain, req.Worker, lease)
 		if err != nil {
 			return nil, err
 		}
@@ -404,7 +400,7 @@ func (d *dlqService) CompleteReplay(ctx context.Context, req *pb.CompleteReplayR
 	if err := dlq.Check(e, raftv1.DLQCommand_COMPLETE, req.Worker); err != nil {
 		return nil, err
 	}
-	next, err := d.s.dlq.transition(ctx, "replay result", &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker, Success: req.Success, Note: req.Note})
+	next, err := d.s.dlq.Transition(ctx, caller(ctx, "replay result"), &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker, Success: req.Success, Note: req.Note})
 	if err != nil {
 		return nil, err
 	}
@@ -412,21 +408,19 @@ func (d *dlqService) CompleteReplay(ctx context.Context, req *pb.CompleteReplayR
 	return entryToPB(next), nil
 }
 
-// proposeDLQDue releases stale replay leases, expires PENDING entries and
-// archives old resolutions (leader only).
-func (s *Server) proposeDLQDue(ctx context.Context) {
-	due, err := s.dlq.due(ctx, s.now())
+// dlqDue releases stale replay leases, expires PENDING entries and
+// archives old resolutions (leader only), as the store's due list says.
+func (s *Server) dlqDue(ctx context.Context, now time.Time) error {
+	due, err := s.dlq.Due(ctx, now)
 	if err != nil {
-		s.log.Warn("dlq.due_scan_failed", "err", err)
-		return
+		return fmt.Errorf("scan: %w", err)
 	}
-	retention := time.Duration(s.cfg.DLQ.RetentionDays) * 24 * time.Hour
-	sys := withIdentity(ctx, identity{Name: systemActor})
+	retention := s.cfg.DLQ.Retention()
 	for _, d := range due {
 		body := &raftv1.DLQCommand{Op: d.Op, Id: d.ID, ReplayLeaseUntilUnixNano: d.LeaseUntil, OlderThanNanos: int64(retention)}
-		if _, err := s.dlq.transition(sys, "dlq "+strings.ToLower(d.Op.String()), body); err != nil {
-			s.log.Warn("dlq.due_propose_failed", "id", d.ID, "op", d.Op.String(), "err", err)
-			return
+		if _, err := s.dlq.Transition(ctx, dlq.Caller{Actor: systemActor, Reason: "dlq " + strings.ToLower(d.Op.String())}, body); err != nil {
+			return fmt.Errorf("%s %s: %w", d.Op, d.ID, err)
 		}
 	}
+	return nil
 }

@@ -92,7 +92,7 @@ func (e *emergencyService) TriggerEmergency(ctx context.Context, req *pb.Trigger
 	scope, _ := emergency.CheckScope(req.Scope)
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyTrigger{EmergencyTrigger: &raftv1.EmergencyTrigger{Scope: scope, Level: int32(level), DurationNanos: int64(d), Auto: req.Auto}}
-	rev, err := e.s.propose(ctx, cmd)
+	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func (e *emergencyService) ReleaseEmergency(ctx context.Context, req *pb.Release
 	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyRelease{EmergencyRelease: &raftv1.EmergencyRelease{Scope: scope, Force: req.Force, Gradual: req.Gradual}}
-	rev, err := e.s.propose(ctx, cmd)
+	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +205,7 @@ func (e *emergencyService) UpdateEmergencyConfig(ctx context.Context, req *pb.Up
 	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyConfig{EmergencyConfig: body}
-	rev, err := e.s.propose(ctx, cmd)
+	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))
 	if err != nil {
 		return nil, err
 	}

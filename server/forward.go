@@ -100,86 +100,6 @@ func newCommand(ctx context.Context, reason string) *raftv1.Command {
 	return cmd
 }
 
-// propose commits cmd through the leader — locally when this node leads,
-// otherwise by forwarding — and waits until this node has applied it, so a
-// read that follows sees the write. It returns the revision.
-func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
-	if len(cmd.RequestId) > 128 {
-		return 0, invalidField(mdRequestID, "request id longer than 128 bytes")
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		rev, err := s.proposeOnce(ctx, cmd)
-		if err == nil {
-			if werr := s.store.WaitApplied(ctx, rev); werr != nil {
-				return 0, werr
-			}
-			return rev, nil
-		}
-		if !errors.Is(err, raftstore.ErrNotLeader) && statusReason(err) != "NOT_LEADER" {
-			return 0, err
-		}
-		lastErr = err
-	}
-	return 0, lastErr
-}
-
-func (s *Server) proposeOnce(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
-	if s.store.IsLeader() {
-		return s.applyLocal(ctx, cmd)
-	}
-	client, err := s.leaderClient(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if client == nil {
-		return s.applyLocal(ctx, cmd)
-	}
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		return 0, fmt.Errorf("encode command: %w", err)
-	}
-	s.metrics.forwarded.Inc()
-	resp, err := client.Apply(forwardContext(ctx), &raftv1.ApplyRequest{Command: data})
-	if err != nil {
-		return 0, err
-	}
-	return resp.Revision, nil
-}
-
-// applyLocal stamps the leader's time and proposes cmd on this node.
-func (s *Server) applyLocal(ctx context.Context, cmd *raftv1.Command) (uint64, error) {
-	r, err := s.applyLocalResult(ctx, cmd)
-	return r.Revision, err
-}
-
-func (s *Server) applyLocalResult(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
-	return s.applyLocalAt(ctx, cmd, s.now())
-}
-
-// applyLocalAt is applyLocalResult with the command's time chosen by the
-// caller (the leader's clock, read just before), for a command whose body
-// carries that time too.
-func (s *Server) applyLocalAt(ctx context.Context, cmd *raftv1.Command, now time.Time) (applyResult, error) {
-	if err := s.checkCommandVersion(cmd.Version); err != nil {
-		return applyResult{}, err
-	}
-	cmd.TimeUnixNano = now.UnixNano()
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		return applyResult{}, fmt.Errorf("encode command: %w", err)
-	}
-	resp, _, err := s.store.Apply(ctx, data)
-	if err != nil {
-		return applyResult{}, err
-	}
-	r, ok := resp.(applyResult)
-	if !ok {
-		return applyResult{}, fmt.Errorf("unexpected apply response %T", resp)
-	}
-	return r, r.Err
-}
-
 var errUpgradePending = errors.New("server: a voter does not support this command version yet")
 
 // checkCommandVersion refuses a command some member cannot apply.
@@ -261,11 +181,13 @@ func (i *internalService) Apply(ctx context.Context, req *raftv1.ApplyRequest) (
 	}
 	// The actor is whoever this node authenticated, never what the sender claims.
 	cmd.Actor = identityFrom(ctx).Name
-	rev, err := i.s.applyLocal(ctx, cmd)
+	// So is the time: the leader stamps it when it commits.
+	cmd.TimeUnixNano = 0
+	res, err := i.s.writes.propose(ctx, cmd, onLeader)
 	if err != nil {
 		return nil, err
 	}
-	return &raftv1.ApplyResponse{Revision: rev}, nil
+	return &raftv1.ApplyResponse{Revision: res.Revision}, nil
 }
 
 func (i *internalService) ReadIndex(ctx context.Context, _ *raftv1.ReadIndexRequest) (*raftv1.ReadIndexResponse, error) {

@@ -2,21 +2,46 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/protobuf/encoding/prototext"
 )
 
 // systemActor is the actor of commands the leader proposes on its own.
 const systemActor = "system:leader"
 
+// leaderTask is time-driven work the leader does: each domain decides what
+// is due (a pure function of the replicated state and the leader's clock)
+// and the runner proposes it. A transition proposed twice (say by an old
+// and a new leader) applies once, because each command names what it acts
+// on.
+type leaderTask struct {
+	name  string        // the domain, for logs
+	every time.Duration // 0: every leader tick
+	run   func(ctx context.Context, now time.Time) error
+}
+
+// leaderTasks is every domain's time-driven work, in the order it runs.
+func (s *Server) leaderTasks() []leaderTask {
+	return []leaderTask{
+		{name: "emergency", run: s.proposeDue("emergency", emergency.Proposals, nil)},
+		{name: "circuit", run: s.proposeDue("circuit", circuit.Proposals, nil)},
+		{name: "coordination", run: s.proposeDue("coordination", coordination.Proposals,
+			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
+		{name: "dlq", every: time.Second, run: s.dlqDue},
+		{name: "cluster", every: 5 * time.Second, run: s.proposeDue("cluster", s.staleMembers, nil)},
+	}
+}
+
 // onLeader runs on the leader only, after its Barrier, until leadership
-// ends. Time-driven transitions are evaluated here and take effect by
-// proposing a command that names what it acts on, so a transition proposed
-// twice (say by an old and a new leader) applies once.
+// ends: it runs the leader tasks every LeaderTick (or their own period).
 func (s *Server) onLeader(ctx context.Context) {
 	s.log.Info("raft.leader_elected")
 	// Fleet windows start empty under every new leader (DESIGN principle 6).
@@ -24,7 +49,8 @@ func (s *Server) onLeader(ctx context.Context) {
 	defer s.eval.Store(nil)
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
-	lastReconcile, lastDLQ := time.Time{}, time.Time{}
+	tasks := s.leaderTasks()
+	last := make([]time.Time, len(tasks))
 	for {
 		select {
 		case <-ctx.Done():
@@ -32,73 +58,69 @@ func (s *Server) onLeader(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		s.proposeDue(ctx)
-		s.proposeCircuitDue(ctx)
-		s.proposeLeaseExpiries(ctx)
-		if time.Since(lastDLQ) >= time.Second {
-			s.proposeDLQDue(ctx)
-			lastDLQ = time.Now()
-		}
-		if time.Since(lastReconcile) > 5*time.Second {
-			s.reconcileMembers(ctx)
-			lastReconcile = time.Now()
+		for i, t := range tasks {
+			if t.every > 0 && time.Since(last[i]) < t.every {
+				continue
+			}
+			last[i] = time.Now()
+			if err := t.run(ctx, s.now()); err != nil && ctx.Err() == nil {
+				s.log.Warn(t.name+".leader_task_failed", "err", err)
+			}
 		}
 	}
 }
 
-func (s *Server) proposeDue(ctx context.Context) {
-	var due []emergency.DueAction
-	_ = s.store.View(func(kv raftstore.KV) error { due = emergency.Due(kv, s.now()); return nil })
-	for _, d := range due {
-		cmd := &raftv1.Command{Actor: systemActor, Version: 1}
-		if d.Expire {
-			cmd.Reason = "emergency duration elapsed"
-			cmd.Body = &raftv1.Command_EmergencyExpire{EmergencyExpire: &raftv1.EmergencyExpire{Scope: d.Scope, ActivationRevision: d.ActivationRevision}}
-		} else {
-			cmd.Reason = "gradual recovery step"
-			cmd.Body = &raftv1.Command_EmergencyStep{EmergencyStep: &raftv1.EmergencyStep{Scope: d.Scope, ActivationRevision: d.ActivationRevision, FromLevel: int32(d.FromLevel)}}
+// proposeDue returns a task that proposes, in order and as the leader,
+// what due finds in the replicated state; it stops at the first failure
+// (the next tick tries again). applied, if set, runs after each commit.
+func (s *Server) proposeDue(domain string, due func(kv fsm.KV, now time.Time) []*raftv1.Command, applied func(*raftv1.Command)) func(context.Context, time.Time) error {
+	return func(ctx context.Context, now time.Time) error {
+		var cmds []*raftv1.Command
+		_ = s.store.View(func(kv raftstore.KV) error { cmds = due(kv, now); return nil })
+		for _, cmd := range cmds {
+			cmd.Actor = systemActor
+			res, err := s.writes.propose(ctx, cmd, onLeader)
+			if err != nil {
+				return fmt.Errorf("propose %q: %w", cmd.Reason, err)
+			}
+			if applied != nil {
+				applied(cmd)
+			}
+			s.log.Info(domain+".leader_proposed", "reason", cmd.Reason, "revision", res.Revision, "command", bodyText(cmd))
 		}
-		rev, err := s.applyLocal(ctx, cmd)
-		if err != nil {
-			s.log.Warn("emergency.transition_propose_failed", "scope", d.Scope, "expire", d.Expire, "err", err)
-			return
-		}
-		event := "emergency.level_stepped_down"
-		if d.Expire {
-			event = "emergency.activation_expired"
-		}
-		s.log.Info(event, "scope", d.Scope, "from_level", d.FromLevel.String(), "revision", rev)
+		return nil
 	}
 }
 
-// reconcileMembers drops member-table rows of nodes no longer in the Raft
+// bodyText is a command's body in protobuf text form, for logs.
+func bodyText(cmd *raftv1.Command) string {
+	m := cmd.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("body"))
+	if fd == nil {
+		return ""
+	}
+	return string(fd.Name()) + " {" + prototext.MarshalOptions{}.Format(m.Get(fd).Message().Interface()) + "}"
+}
+
+// staleMembers drops member-table rows of nodes no longer in the Raft
 // configuration (e.g. after a removal or a restore from another cluster).
-func (s *Server) reconcileMembers(ctx context.Context) {
+func (s *Server) staleMembers(kv fsm.KV, _ time.Time) []*raftv1.Command {
 	servers, err := s.store.Servers()
 	if err != nil {
-		return
+		return nil
 	}
 	inConf := map[string]bool{}
 	for _, sv := range servers {
 		inConf[sv.ID] = true
 	}
-	var stale []string
-	_ = s.store.View(func(kv raftstore.KV) error {
-		for id := range listMembers(kv) {
-			if !inConf[id] {
-				stale = append(stale, id)
-			}
-		}
-		return nil
-	})
-	for _, id := range stale {
-		cmd := &raftv1.Command{Actor: systemActor, Reason: "member left the Raft configuration", Version: 1,
-			Body: &raftv1.Command_MemberRemove{MemberRemove: &raftv1.MemberRemove{Id: id}}}
-		if _, err := s.applyLocal(ctx, cmd); err != nil {
-			s.log.Warn("cluster.member_reconcile_failed", "id", id, "err", err)
-			return
+	var out []*raftv1.Command
+	for id := range listMembers(kv) {
+		if !inConf[id] {
+			out = append(out, &raftv1.Command{Reason: "member left the Raft configuration", Version: 1,
+				Body: &raftv1.Command_MemberRemove{MemberRemove: &raftv1.MemberRemove{Id: id}}})
 		}
 	}
+	return out
 }
 
 // registerSelf keeps this node's row of the member table current, so
@@ -118,7 +140,7 @@ func (s *Server) registerSelf(ctx context.Context) {
 				cmd := &raftv1.Command{Actor: "system:" + s.cfg.NodeID, Reason: "node publishes its API addresses", Version: 1,
 					Body: &raftv1.Command_MemberUpsert{MemberUpsert: &raftv1.MemberUpsert{Id: want.ID, RaftAddr: want.RaftAddr, GrpcAddr: want.GRPCAddr, HttpAddr: want.HTTPAddr, CommandVersion: want.CommandVersion}}}
 				pctx, cancel := context.WithTimeout(s.nodeContext(ctx), 5*time.Second)
-				_, err := s.propose(pctx, cmd)
+				_, err := s.writes.propose(pctx, cmd, anyNode)
 				cancel()
 				if err != nil {
 					s.log.Debug("cluster.member_register_failed", "err", err)

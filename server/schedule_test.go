@@ -28,7 +28,7 @@ func TestScheduleSkipsOrCatchesUpMissedRuns(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			scheduled, next, skipped, err := schedule(tc.job, tc.now)
+			scheduled, next, skipped, err := coordination.Schedule(tc.job, tc.now, cronNext)
 			if err != nil || !scheduled.Equal(tc.scheduled) || !next.Equal(tc.next) || skipped != tc.skipped {
 				t.Fatalf("got %v %v %d %v, want %v %v %d", scheduled, next, skipped, err, tc.scheduled, tc.next, tc.skipped)
 			}

@@ -23,7 +23,7 @@ const SchemaVersion = 2
 // leader does not propose a command whose version some voter lacks.
 //
 //	1: the first commands.
-//	2: DLQCommand STORE_BATCH (group commit of stores, dlq_group.go).
+//	2: DLQCommand STORE_BATCH (group commit of stores, proposer_group.go).
 const CommandVersion = 2
 
 // Buckets owned by the server itself.

@@ -17,6 +17,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,8 +47,9 @@ type Server struct {
 	auth     *authenticator
 
 	store   *raftstore.Store
+	writes  *proposer
 	eval    atomic.Pointer[circuit.Evaluator]
-	dlq     dlqBackend
+	dlq     dlq.Store
 	pg      *postgres.DLQ
 	hub     *hub
 	peers   peers
@@ -132,8 +134,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		return nil, err
 	}
 
-	groups := &storeGroups{s: s, observe: func(n int) { s.metrics.dlqGroupSize.Observe(float64(n)) }}
-	s.dlq = raftDLQ{s: s, inflight: &inflightSet{ids: map[string]bool{}}, groups: groups}
+	s.writes = newProposer(s)
 	if cfg.DLQStore == "postgres" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s.pg, err = postgres.Open(ctx, cfg.PostgresDSN)
@@ -143,8 +144,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 			s.closeListeners()
 			return nil, fmt.Errorf("--postgres-dsn: %w", err)
 		}
-		s.dlq = pgDLQ{s: s, db: s.pg}
 	}
+	s.dlq = s.newDLQStore()
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.mapErrors, checkDecoded, s.authenticate, s.forwardToLeader),

@@ -177,6 +177,7 @@ type Breaker struct {
 	failures, slow, rejections    atomic.Int64
 	probeSuccesses, probeFailures atomic.Int64
 	wouldReject                   atomic.Int64
+	blockedOpen, blockedHalfOpen  atomic.Uint64 // since creation
 }
 
 func newBreaker(c *Client, name string) *Breaker {
@@ -270,6 +271,11 @@ func (b *Breaker) reject(err *CircuitOpenError) error {
 		return nil
 	}
 	b.rejections.Add(1)
+	if err.State == StateHalfOpen {
+		b.blockedHalfOpen.Add(1)
+	} else {
+		b.blockedOpen.Add(1)
+	}
 	return err
 }
 
@@ -415,11 +421,18 @@ func (p Permit) End(err error) {
 
 // BreakerStats are this process's counters for one breaker.
 type BreakerStats struct {
+	State State // the combined state now (baldur_circuit_breaker_state)
+	// Blocked counts rejected calls since creation by reason, "open" or
+	// "half_open_full" (baldur_circuit_breaker_blocked_total).
+	Blocked     map[string]uint64
 	WouldReject int64 // dry-run rejections since creation
 }
 
 // Stats returns the breaker's counters.
-func (b *Breaker) Stats() BreakerStats { return BreakerStats{WouldReject: b.wouldReject.Load()} }
+func (b *Breaker) Stats() BreakerStats {
+	return BreakerStats{State: b.State(), WouldReject: b.wouldReject.Load(),
+		Blocked: map[string]uint64{"open": b.blockedOpen.Load(), "half_open_full": b.blockedHalfOpen.Load()}}
+}
 
 // countsAsFailure applies the client's error classification.
 func (c *Client) countsAsFailure(err error) bool {

@@ -35,6 +35,7 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	calls      callStatsRegistry // Protect and retry counters by name
 	reconnects atomic.Uint64
 	snapshots  atomic.Uint64
 	deltas     atomic.Uint64
@@ -208,7 +209,8 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // Emergency is the emergency-level view.
 func (c *Client) Emergency() *Emergency { return c.emergency }
 
-// Stats counts stream and report events since Dial.
+// Stats is what this process counted since Dial: stream and report
+// events, and by name the protected calls, their retries and breakers.
 type Stats struct {
 	Reconnects uint64 // emergency stream re-opened after a failure
 	Snapshots  uint64 // emergency snapshots received
@@ -217,13 +219,28 @@ type Stats struct {
 	BatchesSent     uint64 // outcome batches delivered
 	BatchesBuffered int    // outcome batches waiting for the cluster
 	DroppedBatches  uint64 // outcome batches dropped because the buffer was full
+
+	Protect  map[string]ProtectStats // by the name given to Protect
+	Retry    map[string]RetryStats   // by the name given to Protect
+	Breakers map[string]BreakerStats // by breaker name
 }
 
 // Stats returns the counters.
 func (c *Client) Stats() Stats {
 	sent, buffered, dropped := c.reporter.stats()
-	return Stats{Reconnects: c.reconnects.Load(), Snapshots: c.snapshots.Load(), Deltas: c.deltas.Load(),
-		BatchesSent: sent, BatchesBuffered: buffered, DroppedBatches: dropped}
+	st := Stats{Reconnects: c.reconnects.Load(), Snapshots: c.snapshots.Load(), Deltas: c.deltas.Load(),
+		BatchesSent: sent, BatchesBuffered: buffered, DroppedBatches: dropped,
+		Protect: map[string]ProtectStats{}, Retry: map[string]RetryStats{}, Breakers: map[string]BreakerStats{}}
+	c.calls.m.Range(func(k, v any) bool {
+		cs := v.(*callStats)
+		st.Protect[k.(string)], st.Retry[k.(string)] = cs.protectStats(), cs.retryStats()
+		return true
+	})
+	c.breakers.Range(func(k, v any) bool {
+		st.Breakers[k.(string)] = v.(*Breaker).Stats()
+		return true
+	})
+	return st
 }
 
 func (c *Client) callContext(ctx context.Context) context.Context {

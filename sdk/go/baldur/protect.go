@@ -127,6 +127,8 @@ const (
 	OutcomeTimeout
 )
 
+const outcomeCount = int(OutcomeTimeout) + 1
+
 func (o Outcome) String() string {
 	return [...]string{"success", "fallback", "rejected", "failure", "timeout"}[o]
 }
@@ -207,12 +209,15 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	}
 	start := time.Now()
 	res := Result[T]{}
+	st := c.calls.of(name)
 	var b *Breaker
 	if !cfg.noBreak && !c.killSwitch.Load() {
 		b = c.Breaker(name)
 		if err := b.Allow(); err != nil {
 			res.Outcome, res.Err = OutcomeRejected, err
-			return finish(ctx, cfg, res, start)
+			res = finish(ctx, cfg, res, start)
+			st.call(res.Outcome, res.Attempts, res.Duration)
+			return res
 		}
 	}
 	callCtx := ctx
@@ -221,7 +226,7 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 		callCtx, cancel = context.WithTimeout(ctx, cfg.timeout)
 		defer cancel()
 	}
-	res.Value, res.Attempts, res.Err = runAttempts(callCtx, cfg.retry, fn)
+	res.Value, res.Attempts, res.Err = runAttempts(callCtx, cfg.retry, fn, st)
 	res.Outcome = OutcomeSuccess
 	if res.Err != nil {
 		res.Outcome = OutcomeFailure
@@ -234,6 +239,7 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 		b.record(res.Err, time.Since(start))
 	}
 	res = finish(ctx, cfg, res, start)
+	st.call(res.Outcome, res.Attempts, res.Duration)
 	// The DLQ sink sees the whole pipeline's outcome: a call the fallback
 	// served is not captured.
 	var exhausted *RetryExhaustedError
@@ -281,11 +287,28 @@ func retryable(r *Retry, err error) bool {
 	return true
 }
 
-func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error)) (T, int, error) {
+// runAttempts runs the retry stage, counting retries in st.
+func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error), st *callStats) (T, int, error) {
 	v, err := fn(ctx)
 	if err == nil || r == nil {
 		return v, 1, err
 	}
+	v, attempts, err := retryAttempts(ctx, r, fn, v, err, st)
+	if attempts > 1 {
+		var ex *RetryExhaustedError
+		switch {
+		case err == nil:
+			st.retried(RetrySucceeded)
+		case errors.As(err, &ex) && ex.Reason == "non_retryable":
+			st.retried(RetryNonRetryable)
+		default:
+			st.retried(RetryExhausted)
+		}
+	}
+	return v, attempts, err
+}
+
+func retryAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error), v T, err error, st *callStats) (T, int, error) {
 	start := time.Now()
 	budget := r.MaxElapsed
 	var prev time.Duration
@@ -311,6 +334,8 @@ func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) 
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: "deadline", Last: err}
 		}
+		st.retryStarted.Add(1)
+		st.retryDelay.observe(d.Seconds())
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

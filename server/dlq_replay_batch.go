@@ -61,7 +61,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 	var cands []dlq.Entry
 	token := ""
 	for len(cands) < maxItems {
-		page, next, err := d.s.dlq.list(ctx, dlq.Filter{Domain: req.Domain, Status: status}, 500, token)
+		page, next, err := d.s.dlq.List(ctx, dlq.Filter{Domain: req.Domain, Status: status}, 500, token)
 		if err != nil {
 			return err
 		}
@@ -111,7 +111,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 				return ctx.Err()
 			case <-tick.C:
 			}
-			next, err := d.s.dlq.transition(ctx, reason, &raftv1.DLQCommand{Op: op, Id: e.ID, Note: reason})
+			next, err := d.s.dlq.Transition(ctx, caller(ctx, reason), &raftv1.DLQCommand{Op: op, Id: e.ID, Note: reason})
 			if err == nil {
 				before[e.ID] = next.RetryCount
 			}
@@ -135,7 +135,7 @@ func (d *dlqService) awaitBatch(ctx context.Context, before map[string]int, wait
 	for {
 		resolved, failed, pending = 0, 0, 0
 		for id, rc := range before {
-			e, ok, err := d.s.dlq.get(ctx, id)
+			e, ok, err := d.s.dlq.Get(ctx, id)
 			switch {
 			case err != nil || !ok:
 				pending++

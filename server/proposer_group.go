@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
@@ -34,34 +33,40 @@ const (
 )
 
 type groupedStore struct {
-	body      *raftv1.DLQCommand
-	actor     string
-	requestID string
-	now       time.Time
-	size      int
-	done      chan groupOutcome // buffered: the committer never blocks on it
+	cmd  *raftv1.Command
+	size int
+	done chan groupOutcome // buffered: the committer never blocks on it
 }
 
 type groupOutcome struct {
-	res dlq.Result
-	rev uint64
+	res applyResult
 	err error
+}
+
+// groupable is a command that may share a Raft entry with others of its
+// kind: a DLQ store of command version 1.
+func groupable(cmd *raftv1.Command) bool {
+	return cmd.GetDlq().GetOp() == raftv1.DLQCommand_STORE && cmd.Version <= 1
 }
 
 // storeGroups queues stores for the committer goroutines.
 type storeGroups struct {
-	s        *Server
+	p        *proposer
 	mu       sync.Mutex
 	queue    []*groupedStore
 	inFlight int
 	observe  func(stores int) // group sizes, for baldur_dlq_store_group_size
 }
 
-// submit queues a store built by dlq.StoreCommand for time now and waits
-// for its outcome. A caller that gives up gets ErrIndeterminate: its store
-// may still be committed.
-func (g *storeGroups) submit(ctx context.Context, body *raftv1.DLQCommand, actor, requestID string, now time.Time) (dlq.Result, uint64, error) {
-	it := &groupedStore{body: body, actor: actor, requestID: requestID, now: now, size: proto.Size(body), done: make(chan groupOutcome, 1)}
+// submit queues a groupable command (a store built by dlq.StoreCommand,
+// stamped with the time its body carries) and waits for its outcome. A
+// caller that gives up gets ErrIndeterminate: its store may still be
+// committed.
+func (g *storeGroups) submit(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
+	if cmd.TimeUnixNano == 0 {
+		cmd.TimeUnixNano = g.p.s.now().UnixNano()
+	}
+	it := &groupedStore{cmd: cmd, size: proto.Size(cmd), done: make(chan groupOutcome, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, it)
 	if g.inFlight < groupInFlight {
@@ -71,9 +76,9 @@ func (g *storeGroups) submit(ctx context.Context, body *raftv1.DLQCommand, actor
 	g.mu.Unlock()
 	select {
 	case out := <-it.done:
-		return out.res, out.rev, out.err
+		return out.res, out.err
 	case <-ctx.Done():
-		return dlq.Result{}, 0, fmt.Errorf("%w: %v", raftstore.ErrIndeterminate, ctx.Err())
+		return applyResult{}, fmt.Errorf("%w: %v", raftstore.ErrIndeterminate, ctx.Err())
 	}
 }
 
@@ -104,7 +109,7 @@ func (g *storeGroups) commit(group []*groupedStore) {
 		g.commitOne(group[0])
 		return
 	}
-	switch err := g.s.checkCommandVersion(groupCommandVersion); {
+	switch err := g.p.s.checkCommandVersion(groupCommandVersion); {
 	case err == nil:
 		g.commitBatch(group)
 		return
@@ -130,22 +135,21 @@ func (g *storeGroups) commit(group []*groupedStore) {
 // commitOne sends one store as its own STORE entry, with its caller's
 // request id.
 func (g *storeGroups) commitOne(it *groupedStore) {
-	cmd := &raftv1.Command{Actor: it.actor, Reason: "dlq store", RequestId: it.requestID, Version: 1,
-		Body: &raftv1.Command_Dlq{Dlq: it.body}}
-	res, err := g.s.applyLocalAt(context.Background(), cmd, it.now)
+	res, err := g.p.commit(context.Background(), it.cmd)
 	g.count(1)
-	it.done <- groupOutcome{res: resultOf[dlq.Result](res), rev: res.Revision, err: err}
+	it.done <- groupOutcome{res: res, err: err}
 }
 
 func (g *storeGroups) commitBatch(group []*groupedStore) {
 	batch := &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE_BATCH, Stores: make([]*raftv1.DLQCommand, len(group))}
 	for i, it := range group {
-		it.body.Actor, it.body.TimeUnixNano = it.actor, it.now.UnixNano()
-		batch.Stores[i] = it.body
+		body := it.cmd.GetDlq()
+		body.Actor, body.TimeUnixNano = it.cmd.Actor, it.cmd.TimeUnixNano
+		batch.Stores[i] = body
 	}
 	cmd := &raftv1.Command{Actor: systemActor, Reason: "dlq store", Version: groupCommandVersion,
 		Body: &raftv1.Command_Dlq{Dlq: batch}}
-	res, err := g.s.applyLocalAt(context.Background(), cmd, g.s.now())
+	res, err := g.p.commit(context.Background(), cmd)
 	g.count(len(group))
 	applied := resultOf[dlq.Result](res).Batch
 	if err == nil && len(applied) != len(group) {
@@ -157,7 +161,7 @@ func (g *storeGroups) commitBatch(group []*groupedStore) {
 			continue
 		}
 		item := applied[i]
-		it.done <- groupOutcome{res: item.Result, rev: res.Revision, err: item.Err}
+		it.done <- groupOutcome{res: applyResult{Revision: res.Revision, Value: item.Result, Err: item.Err}, err: item.Err}
 	}
 }
 

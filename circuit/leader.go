@@ -1,0 +1,125 @@
+package circuit
+
+import (
+	"encoding/json"
+	"time"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
+)
+
+// The leader's side of the breaker rules: what the leader proposes when
+// reports arrive and when time passes. These functions only decide; the
+// server proposes the commands they return, in order, as the leader
+// (actor system:leader), and the replicas apply them with Apply.
+
+// Outcome is one instance's aggregated outcomes for one breaker over one
+// report interval, probe outcomes included.
+type Outcome struct {
+	Name                           string
+	Successes, Failures, SlowCalls int64
+	// Probe outcomes of a HALF_OPEN breaker, for the probe window they
+	// were permitted in.
+	ProbeWindow                   uint64
+	ProbeSuccesses, ProbeFailures int64
+}
+
+// Ingested is what the leader does with one batch of reports.
+type Ingested struct {
+	// Commands to propose, in order.
+	Commands []*raftv1.Command
+	// Registered names the breakers the batch registers.
+	Registered []string
+	// Trips holds the evidence of each TRIP in Commands, by breaker.
+	Trips map[string]Evidence
+}
+
+// Ingest is the leader's reading of one batch of reports from instance,
+// against the replicated breakers in kv and the leader's fleet windows ev:
+//   - an unknown breaker is registered with the defaults policy;
+//   - a CLOSED breaker's window takes the outcomes, and when the fleet's
+//     evidence meets the policy a TRIP carrying the evidence is proposed
+//     (the window starts over);
+//   - probe outcomes of a HALF_OPEN breaker become a PROBE_RESULT;
+//   - outcomes of pinned (forced) breakers are not counted.
+//
+// Later reports in the batch see the breakers as the earlier commands
+// leave them.
+func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []Outcome, now time.Time) Ingested {
+	var out Ingested
+	known := map[string]Breaker{}
+	decided := map[string]bool{} // a PROBE_RESULT is pending: its outcome is the FSM's
+	for _, r := range batch {
+		if decided[r.Name] {
+			continue
+		}
+		b, ok := known[r.Name]
+		if !ok {
+			b, ok = Get(kv, r.Name)
+		}
+		if !ok {
+			raw, _ := json.Marshal(defaults)
+			out.Commands = append(out.Commands, command("registered on first report from "+instance,
+				&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: r.Name, PolicyJson: raw}))
+			out.Registered = append(out.Registered, r.Name)
+			b = Breaker{Name: r.Name, State: Closed, Policy: defaults}
+		}
+		known[r.Name] = b
+		if b.Pinned {
+			continue
+		}
+		switch b.State {
+		case Closed:
+			evidence := ev.Observe(b.Name, b.Policy, Report{Instance: instance, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, now)
+			if evidence == nil {
+				continue
+			}
+			raw, _ := json.Marshal(evidence)
+			out.Commands = append(out.Commands, command("fleet evidence: "+evidence.Trigger,
+				&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_TRIP, Name: b.Name, EvidenceJson: raw}))
+			if out.Trips == nil {
+				out.Trips = map[string]Evidence{}
+			}
+			out.Trips[b.Name] = *evidence
+			ev.Reset(b.Name)
+			b.State = Open
+			known[b.Name] = b
+		case HalfOpen:
+			if r.ProbeSuccesses == 0 && r.ProbeFailures == 0 {
+				continue
+			}
+			out.Commands = append(out.Commands, command("probe outcomes from "+instance,
+				&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE_RESULT, Name: b.Name,
+					ProbeWindow: r.ProbeWindow, Successes: r.ProbeSuccesses, Failures: r.ProbeFailures}))
+			// Whether it closes is the FSM's decision; a breaker that closes
+			// starts with an empty window, and one that reopens counts none.
+			ev.Reset(b.Name)
+			decided[b.Name] = true
+		}
+	}
+	return out
+}
+
+// Proposals lists the time-driven transitions due at now: OPEN breakers past
+// their recovery timeout go HALF_OPEN, expired pins are lifted. Each names
+// what it acts on, so one proposed twice (by an old and a new leader)
+// applies once.
+func Proposals(kv fsm.KV, now time.Time) []*raftv1.Command {
+	var out []*raftv1.Command
+	for _, d := range Due(kv, now) {
+		body := &raftv1.CircuitCommand{Op: d.Op, Name: d.Name}
+		reason := "recovery timeout elapsed"
+		if d.Op == raftv1.CircuitCommand_UNPIN {
+			body.PinRevision = d.Revision
+			reason = "force expired"
+		} else {
+			body.ProbeWindow = d.Revision // the OPEN period it acts on
+		}
+		out = append(out, command(reason, body))
+	}
+	return out
+}
+
+func command(reason string, body *raftv1.CircuitCommand) *raftv1.Command {
+	return &raftv1.Command{Reason: reason, Version: 1, Body: &raftv1.Command_Circuit{Circuit: body}}
+}

@@ -1,0 +1,109 @@
+package circuit_test
+
+import (
+	"testing"
+
+	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/raftstore"
+	bolt "go.etcd.io/bbolt"
+)
+
+func (m *machine) ingest(ev *circuit.Evaluator, defaults circuit.Policy, batch ...circuit.Outcome) circuit.Ingested {
+	var in circuit.Ingested
+	m.db.View(func(tx *bolt.Tx) error {
+		in = circuit.Ingest(raftstore.NewKV(tx), ev, defaults, "i-1", batch, m.now)
+		return nil
+	})
+	return in
+}
+
+func ops(in circuit.Ingested) []raftv1.CircuitCommand_Op {
+	var out []raftv1.CircuitCommand_Op
+	for _, c := range in.Commands {
+		out = append(out, c.GetCircuit().GetOp())
+	}
+	return out
+}
+
+func TestIngestRegistersUnknownBreakersAndTripsOnFleetEvidence(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	p.FailureThreshold, p.FailureRateThreshold = 3, 0
+	m := newMachine(t, p)
+	ev := circuit.NewEvaluator()
+
+	// An unknown breaker is registered with the defaults, and the same
+	// batch's failures already count against it: two reports of it trip.
+	in := m.ingest(ev, p, circuit.Outcome{Name: "new", Failures: 2}, circuit.Outcome{Name: "new", Failures: 1}, circuit.Outcome{Name: "new", Failures: 5})
+	if got := ops(in); len(got) != 2 || got[0] != raftv1.CircuitCommand_UPSERT || got[1] != raftv1.CircuitCommand_TRIP {
+		t.Fatalf("commands %v, want UPSERT then one TRIP (the third report sees the breaker OPEN)", got)
+	}
+	if len(in.Registered) != 1 || in.Registered[0] != "new" || in.Trips["new"].Trigger != circuit.TriggerFailureThreshold {
+		t.Fatalf("registered %v, trips %+v", in.Registered, in.Trips)
+	}
+
+	// A known CLOSED breaker under the threshold: nothing to propose.
+	if in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 2}); len(in.Commands) != 0 {
+		t.Fatalf("below threshold proposed %v", ops(in))
+	}
+	// The next failure crosses it; the window starts over after the trip.
+	in = m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 1})
+	if got := ops(in); len(got) != 1 || got[0] != raftv1.CircuitCommand_TRIP {
+		t.Fatalf("commands %v, want TRIP", got)
+	}
+	if snap := ev.Snapshot("svc"); snap.WindowCalls != 0 {
+		t.Fatalf("window after trip holds %d calls", snap.WindowCalls)
+	}
+}
+
+func TestIngestTurnsProbeOutcomesIntoProbeResultAndIgnoresPinnedBreakers(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	m := newMachine(t, p)
+	ev := circuit.NewEvaluator()
+	m.must(op(raftv1.CircuitCommand_TRIP))
+	m.now = m.now.Add(p.RecoveryTimeout)
+	opened := m.get().OpenedRevision
+	m.must(&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_HALF_OPEN, Name: "svc", ProbeWindow: opened})
+	if m.get().State != circuit.HalfOpen {
+		t.Fatalf("state %v", m.get().State)
+	}
+	// Plain outcomes of a HALF_OPEN breaker are not evidence; probe
+	// outcomes are, once.
+	in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 100}, circuit.Outcome{Name: "svc", ProbeWindow: 7, ProbeSuccesses: 1},
+		circuit.Outcome{Name: "svc", ProbeWindow: 7, ProbeFailures: 1})
+	if got := ops(in); len(got) != 1 || got[0] != raftv1.CircuitCommand_PROBE_RESULT {
+		t.Fatalf("commands %v, want one PROBE_RESULT", got)
+	}
+	if c := in.Commands[0].GetCircuit(); c.ProbeWindow != 7 || c.Successes != 1 {
+		t.Fatalf("probe result %+v", c)
+	}
+
+	// A pinned breaker counts nothing.
+	m.must(&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: "svc", State: int32(circuit.Closed), TtlNanos: int64(p.RecoveryTimeout)})
+	if in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 1000}); len(in.Commands) != 0 || ev.Snapshot("svc").WindowCalls != 0 {
+		t.Fatalf("pinned breaker: commands %v, window %+v", ops(in), ev.Snapshot("svc"))
+	}
+}
+
+func TestProposalsNameWhatTheyActOn(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	m := newMachine(t, p)
+	m.must(op(raftv1.CircuitCommand_TRIP))
+	var got []*raftv1.Command
+	m.db.View(func(tx *bolt.Tx) error { got = circuit.Proposals(raftstore.NewKV(tx), m.now); return nil })
+	if len(got) != 0 {
+		t.Fatalf("before the recovery timeout: %v", got)
+	}
+	m.now = m.now.Add(p.RecoveryTimeout)
+	m.db.View(func(tx *bolt.Tx) error { got = circuit.Proposals(raftstore.NewKV(tx), m.now); return nil })
+	if len(got) != 1 || got[0].GetCircuit().GetOp() != raftv1.CircuitCommand_HALF_OPEN || got[0].GetCircuit().GetProbeWindow() != m.get().OpenedRevision {
+		t.Fatalf("proposals %v", got)
+	}
+	// Applied twice, it acts once.
+	m.must(got[0].GetCircuit())
+	before := m.get()
+	m.must(got[0].GetCircuit())
+	if after := m.get(); after.State != circuit.HalfOpen || after.ProbeWindow != before.ProbeWindow {
+		t.Fatalf("second HALF_OPEN changed the breaker: %+v → %+v", before, after)
+	}
+}
