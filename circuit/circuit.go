@@ -272,3 +272,8 @@ func marshal(v any) []byte {
 	}
 	return b
 }
+
+// Probing reports whether the breaker hands out probe permits now:
+// HALF_OPEN and not pinned. The FSM decides each permit; this spares a log
+// entry when none can be granted.
+func (b Breaker) Probing() bool { return b.State == HalfOpen && !b.Pinned }

@@ -83,8 +83,8 @@ func putResource(kv fsm.KV, r Resource) {
 
 func putJob(kv fsm.KV, j Job) { kv.Put(BucketJobs, jobKey(j.Resource, j.Name), marshal(j)) }
 
-// liveCandidates drops candidates whose registration lapsed at now.
-func liveCandidates(cs []Candidate, now time.Time) []Candidate {
+// LiveCandidates drops candidates whose registration lapsed at now.
+func LiveCandidates(cs []Candidate, now time.Time) []Candidate {
 	var out []Candidate
 	for _, c := range cs {
 		if now.Before(c.ExpiresAt) {
@@ -178,7 +178,7 @@ func acquire(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, erro
 	action := "lease_granted"
 	if campaign {
 		// Register or refresh the candidate.
-		r.Candidates = liveCandidates(r.Candidates, m.Time)
+		r.Candidates = LiveCandidates(r.Candidates, m.Time)
 		found := false
 		for i := range r.Candidates {
 			if r.Candidates[i].Holder == c.GetHolder() {
@@ -274,7 +274,7 @@ func revoke(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error
 		}
 		before := r.Candidates
 		var kept []Candidate
-		for _, cd := range liveCandidates(r.Candidates, m.Time) {
+		for _, cd := range LiveCandidates(r.Candidates, m.Time) {
 			if cd.Holder != c.GetHolder() {
 				kept = append(kept, cd)
 			}

@@ -68,3 +68,30 @@ func Schedule(j Job, now time.Time, next CronNext) (scheduled, following time.Ti
 	}
 	return latest, following, skipped, nil
 }
+
+// StartCommand is the JOB_START a claim of j at now proposes, holding
+// fencing token; nil when no run is due (disabled, or before NextRunAt).
+// The FSM starts the run only if the job's next run is still the one this
+// claim saw.
+func StartCommand(j Job, now time.Time, token uint64, next CronNext) (*Command, error) {
+	if !j.Enabled || now.Before(j.NextRunAt) {
+		return nil, nil
+	}
+	scheduled, following, skipped, err := Schedule(j, now, next)
+	if err != nil {
+		return nil, err
+	}
+	return &Command{Op: raftv1.CoordinationCommand_JOB_START, Name: j.Resource, Job: j.Name,
+		FencingToken: token, ScheduledUnixNano: scheduled.UnixNano(), NextRunUnixNano: following.UnixNano(), Skipped: skipped,
+		ExpectedNextUnixNano: j.NextRunAt.UnixNano()}, nil
+}
+
+// ResourceOfLease names the resource lease id is held on, if any.
+func ResourceOfLease(kv fsm.KV, id uint64) (string, bool) {
+	for _, r := range Resources(kv) {
+		if r.Lease != nil && r.Lease.ID == id {
+			return r.Name, true
+		}
+	}
+	return "", false
+}

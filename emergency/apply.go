@@ -146,8 +146,8 @@ func Release(kv fsm.KV, m fsm.Meta, c *raftv1.EmergencyRelease) (Result, error) 
 		return Result{}, err
 	}
 	cur := Get(kv, scope)
-	if !cur.Active {
-		return Result{}, fmt.Errorf("%w: scope %q is NORMAL", ErrNotActive, scope)
+	if err := CheckRelease(cur); err != nil {
+		return Result{}, err
 	}
 	cfg, _ := GetConfig(kv)
 	if until := cur.ActivatedAt.Add(cfg.Stabilization); !c.GetForce() && m.Time.Before(until) {

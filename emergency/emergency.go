@@ -255,3 +255,15 @@ func marshal(v any) []byte {
 	}
 	return b
 }
+
+// PausesReplay reports whether the level in force pauses DLQ replay
+// (Baldur §5.4: LEVEL_2 and above stop automated replays).
+func (s State) PausesReplay() bool { return s.Active && s.Level >= Level2 }
+
+// CheckRelease refuses to release a scope that is not active.
+func CheckRelease(cur State) error {
+	if !cur.Active {
+		return fmt.Errorf("%w: scope %q is NORMAL", ErrNotActive, cur.Scope)
+	}
+	return nil
+}

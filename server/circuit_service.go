@@ -287,7 +287,7 @@ func (c *circuitService) AcquireProbe(ctx context.Context, req *pb.AcquireProbeR
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
 	}
-	if b.State != circuit.HalfOpen || b.Pinned {
+	if !b.Probing() {
 		return &pb.AcquireProbeResponse{State: pb.CircuitState_Value(b.State)}, nil
 	}
 	cmd := newCommand(ctx, "probe permit")

@@ -44,10 +44,8 @@ func jobToPB(j coordination.Job) *pb.Job {
 
 func electionToPB(r coordination.Resource, now time.Time) *pb.Election {
 	e := &pb.Election{Name: r.Name, Leader: leaseToPB(r.Held(now)), Revision: r.Revision}
-	for _, c := range r.Candidates {
-		if now.Before(c.ExpiresAt) {
-			e.Candidates = append(e.Candidates, &pb.Candidate{Holder: c.Holder, Priority: int32(c.Priority), ExpiresAt: ts(c.ExpiresAt)})
-		}
+	for _, c := range coordination.LiveCandidates(r.Candidates, now) {
+		e.Candidates = append(e.Candidates, &pb.Candidate{Holder: c.Holder, Priority: int32(c.Priority), ExpiresAt: ts(c.ExpiresAt)})
 	}
 	return e
 }
@@ -136,15 +134,9 @@ func (c *coordinationService) RevokeLease(ctx context.Context, req *pb.RevokeLea
 	name := req.Name
 	if name == "" {
 		// Find the resource by lease id (baldurctl lease revoke ID).
-		_ = c.s.store.View(func(kv raftstore.KV) error {
-			for _, r := range coordination.Resources(kv) {
-				if r.Lease != nil && r.Lease.ID == req.Id {
-					name = r.Name
-				}
-			}
-			return nil
-		})
-		if name == "" {
+		var ok bool
+		_ = c.s.store.View(func(kv raftstore.KV) error { name, ok = coordination.ResourceOfLease(kv, req.Id); return nil })
+		if !ok {
 			return nil, fmt.Errorf("%w: %d", coordination.ErrNotFound, req.Id)
 		}
 	}
@@ -335,24 +327,21 @@ func (c *coordinationService) StartJobRun(ctx context.Context, req *pb.StartJobR
 	if !ok {
 		return nil, fmt.Errorf("%w: %s/%s", coordination.ErrJobNotFound, req.Resource, req.Name)
 	}
-	now := c.s.now()
-	if !j.Enabled || now.Before(j.NextRunAt) {
-		return &pb.StartJobRunResponse{Job: jobToPB(j)}, nil
-	}
-	scheduled, next, skipped, err := coordination.Schedule(j, now, cronNext)
+	start, err := coordination.StartCommand(j, c.s.now(), req.FencingToken, cronNext)
 	if err != nil {
 		return nil, err
 	}
-	r, _, err := c.apply(ctx, "job run", &raftv1.CoordinationCommand{Op: raftv1.CoordinationCommand_JOB_START, Name: req.Resource, Job: req.Name,
-		FencingToken: req.FencingToken, ScheduledUnixNano: scheduled.UnixNano(), NextRunUnixNano: next.UnixNano(), Skipped: skipped,
-		ExpectedNextUnixNano: j.NextRunAt.UnixNano()})
+	if start == nil {
+		return &pb.StartJobRunResponse{Job: jobToPB(j)}, nil
+	}
+	r, _, err := c.apply(ctx, "job run", start)
 	if err != nil {
 		return nil, err
 	}
 	j, _ = c.job(req.Resource, req.Name)
 	resp := &pb.StartJobRunResponse{Started: r.Started, Job: jobToPB(j)}
 	if r.Started {
-		resp.ScheduledAt = ts(scheduled)
+		resp.ScheduledAt = ts(time.Unix(0, start.ScheduledUnixNano))
 		c.s.metrics.jobs.WithLabelValues(req.Resource, req.Name, "started").Inc()
 	}
 	return resp, nil

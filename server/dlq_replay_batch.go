@@ -8,7 +8,6 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/internal/fsm"
-	"github.com/baldurhq/baldurd/raftstore"
 )
 
 // ReplayBatch runs on the leader (a follower relays the stream to it).
@@ -83,11 +82,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 	}
 	batchNo := 0
 	for i := 0; i < len(cands); {
-		var blocked string
-		_ = d.s.store.View(func(kv raftstore.KV) error {
-			blocked = replayBlock(kv, req.Domain, d.s.cfg.DLQBreakers[req.Domain])
-			return nil
-		})
+		blocked := d.s.replayPause(req.Domain)
 		d.notePause(ctx, req.Domain, blocked)
 		if blocked != "" {
 			if err := stream.Send(&pb.ReplayBatchProgress{Batch: int32(batchNo), TotalCandidates: int32(len(cands)), BlockedReason: blocked}); err != nil {
@@ -136,12 +131,14 @@ func (d *dlqService) awaitBatch(ctx context.Context, before map[string]int, wait
 		resolved, failed, pending = 0, 0, 0
 		for id, rc := range before {
 			e, ok, err := d.s.dlq.Get(ctx, id)
-			switch {
-			case err != nil || !ok:
+			if err != nil || !ok {
 				pending++
-			case e.Status == dlq.Resolved || e.Status == dlq.Archived:
+				continue
+			}
+			switch dlq.ReplayOutcome(e, rc) {
+			case dlq.ReplayResolved:
 				resolved++
-			case e.Status == dlq.RequiresReview || (e.Status == dlq.Pending && e.RetryCount > rc):
+			case dlq.ReplayFailed:
 				failed++
 			default:
 				pending++

@@ -157,13 +157,11 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 	}
 	sent := [3]json.RawMessage{e.RequestData, e.SnapshotData, e.ResponseData}
 	lim := d.s.cfg.DLQ
-	if e, err = dlq.PrepareCompact(e, lim); err != nil {
-		return nil, err
-	}
 	// A retried store (an id already stored) is answered by the store
 	// itself with the first entry, so nothing is looked up here.
-	e.MaxRetries = lim.MaxReplayAttempts
-	e.ExpiresAt = d.s.now().Add(time.Duration(lim.ExpiryHours) * time.Hour)
+	if e, err = dlq.Capture(e, lim, d.s.now()); err != nil {
+		return nil, err
+	}
 	r, rev, err := d.s.dlq.Store(ctx, caller(ctx, "dlq store"), e)
 	if err != nil {
 		return nil, err
@@ -331,21 +329,22 @@ func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (
 	return &pb.DLQStats{Total: st.Total, ByStatus: st.ByStatus, ByDomain: st.ByDomain}, nil
 }
 
-// replayBlock says why replay of a domain is paused: emergency LEVEL_2 or
-// higher (global), or an OPEN breaker mapped to the domain (--dlq-replay-
-// breakers; the breaker named like the domain always counts). When the
-// breaker closes, workers find the entries replayable again: that is the
-// automatic replay on recovery.
-func replayBlock(kv raftstore.KV, domain string, mapped []string) string {
-	if st := emergency.Get(kv, emergency.GlobalScope); st.Active && st.Level >= emergency.Level2 {
-		return "paused: emergency " + st.Level.String()
-	}
-	for _, name := range append([]string{domain}, mapped...) {
-		if b, ok := circuit.Get(kv, name); ok && b.State == circuit.Open {
-			return "paused: breaker " + name + " is OPEN"
+// replayPause asks dlq.PauseReason about domain, given the replicated
+// emergency level and breakers.
+func (s *Server) replayPause(domain string) string {
+	var why string
+	_ = s.store.View(func(kv raftstore.KV) error {
+		level := ""
+		if st := emergency.Get(kv, emergency.GlobalScope); st.PausesReplay() {
+			level = st.Level.String()
 		}
-	}
-	return ""
+		why = dlq.PauseReason(domain, s.cfg.DLQBreakers[domain], level, func(name string) bool {
+			b, ok := circuit.Get(kv, name)
+			return ok && b.State == circuit.Open
+		})
+		return nil
+	})
+	return why
 }
 
 func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayRequest) (*pb.AcquireReplayResponse, error) {
@@ -368,8 +367,7 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 	}
 	var blocked []string
 	for _, domain := range req.Domains {
-		var why string
-		_ = d.s.store.View(func(kv raftstore.KV) error { why = replayBlock(kv, domain, d.s.cfg.DLQBreakers[domain]); return nil })
+		why := d.s.replayPause(domain)
 		d.notePause(ctx, domain, why)
 		if why != "" {
 			blocked = append(blocked, why)
@@ -380,7 +378,7 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 			return nil, err
 		}
 		if ok {
-			return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: fmt.Sprintf("%s:%s:%d", e.Domain, e.ID, e.RetryCount)}, nil
+			return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: e.IdempotencyKey()}, nil
 		}
 	}
 	return &pb.AcquireReplayResponse{BlockedReason: strings.Join(blocked, "; ")}, nil

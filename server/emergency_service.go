@@ -110,8 +110,8 @@ func (e *emergencyService) ReleaseEmergency(ctx context.Context, req *pb.Release
 	}
 	// Refuse what is already known to fail without spending a log entry;
 	// the FSM checks again against the state it applies to.
-	if cur := e.s.emergencyState(scope); !cur.Active {
-		return nil, fmt.Errorf("%w: scope %q is NORMAL", emergency.ErrNotActive, scope)
+	if err := emergency.CheckRelease(e.s.emergencyState(scope)); err != nil {
+		return nil, err
 	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyRelease{EmergencyRelease: &raftv1.EmergencyRelease{Scope: scope, Force: req.Force, Gradual: req.Gradual}}

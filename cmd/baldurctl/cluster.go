@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,129 +11,82 @@ import (
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 )
 
-func clusterCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Membership, leadership and snapshots"}
-	client := func() (pb.ClusterServiceClient, error) {
-		conn, err := g.dial()
-		if err != nil {
-			return nil, err
-		}
-		return pb.NewClusterServiceClient(conn), nil
-	}
-	var stale bool
-	printCluster := func(c *cobra.Command, cl *pb.Cluster, withHeader bool) error {
-		if g.output == "json" {
-			return printJSON(c.OutOrStdout(), cl)
-		}
-		if withHeader {
-			fmt.Fprintf(c.OutOrStdout(), "leader: %s  term: %d  applied index: %d  (answered by %s)\n\n", dash(cl.LeaderId), cl.Term, cl.AppliedIndex, cl.NodeId)
-		}
-		var rows [][]string
-		for _, m := range cl.Members {
-			rows = append(rows, []string{m.Id, m.State.String(), m.Suffrage.String(), m.RaftAddr, dash(m.GrpcAddr), dash(m.HttpAddr)})
-		}
-		table(c.OutOrStdout(), []string{"ID", "STATE", "SUFFRAGE", "RAFT", "GRPC", "HTTP"}, rows)
-		return nil
-	}
-	get := func(c *cobra.Command, withHeader bool) error {
-		cl, err := client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := g.ctx(c.Context())
-		defer cancel()
-		req := &pb.GetClusterRequest{}
-		if stale {
-			req.Consistency = "stale"
-		}
-		resp, err := cl.GetCluster(ctx, req)
-		if err != nil {
-			return err
-		}
-		return printCluster(c, resp, withHeader)
-	}
-	status := &cobra.Command{Use: "status", Short: "Leader, term, applied index and members", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return get(c, true) }}
-	members := &cobra.Command{Use: "members", Short: "List members", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return get(c, false) }}
-	for _, sc := range []*cobra.Command{status, members} {
-		sc.Flags().BoolVar(&stale, "stale", false, "answer from the contacted node without asking the leader")
-	}
+func clusters(conn *grpc.ClientConn) pb.ClusterServiceClient { return pb.NewClusterServiceClient(conn) }
 
-	var nonvoter bool
-	add := &cobra.Command{Use: "add-member ID RAFT_ADDR", Short: "Add a node to the Raft configuration", Args: cobra.ExactArgs(2),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
-			resp, err := cl.AddMember(ctx, &pb.AddMemberRequest{Id: args[0], RaftAddr: args[1], Nonvoter: nonvoter})
-			if err != nil {
-				return err
-			}
-			return printCluster(c, resp, false)
-		}}
-	add.Flags().BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member")
-	remove := &cobra.Command{Use: "remove-member ID", Short: "Remove a node from the Raft configuration", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
-			resp, err := cl.RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			return printCluster(c, resp, false)
-		}}
-	transfer := &cobra.Command{Use: "transfer-leader [ID]", Short: "Hand leadership to another voter (the named one, or the most up to date)", Args: cobra.MaximumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
-			req := &pb.TransferLeadershipRequest{}
-			if len(args) == 1 {
-				req.Id = args[0]
-			}
-			resp, err := cl.TransferLeadership(ctx, req)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return printJSON(c.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "leader is now %s\n", resp.LeaderId)
-			return nil
-		}}
-	snap := &cobra.Command{Use: "snapshot", Short: "Save or restore the replicated state"}
-	save := &cobra.Command{Use: "save FILE", Short: "Write a snapshot of the cluster state to FILE", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			return saveSnapshot(c, g, cl, args[0])
-		}}
-	restore := &cobra.Command{Use: "restore FILE", Short: "Replace the whole cluster state with the snapshot in FILE", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			return restoreSnapshot(c, g, cl, args[0])
-		}}
-	snap.AddCommand(save, restore)
-	cmd.AddCommand(status, members, add, remove, transfer, snap)
-	return cmd
+func printMembers(w io.Writer, cl *pb.Cluster) {
+	var rows [][]string
+	for _, m := range cl.Members {
+		rows = append(rows, []string{m.Id, m.State.String(), m.Suffrage.String(), m.RaftAddr, dash(m.GrpcAddr), dash(m.HttpAddr)})
+	}
+	table(w, []string{"ID", "STATE", "SUFFRAGE", "RAFT", "GRPC", "HTTP"}, rows)
+}
+
+func clusterCmd(g *globals) *cobra.Command {
+	var stale, nonvoter bool
+	view := func(use, short string, text func(io.Writer, *pb.Cluster)) *cobra.Command {
+		return unary[*pb.Cluster]{Use: use, Short: short, Args: cobra.NoArgs,
+			Flags: func(f *pflag.FlagSet) {
+				f.BoolVar(&stale, "stale", false, "answer from the contacted node without asking the leader")
+			},
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, _ []string) (*pb.Cluster, error) {
+				req := &pb.GetClusterRequest{}
+				if stale {
+					req.Consistency = "stale"
+				}
+				return clusters(conn).GetCluster(ctx, req)
+			},
+			Text: text}.command(g)
+	}
+	streaming := func(use, short string, run func(c *cobra.Command, cl pb.ClusterServiceClient, path string) error) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				conn, err := g.dial()
+				if err != nil {
+					return err
+				}
+				return run(c, clusters(conn), args[0])
+			}}
+	}
+	return group("cluster", "Membership, leadership and snapshots",
+		view("status", "Leader, term, applied index and members", func(w io.Writer, cl *pb.Cluster) {
+			fmt.Fprintf(w, "leader: %s  term: %d  applied index: %d  (answered by %s)\n\n", dash(cl.LeaderId), cl.Term, cl.AppliedIndex, cl.NodeId)
+			printMembers(w, cl)
+		}),
+		view("members", "List members", printMembers),
+		unary[*pb.Cluster]{Use: "add-member ID RAFT_ADDR", Short: "Add a node to the Raft configuration", Args: cobra.ExactArgs(2),
+			Flags: func(f *pflag.FlagSet) { f.BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member") },
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {
+				return clusters(conn).AddMember(ctx, &pb.AddMemberRequest{Id: args[0], RaftAddr: args[1], Nonvoter: nonvoter})
+			},
+			Text: printMembers}.command(g),
+		unary[*pb.Cluster]{Use: "remove-member ID", Short: "Remove a node from the Raft configuration", Args: cobra.ExactArgs(1),
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {
+				return clusters(conn).RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0]})
+			},
+			Text: printMembers}.command(g),
+		unary[*pb.TransferLeadershipResponse]{Use: "transfer-leader [ID]", Short: "Hand leadership to another voter (the named one, or the most up to date)", Args: cobra.MaximumNArgs(1),
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.TransferLeadershipResponse, error) {
+				req := &pb.TransferLeadershipRequest{}
+				if len(args) == 1 {
+					req.Id = args[0]
+				}
+				return clusters(conn).TransferLeadership(ctx, req)
+			},
+			Text: func(w io.Writer, resp *pb.TransferLeadershipResponse) {
+				fmt.Fprintf(w, "leader is now %s\n", resp.LeaderId)
+			}}.command(g),
+		group("snapshot", "Save or restore the replicated state",
+			streaming("save FILE", "Write a snapshot of the cluster state to FILE", func(c *cobra.Command, cl pb.ClusterServiceClient, path string) error {
+				return saveSnapshot(c, g, cl, path)
+			}),
+			streaming("restore FILE", "Replace the whole cluster state with the snapshot in FILE", func(c *cobra.Command, cl pb.ClusterServiceClient, path string) error {
+				return restoreSnapshot(c, g, cl, path)
+			})),
+	)
 }
 
 func saveSnapshot(c *cobra.Command, g *globals, cl pb.ClusterServiceClient, path string) error {

@@ -11,107 +11,79 @@ import (
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
+func dlqs(conn *grpc.ClientConn) pb.DLQServiceClient { return pb.NewDLQServiceClient(conn) }
+
+func printEntryStatus(w io.Writer, e *pb.DLQEntry) {
+	fmt.Fprintf(w, "%s: %s (attempts %d/%d)\n", e.Id, e.Status, e.RetryCount, e.MaxRetries)
+}
+
 func dlqCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "dlq", Short: "The dead-letter queue"}
 	client := func() (pb.DLQServiceClient, error) {
 		conn, err := g.dial()
 		if err != nil {
 			return nil, err
 		}
-		return pb.NewDLQServiceClient(conn), nil
+		return dlqs(conn), nil
 	}
-	var domain, status string
+	var domain, status, reason string
 	var pageSize int32
 	var all bool
-	list := &cobra.Command{Use: "list", Short: "List entries, oldest first", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
+	list := unary[*pb.ListEntriesResponse]{Use: "list", Short: "List entries, oldest first", Args: cobra.NoArgs,
+		Flags: func(f *pflag.FlagSet) {
+			f.StringVar(&domain, "domain", "", "only this domain")
+			f.StringVar(&status, "status", "", "only this status (PENDING, REQUIRES_REVIEW, ...)")
+			f.Int32Var(&pageSize, "page-size", 100, "entries per page (1..1000)")
+			f.BoolVar(&all, "all", false, "fetch every page")
+		},
+		Call: func(_ context.Context, conn *grpc.ClientConn, c *cobra.Command, _ []string) (*pb.ListEntriesResponse, error) {
 			out := &pb.ListEntriesResponse{}
 			token := ""
 			for {
-				ctx, cancel := g.ctx(c.Context())
-				resp, err := cl.ListEntries(ctx, &pb.ListEntriesRequest{Domain: domain, Status: status, PageSize: pageSize, PageToken: token})
+				ctx, cancel := g.ctx(c.Context()) // each page has the whole --timeout
+				resp, err := dlqs(conn).ListEntries(ctx, &pb.ListEntriesRequest{Domain: domain, Status: status, PageSize: pageSize, PageToken: token})
 				cancel()
 				if err != nil {
-					return err
+					return nil, err
 				}
 				out.Entries = append(out.Entries, resp.Entries...)
 				out.NextPageToken = resp.NextPageToken
 				if token = resp.NextPageToken; !all || token == "" {
-					break
+					return out, nil
 				}
 			}
-			if g.output == "json" {
-				return printJSON(c.OutOrStdout(), out)
-			}
+		},
+		Text: func(w io.Writer, out *pb.ListEntriesResponse) {
 			var rows [][]string
 			for _, e := range out.Entries {
 				rows = append(rows, []string{e.Id, e.Domain, e.FailureType, e.Status, fmt.Sprintf("%d/%d", e.RetryCount, e.MaxRetries), fmtTime(e.CreatedAt), dash(e.ErrorCode)})
 			}
-			table(c.OutOrStdout(), []string{"ID", "DOMAIN", "FAILURE TYPE", "STATUS", "ATTEMPTS", "CREATED", "ERROR"}, rows)
+			table(w, []string{"ID", "DOMAIN", "FAILURE TYPE", "STATUS", "ATTEMPTS", "CREATED", "ERROR"}, rows)
 			if out.NextPageToken != "" {
-				fmt.Fprintln(c.OutOrStdout(), "\nmore entries: --all")
+				fmt.Fprintln(w, "\nmore entries: --all")
 			}
-			return nil
-		}}
-	list.Flags().StringVar(&domain, "domain", "", "only this domain")
-	list.Flags().StringVar(&status, "status", "", "only this status (PENDING, REQUIRES_REVIEW, ...)")
-	list.Flags().Int32Var(&pageSize, "page-size", 100, "entries per page (1..1000)")
-	list.Flags().BoolVar(&all, "all", false, "fetch every page")
+		}}.command(g)
 
-	get := &cobra.Command{Use: "get ID", Short: "Show an entry", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
-			e, err := cl.GetEntry(ctx, &pb.GetEntryRequest{Id: args[0]})
-			if err != nil {
-				return err
-			}
-			return printJSON(c.OutOrStdout(), e)
-		}}
+	get := unary[*pb.DLQEntry]{Use: "get ID", Short: "Show an entry", Args: cobra.ExactArgs(1),
+		Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.DLQEntry, error) {
+			return dlqs(conn).GetEntry(ctx, &pb.GetEntryRequest{Id: args[0]})
+		}}.command(g)
 
-	var reason string
-	action := func(use, short string, call func(pb.DLQServiceClient, *cobra.Command, *pb.EntryActionRequest) (*pb.DLQEntry, error)) *cobra.Command {
-		ac := &cobra.Command{Use: use, Short: short, Args: cobra.ExactArgs(1),
-			RunE: func(c *cobra.Command, args []string) error {
-				cl, err := client()
-				if err != nil {
-					return err
-				}
-				e, err := call(cl, c, &pb.EntryActionRequest{Id: args[0], Reason: reason})
-				if err != nil {
-					return err
-				}
-				if g.output == "json" {
-					return printJSON(c.OutOrStdout(), e)
-				}
-				fmt.Fprintf(c.OutOrStdout(), "%s: %s (attempts %d/%d)\n", e.Id, e.Status, e.RetryCount, e.MaxRetries)
-				return nil
-			}}
-		ac.Flags().StringVar(&reason, "reason", "", "recorded in the audit trail")
-		return ac
+	action := func(use, short string, call func(pb.DLQServiceClient, context.Context, *pb.EntryActionRequest, ...grpc.CallOption) (*pb.DLQEntry, error)) *cobra.Command {
+		return unary[*pb.DLQEntry]{Use: use, Short: short, Args: cobra.ExactArgs(1),
+			Flags: func(f *pflag.FlagSet) { f.StringVar(&reason, "reason", "", "recorded in the audit trail") },
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.DLQEntry, error) {
+				return call(dlqs(conn), ctx, &pb.EntryActionRequest{Id: args[0], Reason: reason})
+			},
+			Text: printEntryStatus}.command(g)
 	}
-	resolve := action("resolve ID", "Mark an entry resolved by hand", func(cl pb.DLQServiceClient, c *cobra.Command, r *pb.EntryActionRequest) (*pb.DLQEntry, error) {
-		ctx, cancel := g.ctx(c.Context())
-		defer cancel()
-		return cl.ResolveEntry(ctx, r)
-	})
-	redrive := action("redrive ID --reason R", "Reset an entry's attempt budget and replay it (admin)", func(cl pb.DLQServiceClient, c *cobra.Command, r *pb.EntryActionRequest) (*pb.DLQEntry, error) {
-		ctx, cancel := g.ctx(c.Context())
-		defer cancel()
-		return cl.RedriveEntry(ctx, r)
-	})
+	resolve := action("resolve ID", "Mark an entry resolved by hand", pb.DLQServiceClient.ResolveEntry)
+	redrive := action("redrive ID --reason R", "Reset an entry's attempt budget and replay it (admin)", pb.DLQServiceClient.RedriveEntry)
 
 	var maxItems int
 	var rate float64
@@ -200,57 +172,36 @@ func dlqCmd(g *globals) *cobra.Command {
 
 	var yes bool
 	var olderThan time.Duration
-	purge := &cobra.Command{Use: "purge [ID...] [--older-than D] [--yes]", Short: "Delete ARCHIVED entries for good", Args: cobra.ArbitraryArgs,
-		RunE: func(c *cobra.Command, args []string) error {
+	purge := unary[*pb.PurgeResponse]{Use: "purge [ID...] [--older-than D] [--yes]", Short: "Delete ARCHIVED entries for good", Args: cobra.ArbitraryArgs,
+		Flags: func(f *pflag.FlagSet) {
+			f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+			f.DurationVar(&olderThan, "older-than", 0, "ARCHIVED entries older than this")
+		},
+		Call: func(ctx context.Context, conn *grpc.ClientConn, c *cobra.Command, args []string) (*pb.PurgeResponse, error) {
 			if len(args) == 0 && olderThan == 0 {
-				return fmt.Errorf("give entry ids or --older-than")
+				return nil, fmt.Errorf("give entry ids or --older-than")
 			}
 			if !yes {
 				fmt.Fprintf(c.ErrOrStderr(), "Delete ARCHIVED entries %s for good? Type yes: ", strings.Join(args, " "))
 				line, _ := bufio.NewReader(c.InOrStdin()).ReadString('\n')
 				if strings.TrimSpace(line) != "yes" {
-					return fmt.Errorf("not confirmed; nothing purged (use --yes in scripts)")
+					return nil, fmt.Errorf("not confirmed; nothing purged (use --yes in scripts)")
 				}
 			}
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
 			req := &pb.PurgeRequest{Confirm: true, Ids: args}
 			if olderThan > 0 {
 				req.OlderThan = durationpb.New(olderThan)
 			}
-			resp, err := cl.Purge(ctx, req)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return printJSON(c.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "purged %d entries\n", resp.Purged)
-			return nil
-		}}
-	purge.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	purge.Flags().DurationVar(&olderThan, "older-than", 0, "ARCHIVED entries older than this")
+			return dlqs(conn).Purge(ctx, req)
+		},
+		Text: func(w io.Writer, resp *pb.PurgeResponse) { fmt.Fprintf(w, "purged %d entries\n", resp.Purged) }}.command(g)
 
-	stats := &cobra.Command{Use: "stats", Short: "Entry counts by status and domain", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx(c.Context())
-			defer cancel()
-			st, err := cl.GetStats(ctx, &pb.GetDLQStatsRequest{})
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return printJSON(c.OutOrStdout(), st)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "total: %d\n", st.Total)
+	stats := unary[*pb.DLQStats]{Use: "stats", Short: "Entry counts by status and domain", Args: cobra.NoArgs,
+		Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, _ []string) (*pb.DLQStats, error) {
+			return dlqs(conn).GetStats(ctx, &pb.GetDLQStatsRequest{})
+		},
+		Text: func(w io.Writer, st *pb.DLQStats) {
+			fmt.Fprintf(w, "total: %d\n", st.Total)
 			var rows [][]string
 			for k, v := range st.ByStatus {
 				rows = append(rows, []string{"status", k, fmt.Sprint(v)})
@@ -258,9 +209,7 @@ func dlqCmd(g *globals) *cobra.Command {
 			for k, v := range st.ByDomain {
 				rows = append(rows, []string{"domain", k, fmt.Sprint(v)})
 			}
-			table(c.OutOrStdout(), []string{"BY", "NAME", "ENTRIES"}, rows)
-			return nil
-		}}
-	cmd.AddCommand(list, get, replay, resolve, redrive, purge, stats)
-	return cmd
+			table(w, []string{"BY", "NAME", "ENTRIES"}, rows)
+		}}.command(g)
+	return group("dlq", "The dead-letter queue", list, get, replay, resolve, redrive, purge, stats)
 }
