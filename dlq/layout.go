@@ -233,11 +233,17 @@ func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	case raftv1.DLQCommand_STORE:
 		return store(kv, m, c)
 	case raftv1.DLQCommand_STORE_BATCH:
-		return storeBatch(kv, m, c), nil
-	}
-	if c.GetOp() == raftv1.DLQCommand_PURGE {
+		return batch(kv, m, c, true), nil
+	case raftv1.DLQCommand_BATCH:
+		return batch(kv, m, c, false), nil
+	case raftv1.DLQCommand_PURGE:
 		return purge(kv, m, c)
 	}
+	return transition(kv, m, c)
+}
+
+// transition applies a lifecycle command to one entry.
+func transition(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 	e, ok := Get(kv, c.GetId())
 	if !ok {
 		if c.GetOp() == raftv1.DLQCommand_RELEASE_STALE || c.GetOp() == raftv1.DLQCommand_EXPIRE || c.GetOp() == raftv1.DLQCommand_ARCHIVE {
@@ -314,22 +320,43 @@ func store(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) (Result, error) {
 
 // storeBatch applies a batch's stores in order, each at its own time and
 // for its own caller; one store's error does not stop the others.
-func storeBatch(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand) Result {
+// batch applies the commands of a STORE_BATCH (stores only) or a BATCH
+// (stores and lifecycle commands) in order, each at its own time, for its
+// own caller and reason; an error refuses that command only.
+func batch(kv fsm.KV, m fsm.Meta, c *raftv1.DLQCommand, storesOnly bool) Result {
 	ckv := newCountingKV(kv)
 	defer ckv.flush()
 	kv = ckv
 	items := make([]BatchItem, len(c.GetStores()))
 	for i, sc := range c.GetStores() {
-		if sc.GetOp() != raftv1.DLQCommand_STORE {
-			items[i].Err = &fsm.ArgumentError{Domain: "dlq", FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v in a batch of stores", sc.GetOp())}
+		switch op := sc.GetOp(); {
+		case op == raftv1.DLQCommand_STORE:
+		case storesOnly:
+			items[i].Err = &fsm.ArgumentError{Domain: "dlq", FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v in a batch of stores", op)}
+			continue
+		case op == raftv1.DLQCommand_BATCH || op == raftv1.DLQCommand_STORE_BATCH || op == raftv1.DLQCommand_PURGE || op == raftv1.DLQCommand_OP_UNSPECIFIED:
+			items[i].Err = &fsm.ArgumentError{Domain: "dlq", FieldName: "stores", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("op %v cannot be batched", op)}
 			continue
 		}
 		sm := m
 		if t := sc.GetTimeUnixNano(); t != 0 {
 			sm.Time = time.Unix(0, t).UTC()
 		}
-		items[i].Result, items[i].Err = store(kv, sm, sc)
+		if a := sc.GetActor(); a != "" {
+			sm.Actor = a
+		}
+		if r := sc.GetReason(); r != "" && !storesOnly {
+			sm.Reason = r
+		}
+		if sc.GetOp() == raftv1.DLQCommand_STORE {
+			items[i].Result, items[i].Err = store(kv, sm, sc)
+		} else {
+			items[i].Result, items[i].Err = transition(kv, sm, sc)
+		}
 		items[i].Result.Actor = sc.GetActor()
+		if !storesOnly {
+			items[i].Result.Reason = sc.GetReason()
+		}
 	}
 	return Result{Change: fsm.Change{Action: "stored"}, Batch: items}
 }

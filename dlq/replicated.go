@@ -19,7 +19,8 @@ type Replicated struct {
 	View func(func(fsm.KV) error) error
 	// Propose commits one DLQ command for c on the leader and returns what
 	// Apply answered. A non-zero at is the command's time (a store's body
-	// carries it too); otherwise the leader stamps its clock.
+	// carries it too); otherwise the leader stamps its clock. A BATCH
+	// answers each of its commands in Result.Batch.
 	Propose func(ctx context.Context, c Caller, body *raftv1.DLQCommand, at time.Time) (Result, uint64, error)
 	// Barrier is the server's linearizable read barrier.
 	Barrier func(ctx context.Context, consistency string) error
@@ -92,10 +93,12 @@ func (r *Replicated) Transition(ctx context.Context, c Caller, cmd *raftv1.DLQCo
 	return res.Entry, err
 }
 
-func (r *Replicated) Acquire(ctx context.Context, c Caller, domain, worker string, lease time.Duration) (Entry, bool, error) {
+// Acquire leases up to max entries in one log entry: one ACQUIRE, or a
+// BATCH of them.
+func (r *Replicated) Acquire(ctx context.Context, c Caller, domain, worker string, lease time.Duration, max int) ([]Entry, error) {
 	var candidates []string
 	_ = r.View(func(kv fsm.KV) error {
-		entries, _, _ := List(kv, Filter{Domain: domain, Status: Pending}, 64, "")
+		entries, _, _ := List(kv, Filter{Domain: domain, Status: Pending}, max+64, "")
 		for _, e := range entries {
 			if r.Limits.Replayable(e) {
 				candidates = append(candidates, e.ID)
@@ -103,35 +106,66 @@ func (r *Replicated) Acquire(ctx context.Context, c Caller, domain, worker strin
 		}
 		return nil
 	})
-	pick := r.claim(candidates)
-	if pick == "" {
-		return Entry{}, false, nil
+	picks := r.claim(candidates, max)
+	if len(picks) == 0 {
+		return nil, nil
 	}
-	defer r.release(pick)
-	e, err := r.Transition(ctx, c, &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: pick, Worker: worker, LeaseNanos: int64(lease)})
-	return e, err == nil, err
+	defer r.release(picks)
+	acquire := func(id string) *raftv1.DLQCommand {
+		return &raftv1.DLQCommand{Op: raftv1.DLQCommand_ACQUIRE, Id: id, Worker: worker, LeaseNanos: int64(lease)}
+	}
+	if len(picks) == 1 {
+		e, err := r.Transition(ctx, c, acquire(picks[0]))
+		if err != nil {
+			return nil, err
+		}
+		return []Entry{e}, nil
+	}
+	b := &raftv1.DLQCommand{Op: raftv1.DLQCommand_BATCH}
+	for _, id := range picks {
+		b.Stores = append(b.Stores, acquire(id))
+	}
+	res, _, err := r.Propose(ctx, c, b, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, it := range res.Batch {
+		// An entry another command took meanwhile is skipped; the rest
+		// are leased.
+		if it.Err == nil && it.Result.Changed {
+			out = append(out, it.Result.Entry)
+		}
+	}
+	return out, nil
 }
 
-// claim marks the first id of candidates not being leased already.
-func (r *Replicated) claim(candidates []string) string {
+// claim marks up to max ids of candidates not being leased already.
+func (r *Replicated) claim(candidates []string, max int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.leasing == nil {
 		r.leasing = map[string]bool{}
 	}
+	var out []string
 	for _, id := range candidates {
+		if len(out) == max {
+			break
+		}
 		if !r.leasing[id] {
 			r.leasing[id] = true
-			return id
+			out = append(out, id)
 		}
 	}
-	return ""
+	return out
 }
 
-func (r *Replicated) release(id string) {
+func (r *Replicated) release(ids []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.leasing, id)
+	for _, id := range ids {
+		delete(r.leasing, id)
+	}
 }
 
 func (r *Replicated) Purge(ctx context.Context, c Caller, ids []string, olderThan time.Duration) (int64, uint64, error) {

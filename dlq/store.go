@@ -26,9 +26,9 @@ type Store interface {
 	Store(ctx context.Context, c Caller, e Entry) (Result, uint64, error)
 	// Transition applies one lifecycle command to one entry.
 	Transition(ctx context.Context, c Caller, cmd *raftv1.DLQCommand) (Entry, error)
-	// Acquire leases the oldest replayable PENDING entry of domain to
-	// worker, if there is one.
-	Acquire(ctx context.Context, c Caller, domain, worker string, lease time.Duration) (Entry, bool, error)
+	// Acquire leases up to max of the oldest replayable PENDING entries of
+	// domain to worker (none when nothing is replayable).
+	Acquire(ctx context.Context, c Caller, domain, worker string, lease time.Duration, max int) ([]Entry, error)
 	// Purge deletes ARCHIVED entries by id, or those archived longer ago
 	// than olderThan, and says how many went.
 	Purge(ctx context.Context, c Caller, ids []string, olderThan time.Duration) (int64, uint64, error)

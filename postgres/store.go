@@ -61,8 +61,24 @@ func (s *Store) Transition(ctx context.Context, c dlq.Caller, cmd *raftv1.DLQCom
 	return e, err
 }
 
-func (s *Store) Acquire(ctx context.Context, c dlq.Caller, domain, worker string, lease time.Duration) (dlq.Entry, bool, error) {
-	return s.DB.AcquireNext(ctx, s.meta(c), domain, worker, lease)
+// Acquire leases entries one row lock at a time; concurrent workers skip
+// each other's rows.
+func (s *Store) Acquire(ctx context.Context, c dlq.Caller, domain, worker string, lease time.Duration, max int) ([]dlq.Entry, error) {
+	var out []dlq.Entry
+	for len(out) < max {
+		e, ok, err := s.DB.AcquireNext(ctx, s.meta(c), domain, worker, lease)
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil // what was leased is the caller's; the rest waits
+			}
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func (s *Store) Purge(ctx context.Context, c dlq.Caller, ids []string, olderThan time.Duration) (int64, uint64, error) {

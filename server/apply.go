@@ -135,12 +135,15 @@ func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv
 	if !c.Changed {
 		return
 	}
-	actor := c.Actor
+	actor, reason := c.Actor, c.Reason
 	if actor == "" {
 		actor = cmd.Actor
 	}
+	if reason == "" {
+		reason = cmd.Reason
+	}
 	audit.Append(kv, a.auditKey, audit.Record{
-		Revision: index, Time: at, Actor: actor, Reason: cmd.Reason,
+		Revision: index, Time: at, Actor: actor, Reason: reason,
 		Action: c.Action, Target: c.Target, Before: jsonText(c.Before), After: jsonText(c.After),
 	})
 	if a.metrics == nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -58,50 +57,11 @@ func (d *dlqService) notePause(ctx context.Context, domain, why string) {
 	d.s.auditNote(ctx, caller(ctx, detail), action, "dlq/domain/"+domain)
 }
 
-func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
-	if s == nil {
-		return nil, nil
-	}
-	// encoding/json over AsMap is several times cheaper than protojson on
-	// this path and writes the same document, except that AsMap turns NaN
-	// and ±Inf into strings: refuse those first, as protojson does.
-	if path, ok := nonFinite(structpb.NewStructValue(s)); ok {
-		return nil, invalidField(field+path, "is NaN or infinite, which JSON cannot hold")
-	}
-	b, err := json.Marshal(s.AsMap())
-	if err != nil {
-		return nil, invalidField(field, err.Error())
-	}
-	return b, nil
-}
-
-// nonFinite finds a NaN or infinite number in v and returns its path
-// (built only for the value found).
-func nonFinite(v *structpb.Value) (string, bool) {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NumberValue:
-		return "", math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0)
-	case *structpb.Value_StructValue:
-		for name, f := range k.StructValue.GetFields() {
-			if p, ok := nonFinite(f); ok {
-				return "." + name + p, true
-			}
-		}
-	case *structpb.Value_ListValue:
-		for i, e := range k.ListValue.GetValues() {
-			if p, ok := nonFinite(e); ok {
-				return fmt.Sprintf("[%d]%s", i, p), true
-			}
-		}
-	}
-	return "", false
-}
-
 func jsonStruct(raw json.RawMessage) *structpb.Struct {
 	if len(raw) == 0 {
 		return nil
 	}
-	// As structJSON: encoding/json, then structpb, is cheaper than protojson.
+	// encoding/json, then structpb, is cheaper than protojson.
 	var m map[string]any
 	if json.Unmarshal(raw, &m) != nil {
 		return nil
@@ -365,24 +325,49 @@ func (d *dlqService) AcquireReplay(ctx context.Context, req *pb.AcquireReplayReq
 		}
 		lease = v
 	}
+	want := int(req.MaxEntries)
+	switch {
+	case want == 0:
+		want = 1
+	case want < 0 || want > maxLeasedEntries:
+		return nil, invalidField("max_entries", fmt.Sprintf("%d is outside 1..%d", req.MaxEntries, maxLeasedEntries))
+	}
+	resp := &pb.AcquireReplayResponse{}
 	var blocked []string
 	for _, domain := range req.Domains {
+		if len(resp.Leased) == want {
+			break
+		}
 		why := d.s.replayPause(domain)
 		d.notePause(ctx, domain, why)
 		if why != "" {
 			blocked = append(blocked, why)
 			continue
 		}
-		e, ok, err := d.s.dlq.Acquire(ctx, caller(ctx, "replay lease"), domain, req.Worker, lease)
-		if err != nil {
+		leased, err := d.s.dlq.Acquire(ctx, caller(ctx, "replay lease"), domain, req.Worker, lease, want-len(resp.Leased))
+		if err != nil && len(resp.Leased) == 0 {
 			return nil, err
 		}
-		if ok {
-			return &pb.AcquireReplayResponse{Entry: entryToPB(e), IdempotencyKey: e.IdempotencyKey()}, nil
+		for _, e := range leased {
+			resp.Leased = append(resp.Leased, &pb.LeasedEntry{Entry: entryToPB(e), IdempotencyKey: e.IdempotencyKey()})
+		}
+		if err != nil {
+			break // keep what this call leased: the worker owns it now
 		}
 	}
-	return &pb.AcquireReplayResponse{BlockedReason: strings.Join(blocked, "; ")}, nil
+	if len(resp.Leased) == 0 {
+		resp.BlockedReason = strings.Join(blocked, "; ")
+		return resp, nil
+	}
+	resp.Entry, resp.IdempotencyKey = resp.Leased[0].Entry, resp.Leased[0].IdempotencyKey
+	if want == 1 {
+		resp.Leased = nil // a single lease answers as before max_entries existed
+	}
+	return resp, nil
 }
+
+// maxLeasedEntries bounds one AcquireReplay (its leases share a log entry).
+const maxLeasedEntries = 100
 
 func (d *dlqService) CompleteReplay(ctx context.Context, req *pb.CompleteReplayRequest) (*pb.DLQEntry, error) {
 	if err := dlq.CheckID(req.Id); err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -36,6 +37,20 @@ func caller(ctx context.Context, reason string) dlq.Caller {
 // leader-only methods, so it proposes on this node).
 func (s *Server) proposeDLQ(ctx context.Context, c dlq.Caller, body *raftv1.DLQCommand, at time.Time) (dlq.Result, uint64, error) {
 	cmd := &raftv1.Command{Actor: c.Actor, RequestId: c.RequestID, Reason: c.Reason, Version: 1, Body: &raftv1.Command_Dlq{Dlq: body}}
+	if body.Op == raftv1.DLQCommand_BATCH {
+		cmd.Version = batchVersion
+		if err := s.checkCommandVersion(batchVersion); errors.Is(err, errUpgradePending) {
+			// A voter cannot apply BATCH yet: one entry per command.
+			var out dlq.Result
+			var rev uint64
+			for _, item := range body.Stores {
+				r, rv, err := s.proposeDLQ(ctx, c, item, at)
+				out.Batch = append(out.Batch, dlq.BatchItem{Result: r, Err: err})
+				rev = max(rev, rv)
+			}
+			return out, rev, nil
+		}
+	}
 	if !at.IsZero() {
 		cmd.TimeUnixNano = at.UnixNano()
 	}

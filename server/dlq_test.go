@@ -13,6 +13,8 @@ import (
 	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestDLQOverRESTAndBadInput runs one suite against both stores: the
@@ -237,6 +239,89 @@ func TestDLQStoresAreGroupCommitted(t *testing.T) {
 			for _, rec := range recs {
 				if a := rec.(map[string]any)["actor"]; a == "" || a == "system" {
 					t.Fatalf("a store audited as %q: %v", a, rec)
+				}
+			}
+			c.WaitForApplied(leader.Store().AppliedIndex(), 5*time.Second)
+			if h := contentHashes(t, c); h[0] != h[1] || h[1] != h[2] {
+				t.Fatalf("replicas differ: %v", h)
+			}
+		})
+	}
+}
+
+// A worker leases up to max_entries entries in one call (one BATCH entry),
+// concurrent completions are committed together, and each is audited in
+// its worker's name with its own reason. With a voter at command version
+// 2 or 1 the same calls work one entry per command.
+func TestDLQReplayLeasesInBatchesAndGroupsCompletions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	for _, older := range []uint32{0, 2, 1} {
+		t.Run(fmt.Sprintf("older_voter=%d", older), func(t *testing.T) {
+			c := testcluster.New(t, 3, testcluster.WithConfig(func(i int, cfg *server.Config) {
+				if i == 2 {
+					cfg.CommandVersion = older
+				}
+			}))
+			leader := c.Leader()
+			client := pb.NewDLQServiceClient(dial(t, leader.GRPCAddr))
+			for i := range 40 {
+				if _, err := client.StoreEntry(ctxT(t), &pb.StoreEntryRequest{Entry: &pb.DLQEntry{Id: fmt.Sprintf("r-%03d", i), Domain: "payment", FailureType: "X"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := client.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: "w1", MaxEntries: 101}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_entries") {
+				t.Fatalf("max_entries 101: %v", err)
+			}
+			seen := map[string]string{}
+			for _, w := range []string{"w1", "w2"} {
+				resp, err := client.AcquireReplay(ctxT(t), &pb.AcquireReplayRequest{Domains: []string{"payment"}, Worker: w, MaxEntries: 16})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(resp.Leased) != 16 || resp.Entry.GetId() != resp.Leased[0].Entry.Id {
+					t.Fatalf("%s leased %d entries (first %v)", w, len(resp.Leased), resp.Entry.GetId())
+				}
+				for _, l := range resp.Leased {
+					if l.Entry.Status != "REPLAYING" || l.Entry.ReplayWorker != w || l.IdempotencyKey != "payment:"+l.Entry.Id+":1" {
+						t.Fatalf("%s: leased %+v key %q", w, l.Entry, l.IdempotencyKey)
+					}
+					if prev, dup := seen[l.Entry.Id]; dup {
+						t.Fatalf("%s leased %s, already leased to %s", w, l.Entry.Id, prev)
+					}
+					seen[l.Entry.Id] = w
+				}
+			}
+			_, groups0 := testcluster.MetricSum(t, leader.HTTPAddr, "baldur_dlq_store_group_size")
+			var wg sync.WaitGroup
+			for id, w := range seen {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := client.CompleteReplay(ctxT(t), &pb.CompleteReplayRequest{Id: id, Worker: w, Success: true}); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			_, groups1 := testcluster.MetricSum(t, leader.HTTPAddr, "baldur_dlq_store_group_size")
+			if older == 0 && groups1-groups0 >= 32 {
+				t.Fatalf("32 concurrent completions in %v entries: not grouped", groups1-groups0)
+			}
+			r := restClient{t: t, base: "http://" + leader.HTTPAddr}
+			if _, body := r.do("GET", "/v1/dlq/stats", ""); dig(body, "by_status", "RESOLVED") != "32" || dig(body, "by_status", "PENDING") != "8" {
+				t.Fatalf("stats after 32 completions: %v", body)
+			}
+			_, body := r.do("GET", "/v1/audit?action=dlq.replay_succeeded&page_size=100", "")
+			recs, _ := body["records"].([]any)
+			if len(recs) != 32 {
+				t.Fatalf("%d dlq.replay_succeeded records, want 32", len(recs))
+			}
+			for _, rec := range recs {
+				m := rec.(map[string]any)
+				if m["reason"] != "replay result" || m["actor"] == "" || m["actor"] == "system:leader" {
+					t.Fatalf("completion audited as %v", m)
 				}
 			}
 			c.WaitForApplied(leader.Store().AppliedIndex(), 5*time.Second)

@@ -12,24 +12,26 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Group commit of DLQ stores. Every Raft entry costs a round: a log fsync
+// Group commit of DLQ writes. Every Raft entry costs a round: a log fsync
 // on the leader and on a follower, an AppendEntries exchange and an FSM
 // transaction on every node. Stores arrive many at a time when a fleet
-// fails, so the leader sends them together: a store goes out at once when
-// fewer than groupInFlight groups are being committed, and otherwise waits
-// and leaves with every store that arrived meanwhile, as one STORE_BATCH
-// entry. Nothing waits on a timer, so a lone store pays no extra latency.
-// One group in flight measured best at 64 concurrent callers (two or four
-// in flight make smaller groups and cost more CPU per store; see
-// docs/benchmarks.md).
+// fails, and replay workers complete entries many at a time, so the leader
+// sends them together: a command goes out at once when fewer than
+// groupInFlight groups are being committed, and otherwise waits and leaves
+// with every command that arrived meanwhile, as one BATCH entry (a
+// STORE_BATCH while a voter runs a binary without BATCH). Nothing waits on
+// a timer, so a lone command pays no extra latency. One group in flight
+// measured best at 64 concurrent callers (two or four in flight make
+// smaller groups and cost more CPU per store; see docs/benchmarks.md).
 const (
 	groupInFlight = 1
 	groupMaxItems = 256
 	// groupMaxBytes keeps a group's entry well under raftstore.MaxEntrySize.
 	groupMaxBytes = 768 << 10
-	// groupCommandVersion is the command version of STORE_BATCH; while a
-	// voter runs an older binary, stores go one per entry.
-	groupCommandVersion = 2
+	// Command versions: STORE_BATCH needs 2, BATCH 3; while a voter runs an
+	// older binary, commands go one per entry.
+	storeBatchVersion uint32 = 2
+	batchVersion      uint32 = 3
 )
 
 type groupedStore struct {
@@ -43,10 +45,14 @@ type groupOutcome struct {
 	err error
 }
 
-// groupable is a command that may share a Raft entry with others of its
-// kind: a DLQ store of command version 1.
+// groupable is a command that may share a Raft entry with others: a DLQ
+// store or replay completion of command version 1.
 func groupable(cmd *raftv1.Command) bool {
-	return cmd.GetDlq().GetOp() == raftv1.DLQCommand_STORE && cmd.Version <= 1
+	switch cmd.GetDlq().GetOp() {
+	case raftv1.DLQCommand_STORE, raftv1.DLQCommand_COMPLETE:
+		return cmd.Version <= 1
+	}
+	return false
 }
 
 // storeGroups queues stores for the committer goroutines.
@@ -109,9 +115,13 @@ func (g *storeGroups) commit(group []*groupedStore) {
 		g.commitOne(group[0])
 		return
 	}
-	switch err := g.p.s.checkCommandVersion(groupCommandVersion); {
+	version, op := batchVersion, raftv1.DLQCommand_BATCH
+	if err := g.p.s.checkCommandVersion(batchVersion); err != nil && onlyStores(group) {
+		version, op = storeBatchVersion, raftv1.DLQCommand_STORE_BATCH
+	}
+	switch err := g.p.s.checkCommandVersion(version); {
 	case err == nil:
-		g.commitBatch(group)
+		g.commitBatch(group, op, version)
 		return
 	case !errors.Is(err, errUpgradePending):
 		for _, it := range group {
@@ -119,7 +129,7 @@ func (g *storeGroups) commit(group []*groupedStore) {
 		}
 		return
 	}
-	// Voters that cannot apply STORE_BATCH yet: one entry per store,
+	// Voters that cannot apply the batch yet: one entry per command,
 	// concurrently, as before groups existed.
 	var wg sync.WaitGroup
 	for _, it := range group {
@@ -132,28 +142,40 @@ func (g *storeGroups) commit(group []*groupedStore) {
 	wg.Wait()
 }
 
-// commitOne sends one store as its own STORE entry, with its caller's
-// request id.
+func onlyStores(group []*groupedStore) bool {
+	for _, it := range group {
+		if it.cmd.GetDlq().GetOp() != raftv1.DLQCommand_STORE {
+			return false
+		}
+	}
+	return true
+}
+
+// commitOne sends one command as its own entry, with its caller's request
+// id.
 func (g *storeGroups) commitOne(it *groupedStore) {
 	res, err := g.p.commit(context.Background(), it.cmd)
 	g.count(1)
 	it.done <- groupOutcome{res: res, err: err}
 }
 
-func (g *storeGroups) commitBatch(group []*groupedStore) {
-	batch := &raftv1.DLQCommand{Op: raftv1.DLQCommand_STORE_BATCH, Stores: make([]*raftv1.DLQCommand, len(group))}
+func (g *storeGroups) commitBatch(group []*groupedStore, op raftv1.DLQCommand_Op, version uint32) {
+	batch := &raftv1.DLQCommand{Op: op, Stores: make([]*raftv1.DLQCommand, len(group))}
 	for i, it := range group {
 		body := it.cmd.GetDlq()
 		body.Actor, body.TimeUnixNano = it.cmd.Actor, it.cmd.TimeUnixNano
+		if op == raftv1.DLQCommand_BATCH {
+			body.Reason = it.cmd.Reason
+		}
 		batch.Stores[i] = body
 	}
-	cmd := &raftv1.Command{Actor: systemActor, Reason: "dlq store", Version: groupCommandVersion,
+	cmd := &raftv1.Command{Actor: systemActor, Reason: "dlq store", Version: version,
 		Body: &raftv1.Command_Dlq{Dlq: batch}}
 	res, err := g.p.commit(context.Background(), cmd)
 	g.count(len(group))
 	applied := resultOf[dlq.Result](res).Batch
 	if err == nil && len(applied) != len(group) {
-		err = fmt.Errorf("dlq: a batch of %d stores applied as %d", len(group), len(applied))
+		err = fmt.Errorf("dlq: a batch of %d commands applied as %d", len(group), len(applied))
 	}
 	for i, it := range group {
 		if err != nil {

@@ -24,7 +24,9 @@ const SchemaVersion = 2
 //
 //	1: the first commands.
 //	2: DLQCommand STORE_BATCH (group commit of stores, proposer_group.go).
-const CommandVersion = 2
+//	3: DLQCommand BATCH (group commit of stores and replay completions,
+//	   replay leases taken several at a time).
+const CommandVersion = 3
 
 // Buckets owned by the server itself.
 var (

@@ -41,8 +41,10 @@ type Change struct {
 	Action  string
 	Target  string
 	Actor   string
-	Before  any
-	After   any
+	// Reason is a batch item's own reason; "" is the command's.
+	Reason string
+	Before any
+	After  any
 }
 
 // Applied is what the dispatcher hands back for one applied command: its

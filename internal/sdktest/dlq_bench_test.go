@@ -193,10 +193,13 @@ func raftSample(sink *metrics.InmemSink, key string) (sum float64, count int) {
 
 // BenchmarkDLQReplay: N PENDING entries on a 3-node cluster replayed by 1
 // or 4 SDK workers whose handler succeeds at once; one op is one entry
-// going PENDING → REPLAYING → RESOLVED (two Raft writes).
+// going PENDING → REPLAYING → RESOLVED. With batch=1 a worker leases one
+// entry per call (two Raft writes per entry); with batch=16 it leases up to
+// 16 in one call (one entry) and their completions are committed together.
 func BenchmarkDLQReplay(b *testing.B) {
-	for _, workers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+	for _, tc := range []struct{ workers, batch int }{{1, 1}, {4, 1}, {4, 16}} {
+		workers := tc.workers
+		b.Run(fmt.Sprintf("workers=%d/batch=%d", tc.workers, tc.batch), func(b *testing.B) {
 			c := testcluster.New(b, 3)
 			client := pb.NewDLQServiceClient(benchConn(b, c.Leader().GRPCAddr))
 			for i := 0; i < b.N; i++ {
@@ -213,7 +216,7 @@ func BenchmarkDLQReplay(b *testing.B) {
 				}
 				defer cl.Close()
 				cl.DLQ().HandleReplay("payment", func(context.Context, *baldur.Entry, string) error { done.Add(1); return nil },
-					baldur.WithReplayPoll(5*time.Millisecond))
+					baldur.WithReplayPoll(5*time.Millisecond), baldur.WithReplayBatch(tc.batch))
 			}
 			for {
 				st, err := client.GetStats(b.Context(), &pb.GetDLQStatsRequest{Consistency: "stale"})

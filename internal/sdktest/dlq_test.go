@@ -7,6 +7,7 @@ import (
 	"math"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,6 +160,59 @@ func TestReplayWorkersRetryEscalateAndTakeOver(t *testing.T) {
 	e = waitStatus(t, admin, slow, "RESOLVED", 20*time.Second)
 	if e.RetryCount != 2 || replayedBy.Load() != fmt.Sprintf("slow:%s:2", slow) {
 		t.Fatalf("takeover: %v, key %v", e, replayedBy.Load())
+	}
+}
+
+// A worker leasing in batches replays every entry exactly once (twice for
+// those that fail once), running a batch's handlers concurrently.
+func TestReplayWorkersLeaseInBatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	producer := dialSDK(t, endpoints(c), baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, c.Leader().GRPCAddr)
+	ids := map[string]bool{}
+	for range 40 {
+		ids[storeEntry(t, producer, "bulk")] = true
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	inFlight, peak := 0, 0
+	for w := range 1 { // one worker: concurrency can only come from its batches
+		worker := dialSDK(t, endpoints(c), baldur.WithInstanceID(fmt.Sprintf("batch-%d", w)), baldur.WithSpoolDir(t.TempDir(), 100))
+		worker.DLQ().HandleReplay("bulk", func(ctx context.Context, e *baldur.Entry, key string) error {
+			mu.Lock()
+			calls[e.Id]++
+			first := calls[e.Id] == 1
+			inFlight++
+			peak = max(peak, inFlight)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			if first && strings.HasSuffix(e.Id, "7") {
+				return errors.New("transient") // fails once, succeeds on the next attempt
+			}
+			return nil
+		}, baldur.WithReplayBatch(8), baldur.WithReplayPoll(20*time.Millisecond))
+	}
+	for id := range ids {
+		e := waitStatus(t, admin, id, "RESOLVED", 20*time.Second)
+		want := 1
+		if strings.HasSuffix(id, "7") {
+			want = 2
+		}
+		mu.Lock()
+		n := calls[id]
+		mu.Unlock()
+		if n != want || int(e.RetryCount) != want {
+			t.Fatalf("entry %s replayed %d times (retry count %d), want %d", id, n, e.RetryCount, want)
+		}
+	}
+	if peak < 3 {
+		t.Fatalf("the handler never ran concurrently (peak %d): batches were not leased", peak)
 	}
 }
 

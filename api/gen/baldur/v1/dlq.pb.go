@@ -877,7 +877,10 @@ type AcquireReplayRequest struct {
 	Domains []string               `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
 	Worker  string                 `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
 	// Replay lease; default 30s (5s..10m).
-	Lease         *durationpb.Duration `protobuf:"bytes,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	Lease *durationpb.Duration `protobuf:"bytes,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	// Lease up to this many entries at once (default 1, at most 100); they
+	// are leased in one Raft entry.
+	MaxEntries    int32 `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,14 +936,24 @@ func (x *AcquireReplayRequest) GetLease() *durationpb.Duration {
 	return nil
 }
 
+func (x *AcquireReplayRequest) GetMaxEntries() int32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
 type AcquireReplayResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Absent when nothing is replayable (or replay is paused).
+	// The first entry leased; absent when nothing is replayable (or replay
+	// is paused).
 	Entry *DLQEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	// Per-attempt idempotency key: "{domain}:{id}:{retry_count}".
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Why nothing was handed out: empty, "paused: emergency LEVEL_2", ...
 	BlockedReason string `protobuf:"bytes,3,opt,name=blocked_reason,json=blockedReason,proto3" json:"blocked_reason,omitempty"`
+	// Every entry leased, the first included (max_entries > 1).
+	Leased        []*LeasedEntry `protobuf:"bytes,4,rep,name=leased,proto3" json:"leased,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -996,6 +1009,66 @@ func (x *AcquireReplayResponse) GetBlockedReason() string {
 	return ""
 }
 
+func (x *AcquireReplayResponse) GetLeased() []*LeasedEntry {
+	if x != nil {
+		return x.Leased
+	}
+	return nil
+}
+
+// LeasedEntry is one entry leased to a replay worker.
+type LeasedEntry struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Entry          *DLQEntry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	IdempotencyKey string                 `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LeasedEntry) Reset() {
+	*x = LeasedEntry{}
+	mi := &file_baldur_v1_dlq_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeasedEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeasedEntry) ProtoMessage() {}
+
+func (x *LeasedEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_dlq_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeasedEntry.ProtoReflect.Descriptor instead.
+func (*LeasedEntry) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LeasedEntry) GetEntry() *DLQEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *LeasedEntry) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type CompleteReplayRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1008,7 +1081,7 @@ type CompleteReplayRequest struct {
 
 func (x *CompleteReplayRequest) Reset() {
 	*x = CompleteReplayRequest{}
-	mi := &file_baldur_v1_dlq_proto_msgTypes[13]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1093,7 @@ func (x *CompleteReplayRequest) String() string {
 func (*CompleteReplayRequest) ProtoMessage() {}
 
 func (x *CompleteReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_v1_dlq_proto_msgTypes[13]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1106,7 @@ func (x *CompleteReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteReplayRequest.ProtoReflect.Descriptor instead.
 func (*CompleteReplayRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{13}
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CompleteReplayRequest) GetId() string {
@@ -1086,7 +1159,7 @@ type ReplayBatchRequest struct {
 
 func (x *ReplayBatchRequest) Reset() {
 	*x = ReplayBatchRequest{}
-	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1171,7 @@ func (x *ReplayBatchRequest) String() string {
 func (*ReplayBatchRequest) ProtoMessage() {}
 
 func (x *ReplayBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_v1_dlq_proto_msgTypes[14]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1184,7 @@ func (x *ReplayBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayBatchRequest.ProtoReflect.Descriptor instead.
 func (*ReplayBatchRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{14}
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReplayBatchRequest) GetDomain() string {
@@ -1189,7 +1262,7 @@ type ReplayBatchProgress struct {
 
 func (x *ReplayBatchProgress) Reset() {
 	*x = ReplayBatchProgress{}
-	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1274,7 @@ func (x *ReplayBatchProgress) String() string {
 func (*ReplayBatchProgress) ProtoMessage() {}
 
 func (x *ReplayBatchProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_v1_dlq_proto_msgTypes[15]
+	mi := &file_baldur_v1_dlq_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1287,7 @@ func (x *ReplayBatchProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayBatchProgress.ProtoReflect.Descriptor instead.
 func (*ReplayBatchProgress) Descriptor() ([]byte, []int) {
-	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{15}
+	return file_baldur_v1_dlq_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReplayBatchProgress) GetBatch() int32 {
@@ -1379,15 +1452,21 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +
 	"\rByDomainEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"y\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9a\x01\n" +
 	"\x14AcquireReplayRequest\x12\x18\n" +
 	"\adomains\x18\x01 \x03(\tR\adomains\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12/\n" +
-	"\x05lease\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"\x92\x01\n" +
+	"\x05lease\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\x1f\n" +
+	"\vmax_entries\x18\x04 \x01(\x05R\n" +
+	"maxEntries\"\xc2\x01\n" +
 	"\x15AcquireReplayResponse\x12)\n" +
 	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12%\n" +
-	"\x0eblocked_reason\x18\x03 \x01(\tR\rblockedReason\"m\n" +
+	"\x0eblocked_reason\x18\x03 \x01(\tR\rblockedReason\x12.\n" +
+	"\x06leased\x18\x04 \x03(\v2\x16.baldur.v1.LeasedEntryR\x06leased\"a\n" +
+	"\vLeasedEntry\x12)\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\x12'\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"m\n" +
 	"\x15CompleteReplayRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\x18\n" +
@@ -1442,7 +1521,7 @@ func file_baldur_v1_dlq_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_dlq_proto_rawDescData
 }
 
-var file_baldur_v1_dlq_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_baldur_v1_dlq_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_baldur_v1_dlq_proto_goTypes = []any{
 	(*DLQEntry)(nil),              // 0: baldur.v1.DLQEntry
 	(*StoreEntryRequest)(nil),     // 1: baldur.v1.StoreEntryRequest
@@ -1457,63 +1536,66 @@ var file_baldur_v1_dlq_proto_goTypes = []any{
 	(*DLQStats)(nil),              // 10: baldur.v1.DLQStats
 	(*AcquireReplayRequest)(nil),  // 11: baldur.v1.AcquireReplayRequest
 	(*AcquireReplayResponse)(nil), // 12: baldur.v1.AcquireReplayResponse
-	(*CompleteReplayRequest)(nil), // 13: baldur.v1.CompleteReplayRequest
-	(*ReplayBatchRequest)(nil),    // 14: baldur.v1.ReplayBatchRequest
-	(*ReplayBatchProgress)(nil),   // 15: baldur.v1.ReplayBatchProgress
-	nil,                           // 16: baldur.v1.DLQEntry.MetadataEntry
-	nil,                           // 17: baldur.v1.DLQStats.ByStatusEntry
-	nil,                           // 18: baldur.v1.DLQStats.ByDomainEntry
-	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*LeasedEntry)(nil),           // 13: baldur.v1.LeasedEntry
+	(*CompleteReplayRequest)(nil), // 14: baldur.v1.CompleteReplayRequest
+	(*ReplayBatchRequest)(nil),    // 15: baldur.v1.ReplayBatchRequest
+	(*ReplayBatchProgress)(nil),   // 16: baldur.v1.ReplayBatchProgress
+	nil,                           // 17: baldur.v1.DLQEntry.MetadataEntry
+	nil,                           // 18: baldur.v1.DLQStats.ByStatusEntry
+	nil,                           // 19: baldur.v1.DLQStats.ByDomainEntry
+	(*structpb.Struct)(nil),       // 20: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
 }
 var file_baldur_v1_dlq_proto_depIdxs = []int32{
-	19, // 0: baldur.v1.DLQEntry.request_data:type_name -> google.protobuf.Struct
-	19, // 1: baldur.v1.DLQEntry.snapshot_data:type_name -> google.protobuf.Struct
-	19, // 2: baldur.v1.DLQEntry.response_data:type_name -> google.protobuf.Struct
-	16, // 3: baldur.v1.DLQEntry.metadata:type_name -> baldur.v1.DLQEntry.MetadataEntry
-	20, // 4: baldur.v1.DLQEntry.last_retry_at:type_name -> google.protobuf.Timestamp
-	20, // 5: baldur.v1.DLQEntry.resolved_at:type_name -> google.protobuf.Timestamp
-	20, // 6: baldur.v1.DLQEntry.created_at:type_name -> google.protobuf.Timestamp
-	20, // 7: baldur.v1.DLQEntry.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 8: baldur.v1.DLQEntry.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 9: baldur.v1.DLQEntry.replay_lease_until:type_name -> google.protobuf.Timestamp
+	20, // 0: baldur.v1.DLQEntry.request_data:type_name -> google.protobuf.Struct
+	20, // 1: baldur.v1.DLQEntry.snapshot_data:type_name -> google.protobuf.Struct
+	20, // 2: baldur.v1.DLQEntry.response_data:type_name -> google.protobuf.Struct
+	17, // 3: baldur.v1.DLQEntry.metadata:type_name -> baldur.v1.DLQEntry.MetadataEntry
+	21, // 4: baldur.v1.DLQEntry.last_retry_at:type_name -> google.protobuf.Timestamp
+	21, // 5: baldur.v1.DLQEntry.resolved_at:type_name -> google.protobuf.Timestamp
+	21, // 6: baldur.v1.DLQEntry.created_at:type_name -> google.protobuf.Timestamp
+	21, // 7: baldur.v1.DLQEntry.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 8: baldur.v1.DLQEntry.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 9: baldur.v1.DLQEntry.replay_lease_until:type_name -> google.protobuf.Timestamp
 	0,  // 10: baldur.v1.StoreEntryRequest.entry:type_name -> baldur.v1.DLQEntry
 	0,  // 11: baldur.v1.StoreEntryResponse.entry:type_name -> baldur.v1.DLQEntry
 	0,  // 12: baldur.v1.ListEntriesResponse.entries:type_name -> baldur.v1.DLQEntry
-	21, // 13: baldur.v1.PurgeRequest.older_than:type_name -> google.protobuf.Duration
-	17, // 14: baldur.v1.DLQStats.by_status:type_name -> baldur.v1.DLQStats.ByStatusEntry
-	18, // 15: baldur.v1.DLQStats.by_domain:type_name -> baldur.v1.DLQStats.ByDomainEntry
-	21, // 16: baldur.v1.AcquireReplayRequest.lease:type_name -> google.protobuf.Duration
+	22, // 13: baldur.v1.PurgeRequest.older_than:type_name -> google.protobuf.Duration
+	18, // 14: baldur.v1.DLQStats.by_status:type_name -> baldur.v1.DLQStats.ByStatusEntry
+	19, // 15: baldur.v1.DLQStats.by_domain:type_name -> baldur.v1.DLQStats.ByDomainEntry
+	22, // 16: baldur.v1.AcquireReplayRequest.lease:type_name -> google.protobuf.Duration
 	0,  // 17: baldur.v1.AcquireReplayResponse.entry:type_name -> baldur.v1.DLQEntry
-	21, // 18: baldur.v1.ReplayBatchRequest.batch_timeout:type_name -> google.protobuf.Duration
-	1,  // 19: baldur.v1.DLQService.StoreEntry:input_type -> baldur.v1.StoreEntryRequest
-	3,  // 20: baldur.v1.DLQService.ListEntries:input_type -> baldur.v1.ListEntriesRequest
-	5,  // 21: baldur.v1.DLQService.GetEntry:input_type -> baldur.v1.GetEntryRequest
-	6,  // 22: baldur.v1.DLQService.ReplayEntry:input_type -> baldur.v1.EntryActionRequest
-	6,  // 23: baldur.v1.DLQService.ResolveEntry:input_type -> baldur.v1.EntryActionRequest
-	6,  // 24: baldur.v1.DLQService.RedriveEntry:input_type -> baldur.v1.EntryActionRequest
-	7,  // 25: baldur.v1.DLQService.Purge:input_type -> baldur.v1.PurgeRequest
-	9,  // 26: baldur.v1.DLQService.GetStats:input_type -> baldur.v1.GetDLQStatsRequest
-	11, // 27: baldur.v1.DLQService.AcquireReplay:input_type -> baldur.v1.AcquireReplayRequest
-	14, // 28: baldur.v1.DLQService.ReplayBatch:input_type -> baldur.v1.ReplayBatchRequest
-	13, // 29: baldur.v1.DLQService.CompleteReplay:input_type -> baldur.v1.CompleteReplayRequest
-	2,  // 30: baldur.v1.DLQService.StoreEntry:output_type -> baldur.v1.StoreEntryResponse
-	4,  // 31: baldur.v1.DLQService.ListEntries:output_type -> baldur.v1.ListEntriesResponse
-	0,  // 32: baldur.v1.DLQService.GetEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 33: baldur.v1.DLQService.ReplayEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 34: baldur.v1.DLQService.ResolveEntry:output_type -> baldur.v1.DLQEntry
-	0,  // 35: baldur.v1.DLQService.RedriveEntry:output_type -> baldur.v1.DLQEntry
-	8,  // 36: baldur.v1.DLQService.Purge:output_type -> baldur.v1.PurgeResponse
-	10, // 37: baldur.v1.DLQService.GetStats:output_type -> baldur.v1.DLQStats
-	12, // 38: baldur.v1.DLQService.AcquireReplay:output_type -> baldur.v1.AcquireReplayResponse
-	15, // 39: baldur.v1.DLQService.ReplayBatch:output_type -> baldur.v1.ReplayBatchProgress
-	0,  // 40: baldur.v1.DLQService.CompleteReplay:output_type -> baldur.v1.DLQEntry
-	30, // [30:41] is the sub-list for method output_type
-	19, // [19:30] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	13, // 18: baldur.v1.AcquireReplayResponse.leased:type_name -> baldur.v1.LeasedEntry
+	0,  // 19: baldur.v1.LeasedEntry.entry:type_name -> baldur.v1.DLQEntry
+	22, // 20: baldur.v1.ReplayBatchRequest.batch_timeout:type_name -> google.protobuf.Duration
+	1,  // 21: baldur.v1.DLQService.StoreEntry:input_type -> baldur.v1.StoreEntryRequest
+	3,  // 22: baldur.v1.DLQService.ListEntries:input_type -> baldur.v1.ListEntriesRequest
+	5,  // 23: baldur.v1.DLQService.GetEntry:input_type -> baldur.v1.GetEntryRequest
+	6,  // 24: baldur.v1.DLQService.ReplayEntry:input_type -> baldur.v1.EntryActionRequest
+	6,  // 25: baldur.v1.DLQService.ResolveEntry:input_type -> baldur.v1.EntryActionRequest
+	6,  // 26: baldur.v1.DLQService.RedriveEntry:input_type -> baldur.v1.EntryActionRequest
+	7,  // 27: baldur.v1.DLQService.Purge:input_type -> baldur.v1.PurgeRequest
+	9,  // 28: baldur.v1.DLQService.GetStats:input_type -> baldur.v1.GetDLQStatsRequest
+	11, // 29: baldur.v1.DLQService.AcquireReplay:input_type -> baldur.v1.AcquireReplayRequest
+	15, // 30: baldur.v1.DLQService.ReplayBatch:input_type -> baldur.v1.ReplayBatchRequest
+	14, // 31: baldur.v1.DLQService.CompleteReplay:input_type -> baldur.v1.CompleteReplayRequest
+	2,  // 32: baldur.v1.DLQService.StoreEntry:output_type -> baldur.v1.StoreEntryResponse
+	4,  // 33: baldur.v1.DLQService.ListEntries:output_type -> baldur.v1.ListEntriesResponse
+	0,  // 34: baldur.v1.DLQService.GetEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 35: baldur.v1.DLQService.ReplayEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 36: baldur.v1.DLQService.ResolveEntry:output_type -> baldur.v1.DLQEntry
+	0,  // 37: baldur.v1.DLQService.RedriveEntry:output_type -> baldur.v1.DLQEntry
+	8,  // 38: baldur.v1.DLQService.Purge:output_type -> baldur.v1.PurgeResponse
+	10, // 39: baldur.v1.DLQService.GetStats:output_type -> baldur.v1.DLQStats
+	12, // 40: baldur.v1.DLQService.AcquireReplay:output_type -> baldur.v1.AcquireReplayResponse
+	16, // 41: baldur.v1.DLQService.ReplayBatch:output_type -> baldur.v1.ReplayBatchProgress
+	0,  // 42: baldur.v1.DLQService.CompleteReplay:output_type -> baldur.v1.DLQEntry
+	32, // [32:43] is the sub-list for method output_type
+	21, // [21:32] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_dlq_proto_init() }
@@ -1528,7 +1610,7 @@ func file_baldur_v1_dlq_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_dlq_proto_rawDesc), len(file_baldur_v1_dlq_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -182,6 +182,7 @@ const (
 	DLQCommand_PURGE          DLQCommand_Op = 9  // ARCHIVED entries (ids, or older than)
 	DLQCommand_REPLAY         DLQCommand_Op = 10 // operator: make an entry replayable now (manual retry)
 	DLQCommand_STORE_BATCH    DLQCommand_Op = 11 // leader: several STOREs in one entry (command version 2)
+	DLQCommand_BATCH          DLQCommand_Op = 12 // leader: several commands (STORE, ACQUIRE, COMPLETE, ...) in one
 )
 
 // Enum value maps for DLQCommand_Op.
@@ -199,6 +200,7 @@ var (
 		9:  "PURGE",
 		10: "REPLAY",
 		11: "STORE_BATCH",
+		12: "BATCH",
 	}
 	DLQCommand_Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -213,6 +215,7 @@ var (
 		"PURGE":          9,
 		"REPLAY":         10,
 		"STORE_BATCH":    11,
+		"BATCH":          12,
 	}
 )
 
@@ -1384,12 +1387,13 @@ type DLQCommand struct {
 	// for the command's time (dlq.EncodeForStore).
 	Domain      string `protobuf:"bytes,15,opt,name=domain,proto3" json:"domain,omitempty"`
 	FailureType string `protobuf:"bytes,16,opt,name=failure_type,json=failureType,proto3" json:"failure_type,omitempty"`
-	// STORE_BATCH: the stores, each built by dlq.StoreCommand and carrying
-	// its caller (audited per store) and the time it was built for (its
-	// created_at; the batch entry has a time of its own).
+	// STORE_BATCH and BATCH: the commands, each carrying its caller (audited
+	// per command), the time it was built for (a store's created_at; the
+	// batch entry has a time of its own) and, in a BATCH, its reason.
 	Stores        []*DLQCommand `protobuf:"bytes,17,rep,name=stores,proto3" json:"stores,omitempty"`
 	Actor         string        `protobuf:"bytes,18,opt,name=actor,proto3" json:"actor,omitempty"`
 	TimeUnixNano  int64         `protobuf:"varint,19,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Reason        string        `protobuf:"bytes,20,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1555,6 +1559,13 @@ func (x *DLQCommand) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *DLQCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // AuditNote records an operation that changes state outside the log (a
@@ -2009,7 +2020,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tJOB_START\x10\t\x12\x0e\n" +
 	"\n" +
 	"JOB_FINISH\x10\n" +
-	"\"\xbe\x06\n" +
+	"\"\xe1\x06\n" +
 	"\n" +
 	"DLQCommand\x12-\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1d.baldur.raft.v1.DLQCommand.OpR\x02op\x12\x0e\n" +
@@ -2033,7 +2044,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\ffailure_type\x18\x10 \x01(\tR\vfailureType\x122\n" +
 	"\x06stores\x18\x11 \x03(\v2\x1a.baldur.raft.v1.DLQCommandR\x06stores\x12\x14\n" +
 	"\x05actor\x18\x12 \x01(\tR\x05actor\x12$\n" +
-	"\x0etime_unix_nano\x18\x13 \x01(\x03R\ftimeUnixNano\"\xac\x01\n" +
+	"\x0etime_unix_nano\x18\x13 \x01(\x03R\ftimeUnixNano\x12\x16\n" +
+	"\x06reason\x18\x14 \x01(\tR\x06reason\"\xb7\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05STORE\x10\x01\x12\v\n" +
@@ -2049,7 +2061,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x06REPLAY\x10\n" +
 	"\x12\x0f\n" +
-	"\vSTORE_BATCH\x10\v\"S\n" +
+	"\vSTORE_BATCH\x10\v\x12\t\n" +
+	"\x05BATCH\x10\f\"S\n" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
