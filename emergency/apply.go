@@ -85,14 +85,18 @@ func record(kv fsm.KV, m fsm.Meta, scope, action string, from, to Level) {
 	var key [8]byte
 	binary.BigEndian.PutUint64(key[:], m.Index)
 	kv.Put(BucketHistory, key[:], marshal(Change{Revision: m.Index, Time: m.Time, Scope: scope, Action: action, From: from, To: to, Actor: m.Actor, Reason: m.Reason}))
-	// Keep the newest MaxHistory entries.
-	var keys [][]byte
-	kv.Scan(BucketHistory, nil, false, func(k, _ []byte) bool {
-		keys = append(keys, append([]byte(nil), k...))
+	// Keep the newest MaxHistory entries: walk from the newest and copy
+	// only the keys past them (usually one).
+	n := 0
+	var old [][]byte
+	kv.Scan(BucketHistory, nil, true, func(k, _ []byte) bool {
+		if n++; n > MaxHistory {
+			old = append(old, append([]byte(nil), k...))
+		}
 		return true
 	})
-	for i := 0; i < len(keys)-MaxHistory; i++ {
-		kv.Delete(BucketHistory, keys[i])
+	for _, k := range old {
+		kv.Delete(BucketHistory, k)
 	}
 }
 

@@ -23,6 +23,25 @@ func MetricSum(t testing.TB, httpAddr, name string) (sum, count float64) {
 	return sum, count
 }
 
+// MetricTotals is MetricSum over every label set of a summary or
+// histogram (say, one per peer).
+func MetricTotals(t testing.TB, httpAddr, name string) (sum, count float64) {
+	t.Helper()
+	scrape(t, httpAddr, func(line string) {
+		for suffix, dst := range map[string]*float64{"_sum": &sum, "_count": &count} {
+			rest, ok := strings.CutPrefix(line, name+suffix)
+			if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			if i := strings.LastIndexByte(rest, ' '); i >= 0 {
+				v, _ := strconv.ParseFloat(rest[i+1:], 64)
+				*dst += v
+			}
+		}
+	})
+	return sum, count
+}
+
 // MetricValue reads an unlabelled counter or gauge from a node's /metrics
 // (0 when the series is absent).
 func MetricValue(t testing.TB, httpAddr, name string) (value float64) {

@@ -178,10 +178,11 @@ type Breaker struct {
 	probeSuccesses, probeFailures atomic.Int64
 	wouldReject                   atomic.Int64
 	blockedOpen, blockedHalfOpen  atomic.Uint64 // since creation
+	calls                         *callStats    // Protect's counters for this name
 }
 
 func newBreaker(c *Client, name string) *Breaker {
-	b := &Breaker{name: name, c: c}
+	b := &Breaker{name: name, c: c, calls: c.calls.of(name)}
 	lp := defaultLocalPolicy()
 	b.lastLocalPolicy.Store(lp)
 	b.local.ring.Store(newRing(lp.windowSize))

@@ -209,16 +209,20 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	}
 	start := time.Now()
 	res := Result[T]{}
-	st := c.calls.of(name)
 	var b *Breaker
+	var st *callStats
 	if !cfg.noBreak && !c.killSwitch.Load() {
 		b = c.Breaker(name)
+		st = b.calls
 		if err := b.Allow(); err != nil {
 			res.Outcome, res.Err = OutcomeRejected, err
 			res = finish(ctx, cfg, res, start)
 			st.call(res.Outcome, res.Attempts, res.Duration)
 			return res
 		}
+	}
+	if st == nil {
+		st = c.calls.of(name)
 	}
 	callCtx := ctx
 	if cfg.timeout > 0 {
@@ -242,8 +246,17 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	st.call(res.Outcome, res.Attempts, res.Duration)
 	// The DLQ sink sees the whole pipeline's outcome: a call the fallback
 	// served is not captured.
+	if cfg.dlq != nil && res.Outcome == OutcomeFailure && cfg.retry != nil {
+		res = captureExhausted(ctx, c, cfg, res)
+	}
+	return res
+}
+
+// captureExhausted stores a call whose retries ran out in the DLQ (its own
+// function, so the success path allocates nothing for it).
+func captureExhausted[T any](ctx context.Context, c *Client, cfg protectConfig[T], res Result[T]) Result[T] {
 	var exhausted *RetryExhaustedError
-	if cfg.dlq != nil && res.Outcome == OutcomeFailure && cfg.retry != nil && errors.As(res.Err, &exhausted) {
+	if errors.As(res.Err, &exhausted) {
 		e := proto.Clone(cfg.dlq).(*Entry)
 		e.Id = NewEntryID()
 		e.FailureType = "MAX_RETRIES_" + errorClass(exhausted.Last)
@@ -335,7 +348,7 @@ func retryAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context
 			return v, attempt, &RetryExhaustedError{Attempts: attempt, Reason: "deadline", Last: err}
 		}
 		st.retryStarted.Add(1)
-		st.retryDelay.observe(d.Seconds())
+		st.retryDelay.observe(int64(d))
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

@@ -2,7 +2,6 @@ package baldur
 
 import (
 	"math"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,28 +30,37 @@ var (
 	delayBounds    = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 )
 
+// histogram counts observations of whole units (attempts, nanoseconds):
+// a bucket add and a sum add, two atomic adds and no lock on the hot path.
+// unit is the size of one observed unit in the exported value (1 for
+// attempts, 1e-9 for nanoseconds exported as seconds).
 type histogram struct {
-	bounds  []float64
+	bounds  []float64 // in exported units
+	limits  []int64   // bounds in observed units
+	unit    float64
 	buckets []atomic.Uint64 // non-cumulative; the last is +Inf
-	sumBits atomic.Uint64
+	sum     atomic.Int64
 }
 
-func newHistogram(bounds []float64) *histogram {
-	return &histogram{bounds: bounds, buckets: make([]atomic.Uint64, len(bounds)+1)}
-}
-
-func (h *histogram) observe(v float64) {
-	h.buckets[sort.SearchFloat64s(h.bounds, v)].Add(1)
-	for {
-		old := h.sumBits.Load()
-		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
-			return
-		}
+func newHistogram(bounds []float64, unit float64) *histogram {
+	h := &histogram{bounds: bounds, unit: unit, buckets: make([]atomic.Uint64, len(bounds)+1)}
+	for _, b := range bounds {
+		h.limits = append(h.limits, int64(math.Round(b/unit)))
 	}
+	return h
+}
+
+func (h *histogram) observe(v int64) {
+	i := 0
+	for i < len(h.limits) && v > h.limits[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sum.Add(v)
 }
 
 func (h *histogram) snapshot() Histogram {
-	out := Histogram{Bounds: h.bounds, Counts: make([]uint64, len(h.bounds)), Sum: math.Float64frombits(h.sumBits.Load())}
+	out := Histogram{Bounds: h.bounds, Counts: make([]uint64, len(h.bounds)), Sum: float64(h.sum.Load()) * h.unit}
 	for i := range h.buckets {
 		out.Count += h.buckets[i].Load()
 		if i < len(h.bounds) {
@@ -105,9 +113,9 @@ type callStats struct {
 }
 
 func newCallStats() *callStats {
-	s := &callStats{retryDelay: newHistogram(delayBounds)}
+	s := &callStats{retryDelay: newHistogram(delayBounds, 1e-9)}
 	for i := range outcomeCount {
-		s.attempts[i], s.duration[i] = newHistogram(attemptBounds), newHistogram(durationBounds)
+		s.attempts[i], s.duration[i] = newHistogram(attemptBounds, 1), newHistogram(durationBounds, 1e-9)
 	}
 	return s
 }
@@ -124,8 +132,8 @@ func (r *callStatsRegistry) of(name string) *callStats {
 }
 
 func (s *callStats) call(o Outcome, attempts int, d time.Duration) {
-	s.attempts[o].observe(float64(attempts))
-	s.duration[o].observe(d.Seconds())
+	s.attempts[o].observe(int64(attempts))
+	s.duration[o].observe(int64(d))
 	if o == OutcomeFallback {
 		s.fallbacks.Add(1)
 	}

@@ -60,8 +60,8 @@ func TestStatsCountProtectRetryAndBreakerOutcomes(t *testing.T) {
 }
 
 func TestHistogramBucketsAreCumulative(t *testing.T) {
-	h := newHistogram([]float64{1, 2, 5})
-	for _, v := range []float64{0.5, 1, 1.5, 4, 9} {
+	h := newHistogram([]float64{1, 2, 5}, 0.5)  // observed in halves
+	for _, v := range []int64{1, 2, 3, 8, 18} { // 0.5, 1, 1.5, 4, 9
 		h.observe(v)
 	}
 	s := h.snapshot()
