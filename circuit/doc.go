@@ -11,9 +11,12 @@
 // leader change. A tripped breaker stays OPEN across leader changes.
 //
 // Change functions validate before their first write and take the leader's
-// time from fsm.Meta; time-driven transitions ([Due]) name what they act on
-// (the OPEN breaker's opened-at revision, the pin revision, the probe
-// window), so a repeated or late proposal is a no-op.
+// time from fsm.Meta. The leader's decisions are here too (leader.go):
+// [Ingest] turns a batch of outcome reports into the commands to propose
+// (register, trip with evidence, probe results), and [Proposals] lists the
+// time-driven transitions due; each names what it acts on (the OPEN
+// breaker's opened-at revision, the pin revision, the probe window), so a
+// repeated or late proposal is a no-op.
 //
 // Imports: the standard library and the internal command protos only.
 package circuit

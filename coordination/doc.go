@@ -13,7 +13,9 @@
 // Elections are leases with candidates: a candidate with a lower priority
 // number wins when several are waiting. Jobs record their schedule and runs
 // so a new scheduler holder keeps the cadence; the leader computes schedule
-// times (cron) and stamps them into the command.
+// times with [Schedule] and [StartCommand] (the cron parser is a [CronNext]
+// the caller passes in) and stamps them into the command. [Proposals] lists
+// the lease expiries the leader proposes.
 //
 // Imports: the standard library and the internal command protos only.
 package coordination

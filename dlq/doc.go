@@ -11,8 +11,14 @@
 //
 // What the leader decides is stamped into the command: the capacity limits
 // and overflow strategy in force, the expiry, the masked and truncated
-// payloads (prepared with [Prepare] before proposing, so the log never
+// payloads (prepared with [Capture] before proposing, so the log never
 // holds unmasked data). The FSM only applies.
+//
+// Files: lifecycle.go holds the lifecycle rules both stores apply
+// ([Transition], [Check]); replay.go what the leader decides around replay
+// ([PauseReason], [ReplayOutcome]); layout.go the bbolt layout the
+// replicated state uses; store.go the [Store] interface, implemented by
+// [Replicated] (replicated.go) and by postgres.Store.
 //
 // Imports: the standard library and the internal command protos only.
 package dlq

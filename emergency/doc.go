@@ -8,9 +8,9 @@
 // else, so every replica computes the same result. A change function
 // validates everything before its first write, so a refused command leaves
 // no trace. Time-driven transitions (expiry, recovery steps) are found by
-// [Due] on the leader and applied by proposing [Expire] or [Step]; both
-// name the activation they act on, which makes late or repeated proposals
-// no-ops.
+// [Proposals] on the leader, which returns the EmergencyExpire and
+// EmergencyStep commands applied by [Expire] and [Step]; both name the
+// activation they act on, which makes late or repeated proposals no-ops.
 //
 // Imports: the standard library and the internal command protos only.
 package emergency

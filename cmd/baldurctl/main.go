@@ -3,6 +3,10 @@
 // circuit (breakers, policies, kill switch), lease, election, job and dlq.
 // Every command takes -o table|json and --addr/--token (BALDUR_ADDR,
 // BALDUR_TOKEN), and fails with a one-line reason. Run `baldurctl --help`.
+//
+// Each request/reply command is one row built by the unary helper
+// (command.go): how to call, how to print, what exit status; only the
+// streaming commands (snapshot save/restore, batch replay) are written out.
 package main
 
 import (

@@ -30,18 +30,33 @@
 //
 // # The other primitives
 //
+// Each primitive has a handle named like the cluster's service:
+// [Client.Circuits], [Client.Emergency], [Client.DLQ], [Client.Leases],
+// [Client.Elections], [Client.Scheduler].
+//
 //   - Dead-letter queue ([Client.DLQ]): [DLQ.Store] with a bounded durable
 //     spool (delivered in order, deduplicated by the client-chosen id) and
-//     [DLQ.HandleReplay] workers that lease entries and report outcomes;
-//     [WithDLQ] stores a Protect call's final failure. See docs/dlq.md.
+//     [DLQ.HandleReplay] workers that lease entries (one at a time, or a
+//     batch with [WithReplayBatch]) and report outcomes; [WithDLQ] stores a
+//     Protect call's final failure. See docs/dlq.md.
 //   - Fenced leases ([Client.Leases]): acquire, keep alive, revoke; the
 //     fencing token is the grant's Raft index (package pgfence checks it in
-//     PostgreSQL). Elections ([Client.Elect], [Client.Resign],
-//     [Client.Leader], [Client.Observe]) and the fleet job scheduler
-//     ([Client.Scheduler]: each run of a declared job claimed by exactly one
-//     live instance). See docs/coordination.md.
+//     PostgreSQL). Elections ([Client.Elections]; shorthands [Client.Elect],
+//     [Client.Resign], [Client.Leader], [Client.Observe]) and the fleet job
+//     scheduler ([Client.Scheduler]: each run of a declared job claimed by
+//     exactly one live instance). See docs/coordination.md.
 //   - Integrations: [RoundTripper] and [UnaryClientInterceptor] put an HTTP
 //     client or a gRPC connection behind a breaker.
+//
+// # Observability
+//
+// [Client.Stats] returns what this process counted: by name, protected
+// calls by outcome with their attempts and durations, retries, and
+// breaker rejections (what Baldur's baldur_protect_*, baldur_retry_* and
+// baldur_circuit_breaker_* series count), plus the link to the cluster.
+// Counting costs two atomic adds per histogram; nothing is registered
+// anywhere. The optional module github.com/baldurhq/baldurd/sdk/go/baldurprom
+// exports it to Prometheus under Baldur's names.
 //
 // # Module
 //
