@@ -17,7 +17,9 @@ func TestStoreLeasesSeveralAndAuditsOperatorActions(t *testing.T) {
 	ctx := context.Background()
 	var audited []string
 	s := &postgres.Store{DB: d, Limits: dlq.DefaultLimits(), Now: func() time.Time { return t0.Add(time.Minute) },
-		Audit: func(_ context.Context, c dlq.Caller, action, target string) { audited = append(audited, action+" "+target+" by "+c.Actor) }}
+		Audit: func(_ context.Context, c dlq.Caller, action, target string) {
+			audited = append(audited, action+" "+target+" by "+c.Actor)
+		}}
 	for _, id := range []string{"a1", "a2", "a3"} {
 		if _, _, err := s.Store(ctx, dlq.Caller{Actor: "app"}, entry(id, "payment")); err != nil {
 			t.Fatal(err)
