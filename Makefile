@@ -49,6 +49,7 @@ test-short: ## Unit tests only
 fuzz-seed: ## Run each fuzz target briefly beyond its seed corpus
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeCommand -fuzztime=10s ./server
 	$(GO) test -run='^$$' -fuzz=FuzzRESTDecode -fuzztime=10s ./server
+	$(GO) test -run='^$$' -fuzz=FuzzInternalApply -fuzztime=10s ./server
 
 .PHONY: proto
 proto: ## Regenerate api/gen and the OpenAPI document from api/proto (needs protoc)

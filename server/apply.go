@@ -109,7 +109,7 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	m := fsm.Meta{Index: index, Time: time.Unix(0, cmd.TimeUnixNano).UTC(), Actor: cmd.Actor, Reason: cmd.Reason}
 	a.commands = true
 	a.touched |= topicOf(cmd)
-	h, ok := handlers[reflect.TypeOf(cmd.Body)]
+	h, ok := handlers[bodyTypeOf(cmd)]
 	if !ok {
 		panic(fmt.Sprintf("server: command body %T has no handler", cmd.Body))
 	}
@@ -206,6 +206,9 @@ var handlers = map[reflect.Type]handler{
 		return fsm.Applied{Change: fsm.Change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}}, nil
 	},
 }
+
+// bodyTypeOf is the dispatch key of cmd's body.
+func bodyTypeOf(cmd *raftv1.Command) reflect.Type { return reflect.TypeOf(cmd.Body) }
 
 // bodyType is the dynamic type of a Command body B (*B).
 func bodyType[B any]() reflect.Type { return reflect.TypeFor[*B]() }

@@ -184,6 +184,11 @@ func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServ
 	if s.auth.unauthMethods[info.FullMethod] {
 		return handler(ctx, req)
 	}
+	if strings.HasPrefix(info.FullMethod, internalPrefix) {
+		if err := s.checkPeer(ctx); err != nil {
+			return nil, err
+		}
+	}
 	id, err := s.auth.resolve(ctx)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -62,6 +63,10 @@ type Config struct {
 	// DLQStore is "raft" (default) or "postgres" (PostgresDSN).
 	DLQStore    string
 	PostgresDSN string
+
+	// CORSOrigins are the browser origins ("https://console.example.com")
+	// whose pages may call the REST API; none by default.
+	CORSOrigins []string
 
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
@@ -149,6 +154,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN for --dlq-store=postgres")
 	d := &c.DLQ
@@ -396,5 +402,32 @@ func (b breakerMap) Set(s string) error {
 		out[d] = append(out[d], strings.Split(bs, "|")...)
 	}
 	*b.m = out
+	return nil
+}
+
+// originList is --cors-origins: comma-separated origins, each
+// scheme://host[:port] without a path.
+type originList struct{ v *[]string }
+
+func (o originList) String() string {
+	if o.v == nil {
+		return ""
+	}
+	return strings.Join(*o.v, ",")
+}
+
+func (o originList) Set(s string) error {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		u, err := url.Parse(part)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("%q: want an origin such as https://console.example.com", part)
+		}
+		out = append(out, u.Scheme+"://"+u.Host)
+	}
+	*o.v = out
 	return nil
 }

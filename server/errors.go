@@ -60,6 +60,7 @@ var errorTable = []errorMapping{
 	{errUpgradePending, codes.FailedPrecondition, "CLUSTER_UPGRADE_PENDING"},
 	{errUndecodable, codes.InvalidArgument, "INVALID_COMMAND"},
 	{errUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED"},
+	{errNotPeer, codes.PermissionDenied, "PEERS_ONLY"},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED"},
 	{context.Canceled, codes.Canceled, "CANCELED"},
 }

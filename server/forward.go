@@ -179,6 +179,9 @@ func (i *internalService) Apply(ctx context.Context, req *raftv1.ApplyRequest) (
 	if err := proto.Unmarshal(req.Command, cmd); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUndecodable, err)
 	}
+	if err := forwardable(cmd); err != nil {
+		return nil, err
+	}
 	// The actor is whoever this node authenticated, never what the sender claims.
 	cmd.Actor = identityFrom(ctx).Name
 	// So is the time: the leader stamps it when it commits.

@@ -60,15 +60,21 @@ func upperSnake(s string) string {
 	return strings.ToUpper(b.String())
 }
 
-func writeHTTPError(w http.ResponseWriter, err error) {
+func writeHTTPError(w http.ResponseWriter, err error) { writeHTTPStatus(w, 0, err) }
+
+// writeHTTPStatus writes err as the REST error body with HTTP status code
+// (0: the one its gRPC code and reason map to).
+func writeHTTPStatus(w http.ResponseWriter, code int, err error) {
 	st, ok := status.FromError(err)
 	if !ok {
 		st = status.New(codes.Unknown, err.Error())
 	}
 	reason := statusReason(st.Err())
-	code := runtime.HTTPStatusFromCode(st.Code())
-	if o, ok := httpOverride[reason]; ok {
-		code = o
+	if code == 0 {
+		code = runtime.HTTPStatusFromCode(st.Code())
+		if o, ok := httpOverride[reason]; ok {
+			code = o
+		}
 	}
 	field := statusField(st)
 	if field == "" && st.Code() == codes.InvalidArgument {
@@ -155,6 +161,9 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler()),
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		// gRPC response metadata stays inside: no Grpc-Metadata-* headers.
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterClusterServiceHandler, gw.RegisterEmergencyServiceHandler, gw.RegisterAuditServiceHandler,
@@ -191,7 +200,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		gwmux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
 	})
-	return mux, nil
+	return browserSafe(mux, s.cfg.CORSOrigins), nil
 }
 
 // readyz is 200 only when a leader is known and this node has applied

@@ -100,6 +100,9 @@ func (p *proposer) local(ctx context.Context, cmd *raftv1.Command) (applyResult,
 // commit stamps the leader's time (unless the command carries one) and
 // appends cmd to the log. It is the only caller of Store.Apply.
 func (p *proposer) commit(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
+	if err := validCommand(cmd); err != nil {
+		return applyResult{}, err
+	}
 	if err := p.s.checkCommandVersion(cmd.Version); err != nil {
 		return applyResult{}, err
 	}

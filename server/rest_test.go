@@ -23,11 +23,28 @@ type restClient struct {
 
 func (r restClient) do(method, path, body string) (int, map[string]any) {
 	r.t.Helper()
+	contentType := "application/json"
+	if strings.HasSuffix(path, "/snapshot:restore") {
+		contentType = "application/octet-stream"
+	}
+	code, _, out := r.doAs(method, path, contentType, body, nil)
+	return code, out
+}
+
+// doAs sends a request with the given Content-Type ("" for none) and extra
+// headers, and returns the status, headers and JSON body.
+func (r restClient) doAs(method, path, contentType, body string, headers map[string]string) (int, http.Header, map[string]any) {
+	r.t.Helper()
 	req, err := http.NewRequest(method, r.base+path, strings.NewReader(body))
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		r.t.Fatalf("%s %s: %v", method, path, err)
@@ -38,7 +55,7 @@ func (r restClient) do(method, path, body string) (int, map[string]any) {
 	if len(bytes.TrimSpace(raw)) > 0 && json.Unmarshal(raw, &out) != nil {
 		out = map[string]any{"raw": string(raw)}
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, resp.Header, out
 }
 
 func dig(m map[string]any, path ...string) any {

@@ -237,6 +237,7 @@ func TestCLICoordination(t *testing.T) {
 	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
 	r := func(method, path, body string) map[string]any {
 		req, _ := http.NewRequest(method, "http://"+c.Nodes[0].HTTPAddr+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
