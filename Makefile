@@ -22,7 +22,7 @@ run: build ## Build and start a single-node dev server (baldurd --dev)
 	$(BIN)/baldurd --dev
 
 .PHONY: cluster
-cluster: build ## Start a 3-node loopback cluster in the foreground (Ctrl-C stops it)
+cluster: build ## Start a 3-node loopback cluster in the foreground (Ctrl-C stops it; TLS=1 for mutual TLS)
 	./scripts/cluster.sh
 
 .PHONY: test

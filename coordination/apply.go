@@ -220,7 +220,7 @@ func acquire(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, erro
 		putResource(kv, r)
 		return Result{Change: fsm.Change{Changed: true, Action: "candidate_registered", Target: "election/" + r.Name, After: r.Candidates}}, nil
 	}
-	l := &Lease{ID: m.Index, Name: r.Name, Holder: c.GetHolder(), FencingToken: m.Index, TTL: ttl, GrantedAt: m.Time, ExpiresAt: m.Time.Add(ttl), Priority: prio}
+	l := &Lease{ID: m.Index, Name: r.Name, Holder: c.GetHolder(), FencingToken: m.Index, TTL: ttl, GrantedAt: m.Time, ExpiresAt: m.Time.Add(ttl), Priority: prio, Owner: m.Actor}
 	var before any
 	if orig.Lease != nil {
 		before = *orig.Lease
@@ -242,13 +242,22 @@ func CheckKeepAlive(r Resource, id uint64, now time.Time) error {
 	return nil
 }
 
-// CheckRevoke reports why lease id of r cannot be revoked by holder.
-func CheckRevoke(r Resource, id uint64, holder string, force bool) error {
+// CheckRevoke reports why lease id of r cannot be revoked by holder,
+// asked by actor (the authenticated caller): only the holder, as the
+// identity that acquired the lease, may release it; force (an operator's,
+// authorized by the server) skips both checks.
+func CheckRevoke(r Resource, id uint64, holder, actor string, force bool) error {
 	if r.Lease == nil || r.Lease.ID != id {
 		return fmt.Errorf("%w: %d of %q", ErrNotFound, id, r.Name)
 	}
-	if !force && r.Lease.Holder != holder {
+	if force {
+		return nil
+	}
+	if r.Lease.Holder != holder {
 		return fmt.Errorf("%w: %q holds lease %d, not %q", ErrNotHolder, r.Lease.Holder, r.Lease.ID, holder)
+	}
+	if r.Lease.Owner != "" && r.Lease.Owner != actor {
+		return fmt.Errorf("%w: lease %d was acquired by %s, not %s", ErrNotHolder, r.Lease.ID, r.Lease.Owner, actor)
 	}
 	return nil
 }
@@ -289,7 +298,7 @@ func revoke(kv fsm.KV, m fsm.Meta, c *raftv1.CoordinationCommand) (Result, error
 		putResource(kv, r)
 		return Result{Change: fsm.Change{Changed: true, Action: "resigned", Target: "election/" + r.Name, Before: map[string]any{"candidates": before, "lease": lease}}}, nil
 	}
-	if err := CheckRevoke(r, c.GetLeaseId(), c.GetHolder(), c.GetForce()); err != nil {
+	if err := CheckRevoke(r, c.GetLeaseId(), c.GetHolder(), m.Actor, c.GetForce()); err != nil {
 		return Result{}, err
 	}
 	before := *r.Lease

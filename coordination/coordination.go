@@ -44,6 +44,9 @@ type Lease struct {
 	GrantedAt    time.Time     `json:"granted_at"`
 	ExpiresAt    time.Time     `json:"expires_at"`
 	Priority     int           `json:"priority,omitempty"`
+	// Owner is the authenticated identity that acquired the lease; only
+	// it may release the lease (an operator's force aside).
+	Owner string `json:"owner,omitempty"`
 }
 
 // Candidate waits in an election.

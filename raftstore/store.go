@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -78,6 +79,12 @@ type Config struct {
 	// 64 MiB, preallocated). Tests use smaller segments.
 	WALSegmentSize int
 
+	// ServerTLS and ClientTLS, when set, put the Raft transport under
+	// mutual TLS: accepted connections are served with ServerTLS (which
+	// should require and check the peer's certificate), dialled ones use
+	// ClientTLS. The handshake runs on the connection's first use, so a
+	// slow or hostile dialler never holds up Accept.
+	ServerTLS, ClientTLS *tls.Config
 	// WrapConn, when set, sees every outgoing Raft connection and may refuse
 	// it or wrap it (tests use it to cut links).
 	WrapConn func(target string, c net.Conn) (net.Conn, error)
@@ -172,6 +179,7 @@ func Open(cfg Config) (*Store, error) {
 		s.closeStores()
 		return nil, err
 	}
+	stream.serverTLS, stream.clientTLS = cfg.ServerTLS, cfg.ClientTLS
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:                  stream,
 		MaxPool:                 3,

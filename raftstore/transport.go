@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -18,6 +19,8 @@ type streamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	wrap      func(target string, c net.Conn) (net.Conn, error)
+
+	serverTLS, clientTLS *tls.Config
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -57,6 +60,9 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.serverTLS != nil {
+		c = tls.Server(c, s.serverTLS)
+	}
 	return s.track(c)
 }
 
@@ -69,6 +75,16 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 		if c, err = s.wrap(string(addr), c); err != nil {
 			return nil, err
 		}
+	}
+	if s.clientTLS != nil {
+		tc := tls.Client(c, s.clientTLS)
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("raft TLS handshake with %s: %w", addr, err)
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c = tc
 	}
 	return s.track(c)
 }

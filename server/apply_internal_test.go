@@ -67,3 +67,19 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryRPCDeclaresARole keeps authorization complete: a public method
+// added without `role` in its (baldur.v1.rpc) option fails here.
+func TestEveryRPCDeclaresARole(t *testing.T) {
+	if len(methodRules) < 40 {
+		t.Fatalf("only %d methods read from the descriptors", len(methodRules))
+	}
+	for m, r := range methodRules {
+		if r.role == 0 {
+			t.Errorf("%s declares no role", m)
+		}
+		if r.kind != "" && len(r.fieldPath) == 0 {
+			t.Errorf("%s declares scope kind %q without a field", m, r.kind)
+		}
+	}
+}

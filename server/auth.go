@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/tlsconf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -26,11 +28,18 @@ const (
 	mdOrigin = "baldur-origin-addr"
 	// mdForwardedFor is what the REST gateway sets from the HTTP peer.
 	mdForwardedFor = "x-forwarded-for"
+	// mdIdentity carries the caller's authenticated identity on a call a
+	// node forwards; it is believed only from a peer that proved itself
+	// with a node certificate.
+	mdIdentity = "baldur-identity"
 )
 
-// identity is who made a call; Name is recorded as the actor.
+// identity is who made a call: Name is recorded as the actor, Role and
+// Scopes bound what it may do (authz.go).
 type identity struct {
-	Name string
+	Name   string
+	Role   pb.Role
+	Scopes []string
 }
 
 type identityKey struct{}
@@ -50,13 +59,15 @@ func identityFrom(ctx context.Context) identity {
 // anonymous callers on loopback. Without a token file, anonymous callers
 // are admitted on loopback only.
 type authenticator struct {
-	tokens        map[string]string // token → name
+	tokens        map[string]identity // static token → who
+	keys          *tlsconf.KeySet     // token verification keys (signed tokens)
+	verified      tokenCache
 	anonLoopback  bool
 	unauthMethods map[string]bool
 }
 
-func newAuthenticator(tokenFile string, dev bool) (*authenticator, error) {
-	a := &authenticator{anonLoopback: dev || tokenFile == "", unauthMethods: map[string]bool{
+func newAuthenticator(tokenFile string, keys *tlsconf.KeySet, dev bool) (*authenticator, error) {
+	a := &authenticator{keys: keys, anonLoopback: dev || (tokenFile == "" && keys == nil), unauthMethods: map[string]bool{
 		"/grpc.health.v1.Health/Check": true,
 		"/grpc.health.v1.Health/Watch": true,
 		"/grpc.health.v1.Health/List":  true,
@@ -71,14 +82,15 @@ func newAuthenticator(tokenFile string, dev bool) (*authenticator, error) {
 	return a, nil
 }
 
-// loadTokens reads "name token" lines; '#' starts a comment.
-func loadTokens(path string) (map[string]string, error) {
+// loadTokens reads "name token [role]" lines (role default admin, as
+// before roles existed); '#' starts a comment.
+func loadTokens(path string) (map[string]identity, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	out := map[string]string{}
+	out := map[string]identity{}
 	sc := bufio.NewScanner(f)
 	line := 0
 	for sc.Scan() {
@@ -88,13 +100,21 @@ func loadTokens(path string) (map[string]string, error) {
 			continue
 		}
 		fields := strings.Fields(text)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("%s:%d: want 'name token'", path, line)
+		if len(fields) != 2 && len(fields) != 3 {
+			return nil, fmt.Errorf("%s:%d: want 'name token [role]'", path, line)
 		}
 		if len(fields[1]) < 16 {
 			return nil, fmt.Errorf("%s:%d: token for %q is shorter than 16 characters", path, line, fields[0])
 		}
-		out[fields[1]] = fields[0]
+		role := pb.Role_ADMIN
+		if len(fields) == 3 {
+			r, err := parseRole(fields[2])
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
+			}
+			role = r
+		}
+		out[fields[1]] = identity{Name: fields[0], Role: role}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -121,12 +141,15 @@ func (a *authenticator) resolve(ctx context.Context) (identity, error) {
 		if !ok {
 			return identity{}, fmt.Errorf("%w: authorization must be 'Bearer <token>'", errUnauthenticated)
 		}
-		for t, name := range a.tokens {
+		if a.keys != nil && strings.Count(token, ".") == 2 {
+			return a.verifySigned(token)
+		}
+		for t, id := range a.tokens {
 			if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
-				return identity{Name: name}, nil
+				return id, nil
 			}
 		}
-		if !a.anonLoopback || len(a.tokens) > 0 {
+		if !a.anonLoopback || len(a.tokens) > 0 || a.keys != nil {
 			return identity{}, fmt.Errorf("%w: unknown bearer token", errUnauthenticated)
 		}
 	}
@@ -152,7 +175,7 @@ func (a *authenticator) resolve(ctx context.Context) (identity, error) {
 			return identity{}, fmt.Errorf("%w: anonymous access is allowed from loopback only (caller %s); present a bearer token", errUnauthenticated, strings.TrimSpace(ad))
 		}
 	}
-	return identity{Name: "anonymous"}, nil
+	return identity{Name: "anonymous", Role: pb.Role_ADMIN}, nil
 }
 
 func first(md metadata.MD, key string) string {
@@ -189,8 +212,11 @@ func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServ
 			return nil, err
 		}
 	}
-	id, err := s.auth.resolve(ctx)
+	id, err := s.resolve(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, info.FullMethod, req, id); err != nil {
 		return nil, err
 	}
 	return handler(withIdentity(ctx, id), req)
@@ -214,11 +240,14 @@ func (w identityStream) Context() context.Context { return w.ctx }
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ss = checkedStream{ss}
-	if s.auth.unauthMethods[info.FullMethod] || strings.HasPrefix(info.FullMethod, "/grpc.reflection.") {
+	if s.auth.unauthMethods[info.FullMethod] {
 		return handler(srv, ss)
 	}
-	id, err := s.auth.resolve(ss.Context())
+	id, err := s.resolve(ss.Context())
 	if err != nil {
+		return toStatus(s.log, err)
+	}
+	if err := s.authorize(ss.Context(), info.FullMethod, nil, id); err != nil {
 		return toStatus(s.log, err)
 	}
 	return toStatus(s.log, handler(srv, identityStream{ServerStream: ss, ctx: withIdentity(ss.Context(), id)}))
@@ -235,11 +264,36 @@ func (s *Server) forwardStreamToLeader(srv any, ss grpc.ServerStream, info *grpc
 	return handler(srv, ss)
 }
 
-// forwardContext carries the caller's credentials and origin to another
-// node, so the leader resolves the same identity.
+// resolve is the caller's identity: on a call another node forwarded over
+// mutual TLS, the identity that node authenticated; otherwise a bearer
+// token, then a client certificate from the client CA, then anonymous on
+// loopback (authenticator.resolve).
+func (s *Server) resolve(ctx context.Context) (identity, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if node := s.peerIdentity(ctx); node != "" {
+		if fwd := first(md, mdIdentity); fwd != "" {
+			return decodeIdentity(fwd)
+		}
+		if first(md, mdAuthorization) == "" {
+			return identity{Name: "system:" + node, Role: pb.Role_ADMIN}, nil
+		}
+	}
+	if first(md, mdAuthorization) == "" {
+		if id, ok := s.clientCertIdentity(ctx); ok {
+			return id, nil
+		}
+	}
+	return s.auth.resolve(ctx)
+}
+
+// forwardContext carries the caller's credentials, identity and origin to
+// another node, so the leader resolves the same identity.
 func forwardContext(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
+	if id := identityFrom(ctx); id.Name != "" {
+		out.Set(mdIdentity, encodeIdentity(id))
+	}
 	for _, k := range []string{mdAuthorization, mdRequestID} {
 		if v := first(in, k); v != "" {
 			out.Set(k, v)

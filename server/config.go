@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +48,21 @@ type Config struct {
 	Dev          bool
 	TokenFile    string
 	AuditKeyFile string
+
+	// TLS. CertFile and KeyFile serve the API ports (gRPC and HTTP);
+	// ClientCAFile, when set, verifies client certificates API callers
+	// present. The peer files put the Raft transport and node-to-node gRPC
+	// under mutual TLS: a peer is admitted only with a certificate from
+	// PeerCAFile whose common name is a server of the Raft configuration.
+	// All files are read again when they change.
+	CertFile, KeyFile, ClientCAFile       string
+	PeerCertFile, PeerKeyFile, PeerCAFile string
+	// TokenPublicKeys is a file of PEM Ed25519 public keys that verify
+	// signed tokens (baldurctl token create); several at once for rotation.
+	TokenPublicKeys string
+	// InsecurePlaintext allows listening on a non-loopback address without
+	// TLS (outside --dev); the node says so loudly at start.
+	InsecurePlaintext bool
 
 	LogLevel  string
 	LogFormat string
@@ -133,6 +150,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAdvertise, "http-advertise", c.HTTPAdvertise, "HTTP address published in the member table (default --http-addr)")
 	fs.StringVar(&c.RaftAdvertise, "raft-advertise", c.RaftAdvertise, "Raft address peers dial (default --raft-addr)")
 	fs.StringVar(&c.Peers, "peers", c.Peers, "initial cluster: id=raftaddr,... (same on every node of a new cluster)")
+	fs.StringVar(&c.CertFile, "cert-file", c.CertFile, "PEM certificate the gRPC and HTTP ports serve (TLS)")
+	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "PEM key of --cert-file")
+	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "PEM CA certificates that sign API client certificates (verified when presented)")
+	fs.StringVar(&c.PeerCertFile, "peer-cert-file", c.PeerCertFile, "PEM certificate this node presents to other nodes (Raft and node-to-node gRPC); its common name is the node id")
+	fs.StringVar(&c.PeerKeyFile, "peer-key-file", c.PeerKeyFile, "PEM key of --peer-cert-file")
+	fs.StringVar(&c.PeerCAFile, "peer-ca-file", c.PeerCAFile, "PEM CA certificates that sign node certificates (may be the client CA)")
+	fs.StringVar(&c.TokenPublicKeys, "token-public-keys", c.TokenPublicKeys, "PEM Ed25519 public keys verifying signed tokens (one or more; re-read when the file changes)")
+	fs.BoolVar(&c.InsecurePlaintext, "insecure-plaintext", c.InsecurePlaintext, "allow listening on a non-loopback address without TLS")
 	fs.StringVar(&c.Join, "join", c.Join, "gRPC address(es) of running members to ask for admission, comma-separated")
 	fs.StringVar(&c.Token, "token", c.Token, "bearer token this node presents when joining")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "single self-bootstrapping node, data under ./baldurd-data, anonymous admin on loopback")
@@ -231,6 +256,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if _, err := c.PeerList(); err != nil {
+		return err
+	}
+	if err := c.checkTLS(); err != nil {
 		return err
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
@@ -430,4 +458,62 @@ func (o originList) Set(s string) error {
 	}
 	*o.v = out
 	return nil
+}
+
+// APITLS and PeerTLS report whether the API ports and the peer links run
+// TLS.
+func (c *Config) APITLS() bool  { return c.CertFile != "" }
+func (c *Config) PeerTLS() bool { return c.PeerCertFile != "" }
+
+// checkTLS checks the TLS flags come in whole groups, and refuses plaintext
+// on a non-loopback address unless --insecure-plaintext says so (--dev
+// binds loopback by default and stays zero-config there).
+func (c *Config) checkTLS() error {
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return errors.New("--cert-file and --key-file go together")
+	}
+	if c.ClientCAFile != "" && c.CertFile == "" {
+		return errors.New("--client-ca-file needs --cert-file and --key-file (client certificates are checked over TLS)")
+	}
+	peer := []string{c.PeerCertFile, c.PeerKeyFile, c.PeerCAFile}
+	if set := len(slices.DeleteFunc(slices.Clone(peer), func(s string) bool { return s == "" })); set != 0 && set != 3 {
+		return errors.New("--peer-cert-file, --peer-key-file and --peer-ca-file go together")
+	}
+	if c.PeerTLS() && !c.APITLS() {
+		return errors.New("--peer-cert-file needs --cert-file and --key-file too: nodes reach each other on the gRPC port (the node certificate may serve both)")
+	}
+	for _, f := range []struct{ flag, path string }{{"--cert-file", c.CertFile}, {"--key-file", c.KeyFile}, {"--client-ca-file", c.ClientCAFile},
+		{"--peer-cert-file", c.PeerCertFile}, {"--peer-key-file", c.PeerKeyFile}, {"--peer-ca-file", c.PeerCAFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %v", f.flag, err)
+		}
+	}
+	if c.InsecurePlaintext {
+		return nil
+	}
+	for _, a := range []struct {
+		flag, addr string
+		tls        bool
+	}{{"--grpc-addr", c.GRPCAddr, c.APITLS()}, {"--http-addr", c.HTTPAddr, c.APITLS()}, {"--raft-addr", c.RaftAddr, c.PeerTLS()}} {
+		if !a.tls && !loopbackBind(a.addr) {
+			return fmt.Errorf("%s %s listens beyond this machine without TLS: give --cert-file/--key-file and --peer-cert-file/--peer-key-file/--peer-ca-file (baldurctl certs init makes them), or --insecure-plaintext", a.flag, a.addr)
+		}
+	}
+	return nil
+}
+
+// loopbackBind reports whether a listen address binds loopback only.
+func loopbackBind(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

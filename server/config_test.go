@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"flag"
+	"os"
 	"strings"
 	"testing"
 
@@ -75,5 +76,59 @@ func TestValidateNamesTheFlag(t *testing.T) {
 				t.Fatalf("err = %v, want it to name %s", err, tc.flag)
 			}
 		})
+	}
+}
+
+// Outside --dev a node listening beyond loopback needs TLS or
+// --insecure-plaintext; TLS flags come in whole groups; --cors-origins
+// takes origins only.
+func TestSecureByDefault(t *testing.T) {
+	dir := t.TempDir()
+	pem := dir + "/x.pem"
+	if err := os.WriteFile(pem, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := func() server.Config {
+		c := server.Defaults()
+		c.NodeID, c.DataDir, c.Peers = "n1", dir, "n1=127.0.0.1:7402"
+		return c
+	}
+	cases := []struct {
+		name string
+		edit func(c *server.Config)
+		want string // "" for accepted
+	}{
+		{"loopback plaintext", func(*server.Config) {}, ""},
+		{"public gRPC plaintext", func(c *server.Config) { c.GRPCAddr = "0.0.0.0:7400" }, "--grpc-addr 0.0.0.0:7400 listens beyond this machine without TLS"},
+		{"public Raft plaintext", func(c *server.Config) { c.RaftAddr, c.Peers = "10.0.0.1:7402", "n1=10.0.0.1:7402" }, "--raft-addr"},
+		{"insecure, said so", func(c *server.Config) { c.GRPCAddr, c.InsecurePlaintext = "0.0.0.0:7400", true }, ""},
+		{"public API with TLS, Raft without", func(c *server.Config) {
+			c.GRPCAddr, c.HTTPAddr, c.RaftAddr, c.Peers, c.CertFile, c.KeyFile = "0.0.0.0:7400", "0.0.0.0:7401", "10.0.0.1:7402", "n1=10.0.0.1:7402", pem, pem
+		}, "--raft-addr"},
+		{"key without cert", func(c *server.Config) { c.KeyFile = pem }, "--cert-file and --key-file go together"},
+		{"client CA without TLS", func(c *server.Config) { c.ClientCAFile = pem }, "--client-ca-file needs --cert-file"},
+		{"peer group incomplete", func(c *server.Config) { c.CertFile, c.KeyFile, c.PeerCertFile = pem, pem, pem }, "go together"},
+		{"peer TLS without API TLS", func(c *server.Config) { c.PeerCertFile, c.PeerKeyFile, c.PeerCAFile = pem, pem, pem }, "--peer-cert-file needs --cert-file"},
+		{"missing file", func(c *server.Config) { c.CertFile, c.KeyFile = dir+"/nope.pem", pem }, "--cert-file: stat"},
+	}
+	for _, tc := range cases {
+		c := base()
+		tc.edit(&c)
+		err := c.Validate()
+		if tc.want == "" && err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	fs := flag.NewFlagSet("baldurd", flag.ContinueOnError)
+	c := base()
+	c.RegisterFlags(fs)
+	if err := fs.Set("cors-origins", "https://console.example.com, http://localhost:3000"); err != nil || len(c.CORSOrigins) != 2 {
+		t.Fatalf("cors origins: %v %v", c.CORSOrigins, err)
+	}
+	if err := fs.Set("cors-origins", "https://console.example.com/path"); err == nil {
+		t.Fatal("an origin with a path was accepted")
 	}
 }

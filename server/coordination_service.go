@@ -140,12 +140,19 @@ func (c *coordinationService) RevokeLease(ctx context.Context, req *pb.RevokeLea
 			return nil, fmt.Errorf("%w: %d", coordination.ErrNotFound, req.Id)
 		}
 	}
-	if !req.Force {
-		if err := coordination.CheckHolder(req.Holder); err != nil {
-			return nil, err
+	id := identityFrom(ctx)
+	if req.Force {
+		// Revoking someone else's lease is an operator's act, with a reason.
+		if id.Role < pb.Role_ADMIN {
+			return nil, c.s.deny(ctx, id, "/baldur.v1.CoordinationService/RevokeLease", fmt.Sprintf("force revoke requires role admin; %s has %s", id.Name, roleName(id.Role)))
 		}
+		if strings.TrimSpace(req.Reason) == "" {
+			return nil, &fsm.ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a forced revoke needs a reason (audited)"}
+		}
+	} else if err := coordination.CheckHolder(req.Holder); err != nil {
+		return nil, err
 	}
-	if err := coordination.CheckRevoke(c.resource(name), req.Id, req.Holder, req.Force); err != nil {
+	if err := coordination.CheckRevoke(c.resource(name), req.Id, req.Holder, id.Name, req.Force); err != nil {
 		return nil, err
 	}
 	reason := req.Reason

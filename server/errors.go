@@ -61,6 +61,7 @@ var errorTable = []errorMapping{
 	{errUndecodable, codes.InvalidArgument, "INVALID_COMMAND"},
 	{errUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED"},
 	{errNotPeer, codes.PermissionDenied, "PEERS_ONLY"},
+	{errPermissionDenied, codes.PermissionDenied, "PERMISSION_DENIED"},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED"},
 	{context.Canceled, codes.Canceled, "CANCELED"},
 }

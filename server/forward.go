@@ -13,7 +13,6 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -28,6 +27,7 @@ const leaderHold = 7 * time.Second
 type peers struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	dial  grpc.DialOption // transport credentials: TLS with the node certificate, or plaintext
 }
 
 func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
@@ -36,7 +36,7 @@ func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	c, err := grpc.NewClient(addr, p.dial,
 		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -20,6 +21,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -177,7 +181,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.viewerOnly(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(gw.OpenAPI)
@@ -263,4 +267,30 @@ func (s *Server) restoreHTTP(conn *grpc.ClientConn) http.HandlerFunc {
 		b, _ := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(resp)
 		_, _ = w.Write(b)
 	}
+}
+
+// viewerOnly serves h to callers with at least the viewer role, resolved
+// as a gRPC call would be: bearer token, client certificate, or anonymous
+// on loopback.
+func (s *Server) viewerOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := metadata.NewIncomingContext(r.Context(), metadata.Pairs(mdAuthorization, r.Header.Get("Authorization")))
+		p := &peer.Peer{}
+		if addr, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+			p.Addr = addr
+		}
+		if r.TLS != nil {
+			p.AuthInfo = credentials.TLSInfo{State: *r.TLS}
+		}
+		ctx = peer.NewContext(ctx, p)
+		id, err := s.resolve(ctx)
+		if err == nil && id.Role < pb.Role_VIEWER {
+			err = fmt.Errorf("%w: /metrics requires role viewer", errPermissionDenied)
+		}
+		if err != nil {
+			writeHTTPError(w, toStatus(s.log, err))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

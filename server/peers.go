@@ -25,6 +25,12 @@ var errNotPeer = errors.New("server: the internal service is for cluster peers o
 // listens on loopback (a dev or test cluster on one machine), or a caller
 // at the address of a member in the member table.
 func (s *Server) checkPeer(ctx context.Context) error {
+	if s.tls.peerCA != nil {
+		if s.peerIdentity(ctx) == "" {
+			return fmt.Errorf("%w: present a node certificate from --peer-ca-file naming a member", errNotPeer)
+		}
+		return nil
+	}
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return fmt.Errorf("%w: caller address unknown", errNotPeer)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +19,12 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/internal/tlsconf"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -45,6 +46,11 @@ type Server struct {
 	now      func() time.Time
 	auditKey []byte
 	auth     *authenticator
+	tls      tlsFiles
+	// raftReady is the store once Open returned (peer TLS checks run on
+	// raft's goroutines, possibly before).
+	raftReady atomic.Pointer[raftstore.Store]
+	denials   denialLog
 
 	store   *raftstore.Store
 	writes  *proposer
@@ -80,7 +86,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		s.now = time.Now
 	}
 	var err error
-	if s.auth, err = newAuthenticator(cfg.TokenFile, cfg.Dev); err != nil {
+	var keys *tlsconf.KeySet
+	if cfg.TokenPublicKeys != "" {
+		if keys, err = tlsconf.LoadKeySet(cfg.TokenPublicKeys, func(err error) { s.log.Error("auth.token_keys_reload_failed", "err", err) }); err != nil {
+			return nil, fmt.Errorf("--token-public-keys: %w", err)
+		}
+	}
+	if s.auth, err = newAuthenticator(cfg.TokenFile, keys, cfg.Dev); err != nil {
 		return nil, fmt.Errorf("--token-file: %w", err)
 	}
 	if cfg.AuditKeyFile != "" {
@@ -88,6 +100,10 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 			return nil, fmt.Errorf("--audit-key-file: %w", err)
 		}
 	}
+	if err := s.loadTLS(); err != nil {
+		return nil, err
+	}
+	s.peers.dial = s.peerDial()
 	if s.metrics, err = newMetrics(reg, s); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
@@ -123,17 +139,19 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		// One voter: nobody to wait for, so elect quickly.
 		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
 	}
+	raftServerTLS, raftClientTLS := s.raftTLS()
 	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) { s.hub.notify(t) }}
 	s.store, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
 		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,
-		Timing: timing, WrapConn: cfg.WrapConn, WALSegmentSize: cfg.WALSegmentSize, OnLeader: s.onLeader,
+		Timing: timing, WrapConn: cfg.WrapConn, ServerTLS: raftServerTLS, ClientTLS: raftClientTLS, WALSegmentSize: cfg.WALSegmentSize, OnLeader: s.onLeader,
 	})
 	if err != nil {
 		s.closeListeners()
 		return nil, err
 	}
 
+	s.raftReady.Store(s.store)
 	s.writes = newProposer(s)
 	if cfg.DLQStore == "postgres" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -151,6 +169,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		grpc.ChainUnaryInterceptor(s.mapErrors, checkDecoded, s.authenticate, s.forwardToLeader),
 		grpc.ChainStreamInterceptor(s.streamAuth, s.forwardStreamToLeader),
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
+		s.grpcCredentials(),
 		grpc.ForceServerCodecV2(newStrictCodec()),
 		// Fixed flow-control windows turn off gRPC's bandwidth-delay
 		// estimation, which pings on every connection as data arrives: with
@@ -171,7 +190,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 
 	// The gateway calls this node's own gRPC port over loopback, so REST
 	// and gRPC share one code path (auth, validation, errors).
-	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), s.selfDial(),
 		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage)))
 	if err != nil {
@@ -187,6 +206,10 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		return nil, err
 	}
 	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	if s.tls.api != nil {
+		s.httpSrv.TLSConfig = s.apiTLS()
+		s.httpLn = tls.NewListener(s.httpLn, s.httpSrv.TLSConfig)
+	}
 	return s, nil
 }
 
@@ -236,7 +259,7 @@ func (s *Server) nodeContext(ctx context.Context) context.Context {
 	if s.cfg.Token != "" {
 		md.Set(mdAuthorization, "Bearer "+s.cfg.Token)
 	}
-	return withIdentity(metadata.NewIncomingContext(ctx, md), identity{Name: "system:" + s.cfg.NodeID})
+	return withIdentity(metadata.NewIncomingContext(ctx, md), identity{Name: "system:" + s.cfg.NodeID, Role: pb.Role_ADMIN})
 }
 
 // Run bootstraps or joins the cluster, serves until ctx ends, then shuts

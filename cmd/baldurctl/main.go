@@ -27,11 +27,14 @@ import (
 
 // globals are the persistent flags.
 type globals struct {
-	addr    string
-	token   string
-	output  string
-	timeout time.Duration
-	conn    *grpc.ClientConn
+	addr  string
+	token string
+	// TLS: the CA that signs the nodes' certificates, and a client
+	// certificate for clusters that verify them.
+	cacert, cert, key string
+	output            string
+	timeout           time.Duration
+	conn              *grpc.ClientConn
 }
 
 func main() {
@@ -62,9 +65,12 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.addr, "addr", envOr("BALDUR_ADDR", "127.0.0.1:7400"), "gRPC address(es) of baldurd, comma-separated (env BALDUR_ADDR)")
 	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BALDUR_TOKEN"), "bearer token (env BALDUR_TOKEN)")
+	root.PersistentFlags().StringVar(&g.cacert, "cacert", os.Getenv("BALDUR_CACERT"), "PEM CA of the cluster's certificates: speak TLS (env BALDUR_CACERT)")
+	root.PersistentFlags().StringVar(&g.cert, "cert", os.Getenv("BALDUR_CERT"), "PEM client certificate (env BALDUR_CERT)")
+	root.PersistentFlags().StringVar(&g.key, "key", os.Getenv("BALDUR_KEY"), "PEM key of --cert (env BALDUR_KEY)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline for each call")
-	root.AddCommand(clusterCmd(g), emergencyCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g))
+	root.AddCommand(clusterCmd(g), emergencyCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g), certsCmd(), tokenCmd())
 	return root
 }
 
@@ -81,7 +87,15 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 	if g.conn != nil {
 		return g.conn, nil
 	}
-	conn, err := baldur.NewConn(g.addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20)))
+	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8 << 20))}
+	if g.cacert != "" || g.cert != "" {
+		cfg, err := baldur.TLSConfig(g.cacert, g.cert, g.key)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert/--cert/--key: %w", err)
+		}
+		opts = append(opts, baldur.TLSDialOption(cfg))
+	}
+	conn, err := baldur.NewConn(g.addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", g.addr, err)
 	}
@@ -104,6 +118,9 @@ func oneLine(err error) string {
 		msg := st.Message()
 		if st.Code() == codes.Unavailable && strings.Contains(msg, "connection refused") {
 			msg = "cannot reach baldurd (is it running? --addr/BALDUR_ADDR)"
+		}
+		if st.Code() == codes.Unavailable && strings.Contains(msg, "server preface") {
+			msg += " (the node may require TLS: --cacert, and --cert/--key if it checks client certificates)"
 		}
 		return baldur.Reason(err) + ": " + strings.ReplaceAll(msg, "\n", " ")
 	}

@@ -13,16 +13,37 @@ Run against `baldurd --dev`:
 
     python3 examples/python/baldur_client.py --base http://127.0.0.1:7401 --demo
 
+Against a cluster with TLS and tokens (docs/security.md), give the CA and a
+token with the service role (and a client certificate if the node asks):
+
+    python3 examples/python/baldur_client.py --base https://10.0.0.1:7401 \
+        --cacert certs/ca.pem --token "$(baldurctl token create ... --role service)" --demo
+
 The demo calls a dependency that always fails until the fleet breaker is
 OPEN, prints each state it sees and exits 0 once calls are being rejected.
 """
 
 import argparse
 import json
+import ssl
 import sys
 import threading
 import time
 import urllib.request
+
+# How requests reach the node: TLS context and bearer token (set in main).
+SSL_CONTEXT = None
+TOKEN = ""
+
+
+def open_url(url, data=None, method="GET", timeout=30):
+    headers = {}
+    if TOKEN:
+        headers["Authorization"] = "Bearer " + TOKEN
+    if data is not None:
+        headers["Content-Type"] = "application/json"  # writes must say so (415 otherwise)
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    return urllib.request.urlopen(req, timeout=timeout, context=SSL_CONTEXT)
 
 
 class Fleet:
@@ -40,7 +61,7 @@ class Fleet:
         while True:
             try:
                 url = "%s/v1/circuits:watch?from_revision=%d" % (self.base, self.revision)
-                with urllib.request.urlopen(url, timeout=30) as resp:
+                with open_url(url) as resp:
                     for line in resp:
                         msg = json.loads(line).get("result", {})
                         with self.lock:
@@ -106,9 +127,7 @@ class Breaker:
 
 
 def post(base, path, body):
-    req = urllib.request.Request(base.rstrip("/") + path, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
+    with open_url(base.rstrip("/") + path, data=json.dumps(body).encode(), method="POST", timeout=5) as resp:
         return json.loads(resp.read() or b"{}")
 
 
@@ -130,7 +149,18 @@ def main():
     ap.add_argument("--instance", default="python-1")
     ap.add_argument("--demo", action="store_true")
     ap.add_argument("--timeout", type=float, default=20)
+    ap.add_argument("--cacert", help="PEM CA of the nodes' certificates (https)")
+    ap.add_argument("--cert", help="PEM client certificate, for nodes that check them")
+    ap.add_argument("--key", help="PEM key of --cert")
+    ap.add_argument("--token", default="", help="bearer token (a signed token with the service role)")
     args = ap.parse_args()
+
+    global SSL_CONTEXT, TOKEN
+    TOKEN = args.token
+    if args.cacert or args.cert:
+        SSL_CONTEXT = ssl.create_default_context(cafile=args.cacert)
+        if args.cert:
+            SSL_CONTEXT.load_cert_chain(args.cert, args.key)
 
     fleet = Fleet(args.base)
     threading.Thread(target=fleet.watch, daemon=True).start()

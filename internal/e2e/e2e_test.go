@@ -76,10 +76,14 @@ type cluster struct {
 	bin   string
 	peers string
 	nodes []*proc
+	// extra gives a node's flags beyond the addresses (TLS files, say).
+	extra func(p *proc) []string
 }
 
-func startCluster(t testing.TB, n int) *cluster {
-	c := &cluster{t: t, bin: baldurd(t)}
+func startCluster(t testing.TB, n int) *cluster { return startClusterWith(t, n, nil) }
+
+func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluster {
+	c := &cluster{t: t, bin: baldurd(t), extra: extra}
 	var peers []string
 	for i := 0; i < n; i++ {
 		p := &proc{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
@@ -110,6 +114,9 @@ func (c *cluster) start(i int) {
 	p.log = logf
 	p.cmd = exec.Command(c.bin, "--node-id", p.id, "--data-dir", filepath.Join(p.dir, "data"),
 		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--peers", c.peers, "--shutdown-timeout", "10s")
+	if c.extra != nil {
+		p.cmd.Args = append(p.cmd.Args, c.extra(p)...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,7 +162,13 @@ func NewConn(endpoints string, opts ...grpc.DialOption) (*grpc.ClientConn, error
 	var addrs []resolver.Address
 	for _, e := range strings.Split(endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
-			addrs = append(addrs, resolver.Address{Addr: e})
+			// Over TLS each node's certificate is checked against the host
+			// dialled, not the connection's shared target name.
+			host := e
+			if h, _, err := net.SplitHostPort(e); err == nil {
+				host = h
+			}
+			addrs = append(addrs, resolver.Address{Addr: e, ServerName: host})
 		}
 	}
 	if len(addrs) == 0 {

@@ -419,7 +419,7 @@ var File_baldur_v1_audit_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x15baldur/v1/audit.proto\x12\tbaldur.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n" +
+	"\x15baldur/v1/audit.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n" +
 	"\vAuditRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12.\n" +
@@ -452,10 +452,10 @@ const file_baldur_v1_audit_proto_rawDesc = "" +
 	"\x10first_broken_seq\x18\x03 \x01(\x04R\x0efirstBrokenSeq\x12\x18\n" +
 	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x1b\n" +
 	"\thead_hash\x18\x05 \x01(\tR\bheadHash\x12\x14\n" +
-	"\x05keyed\x18\x06 \x01(\bR\x05keyed2\xd1\x01\n" +
-	"\fAuditService\x12Y\n" +
-	"\tListAudit\x12\x1b.baldur.v1.ListAuditRequest\x1a\x1c.baldur.v1.ListAuditResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/audit\x12f\n" +
-	"\vVerifyAudit\x12\x1d.baldur.v1.VerifyAuditRequest\x1a\x1e.baldur.v1.VerifyAuditResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit:verifyB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"\x05keyed\x18\x06 \x01(\bR\x05keyed2\xdd\x01\n" +
+	"\fAuditService\x12_\n" +
+	"\tListAudit\x12\x1b.baldur.v1.ListAuditRequest\x1a\x1c.baldur.v1.ListAuditResponse\"\x17\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\v\x12\t/v1/audit\x12l\n" +
+	"\vVerifyAudit\x12\x1d.baldur.v1.VerifyAuditRequest\x1a\x1e.baldur.v1.VerifyAuditResponse\"\x1e\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit:verifyB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_audit_proto_rawDescOnce sync.Once
@@ -497,6 +497,7 @@ func file_baldur_v1_audit_proto_init() {
 	if File_baldur_v1_audit_proto != nil {
 		return
 	}
+	file_baldur_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1684,20 +1684,20 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\bcircuits\x18\x02 \x03(\v2\x12.baldur.v1.CircuitR\bcircuits\x12\x1f\n" +
 	"\vkill_switch\x18\x03 \x01(\bR\n" +
 	"killSwitch\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision2\x8b\t\n" +
-	"\x0eCircuitService\x12e\n" +
-	"\fListCircuits\x12\x1e.baldur.v1.ListCircuitsRequest\x1a\x1f.baldur.v1.ListCircuitsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/circuits\x12[\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision2\xd0\t\n" +
+	"\x0eCircuitService\x12k\n" +
+	"\fListCircuits\x12\x1e.baldur.v1.ListCircuitsRequest\x1a\x1f.baldur.v1.ListCircuitsResponse\"\x1a\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/circuits\x12a\n" +
 	"\n" +
-	"GetCircuit\x12\x1c.baldur.v1.GetCircuitRequest\x1a\x12.baldur.v1.Circuit\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/circuits/{name}\x12v\n" +
-	"\tSetPolicy\x12\x1b.baldur.v1.SetPolicyRequest\x1a\x1a.baldur.v1.CircuitResponse\"0\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02$:\x06policy\x1a\x1a/v1/circuits/{name}/policy\x12p\n" +
-	"\tForceOpen\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\".\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/circuits/{name}:forceOpen\x12r\n" +
+	"GetCircuit\x12\x1c.baldur.v1.GetCircuitRequest\x1a\x12.baldur.v1.Circuit\"!\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/circuits/{name}\x12x\n" +
+	"\tSetPolicy\x12\x1b.baldur.v1.SetPolicyRequest\x1a\x1a.baldur.v1.CircuitResponse\"2\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02$:\x06policy\x1a\x1a/v1/circuits/{name}/policy\x12r\n" +
+	"\tForceOpen\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\"0\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/circuits/{name}:forceOpen\x12t\n" +
 	"\n" +
-	"ForceClose\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\"/\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/circuits/{name}:forceClose\x12h\n" +
-	"\x05Reset\x12\x17.baldur.v1.ResetRequest\x1a\x1a.baldur.v1.CircuitResponse\"*\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/circuits/{name}:reset\x12y\n" +
-	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"(\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12{\n" +
-	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\"$\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x82\x01\n" +
-	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"1\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12p\n" +
-	"\rWatchCircuits\x12\x1f.baldur.v1.WatchCircuitsRequest\x1a .baldur.v1.WatchCircuitsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/circuits:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"ForceClose\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\"1\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/circuits/{name}:forceClose\x12j\n" +
+	"\x05Reset\x12\x17.baldur.v1.ResetRequest\x1a\x1a.baldur.v1.CircuitResponse\",\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/circuits/{name}:reset\x12{\n" +
+	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"*\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12\x93\x01\n" +
+	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\"<\x82\xce\x18\x1a\b\x01\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x92\x01\n" +
+	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fcircuit:name\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12v\n" +
+	"\rWatchCircuits\x12\x1f.baldur.v1.WatchCircuitsRequest\x1a .baldur.v1.WatchCircuitsResponse\" \x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/circuits:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_circuit_proto_rawDescOnce sync.Once

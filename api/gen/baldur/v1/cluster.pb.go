@@ -730,15 +730,15 @@ const file_baldur_v1_cluster_proto_rawDesc = "" +
 	"\x17RestoreSnapshotResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\tR\x06sha2562\x94\x05\n" +
-	"\x0eClusterService\x12S\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha2562\xa8\x05\n" +
+	"\x0eClusterService\x12Y\n" +
 	"\n" +
-	"GetCluster\x12\x1c.baldur.v1.GetClusterRequest\x1a\x12.baldur.v1.Cluster\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12b\n" +
-	"\tAddMember\x12\x1b.baldur.v1.AddMemberRequest\x1a\x12.baldur.v1.Cluster\"$\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/cluster/members\x12j\n" +
-	"\fRemoveMember\x12\x1e.baldur.v1.RemoveMemberRequest\x1a\x12.baldur.v1.Cluster\"&\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1a*\x18/v1/cluster/members/{id}\x12\x92\x01\n" +
-	"\x12TransferLeadership\x12$.baldur.v1.TransferLeadershipRequest\x1a%.baldur.v1.TransferLeadershipResponse\"/\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadership\x12d\n" +
-	"\fSaveSnapshot\x12\x1e.baldur.v1.SaveSnapshotRequest\x1a\x14.google.api.HttpBody\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/cluster/snapshot0\x01\x12b\n" +
-	"\x0fRestoreSnapshot\x12!.baldur.v1.RestoreSnapshotRequest\x1a\".baldur.v1.RestoreSnapshotResponse\"\x06\x82\xce\x18\x02\b\x01(\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"GetCluster\x12\x1c.baldur.v1.GetClusterRequest\x1a\x12.baldur.v1.Cluster\"\x19\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12d\n" +
+	"\tAddMember\x12\x1b.baldur.v1.AddMemberRequest\x1a\x12.baldur.v1.Cluster\"&\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/cluster/members\x12l\n" +
+	"\fRemoveMember\x12\x1e.baldur.v1.RemoveMemberRequest\x1a\x12.baldur.v1.Cluster\"(\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1a*\x18/v1/cluster/members/{id}\x12\x94\x01\n" +
+	"\x12TransferLeadership\x12$.baldur.v1.TransferLeadershipRequest\x1a%.baldur.v1.TransferLeadershipResponse\"1\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadership\x12j\n" +
+	"\fSaveSnapshot\x12\x1e.baldur.v1.SaveSnapshotRequest\x1a\x14.google.api.HttpBody\"\"\x82\xce\x18\x02\x10\x04\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/cluster/snapshot0\x01\x12d\n" +
+	"\x0fRestoreSnapshot\x12!.baldur.v1.RestoreSnapshotRequest\x1a\".baldur.v1.RestoreSnapshotResponse\"\b\x82\xce\x18\x04\b\x01\x10\x04(\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_cluster_proto_rawDescOnce sync.Once

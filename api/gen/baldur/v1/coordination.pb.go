@@ -1694,26 +1694,29 @@ const file_baldur_v1_coordination_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
 	"\rfencing_token\x18\x03 \x01(\x04R\ffencingToken\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x125\n" +
-	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration2\x95\v\n" +
-	"\x13CoordinationService\x12e\n" +
-	"\fAcquireLease\x12\x1e.baldur.v1.AcquireLeaseRequest\x1a\x18.baldur.v1.LeaseResponse\"\x1b\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
-	"/v1/leases\x12x\n" +
-	"\x0eKeepAliveLease\x12 .baldur.v1.KeepAliveLeaseRequest\x1a\x18.baldur.v1.LeaseResponse\"*\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/leases/{id}:keepAlive\x12k\n" +
-	"\vRevokeLease\x12\x1d.baldur.v1.RevokeLeaseRequest\x1a\x1e.baldur.v1.RevokeLeaseResponse\"\x1d\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x11*\x0f/v1/leases/{id}\x12]\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration2\xaf\f\n" +
+	"\x13CoordinationService\x12s\n" +
+	"\fAcquireLease\x12\x1e.baldur.v1.AcquireLeaseRequest\x1a\x18.baldur.v1.LeaseResponse\")\x82\xce\x18\x10\b\x01\x10\x02\x1a\n" +
+	"lease:name\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
+	"/v1/leases\x12\x86\x01\n" +
+	"\x0eKeepAliveLease\x12 .baldur.v1.KeepAliveLeaseRequest\x1a\x18.baldur.v1.LeaseResponse\"8\x82\xce\x18\x10\b\x01\x10\x02\x1a\n" +
+	"lease:name\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/leases/{id}:keepAlive\x12y\n" +
+	"\vRevokeLease\x12\x1d.baldur.v1.RevokeLeaseRequest\x1a\x1e.baldur.v1.RevokeLeaseResponse\"+\x82\xce\x18\x10\b\x01\x10\x02\x1a\n" +
+	"lease:name\x82\xd3\xe4\x93\x02\x11*\x0f/v1/leases/{id}\x12c\n" +
 	"\n" +
-	"ListLeases\x12\x1c.baldur.v1.ListLeasesRequest\x1a\x1d.baldur.v1.ListLeasesResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/leases\x12s\n" +
-	"\bCampaign\x12\x1a.baldur.v1.CampaignRequest\x1a\x1b.baldur.v1.CampaignResponse\".\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/elections/{name}:campaign\x12k\n" +
-	"\x06Resign\x12\x18.baldur.v1.ResignRequest\x1a\x19.baldur.v1.ResignResponse\",\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/elections/{name}:resign\x12_\n" +
-	"\vGetElection\x12\x1d.baldur.v1.GetElectionRequest\x1a\x13.baldur.v1.Election\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/elections/{name}\x12q\n" +
-	"\x0fObserveElection\x12!.baldur.v1.ObserveElectionRequest\x1a\x13.baldur.v1.Election\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/elections/{name}:observe0\x01\x12U\n" +
+	"ListLeases\x12\x1c.baldur.v1.ListLeasesRequest\x1a\x1d.baldur.v1.ListLeasesResponse\"\x18\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/leases\x12\x84\x01\n" +
+	"\bCampaign\x12\x1a.baldur.v1.CampaignRequest\x1a\x1b.baldur.v1.CampaignResponse\"?\x82\xce\x18\x13\b\x01\x10\x02\x1a\relection:name\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/elections/{name}:campaign\x12|\n" +
+	"\x06Resign\x12\x18.baldur.v1.ResignRequest\x1a\x19.baldur.v1.ResignResponse\"=\x82\xce\x18\x13\b\x01\x10\x02\x1a\relection:name\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/elections/{name}:resign\x12e\n" +
+	"\vGetElection\x12\x1d.baldur.v1.GetElectionRequest\x1a\x13.baldur.v1.Election\"\"\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/elections/{name}\x12w\n" +
+	"\x0fObserveElection\x12!.baldur.v1.ObserveElectionRequest\x1a\x13.baldur.v1.Election\"*\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/elections/{name}:observe0\x01\x12e\n" +
 	"\n" +
-	"DeclareJob\x12\x1c.baldur.v1.DeclareJobRequest\x1a\x0e.baldur.v1.Job\"\x19\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\r:\x01*\"\b/v1/jobs\x12U\n" +
-	"\bListJobs\x12\x1a.baldur.v1.ListJobsRequest\x1a\x1b.baldur.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n" +
-	"\x12\b/v1/jobs\x12x\n" +
-	"\rSetJobEnabled\x12\x1f.baldur.v1.SetJobEnabledRequest\x1a\x0e.baldur.v1.Job\"6\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/jobs/{resource}/{name}:setEnabled\x12\x7f\n" +
-	"\vStartJobRun\x12\x1d.baldur.v1.StartJobRunRequest\x1a\x1e.baldur.v1.StartJobRunResponse\"1\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02%:\x01*\" /v1/jobs/{resource}/{name}:start\x12r\n" +
-	"\fFinishJobRun\x12\x1e.baldur.v1.FinishJobRunRequest\x1a\x0e.baldur.v1.Job\"2\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/jobs/{resource}/{name}:finishB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"DeclareJob\x12\x1c.baldur.v1.DeclareJobRequest\x1a\x0e.baldur.v1.Job\")\x82\xce\x18\x12\b\x01\x10\x02\x1a\fjob:resource\x82\xd3\xe4\x93\x02\r:\x01*\"\b/v1/jobs\x12[\n" +
+	"\bListJobs\x12\x1a.baldur.v1.ListJobsRequest\x1a\x1b.baldur.v1.ListJobsResponse\"\x16\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\n" +
+	"\x12\b/v1/jobs\x12z\n" +
+	"\rSetJobEnabled\x12\x1f.baldur.v1.SetJobEnabledRequest\x1a\x0e.baldur.v1.Job\"8\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/jobs/{resource}/{name}:setEnabled\x12\x8f\x01\n" +
+	"\vStartJobRun\x12\x1d.baldur.v1.StartJobRunRequest\x1a\x1e.baldur.v1.StartJobRunResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fjob:resource\x82\xd3\xe4\x93\x02%:\x01*\" /v1/jobs/{resource}/{name}:start\x12\x82\x01\n" +
+	"\fFinishJobRun\x12\x1e.baldur.v1.FinishJobRunRequest\x1a\x0e.baldur.v1.Job\"B\x82\xce\x18\x12\b\x01\x10\x02\x1a\fjob:resource\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/jobs/{resource}/{name}:finishB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_coordination_proto_rawDescOnce sync.Once

@@ -1493,21 +1493,21 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\x10total_candidates\x18\b \x01(\x05R\x0ftotalCandidates\x12\x12\n" +
 	"\x04done\x18\t \x01(\bR\x04done\x12%\n" +
 	"\x0eblocked_reason\x18\n" +
-	" \x01(\tR\rblockedReason2\xa9\t\n" +
+	" \x01(\tR\rblockedReason2\xec\t\n" +
 	"\n" +
-	"DLQService\x12o\n" +
+	"DLQService\x12\x83\x01\n" +
 	"\n" +
-	"StoreEntry\x12\x1c.baldur.v1.StoreEntryRequest\x1a\x1d.baldur.v1.StoreEntryResponse\"$\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x18:\x05entry\"\x0f/v1/dlq/entries\x12e\n" +
-	"\vListEntries\x12\x1d.baldur.v1.ListEntriesRequest\x1a\x1e.baldur.v1.ListEntriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/dlq/entries\x12Y\n" +
-	"\bGetEntry\x12\x1a.baldur.v1.GetEntryRequest\x1a\x13.baldur.v1.DLQEntry\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dlq/entries/{id}\x12o\n" +
-	"\vReplayEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\",\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/dlq/entries/{id}:replay\x12q\n" +
-	"\fResolveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"-\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:resolve\x12q\n" +
-	"\fRedriveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"-\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:redrive\x12Z\n" +
-	"\x05Purge\x12\x17.baldur.v1.PurgeRequest\x1a\x18.baldur.v1.PurgeResponse\"\x1e\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/dlq:purge\x12U\n" +
-	"\bGetStats\x12\x1d.baldur.v1.GetDLQStatsRequest\x1a\x13.baldur.v1.DLQStats\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/dlq/stats\x12t\n" +
-	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\" \x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12o\n" +
-	"\vReplayBatch\x12\x1d.baldur.v1.ReplayBatchRequest\x1a\x1e.baldur.v1.ReplayBatchProgress\"\x1f\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/dlq:replay0\x01\x12w\n" +
-	"\x0eCompleteReplay\x12 .baldur.v1.CompleteReplayRequest\x1a\x13.baldur.v1.DLQEntry\".\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/dlq/entries/{id}:completeB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"StoreEntry\x12\x1c.baldur.v1.StoreEntryRequest\x1a\x1d.baldur.v1.StoreEntryResponse\"8\x82\xce\x18\x16\b\x01\x10\x02\x1a\x10dlq:entry.domain\x82\xd3\xe4\x93\x02\x18:\x05entry\"\x0f/v1/dlq/entries\x12k\n" +
+	"\vListEntries\x12\x1d.baldur.v1.ListEntriesRequest\x1a\x1e.baldur.v1.ListEntriesResponse\"\x1d\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/dlq/entries\x12_\n" +
+	"\bGetEntry\x12\x1a.baldur.v1.GetEntryRequest\x1a\x13.baldur.v1.DLQEntry\"\"\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dlq/entries/{id}\x12q\n" +
+	"\vReplayEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\".\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/dlq/entries/{id}:replay\x12s\n" +
+	"\fResolveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"/\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:resolve\x12s\n" +
+	"\fRedriveEntry\x12\x1d.baldur.v1.EntryActionRequest\x1a\x13.baldur.v1.DLQEntry\"/\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/dlq/entries/{id}:redrive\x12\\\n" +
+	"\x05Purge\x12\x17.baldur.v1.PurgeRequest\x1a\x18.baldur.v1.PurgeResponse\" \x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/dlq:purge\x12[\n" +
+	"\bGetStats\x12\x1d.baldur.v1.GetDLQStatsRequest\x1a\x13.baldur.v1.DLQStats\"\x1b\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/dlq/stats\x12\x83\x01\n" +
+	"\rAcquireReplay\x12\x1f.baldur.v1.AcquireReplayRequest\x1a .baldur.v1.AcquireReplayResponse\"/\x82\xce\x18\x11\b\x01\x10\x02\x1a\vdlq:domains\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/dlq:acquire\x12q\n" +
+	"\vReplayBatch\x12\x1d.baldur.v1.ReplayBatchRequest\x1a\x1e.baldur.v1.ReplayBatchProgress\"!\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/dlq:replay0\x01\x12y\n" +
+	"\x0eCompleteReplay\x12 .baldur.v1.CompleteReplayRequest\x1a\x13.baldur.v1.DLQEntry\"0\x82\xce\x18\x04\b\x01\x10\x02\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/dlq/entries/{id}:completeB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_dlq_proto_rawDescOnce sync.Once

@@ -1514,15 +1514,15 @@ const file_baldur_v1_emergency_proto_rawDesc = "" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x121\n" +
 	"\x06states\x18\x02 \x03(\v2\x19.baldur.v1.EmergencyStateR\x06states\x122\n" +
 	"\x06config\x18\x03 \x01(\v2\x1a.baldur.v1.EmergencyConfigR\x06config\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision2\x8f\a\n" +
-	"\x10EmergencyService\x12f\n" +
-	"\fGetEmergency\x12\x1e.baldur.v1.GetEmergencyRequest\x1a\x1f.baldur.v1.GetEmergencyResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/emergency\x12\x83\x01\n" +
-	"\x10TriggerEmergency\x12\".baldur.v1.TriggerEmergencyRequest\x1a#.baldur.v1.TriggerEmergencyResponse\"&\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/emergency:trigger\x12\x83\x01\n" +
-	"\x10ReleaseEmergency\x12\".baldur.v1.ReleaseEmergencyRequest\x1a#.baldur.v1.ReleaseEmergencyResponse\"&\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/emergency:release\x12\x86\x01\n" +
-	"\x14ListEmergencyHistory\x12&.baldur.v1.ListEmergencyHistoryRequest\x1a'.baldur.v1.ListEmergencyHistoryResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/emergency/history\x12t\n" +
-	"\x12GetEmergencyConfig\x12$.baldur.v1.GetEmergencyConfigRequest\x1a\x1a.baldur.v1.EmergencyConfig\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/emergency/config\x12\x91\x01\n" +
-	"\x15UpdateEmergencyConfig\x12'.baldur.v1.UpdateEmergencyConfigRequest\x1a(.baldur.v1.UpdateEmergencyConfigResponse\"%\x82\xce\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x19:\x01*\x1a\x14/v1/emergency/config\x12t\n" +
-	"\x0eWatchEmergency\x12 .baldur.v1.WatchEmergencyRequest\x1a!.baldur.v1.WatchEmergencyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/emergency:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
+	"\brevision\x18\x04 \x01(\x04R\brevision2\xad\a\n" +
+	"\x10EmergencyService\x12l\n" +
+	"\fGetEmergency\x12\x1e.baldur.v1.GetEmergencyRequest\x1a\x1f.baldur.v1.GetEmergencyResponse\"\x1b\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/emergency\x12\x85\x01\n" +
+	"\x10TriggerEmergency\x12\".baldur.v1.TriggerEmergencyRequest\x1a#.baldur.v1.TriggerEmergencyResponse\"(\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/emergency:trigger\x12\x85\x01\n" +
+	"\x10ReleaseEmergency\x12\".baldur.v1.ReleaseEmergencyRequest\x1a#.baldur.v1.ReleaseEmergencyResponse\"(\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/emergency:release\x12\x8c\x01\n" +
+	"\x14ListEmergencyHistory\x12&.baldur.v1.ListEmergencyHistoryRequest\x1a'.baldur.v1.ListEmergencyHistoryResponse\"#\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/emergency/history\x12z\n" +
+	"\x12GetEmergencyConfig\x12$.baldur.v1.GetEmergencyConfigRequest\x1a\x1a.baldur.v1.EmergencyConfig\"\"\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/emergency/config\x12\x93\x01\n" +
+	"\x15UpdateEmergencyConfig\x12'.baldur.v1.UpdateEmergencyConfigRequest\x1a(.baldur.v1.UpdateEmergencyConfigResponse\"'\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x19:\x01*\x1a\x14/v1/emergency/config\x12z\n" +
+	"\x0eWatchEmergency\x12 .baldur.v1.WatchEmergencyRequest\x1a!.baldur.v1.WatchEmergencyResponse\"!\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/emergency:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
 	file_baldur_v1_emergency_proto_rawDescOnce sync.Once

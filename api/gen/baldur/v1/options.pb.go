@@ -22,6 +22,68 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Role is what a caller may do.
+type Role int32
+
+const (
+	Role_ROLE_UNSPECIFIED Role = 0
+	// Reads, watches, metrics.
+	Role_VIEWER Role = 1
+	// What SDKs do: report outcomes, store DLQ entries, run replay workers,
+	// leases, elections, jobs (within their scopes).
+	Role_SERVICE Role = 2
+	// Force and reset breakers, policies, emergencies, DLQ replay, resolve
+	// and redrive, job enabling.
+	Role_OPERATOR Role = 3
+	// Purge, kill switch, membership, leadership, snapshots.
+	Role_ADMIN Role = 4
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "VIEWER",
+		2: "SERVICE",
+		3: "OPERATOR",
+		4: "ADMIN",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"VIEWER":           1,
+		"SERVICE":          2,
+		"OPERATOR":         3,
+		"ADMIN":            4,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_v1_options_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_baldur_v1_options_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_v1_options_proto_rawDescGZIP(), []int{0}
+}
+
 // RPCOptions says how the server treats a method. It is declared on the
 // method itself, so a new RPC states it where it is defined and cannot be
 // left out of a hand-kept table.
@@ -31,7 +93,18 @@ type RPCOptions struct {
 	// whole call (after authenticating it), so the answer comes from the
 	// leader's state. Writes, and the calls whose state lives in the
 	// leader's memory (outcome reports, probe permits).
-	LeaderOnly    bool `protobuf:"varint,1,opt,name=leader_only,json=leaderOnly,proto3" json:"leader_only,omitempty"`
+	LeaderOnly bool `protobuf:"varint,1,opt,name=leader_only,json=leaderOnly,proto3" json:"leader_only,omitempty"`
+	// role is the least role a caller needs: roles are ordered viewer <
+	// service < operator < admin, each allowed what the ones below it are.
+	// Every method declares one (a test fails when one does not).
+	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=baldur.v1.Role" json:"role,omitempty"`
+	// scope names the resource a scoped credential must cover, as
+	// "<kind>:<field path>" in the request: "circuit:name",
+	// "dlq:entry.domain", "circuit:reports.name" (every report's name). A
+	// credential with scopes ("circuit:payments-*", "dlq:payment") may call
+	// the method only on resources its patterns of that kind match; a
+	// credential without scopes is not limited.
+	Scope         string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +146,20 @@ func (x *RPCOptions) GetLeaderOnly() bool {
 	return false
 }
 
+func (x *RPCOptions) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *RPCOptions) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
 var file_baldur_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
@@ -96,11 +183,20 @@ var File_baldur_v1_options_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x17baldur/v1/options.proto\x12\tbaldur.v1\x1a google/protobuf/descriptor.proto\"-\n" +
+	"\x17baldur/v1/options.proto\x12\tbaldur.v1\x1a google/protobuf/descriptor.proto\"h\n" +
 	"\n" +
 	"RPCOptions\x12\x1f\n" +
 	"\vleader_only\x18\x01 \x01(\bR\n" +
-	"leaderOnly:I\n" +
+	"leaderOnly\x12#\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x0f.baldur.v1.RoleR\x04role\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope*N\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06VIEWER\x10\x01\x12\v\n" +
+	"\aSERVICE\x10\x02\x12\f\n" +
+	"\bOPERATOR\x10\x03\x12\t\n" +
+	"\x05ADMIN\x10\x04:I\n" +
 	"\x03rpc\x12\x1e.google.protobuf.MethodOptions\x18\xe0\x89\x03 \x01(\v2\x15.baldur.v1.RPCOptionsR\x03rpcB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
@@ -115,19 +211,22 @@ func file_baldur_v1_options_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_options_proto_rawDescData
 }
 
+var file_baldur_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_baldur_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_baldur_v1_options_proto_goTypes = []any{
-	(*RPCOptions)(nil),                 // 0: baldur.v1.RPCOptions
-	(*descriptorpb.MethodOptions)(nil), // 1: google.protobuf.MethodOptions
+	(Role)(0),                          // 0: baldur.v1.Role
+	(*RPCOptions)(nil),                 // 1: baldur.v1.RPCOptions
+	(*descriptorpb.MethodOptions)(nil), // 2: google.protobuf.MethodOptions
 }
 var file_baldur_v1_options_proto_depIdxs = []int32{
-	1, // 0: baldur.v1.rpc:extendee -> google.protobuf.MethodOptions
-	0, // 1: baldur.v1.rpc:type_name -> baldur.v1.RPCOptions
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	1, // [1:2] is the sub-list for extension type_name
-	0, // [0:1] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: baldur.v1.RPCOptions.role:type_name -> baldur.v1.Role
+	2, // 1: baldur.v1.rpc:extendee -> google.protobuf.MethodOptions
+	1, // 2: baldur.v1.rpc:type_name -> baldur.v1.RPCOptions
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	2, // [2:3] is the sub-list for extension type_name
+	1, // [1:2] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_options_proto_init() }
@@ -140,13 +239,14 @@ func file_baldur_v1_options_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_options_proto_rawDesc), len(file_baldur_v1_options_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   1,
 			NumExtensions: 1,
 			NumServices:   0,
 		},
 		GoTypes:           file_baldur_v1_options_proto_goTypes,
 		DependencyIndexes: file_baldur_v1_options_proto_depIdxs,
+		EnumInfos:         file_baldur_v1_options_proto_enumTypes,
 		MessageInfos:      file_baldur_v1_options_proto_msgTypes,
 		ExtensionInfos:    file_baldur_v1_options_proto_extTypes,
 	}.Build()
