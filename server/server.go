@@ -51,6 +51,13 @@ type Server struct {
 	// raft's goroutines, possibly before).
 	raftReady atomic.Pointer[raftstore.Store]
 	denials   denialLog
+	// members caches the Raft configuration's server ids for per-call
+	// peer checks.
+	members struct {
+		mu  sync.Mutex
+		ids map[string]bool
+		at  time.Time
+	}
 
 	store   *raftstore.Store
 	writes  *proposer

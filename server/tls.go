@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/tlsconf"
@@ -157,11 +158,35 @@ func (s *Server) peerIdentity(ctx context.Context) string {
 	if !ok {
 		return ""
 	}
-	leaf, err := s.tls.peerCA.Verify(info.State)
-	if err != nil || s.admitPeer(leaf) != nil {
+	leaf, err := s.tls.peerCA.VerifyCached(info.State)
+	if err != nil || !s.isMember(leaf.Subject.CommonName) {
 		return ""
 	}
 	return leaf.Subject.CommonName
+}
+
+// isMember is admitPeer for a call's certificate, with the Raft
+// configuration read at most every few seconds (it goes through Raft's
+// main loop).
+func (s *Server) isMember(id string) bool {
+	s.members.mu.Lock()
+	defer s.members.mu.Unlock()
+	if time.Since(s.members.at) > 5*time.Second || s.members.ids == nil {
+		st := s.raftReady.Load()
+		if st == nil {
+			return false
+		}
+		servers, err := st.Servers()
+		if err != nil {
+			return false
+		}
+		s.members.ids = map[string]bool{}
+		for _, sv := range servers {
+			s.members.ids[sv.ID] = true
+		}
+		s.members.at = time.Now()
+	}
+	return s.members.ids[id]
 }
 
 // clientCertIdentity is the caller a client certificate from the client CA
@@ -179,7 +204,7 @@ func (s *Server) clientCertIdentity(ctx context.Context) (identity, bool) {
 	if !ok {
 		return identity{}, false
 	}
-	leaf, err := s.tls.clientCA.Verify(info.State)
+	leaf, err := s.tls.clientCA.VerifyCached(info.State)
 	if err != nil {
 		return identity{}, false
 	}

@@ -121,7 +121,46 @@ func LoadKeyPair(certFile, keyFile string, onError func(error)) (*KeyPair, error
 func (k *KeyPair) Certificate() *tls.Certificate { return k.r.get() }
 
 // Pool is a file of PEM CA certificates.
-type Pool struct{ r *reloading[*x509.CertPool] }
+type Pool struct {
+	r *reloading[*x509.CertPool]
+
+	// verified remembers chains already checked, by leaf certificate
+	// (every call on a connection carries the same one), for a short
+	// while so a reloaded pool takes effect.
+	mu       sync.Mutex
+	verified map[*x509.Certificate]verdict
+}
+
+type verdict struct {
+	err   error
+	until time.Time
+}
+
+// verdictTTL bounds how long a chain's verdict is reused.
+const verdictTTL = 10 * time.Second
+
+// VerifyCached is Verify, remembering the verdict for a leaf for a few
+// seconds: a server checks the same connection's certificate on every call.
+func (p *Pool) VerifyCached(cs tls.ConnectionState) (*x509.Certificate, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return nil, errors.New("no certificate presented")
+	}
+	leaf, now := cs.PeerCertificates[0], time.Now()
+	p.mu.Lock()
+	v, ok := p.verified[leaf]
+	p.mu.Unlock()
+	if ok && now.Before(v.until) {
+		return leaf, v.err
+	}
+	_, err := p.Verify(cs)
+	p.mu.Lock()
+	if p.verified == nil || len(p.verified) > 4096 {
+		p.verified = map[*x509.Certificate]verdict{}
+	}
+	p.verified[leaf] = verdict{err: err, until: now.Add(verdictTTL)}
+	p.mu.Unlock()
+	return leaf, err
+}
 
 // LoadPool reads a PEM file of CA certificates.
 func LoadPool(file string, onError func(error)) (*Pool, error) {
@@ -139,7 +178,7 @@ func LoadPool(file string, onError func(error)) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{r}, nil
+	return &Pool{r: r}, nil
 }
 
 // CertPool is the current pool.
