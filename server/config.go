@@ -57,6 +57,9 @@ type Config struct {
 	// All files are read again when they change.
 	CertFile, KeyFile, ClientCAFile       string
 	PeerCertFile, PeerKeyFile, PeerCAFile string
+	// ClientCertRoles maps a client certificate's common name to its role
+	// (over the role its organizational unit names).
+	ClientCertRoles map[string]string
 	// TokenPublicKeys is a file of PEM Ed25519 public keys that verify
 	// signed tokens (baldurctl token create); several at once for rotation.
 	TokenPublicKeys string
@@ -156,6 +159,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PeerCertFile, "peer-cert-file", c.PeerCertFile, "PEM certificate this node presents to other nodes (Raft and node-to-node gRPC); its common name is the node id")
 	fs.StringVar(&c.PeerKeyFile, "peer-key-file", c.PeerKeyFile, "PEM key of --peer-cert-file")
 	fs.StringVar(&c.PeerCAFile, "peer-ca-file", c.PeerCAFile, "PEM CA certificates that sign node certificates (may be the client CA)")
+	fs.Var(roleMap{&c.ClientCertRoles}, "client-cert-roles", "name=role,...: the role of a client certificate by its common name (default: the role its organizational unit names, else viewer)")
 	fs.StringVar(&c.TokenPublicKeys, "token-public-keys", c.TokenPublicKeys, "PEM Ed25519 public keys verifying signed tokens (one or more; re-read when the file changes)")
 	fs.BoolVar(&c.InsecurePlaintext, "insecure-plaintext", c.InsecurePlaintext, "allow listening on a non-loopback address without TLS")
 	fs.StringVar(&c.Join, "join", c.Join, "gRPC address(es) of running members to ask for admission, comma-separated")
@@ -516,4 +520,37 @@ func loopbackBind(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// roleMap is --client-cert-roles: name=role,...
+type roleMap struct{ m *map[string]string }
+
+func (r roleMap) String() string {
+	if r.m == nil {
+		return ""
+	}
+	var parts []string
+	for n, role := range *r.m {
+		parts = append(parts, n+"="+role)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r roleMap) Set(s string) error {
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		name, role, ok := strings.Cut(part, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("%q: want name=role", part)
+		}
+		if _, err := parseRole(role); err != nil {
+			return fmt.Errorf("%q: %v", part, err)
+		}
+		out[name] = role
+	}
+	*r.m = out
+	return nil
 }

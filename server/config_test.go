@@ -131,4 +131,10 @@ func TestSecureByDefault(t *testing.T) {
 	if err := fs.Set("cors-origins", "https://console.example.com/path"); err == nil {
 		t.Fatal("an origin with a path was accepted")
 	}
+	if err := fs.Set("client-cert-roles", "ci-bot=service, oncall=operator"); err != nil || c.ClientCertRoles["oncall"] != "operator" {
+		t.Fatalf("client cert roles: %v %v", c.ClientCertRoles, err)
+	}
+	if err := fs.Set("client-cert-roles", "x=root"); err == nil {
+		t.Fatal("an unknown role was accepted")
+	}
 }

@@ -209,6 +209,10 @@ func (s *Server) clientCertIdentity(ctx context.Context) (identity, bool) {
 		return identity{}, false
 	}
 	id := identity{Name: leaf.Subject.CommonName, Role: pb.Role_VIEWER}
+	if role, ok := s.cfg.ClientCertRoles[id.Name]; ok {
+		id.Role, _ = parseRole(role)
+		return id, true
+	}
 	for _, ou := range leaf.Subject.OrganizationalUnit {
 		if r, err := parseRole(ou); err == nil {
 			id.Role = max(id.Role, r)

@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/baldurhq/baldurd/internal/tlsconf"
+	"github.com/baldurhq/baldurd/internal/token"
 	"github.com/spf13/cobra"
 )
 
 func certsCmd() *cobra.Command {
-	var dir, nodes, hosts, client string
+	var dir, nodes, hosts, client, clientRole string
 	var valid time.Duration
 	initCmd := &cobra.Command{Use: "init --dir DIR --nodes n1,n2,n3 [--hosts 127.0.0.1,localhost,...]",
 		Short: "Create a CA, node, client certificates and a token signing key for a test or small cluster", Args: cobra.NoArgs,
@@ -33,7 +34,10 @@ func certsCmd() *cobra.Command {
 					hs = append(hs, h)
 				}
 			}
-			files, err := tlsconf.Init(tlsconf.InitOptions{Dir: dir, Nodes: ns, Hosts: hs, Client: client, Valid: valid})
+			if err := token.CheckRole(clientRole); err != nil {
+				return fmt.Errorf("--client-role: %w", err)
+			}
+			files, err := tlsconf.Init(tlsconf.InitOptions{Dir: dir, Nodes: ns, Hosts: hs, Client: client, ClientRole: strings.ToLower(clientRole), Valid: valid})
 			if err != nil {
 				return err
 			}
@@ -47,6 +51,7 @@ func certsCmd() *cobra.Command {
 	f.StringVar(&nodes, "nodes", "", "node ids, comma-separated: each gets <id>.pem and <id>-key.pem (common name = id)")
 	f.StringVar(&hosts, "hosts", "127.0.0.1,::1,localhost", "names and addresses every node certificate holds, comma-separated")
 	f.StringVar(&client, "client", "admin", "common name of the client certificate")
+	f.StringVar(&clientRole, "client-role", "admin", "role the client certificate carries (its organizational unit)")
 	f.DurationVar(&valid, "valid", 365*24*time.Hour, "how long the node and client certificates last (the CA 10×)")
 	cmd := &cobra.Command{Use: "certs", Short: "Certificates for a TLS cluster"}
 	cmd.AddCommand(initCmd)

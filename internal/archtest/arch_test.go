@@ -53,16 +53,19 @@ func TestDomainsImportOnlyStdlibAndTheInternalProto(t *testing.T) {
 	}
 }
 
-// TestVocabularyIsALeaf: internal/fsm, which every domain imports, imports
-// the standard library only.
+// TestVocabularyIsALeaf: internal/fsm, which every domain imports, and
+// internal/tlsconf, which handles the node's keys, import the standard
+// library only.
 func TestVocabularyIsALeaf(t *testing.T) {
-	pkgs := list(t, module+"/internal/fsm")
-	if len(pkgs) != 1 {
-		t.Fatalf("go list internal/fsm: %d packages", len(pkgs))
-	}
-	for _, imp := range pkgs[0].Imports {
-		if !isStd(imp) {
-			t.Errorf("internal/fsm imports %s; it may import the standard library only", imp)
+	for _, leaf := range []string{"internal/fsm", "internal/tlsconf"} {
+		pkgs := list(t, module+"/"+leaf)
+		if len(pkgs) != 1 {
+			t.Fatalf("go list %s: %d packages", leaf, len(pkgs))
+		}
+		for _, imp := range pkgs[0].Imports {
+			if !isStd(imp) {
+				t.Errorf("%s imports %s; it may import the standard library only", leaf, imp)
+			}
 		}
 	}
 }

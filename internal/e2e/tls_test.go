@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -49,7 +50,14 @@ func TestMutualTLSCluster(t *testing.T) {
 	if _, err := tlsconf.Init(tlsconf.InitOptions{Dir: other, Nodes: []string{"n1", "n4"}, Hosts: []string{"127.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
-	c := startClusterWith(t, 3, tlsFlags(dir))
+	// Tokens are required (no anonymous callers): the client certificate
+	// (role admin, from its organizational unit) or a token names the caller.
+	tokens := filepath.Join(dir, "tokens")
+	const viewerToken, operatorToken = "dashboard-token-0123456789", "oncall-token-0123456789"
+	if err := os.WriteFile(tokens, []byte("dashboard "+viewerToken+" viewer\noncall "+operatorToken+" operator\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startClusterWith(t, 3, func(p *proc) []string { return append(tlsFlags(dir)(p), "--token-file", tokens) })
 	cfg, err := baldur.TLSConfig(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -91,16 +99,30 @@ func TestMutualTLSCluster(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "LEVEL_1") {
 		t.Fatalf("baldurctl over TLS: %v\n%s", err, out)
 	}
-	// REST with the CA (anonymous on loopback: no token file).
+	// REST with the CA and a token (curl --cacert ca.pem -H "Authorization: Bearer $T").
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs}}}
-	resp, err := hc.Get("https://" + c.nodes[0].http + "/v1/emergency")
-	if err != nil {
-		t.Fatal(err)
+	rest := func(method, path, tok, body string) (int, string) {
+		req, _ := http.NewRequest(method, "https://"+c.nodes[0].http+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "LEVEL_1") {
-		t.Fatalf("REST over TLS: %d %s", resp.StatusCode, body)
+	if code, body := rest("GET", "/v1/emergency", viewerToken, ""); code != 200 || !strings.Contains(body, "LEVEL_1") {
+		t.Fatalf("REST over TLS with a viewer token: %d %s", code, body)
+	}
+	if code, body := rest("GET", "/v1/emergency", "", ""); code != 401 {
+		t.Fatalf("REST over TLS without a token: %d %s", code, body)
+	}
+	if code, body := rest("POST", "/v1/emergency:release", viewerToken, `{"reason":"r","force":true}`); code != 403 || !strings.Contains(body, "requires role operator") {
+		t.Fatalf("REST write as viewer: %d %s", code, body)
 	}
 
 	// Refused: a plaintext API client.
@@ -115,6 +137,12 @@ func TestMutualTLSCluster(t *testing.T) {
 	_, err = raftv1.NewInternalClient(conn).Apply(ctx, &raftv1.ApplyRequest{Command: data})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "peer") {
 		t.Fatalf("client certificate on the internal service: %v", err)
+	}
+	tokConn, _ := baldur.NewConn(c.nodes[0].grpc, baldur.TLSDialOption(&tls.Config{RootCAs: cfg.RootCAs}))
+	defer tokConn.Close()
+	_, err = raftv1.NewInternalClient(tokConn).Apply(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+operatorToken), &raftv1.ApplyRequest{Command: data})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a valid token on the internal service: %v", err)
 	}
 
 	// Refused: Raft spoken in plain TCP, and with another CA's node
