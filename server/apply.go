@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -102,7 +104,12 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		panic(fmt.Sprintf("server: entry %d: %v; upgrade this node", index, err))
 	}
 	if id := cmd.RequestId; id != "" {
-		if v := kv.Get(bucketRequests, []byte(id)); len(v) == 8 {
+		if v := kv.Get(bucketRequests, []byte(id)); len(v) >= 8 {
+			// A retry of the same write is answered with its revision; the
+			// same id on a different write is refused, never dropped.
+			if len(v) == 8+sha256.Size && !bytes.Equal(v[8:], requestFingerprint(cmd)) {
+				return applyResult{Err: fmt.Errorf("%w: request id %q was used for another write (revision %d)", errRequestIDReused, id, binary.BigEndian.Uint64(v))}
+			}
 			return applyResult{Revision: binary.BigEndian.Uint64(v), Duplicate: true}
 		}
 	}
@@ -125,7 +132,7 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	for i := range ap.Batch {
 		a.record(kv, index, m.Time, cmd, &ap.Batch[i])
 	}
-	rememberRequest(kv, cmd.RequestId, index, m.Time)
+	rememberRequest(kv, cmd, index, m.Time)
 	return applyResult{Revision: index, Value: ap.Value}
 }
 
@@ -213,9 +220,28 @@ func bodyTypeOf(cmd *raftv1.Command) reflect.Type { return reflect.TypeOf(cmd.Bo
 // bodyType is the dynamic type of a Command body B (*B).
 func bodyType[B any]() reflect.Type { return reflect.TypeFor[*B]() }
 
+// errRequestIDReused is a request id sent again with a different write.
+var errRequestIDReused = errors.New("server: request id reused")
+
+// requestFingerprint identifies what a request id was used for: the
+// caller, the reason and the body (not the leader's time), as every replica
+// computes it from the same log entry.
+func requestFingerprint(cmd *raftv1.Command) []byte {
+	h := sha256.New()
+	h.Write([]byte(cmd.Actor))
+	h.Write([]byte{0})
+	h.Write([]byte(cmd.Reason))
+	h.Write([]byte{0})
+	c := &raftv1.Command{Body: cmd.Body}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	h.Write(b)
+	return h.Sum(nil)
+}
+
 // rememberRequest records a request id and forgets those older than the
 // window, using the command's time so every replica prunes alike.
-func rememberRequest(kv raftstore.KV, id string, index uint64, now time.Time) {
+func rememberRequest(kv raftstore.KV, cmd *raftv1.Command, index uint64, now time.Time) {
+	id := cmd.RequestId
 	cutoff := uint64(now.Add(-requestWindow).UnixNano())
 	var stale [][]byte
 	kv.Scan(bucketRequestsByTime, nil, false, func(k, _ []byte) bool {
@@ -232,9 +258,8 @@ func rememberRequest(kv raftstore.KV, id string, index uint64, now time.Time) {
 	if id == "" {
 		return
 	}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], index)
-	kv.Put(bucketRequests, []byte(id), v[:])
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+sha256.Size), index)
+	kv.Put(bucketRequests, []byte(id), append(v, requestFingerprint(cmd)...))
 	key := make([]byte, 8, 8+len(id))
 	binary.BigEndian.PutUint64(key, uint64(now.UnixNano()))
 	kv.Put(bucketRequestsByTime, append(key, id...), nil)

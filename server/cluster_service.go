@@ -13,6 +13,7 @@ import (
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -152,10 +153,13 @@ func (c *clusterService) SaveSnapshot(req *pb.SaveSnapshotRequest, stream pb.Clu
 	return nil
 }
 
-// restoreReader turns the client stream into an io.Reader.
+// restoreReader turns the client stream into an io.Reader of at most max
+// bytes.
 type restoreReader struct {
 	stream pb.ClusterService_RestoreSnapshotServer
 	buf    []byte
+	read   int64
+	max    int64
 }
 
 func (r *restoreReader) Read(p []byte) (int, error) {
@@ -165,6 +169,9 @@ func (r *restoreReader) Read(p []byte) (int, error) {
 			return 0, err // io.EOF at the end
 		}
 		r.buf = msg.Data
+		if r.read += int64(len(msg.Data)); r.max > 0 && r.read > r.max {
+			return 0, withDetails(codes.InvalidArgument, "REQUEST_TOO_LARGE", fmt.Sprintf("the snapshot is larger than --max-restore-bytes (%d)", r.max))
+		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
@@ -173,7 +180,7 @@ func (r *restoreReader) Read(p []byte) (int, error) {
 
 func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapshotServer) error {
 	ctx := stream.Context() // on the leader: the call is leader-only (api/proto)
-	hdr, err := c.s.store.Restore(ctx, &restoreReader{stream: stream})
+	hdr, err := c.s.store.Restore(ctx, &restoreReader{stream: stream, max: c.s.cfg.MaxRestoreBytes})
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,8 @@ type Config struct {
 	DLQStore    string
 	PostgresDSN string
 
+	// MaxRestoreBytes caps a snapshot upload.
+	MaxRestoreBytes int64
 	// CORSOrigins are the browser origins ("https://console.example.com")
 	// whose pages may call the REST API; none by default.
 	CORSOrigins []string
@@ -106,6 +108,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		GRPCAddr:        "127.0.0.1:7400",
+		MaxRestoreBytes: 16 << 30,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
 		LogLevel:        "info",
@@ -183,6 +186,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
 	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN for --dlq-store=postgres")

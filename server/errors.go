@@ -62,6 +62,7 @@ var errorTable = []errorMapping{
 	{errUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED"},
 	{errNotPeer, codes.PermissionDenied, "PEERS_ONLY"},
 	{errPermissionDenied, codes.PermissionDenied, "PERMISSION_DENIED"},
+	{errRequestIDReused, codes.AlreadyExists, "REQUEST_ID_REUSED"},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED"},
 	{context.Canceled, codes.Canceled, "CANCELED"},
 }
@@ -76,6 +77,7 @@ var httpOverride = map[string]int{
 	"LEASE_LOST":          http.StatusConflict,
 	"STALE_FENCING_TOKEN": http.StatusConflict,
 	"NOT_LEADER":          http.StatusServiceUnavailable,
+	"REQUEST_ID_REUSED":   http.StatusConflict,
 }
 
 // toStatus converts any error returned by a service method into a gRPC

@@ -12,7 +12,9 @@ import (
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func TestJoinTransferAndRemove(t *testing.T) {
@@ -112,6 +114,15 @@ func TestRetriedWriteWithRequestIDAppliesOnce(t *testing.T) {
 	}
 	if len(hist.Changes) != 2 {
 		t.Fatalf("history has %d changes for 2 distinct requests sent twice each", len(hist.Changes))
+	}
+	// The same id on a different write is refused, not silently dropped.
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "baldur-request-id", "req-"+c.Leader().ID)
+	_, err = emergencyClient(t, c.Leader()).ReleaseEmergency(ctx, &pb.ReleaseEmergencyRequest{Reason: "other write", Force: true})
+	if status.Code(err) != codes.AlreadyExists || reasonOf(err) != "REQUEST_ID_REUSED" {
+		t.Fatalf("reused request id: %v", err)
+	}
+	if st, _ := emergencyClient(t, c.Leader()).GetEmergency(ctxT(t), &pb.GetEmergencyRequest{}); !st.State.Active {
+		t.Fatal("the refused release took effect")
 	}
 }
 
