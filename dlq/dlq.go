@@ -71,7 +71,11 @@ type Entry struct {
 	Truncated        bool              `json:"truncated,omitempty"`
 	ReplayLeaseUntil time.Time         `json:"replay_lease_until"`
 	ReplayWorker     string            `json:"replay_worker,omitempty"`
-	Revision         uint64            `json:"revision"`
+	// ReplayOrigin says what made the entry replayable: "manual" (an
+	// operator's replay or redrive), "batch" (a batch replay), "automatic"
+	// (a worker took it up on its own, after capture or a recovery).
+	ReplayOrigin string `json:"replay_origin,omitempty"`
+	Revision     uint64 `json:"revision"`
 }
 
 // Limits.

@@ -497,3 +497,51 @@ func TestCheckIDMatchesThePattern(t *testing.T) {
 		}
 	}
 }
+
+// A replay's resolution says what started it: a worker on its own, an
+// operator, or a batch replay; a failed attempt forgets the origin.
+func TestReplayOriginIsRecorded(t *testing.T) {
+	m := newMachine(t)
+	for _, id := range []string{"auto", "man", "bat"} {
+		if _, err := m.store(id, "payment", 100, 100, "drop_oldest"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(id string) dlq.Entry {
+		t.Helper()
+		if _, err := m.apply(acquire(id, "w")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.apply(complete(id, "w", true)); err != nil {
+			t.Fatal(err)
+		}
+		return m.get(id)
+	}
+	if e := run("auto"); e.ReplayOrigin != dlq.OriginAutomatic || e.ResolutionType != "automatic_replay" {
+		t.Fatalf("worker on its own: %s / %s", e.ReplayOrigin, e.ResolutionType)
+	}
+	// A failed attempt, then an operator's replay.
+	if _, err := m.apply(acquire("man", "w")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.apply(complete("man", "w", false)); err != nil {
+		t.Fatal(err)
+	}
+	if e := m.get("man"); e.ReplayOrigin != "" {
+		t.Fatalf("origin kept after a failed attempt: %q", e.ReplayOrigin)
+	}
+	if _, err := m.apply(op(raftv1.DLQCommand_REPLAY, "man")); err != nil {
+		t.Fatal(err)
+	}
+	if e := run("man"); e.ResolutionType != "manual_replay" {
+		t.Fatalf("operator's replay: %s", e.ResolutionType)
+	}
+	batch := op(raftv1.DLQCommand_REPLAY, "bat")
+	batch.ResolutionType = dlq.OriginBatch
+	if _, err := m.apply(batch); err != nil {
+		t.Fatal(err)
+	}
+	if e := run("bat"); e.ResolutionType != "batch_replay" {
+		t.Fatalf("batch replay: %s", e.ResolutionType)
+	}
+}

@@ -70,6 +70,7 @@ func encodeEntry(e Entry) []byte {
 	}
 	b = jsonw.TimeField(b, "replay_lease_until", e.ReplayLeaseUntil)
 	b = jsonw.StringField(b, "replay_worker", e.ReplayWorker, true)
+	b = jsonw.StringField(b, "replay_origin", e.ReplayOrigin, true)
 	b = append(b, `"revision":`...)
 	b = strconv.AppendUint(b, e.Revision, 10)
 	return append(b, '}')

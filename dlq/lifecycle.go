@@ -23,19 +23,24 @@ func Transition(e Entry, m fsm.Meta, c *raftv1.DLQCommand) (Entry, string, error
 	switch c.GetOp() {
 	case raftv1.DLQCommand_ACQUIRE:
 		e.Status, e.RetryCount, e.LastRetryAt = Replaying, e.RetryCount+1, m.Time
+		if e.ReplayOrigin == "" {
+			e.ReplayOrigin = OriginAutomatic
+		}
 		e.ReplayWorker, e.ReplayLeaseUntil = c.GetWorker(), m.Time.Add(time.Duration(c.GetLeaseNanos()))
 		action = "replay_started"
 	case raftv1.DLQCommand_COMPLETE:
 		e.ReplayWorker, e.ReplayLeaseUntil = "", time.Time{}
 		switch {
 		case c.GetSuccess():
-			e.Status, e.ResolvedAt, e.ResolvedBy, e.ResolutionType = Resolved, m.Time, m.Actor, orDefault(c.GetResolutionType(), "manual_replay")
+			e.Status, e.ResolvedAt, e.ResolvedBy = Resolved, m.Time, m.Actor
+			e.ResolutionType = orDefault(c.GetResolutionType(), orDefault(e.ReplayOrigin, OriginAutomatic)+"_replay")
 			action = "replay_succeeded"
 		case e.RetryCount >= e.MaxRetries:
 			e.Status, e.ResolutionNote = RequiresReview, truncString(c.GetNote(), 1000)
 			action = "replay_exhausted"
 		default:
 			e.Status, e.ResolutionNote = Pending, truncString(c.GetNote(), 1000)
+			e.ReplayOrigin = "" // the next attempt is whatever starts it
 			action = "replay_failed"
 		}
 	case raftv1.DLQCommand_RESOLVE:
@@ -55,6 +60,7 @@ func Transition(e Entry, m fsm.Meta, c *raftv1.DLQCommand) (Entry, string, error
 			action = "replay_requested"
 		}
 		e.Status = Pending
+		e.ReplayOrigin = orDefault(c.GetResolutionType(), OriginManual)
 	case raftv1.DLQCommand_RELEASE_STALE:
 		if e.Status != Replaying || m.Time.Before(e.ReplayLeaseUntil) || uint64(e.ReplayLeaseUntil.UnixNano()) != c.GetReplayLeaseUntilUnixNano() {
 			return e, "", nil
@@ -123,15 +129,23 @@ func Check(e Entry, op raftv1.DLQCommand_Op, worker string) error {
 // Summary is what the audit trail keeps of an entry (no payloads). Its
 // fields are in name order, so it encodes as the map it replaced did.
 type Summary struct {
-	Domain      string `json:"domain"`
-	FailureType string `json:"failure_type"`
-	ID          string `json:"id"`
-	RetryCount  int    `json:"retry_count"`
-	Status      Status `json:"status"`
+	Domain       string `json:"domain"`
+	FailureType  string `json:"failure_type"`
+	ID           string `json:"id"`
+	RetryCount   int    `json:"retry_count"`
+	Status       Status `json:"status"`
+	ReplayOrigin string `json:"replay_origin,omitempty"`
 }
 
+// Replay origins (Entry.ReplayOrigin).
+const (
+	OriginManual    = "manual"
+	OriginBatch     = "batch"
+	OriginAutomatic = "automatic"
+)
+
 func summary(e Entry) Summary {
-	return Summary{ID: e.ID, Domain: e.Domain, FailureType: e.FailureType, Status: e.Status, RetryCount: e.RetryCount}
+	return Summary{ID: e.ID, Domain: e.Domain, FailureType: e.FailureType, Status: e.Status, RetryCount: e.RetryCount, ReplayOrigin: e.ReplayOrigin}
 }
 
 func orDefault(s, d string) string {

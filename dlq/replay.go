@@ -28,16 +28,19 @@ func (e Entry) IdempotencyKey() string { return fmt.Sprintf("%s:%s:%d", e.Domain
 
 // PauseReason says why replay of domain is paused now, or "" when it may
 // run: an emergency level that pauses replay (emergencyLevel, "" for none),
-// or an OPEN breaker among the domain's own (named like the domain) and
-// those mapped to it. When the breaker closes, workers find the entries
+// or a breaker that is not CLOSED among the domain's own (named like the
+// domain) and those mapped to it (breakerState: "" for no such breaker).
+// Replay waits for CLOSED, as Baldur does: while a breaker is HALF_OPEN its
+// few trial calls are the fleet's probes, and replay traffic would bypass
+// their limit. When the breaker closes, workers find the entries
 // replayable again: that is the automatic replay on recovery.
-func PauseReason(domain string, mapped []string, emergencyLevel string, open func(breaker string) bool) string {
+func PauseReason(domain string, mapped []string, emergencyLevel string, breakerState func(breaker string) string) string {
 	if emergencyLevel != "" {
 		return "paused: emergency " + emergencyLevel
 	}
 	for _, name := range append([]string{domain}, mapped...) {
-		if open(name) {
-			return "paused: breaker " + name + " is OPEN"
+		if st := breakerState(name); st != "" && st != "CLOSED" {
+			return "paused: breaker " + name + " is " + st
 		}
 	}
 	return ""

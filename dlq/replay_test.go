@@ -8,8 +8,8 @@ import (
 )
 
 func TestPauseReasonNamesTheEmergencyOrTheOpenBreaker(t *testing.T) {
-	open := map[string]bool{"payments-db": true}
-	isOpen := func(name string) bool { return open[name] }
+	states := map[string]string{"payments-db": "OPEN", "stripe": "HALF_OPEN", "adyen": "CLOSED"}
+	isOpen := func(name string) string { return states[name] }
 	cases := []struct {
 		domain, level string
 		mapped        []string
@@ -19,6 +19,8 @@ func TestPauseReasonNamesTheEmergencyOrTheOpenBreaker(t *testing.T) {
 		{"payments", "LEVEL_2", []string{"payments-db"}, "paused: emergency LEVEL_2"},
 		{"payments", "", []string{"payments-db"}, "paused: breaker payments-db is OPEN"},
 		{"payments-db", "", nil, "paused: breaker payments-db is OPEN"}, // the breaker named like the domain counts
+		{"payments", "", []string{"adyen", "stripe"}, "paused: breaker stripe is HALF_OPEN"}, // replay waits for CLOSED
+		{"payments", "", []string{"adyen"}, ""},
 	}
 	for _, tc := range cases {
 		if got := dlq.PauseReason(tc.domain, tc.mapped, tc.level, isOpen); got != tc.want {

@@ -106,7 +106,7 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 				return ctx.Err()
 			case <-tick.C:
 			}
-			next, err := d.s.dlq.Transition(ctx, caller(ctx, reason), &raftv1.DLQCommand{Op: op, Id: e.ID, Note: reason})
+			next, err := d.s.dlq.Transition(ctx, caller(ctx, reason), &raftv1.DLQCommand{Op: op, Id: e.ID, Note: reason, ResolutionType: dlq.OriginBatch})
 			if err == nil {
 				before[e.ID] = next.RetryCount
 			}

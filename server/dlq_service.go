@@ -81,7 +81,7 @@ func entryToPB(e dlq.Entry) *pb.DLQEntry {
 		RetryCount: int32(e.RetryCount), MaxRetries: int32(e.MaxRetries), LastRetryAt: ts(e.LastRetryAt), ResolvedAt: ts(e.ResolvedAt),
 		ResolvedBy: e.ResolvedBy, ResolutionType: e.ResolutionType, ResolutionNote: e.ResolutionNote, NextActionHint: e.NextActionHint,
 		RecommendedAction: e.RecommendedAct, CreatedAt: ts(e.CreatedAt), UpdatedAt: ts(e.UpdatedAt), ExpiresAt: ts(e.ExpiresAt),
-		Truncated: e.Truncated, ReplayWorker: e.ReplayWorker, ReplayLeaseUntil: ts(e.ReplayLeaseUntil), Revision: e.Revision,
+		Truncated: e.Truncated, ReplayWorker: e.ReplayWorker, ReplayLeaseUntil: ts(e.ReplayLeaseUntil), Revision: e.Revision, ReplayOrigin: e.ReplayOrigin,
 	}
 }
 
@@ -298,9 +298,11 @@ func (s *Server) replayPause(domain string) string {
 		if st := emergency.Get(kv, emergency.GlobalScope); st.PausesReplay() {
 			level = st.Level.String()
 		}
-		why = dlq.PauseReason(domain, s.cfg.DLQBreakers[domain], level, func(name string) bool {
-			b, ok := circuit.Get(kv, name)
-			return ok && b.State == circuit.Open
+		why = dlq.PauseReason(domain, s.cfg.DLQBreakers[domain], level, func(name string) string {
+			if b, ok := circuit.Get(kv, name); ok {
+				return b.State.String()
+			}
+			return ""
 		})
 		return nil
 	})

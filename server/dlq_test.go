@@ -85,7 +85,7 @@ func dlqSuite(t *testing.T, c *testcluster.Cluster, pg bool) {
 		t.Fatalf("acquire: %d %v", code, resp)
 	}
 	code, resp = r.do("POST", "/v1/dlq/entries/01J000:complete", `{"worker":"py-1","success":true}`)
-	if code != 200 || resp["status"] != "RESOLVED" || resp["resolution_type"] != "manual_replay" {
+	if code != 200 || resp["status"] != "RESOLVED" || resp["resolution_type"] != "automatic_replay" || resp["replay_origin"] != "automatic" {
 		t.Fatalf("complete: %d %v", code, resp)
 	}
 	code, resp = r.do("POST", "/v1/dlq/entries/01J001:resolve", `{"reason":"handled by hand"}`)

@@ -302,11 +302,12 @@ func retryable(r *Retry, err error) bool {
 
 // runAttempts runs the retry stage, counting retries in st.
 func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error), st *callStats) (T, int, error) {
+	start := time.Now() // MaxElapsed counts from the first attempt
 	v, err := fn(ctx)
 	if err == nil || r == nil {
 		return v, 1, err
 	}
-	v, attempts, err := retryAttempts(ctx, r, fn, v, err, st)
+	v, attempts, err := retryAttempts(ctx, r, fn, v, err, st, start)
 	if attempts > 1 {
 		var ex *RetryExhaustedError
 		switch {
@@ -321,8 +322,7 @@ func runAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) 
 	return v, attempts, err
 }
 
-func retryAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error), v T, err error, st *callStats) (T, int, error) {
-	start := time.Now()
+func retryAttempts[T any](ctx context.Context, r *Retry, fn func(context.Context) (T, error), v T, err error, st *callStats, start time.Time) (T, int, error) {
 	budget := r.MaxElapsed
 	var prev time.Duration
 	for attempt := 1; ; attempt++ {

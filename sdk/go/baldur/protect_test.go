@@ -186,3 +186,20 @@ func TestRetryBudgetsStopEarly(t *testing.T) {
 		t.Fatalf("non-retryable error retried: %d calls, %v", calls, r.Err)
 	}
 }
+
+// MaxElapsed bounds the whole call, the first attempt included: a first
+// attempt that takes the whole budget leaves no room for a retry.
+func TestRetryMaxElapsedCountsFromTheFirstAttempt(t *testing.T) {
+	c := localClient(t)
+	calls := 0
+	slowFail := func(context.Context) (string, error) {
+		calls++
+		time.Sleep(60 * time.Millisecond)
+		return "", errBoom
+	}
+	r := ProtectWithMeta(context.Background(), c, "slow", slowFail, WithRetry[string](Retry{MaxAttempts: 5, BaseDelay: 10 * time.Millisecond, MaxElapsed: 50 * time.Millisecond}))
+	var ex *RetryExhaustedError
+	if !errors.As(r.Err, &ex) || ex.Reason != "max_elapsed" || calls != 1 {
+		t.Fatalf("after a first attempt longer than MaxElapsed: %v, %d calls", r.Err, calls)
+	}
+}

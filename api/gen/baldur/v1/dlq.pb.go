@@ -60,8 +60,12 @@ type DLQEntry struct {
 	ReplayWorker     string                 `protobuf:"bytes,27,opt,name=replay_worker,json=replayWorker,proto3" json:"replay_worker,omitempty"`
 	ReplayLeaseUntil *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=replay_lease_until,json=replayLeaseUntil,proto3" json:"replay_lease_until,omitempty"`
 	Revision         uint64                 `protobuf:"varint,29,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What made the entry replayable: manual, batch or automatic (a worker
+	// took it up on its own); a replay's resolution_type follows it
+	// (manual_replay, batch_replay, automatic_replay).
+	ReplayOrigin  string `protobuf:"bytes,30,opt,name=replay_origin,json=replayOrigin,proto3" json:"replay_origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DLQEntry) Reset() {
@@ -295,6 +299,13 @@ func (x *DLQEntry) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *DLQEntry) GetReplayOrigin() string {
+	if x != nil {
+		return x.ReplayOrigin
+	}
+	return ""
 }
 
 type StoreEntryRequest struct {
@@ -1364,7 +1375,7 @@ var File_baldur_v1_dlq_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\n" +
-	"\x13baldur/v1/dlq.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\n" +
+	"\x13baldur/v1/dlq.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\n" +
 	"\n" +
 	"\bDLQEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -1405,7 +1416,8 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\ttruncated\x18\x1a \x01(\bR\ttruncated\x12#\n" +
 	"\rreplay_worker\x18\x1b \x01(\tR\freplayWorker\x12H\n" +
 	"\x12replay_lease_until\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\x10replayLeaseUntil\x12\x1a\n" +
-	"\brevision\x18\x1d \x01(\x04R\brevision\x1a;\n" +
+	"\brevision\x18\x1d \x01(\x04R\brevision\x12#\n" +
+	"\rreplay_origin\x18\x1e \x01(\tR\freplayOrigin\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
