@@ -18,7 +18,7 @@ func TestPauseReasonNamesTheEmergencyOrTheOpenBreaker(t *testing.T) {
 		{"payments", "", nil, ""},
 		{"payments", "LEVEL_2", []string{"payments-db"}, "paused: emergency LEVEL_2"},
 		{"payments", "", []string{"payments-db"}, "paused: breaker payments-db is OPEN"},
-		{"payments-db", "", nil, "paused: breaker payments-db is OPEN"}, // the breaker named like the domain counts
+		{"payments-db", "", nil, "paused: breaker payments-db is OPEN"},                      // the breaker named like the domain counts
 		{"payments", "", []string{"adyen", "stripe"}, "paused: breaker stripe is HALF_OPEN"}, // replay waits for CLOSED
 		{"payments", "", []string{"adyen"}, ""},
 	}
