@@ -107,6 +107,7 @@ func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.CircuitCommand) (Result, error) {
 			action = "policy_set"
 		}
 		next.Policy = p
+		next.Epoch = m.Index
 	case raftv1.CircuitCommand_TRIP:
 		if cur.State != Closed || cur.Pinned {
 			return Result{Name: cur.Name, Breaker: cur}, nil
@@ -228,6 +229,7 @@ func opened(b Breaker, m fsm.Meta, ev Evidence) Breaker {
 func closed(b Breaker, m fsm.Meta, ev Evidence) Breaker {
 	b = clearProbes(unpinned(b))
 	b.State, b.OpenedAt, b.OpenedRevision, b.Evidence = Closed, time.Time{}, 0, ev
+	b.Epoch = m.Index // a new window: what was reported before does not count
 	return b
 }
 

@@ -199,6 +199,10 @@ type Breaker struct {
 	ProbesGranted        int       `json:"probes_granted,omitempty"`
 	ProbeSuccesses       int       `json:"probe_successes,omitempty"`
 
+	// Epoch is the revision of the last reset, close or policy change:
+	// outcomes reported under an older revision are not counted.
+	Epoch uint64 `json:"epoch,omitempty"`
+
 	Revision uint64 `json:"revision"`
 }
 

@@ -18,6 +18,9 @@ import (
 type Outcome struct {
 	Name                           string
 	Successes, Failures, SlowCalls int64
+	// Revision is the breaker revision the reporter had seen when its
+	// interval began (0: unknown).
+	Revision uint64
 	// Probe outcomes of a HALF_OPEN breaker, for the probe window they
 	// were permitted in.
 	ProbeWindow                   uint64
@@ -70,6 +73,9 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 		}
 		switch b.State {
 		case Closed:
+			if r.Revision != 0 && r.Revision < b.Epoch {
+				continue // recorded before the last reset, close or policy change
+			}
 			evidence := ev.Observe(b.Name, b.Policy, Report{Instance: instance, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, now)
 			if evidence == nil {
 				continue

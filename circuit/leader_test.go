@@ -107,3 +107,28 @@ func TestProposalsNameWhatTheyActOn(t *testing.T) {
 		t.Fatalf("second HALF_OPEN changed the breaker: %+v → %+v", before, after)
 	}
 }
+
+// Outcomes recorded under a revision older than the breaker's last reset,
+// close or policy change do not count toward the new window.
+func TestIngestIgnoresOutcomesFromBeforeTheLastReset(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	p.FailureThreshold, p.FailureRateThreshold = 3, 0
+	m := newMachine(t, p)
+	ev := circuit.NewEvaluator()
+	seen := m.get().Revision // what an instance saw before the reset
+	m.must(op(raftv1.CircuitCommand_TRIP))
+	if _, err := m.apply(op(raftv1.CircuitCommand_RESET), "operator reset"); err != nil {
+		t.Fatal(err)
+	}
+	b := m.get()
+	if b.State != circuit.Closed || b.Epoch != b.Revision || b.Epoch <= seen {
+		t.Fatalf("after reset: %+v", b)
+	}
+	if in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 50, Revision: seen}); len(in.Commands) != 0 || ev.Snapshot("svc").WindowCalls != 0 {
+		t.Fatalf("stale outcomes counted: %v, window %+v", ops(in), ev.Snapshot("svc"))
+	}
+	// Outcomes from after the reset, or of unknown revision, count.
+	if in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 2, Revision: b.Revision}, circuit.Outcome{Name: "svc", Failures: 1}); len(in.Commands) != 1 {
+		t.Fatalf("fresh outcomes: %v", ops(in))
+	}
+}

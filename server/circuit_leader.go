@@ -32,7 +32,7 @@ func (s *Server) ingest(ctx context.Context, instance string, reports []*pb.Outc
 		if r.Rejections > 0 {
 			s.metrics.rejections.WithLabelValues(r.Name).Add(float64(r.Rejections))
 		}
-		batch[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls,
+		batch[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Revision: r.Revision,
 			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures}
 	}
 	var in circuit.Ingested

@@ -179,6 +179,7 @@ type Breaker struct {
 	wouldReject                   atomic.Int64
 	blockedOpen, blockedHalfOpen  atomic.Uint64 // since creation
 	calls                         *callStats    // Protect's counters for this name
+	intervalRev                   atomic.Uint64 // fleet revision when the current report interval began
 }
 
 func newBreaker(c *Client, name string) *Breaker {

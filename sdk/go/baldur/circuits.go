@@ -21,6 +21,7 @@ func (c *Client) Breaker(name string) *Breaker {
 	nb := newBreaker(c, name)
 	if f, ok := c.fleetStates.Load(name); ok {
 		nb.setFleet(f.(*fleetView))
+		nb.intervalRev.Store(f.(*fleetView).revision)
 	}
 	b, _ := c.breakers.LoadOrStore(name, nb)
 	return b.(*Breaker)
@@ -119,8 +120,11 @@ func (c *Client) collect() *pb.ReportOutcomesRequest {
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
 	c.breakers.Range(func(_, v any) bool {
 		b := v.(*Breaker)
+		// The revision the interval began under; the next one begins now.
+		rev := b.intervalRev.Swap(b.FleetRevision())
 		r := &pb.OutcomeReport{
-			Name: b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
+			Revision: rev,
+			Name:     b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
 			Rejections: b.rejections.Swap(0), ProbeSuccesses: b.probeSuccesses.Swap(0), ProbeFailures: b.probeFailures.Swap(0),
 			LocalOpen: b.LocalState() == StateOpen, ProbeWindow: b.permitWindow.Load(),
 		}

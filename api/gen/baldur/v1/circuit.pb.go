@@ -1113,7 +1113,13 @@ type OutcomeReport struct {
 	// Failures by class (e.g. "timeout", "5xx"), for operators.
 	FailuresByClass map[string]int64 `protobuf:"bytes,9,rep,name=failures_by_class,json=failuresByClass,proto3" json:"failures_by_class,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// The HALF_OPEN window the probe outcomes belong to.
-	ProbeWindow   uint64 `protobuf:"varint,10,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
+	ProbeWindow uint64 `protobuf:"varint,10,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
+	// The breaker revision this instance had seen when the interval began.
+	// Outcomes recorded under a revision older than the breaker's last
+	// reset, close or policy change (its epoch) are not counted: calls made
+	// before an operator's reset must not trip the breaker again. 0: unknown
+	// (counted).
+	Revision      uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1214,6 +1220,13 @@ func (x *OutcomeReport) GetFailuresByClass() map[string]int64 {
 func (x *OutcomeReport) GetProbeWindow() uint64 {
 	if x != nil {
 		return x.ProbeWindow
+	}
+	return 0
+}
+
+func (x *OutcomeReport) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
 	}
 	return 0
 }
@@ -1640,7 +1653,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"J\n" +
 	"\x12KillSwitchResponse\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xcd\x03\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xe9\x03\n" +
 	"\rOutcomeReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tsuccesses\x18\x02 \x01(\x03R\tsuccesses\x12\x1a\n" +
@@ -1656,7 +1669,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"local_open\x18\b \x01(\bR\tlocalOpen\x12Y\n" +
 	"\x11failures_by_class\x18\t \x03(\v2-.baldur.v1.OutcomeReport.FailuresByClassEntryR\x0ffailuresByClass\x12!\n" +
 	"\fprobe_window\x18\n" +
-	" \x01(\x04R\vprobeWindow\x1aB\n" +
+	" \x01(\x04R\vprobeWindow\x12\x1a\n" +
+	"\brevision\x18\v \x01(\x04R\brevision\x1aB\n" +
 	"\x14FailuresByClassEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"l\n" +
