@@ -258,7 +258,12 @@ func cronNext(expr string, after time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, &fsm.ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%q: %v", expr, err)}
 	}
-	return sched.Next(after), nil
+	next := sched.Next(after)
+	if next.IsZero() {
+		// robfig/cron looks five years ahead ("0 0 30 2 *": February 30th).
+		return time.Time{}, &fsm.ArgumentError{FieldName: "cron", Code: "INVALID_SCHEDULE", Msg: fmt.Sprintf("%q never fires", expr)}
+	}
+	return next, nil
 }
 
 func (c *coordinationService) DeclareJob(ctx context.Context, req *pb.DeclareJobRequest) (*pb.Job, error) {

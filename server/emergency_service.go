@@ -56,6 +56,9 @@ func checkedDuration(field string, d *durationpb.Duration) (time.Duration, error
 	if err := d.CheckValid(); err != nil {
 		return 0, invalidField(field, err.Error())
 	}
+	if d.AsDuration() < 0 {
+		return 0, invalidField(field, fmt.Sprintf("%v is negative", d.AsDuration()))
+	}
 	return d.AsDuration(), nil
 }
 

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
@@ -129,6 +131,12 @@ func toStatus(log *slog.Logger, err error) error {
 }
 
 func withDetails(code codes.Code, reason, msg string, badRequest ...*errdetails.BadRequest) error {
+	msg = shortMessage(msg)
+	for _, br := range badRequest {
+		for _, v := range br.FieldViolations {
+			v.Field, v.Description = shortMessage(v.Field), shortMessage(v.Description)
+		}
+	}
 	st := status.New(code, msg)
 	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); err == nil {
 		st = withInfo
@@ -163,4 +171,20 @@ func statusField(st *status.Status) string {
 		}
 	}
 	return ""
+}
+
+// maxMessage bounds an error message: errors name what is wrong and quote
+// at most a short prefix of the input (a 900 KB value must not come back in
+// a 900 KB error).
+const maxMessage = 512
+
+func shortMessage(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
+	}
+	cut := maxMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + fmt.Sprintf("… (%d bytes more)", len(msg)-cut)
 }

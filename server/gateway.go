@@ -164,6 +164,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 	gwmux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler()),
 		runtime.WithErrorHandler(gatewayError),
+		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		// gRPC response metadata stays inside: no Grpc-Metadata-* headers.
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
@@ -204,6 +205,10 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		gwmux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
+	})
+	// Anything else: the same JSON error body as every route.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeHTTPStatus(w, http.StatusNotFound, withDetails(codes.NotFound, "NOT_FOUND", "no route "+r.URL.Path))
 	})
 	return browserSafe(mux, s.cfg.CORSOrigins), nil
 }
@@ -337,5 +342,18 @@ func (s *Server) saveHTTP(conn *grpc.ClientConn) http.HandlerFunc {
 				return
 			}
 		}
+	}
+}
+
+// routingError answers a path the gateway does not serve (404) or serves
+// with other methods (405, with Allow) in the REST error shape.
+func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		writeHTTPStatus(w, httpStatus, withDetails(codes.Unimplemented, "METHOD_NOT_ALLOWED", r.Method+" is not served on "+r.URL.Path))
+	case http.StatusNotFound:
+		writeHTTPStatus(w, httpStatus, withDetails(codes.NotFound, "NOT_FOUND", "no route "+r.URL.Path))
+	default:
+		writeHTTPStatus(w, httpStatus, withDetails(codes.InvalidArgument, "INVALID_ARGUMENT", http.StatusText(httpStatus)))
 	}
 }

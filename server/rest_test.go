@@ -163,6 +163,11 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 		{"config out of range", "PUT", "/v1/emergency/config", `{"reason":"r","config":{"levels":[{"level":"LEVEL_1","admission":{"critical":2}},{"level":"LEVEL_2","admission":{}},{"level":"LEVEL_3","admission":{}}],"stabilization_period":"1s","level_step_delay":"1s","auto_duration":"60s"}}`, 400, "INVALID_CONFIG", "config.levels[LEVEL_1].critical"},
 		{"restore garbage", "POST", "/v1/cluster/snapshot:restore", "not a snapshot", 400, "INVALID_SNAPSHOT", ""},
 		{"unknown path", "GET", "/v1/nothing", "", 404, "NOT_FOUND", ""},
+		{"negative duration", "POST", "/v1/dlq:purge", `{"confirm":true,"older_than":"-1s"}`, 400, "INVALID_ARGUMENT", "older_than"},
+		{"cron that never fires", "POST", "/v1/jobs", `{"resource":"reports","name":"never","cron":"0 0 30 2 *"}`, 400, "INVALID_SCHEDULE", "cron"},
+		{"unknown path outside /v1", "GET", "/nothing", "", 404, "NOT_FOUND", ""},
+		{"wrong method", "DELETE", "/v1/emergency", "", 405, "METHOD_NOT_ALLOWED", ""},
+		{"huge bad value quoted short", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","scope":"` + strings.Repeat("X", 200000) + `"}`, 400, "INVALID_SCOPE", "scope"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,8 +178,8 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 			if tc.field != "" && body["field"] != tc.field {
 				t.Errorf("field = %v, want %s", body["field"], tc.field)
 			}
-			if msg, _ := body["message"].(string); msg == "" {
-				t.Errorf("no message in %v", body)
+			if msg, _ := body["message"].(string); msg == "" || len(msg) > 600 {
+				t.Errorf("message of %d bytes in %v", len(msg), body)
 			}
 		})
 	}

@@ -122,7 +122,7 @@ func oneLine(err error) string {
 		if st.Code() == codes.Unavailable && strings.Contains(msg, "server preface") {
 			msg += " (the node may require TLS: --cacert, and --cert/--key if it checks client certificates)"
 		}
-		return baldur.Reason(err) + ": " + strings.ReplaceAll(msg, "\n", " ")
+		return baldur.Reason(err) + ": " + printable(msg)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timed out (raise --timeout)"

@@ -63,3 +63,17 @@ func TestCertsInitAndTokenCreate(t *testing.T) {
 		t.Fatalf("no token: %d %s", code, errOut)
 	}
 }
+
+func TestServerTextCannotDriveTheTerminal(t *testing.T) {
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	evil := "outage \x1b[2J\x1b]0;pwned\x07 done"
+	if _, errOut, code := ctl.run("emergency", "trigger", "LEVEL_1", "--reason", evil); code != 0 {
+		t.Fatalf("trigger: %s", errOut)
+	}
+	out, _, _ := ctl.run("audit", "list")
+	if strings.ContainsRune(out, 0x1b) || !strings.Contains(out, `outage \x1b[2J`) {
+		t.Fatalf("audit list printed control characters raw:\n%q", out)
+	}
+}
