@@ -35,6 +35,10 @@ type Ingested struct {
 	Registered []string
 	// Trips holds the evidence of each TRIP in Commands, by breaker.
 	Trips map[string]Evidence
+	// Refused names the unknown breakers the batch would register beyond
+	// the room the caller gave; when any is refused, Commands is empty
+	// (nothing of the batch is half-applied).
+	Refused []string
 }
 
 // Ingest is the leader's reading of one batch of reports from instance,
@@ -48,8 +52,21 @@ type Ingested struct {
 //
 // Later reports in the batch see the breakers as the earlier commands
 // leave them.
-func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []Outcome, now time.Time) Ingested {
+func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []Outcome, now time.Time, room int) Ingested {
 	var out Ingested
+	// Registration is bounded: count the unknown names first.
+	unknown := map[string]bool{}
+	for _, r := range batch {
+		if _, ok := Get(kv, r.Name); !ok && !unknown[r.Name] {
+			unknown[r.Name] = true
+			if len(unknown) > room {
+				out.Refused = append(out.Refused, r.Name)
+			}
+		}
+	}
+	if len(out.Refused) > 0 {
+		return out
+	}
 	known := map[string]Breaker{}
 	decided := map[string]bool{} // a PROBE_RESULT is pending: its outcome is the FSM's
 	for _, r := range batch {

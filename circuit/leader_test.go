@@ -12,7 +12,7 @@ import (
 func (m *machine) ingest(ev *circuit.Evaluator, defaults circuit.Policy, batch ...circuit.Outcome) circuit.Ingested {
 	var in circuit.Ingested
 	m.db.View(func(tx *bolt.Tx) error {
-		in = circuit.Ingest(raftstore.NewKV(tx), ev, defaults, "i-1", batch, m.now)
+		in = circuit.Ingest(raftstore.NewKV(tx), ev, defaults, "i-1", batch, m.now, 1000)
 		return nil
 	})
 	return in

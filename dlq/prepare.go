@@ -23,7 +23,17 @@ type Limits struct {
 	ExpiryHours        int
 	RetentionDays      int
 	StaleReplayMinutes int
+	// MaxDomains bounds the domains holding entries; MaxMetadataKeys the
+	// metadata keys of one entry.
+	MaxDomains      int
+	MaxMetadataKeys int
 }
+
+// Field bounds of an entry (refused beyond, naming the field).
+const (
+	MaxShortField    = 256  // entity_type, entity_id, user_id, error_code, next_action_hint, recommended_action, metadata keys
+	MaxMetadataValue = 1024 // one metadata value
+)
 
 // DefaultLimits are Baldur's defaults (§4.3).
 func DefaultLimits() Limits {
@@ -32,6 +42,7 @@ func DefaultLimits() Limits {
 		RequestDataMax: 4096, FieldMax: 4096, TruncateBlocks: true, MaxReplayAttempts: 2,
 		SensitiveFields: []string{"password", "passwd", "secret", "token", "api_key", "apikey", "authorization", "card_number", "cvv", "ssn"},
 		ExpiryHours:     72, RetentionDays: 30, StaleReplayMinutes: 30,
+		MaxDomains: 1000, MaxMetadataKeys: 64,
 	}
 }
 
@@ -160,6 +171,21 @@ func prepare(e Entry, l Limits, compact bool) (Entry, error) {
 	}
 	if len(e.FailureType) > 128 {
 		return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "failure_type", Code: "INVALID_ARGUMENT", Msg: "at most 128 bytes"}
+	}
+	for _, f := range []struct{ name, v string }{{"entity_type", e.EntityType}, {"entity_id", e.EntityID}, {"user_id", e.UserID},
+		{"error_code", e.ErrorCode}, {"next_action_hint", e.NextActionHint}, {"recommended_action", e.RecommendedAct}} {
+		if len(f.v) > MaxShortField {
+			return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: f.name, Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%d bytes, at most %d", len(f.v), MaxShortField)}
+		}
+	}
+	if l.MaxMetadataKeys > 0 && len(e.Metadata) > l.MaxMetadataKeys {
+		return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "metadata", Code: "INVALID_ARGUMENT", Msg: fmt.Sprintf("%d keys, at most %d (--dlq-max-metadata-keys)", len(e.Metadata), l.MaxMetadataKeys)}
+	}
+	for k, v := range e.Metadata {
+		if len(k) > MaxShortField || len(v) > MaxMetadataValue {
+			return Entry{}, &fsm.ArgumentError{Domain: "dlq", FieldName: "metadata", Code: "INVALID_ARGUMENT",
+				Msg: fmt.Sprintf("key %.40q…: keys at most %d bytes, values at most %d", k, MaxShortField, MaxMetadataValue)}
+		}
 	}
 	domain, original, reason := NormalizeDomain(e.Domain)
 	if original != "" {

@@ -34,6 +34,42 @@ type Replicated struct {
 	// different entries instead of racing for the oldest one.
 	mu      sync.Mutex
 	leasing map[string]bool
+
+	// domains are the domains holding entries, read at most once a second.
+	domains   map[string]bool
+	domainsAt time.Time
+}
+
+// checkDomain refuses a store that would start a domain beyond
+// Limits.MaxDomains.
+func (r *Replicated) checkDomain(domain string) error {
+	if r.Limits.MaxDomains <= 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.domainsAt) > time.Second || r.domains == nil {
+		r.domains = map[string]bool{}
+		_ = r.View(func(kv fsm.KV) error {
+			kv.Scan(BucketCounts, []byte("d/"), false, func(k, _ []byte) bool {
+				if len(k) < 2 || string(k[:2]) != "d/" {
+					return false
+				}
+				r.domains[string(k[2:])] = true
+				return true
+			})
+			return nil
+		})
+		r.domainsAt = time.Now()
+	}
+	if r.domains[domain] {
+		return nil
+	}
+	if len(r.domains) >= r.Limits.MaxDomains {
+		return fmt.Errorf("%w: domain %q would be domain %d; at most %d hold entries (--dlq-max-domains)", ErrCapacityExceeded, domain, len(r.domains)+1, r.Limits.MaxDomains)
+	}
+	r.domains[domain] = true // counted until the next read
+	return nil
 }
 
 var _ Store = (*Replicated)(nil)
@@ -70,6 +106,9 @@ func (r *Replicated) ReadBarrier(ctx context.Context, consistency string) error 
 // store its bytes as they are (StoreCommand); the leader commits concurrent
 // stores together (group commit).
 func (r *Replicated) Store(ctx context.Context, c Caller, e Entry) (Result, uint64, error) {
+	if err := r.checkDomain(e.Domain); err != nil {
+		return Result{}, 0, err
+	}
 	now := time.Unix(0, r.Now().UnixNano()).UTC()
 	body := StoreCommand(e, now, r.Limits)
 	if n := len(body.EntryJson); r.MaxEntry > 0 && n > r.MaxEntry-4096 {

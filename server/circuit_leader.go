@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
@@ -37,10 +38,19 @@ func (s *Server) ingest(ctx context.Context, instance string, reports []*pb.Outc
 	}
 	var in circuit.Ingested
 	_ = s.store.View(func(kv raftstore.KV) error {
-		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, instance, batch, s.now())
+		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, instance, batch, s.now(), s.breakerRoom())
 		return nil
 	})
+	if len(in.Refused) > 0 {
+		return nil, s.limitError("breakers", "--max-breakers", s.cfg.MaxBreakers,
+			fmt.Sprintf("the cluster holds as many breakers as it may; %d new names refused, first %q", len(in.Refused), in.Refused[0]))
+	}
 	s.metrics.evalSeconds.Observe(time.Since(start).Seconds())
+	if len(in.Registered) > 0 {
+		s.breakerN.mu.Lock()
+		s.breakerN.n += len(in.Registered) // until the next count
+		s.breakerN.mu.Unlock()
+	}
 	for _, cmd := range in.Commands {
 		cmd.Actor = systemActor
 		if _, err := s.writes.propose(ctx, cmd, onLeader); err != nil {

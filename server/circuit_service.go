@@ -170,6 +170,9 @@ func (c *circuitService) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest
 	if err := circuit.CheckReason(reason); err != nil {
 		return nil, err
 	}
+	if _, ok := c.s.breaker(req.Name); !ok && c.s.breakerRoom() == 0 {
+		return nil, c.s.limitError("breakers", "--max-breakers", c.s.cfg.MaxBreakers, fmt.Sprintf("the cluster holds as many breakers as it may; %q is new", req.Name))
+	}
 	raw, _ := json.Marshal(p)
 	return c.change(ctx, reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: req.Name, PolicyJson: raw})
 }

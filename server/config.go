@@ -86,6 +86,9 @@ type Config struct {
 
 	// MaxRestoreBytes caps a snapshot upload.
 	MaxRestoreBytes int64
+	// MaxBreakers caps the breakers of the cluster; MaxWatchers the watch
+	// streams one node serves (limits.go).
+	MaxBreakers, MaxWatchers int
 	// CORSOrigins are the browser origins ("https://console.example.com")
 	// whose pages may call the REST API; none by default.
 	CORSOrigins []string
@@ -109,6 +112,8 @@ func Defaults() Config {
 	return Config{
 		GRPCAddr:        "127.0.0.1:7400",
 		MaxRestoreBytes: 16 << 30,
+		MaxBreakers:     10000,
+		MaxWatchers:     10000,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
 		LogLevel:        "info",
@@ -186,6 +191,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
+	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
@@ -193,6 +200,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	d := &c.DLQ
 	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
 	fs.Int64Var(&d.MaxPerDomain, "dlq-max-size-per-domain", d.MaxPerDomain, "DLQ entries kept per domain")
+	fs.IntVar(&d.MaxDomains, "dlq-max-domains", d.MaxDomains, "DLQ domains holding entries (a store starting one more is refused)")
+	fs.IntVar(&d.MaxMetadataKeys, "dlq-max-metadata-keys", d.MaxMetadataKeys, "metadata keys of one DLQ entry")
 	fs.StringVar(&d.OverflowStrategy, "dlq-overflow-strategy", d.OverflowStrategy, "drop_oldest or reject (never evicts entries being replayed)")
 	fs.IntVar(&d.ExpiryHours, "dlq-expiry-hours", d.ExpiryHours, "PENDING entries expire after this many hours (1..720)")
 	fs.IntVar(&d.RetentionDays, "dlq-retention-days", d.RetentionDays, "RESOLVED entries are archived after this many days (1..365)")

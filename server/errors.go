@@ -65,6 +65,7 @@ var errorTable = []errorMapping{
 	{errNotPeer, codes.PermissionDenied, "PEERS_ONLY"},
 	{errPermissionDenied, codes.PermissionDenied, "PERMISSION_DENIED"},
 	{errRequestIDReused, codes.AlreadyExists, "REQUEST_ID_REUSED"},
+	{errLimit, codes.ResourceExhausted, "LIMIT_REACHED"},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED"},
 	{context.Canceled, codes.Canceled, "CANCELED"},
 }
@@ -80,6 +81,7 @@ var httpOverride = map[string]int{
 	"STALE_FENCING_TOKEN": http.StatusConflict,
 	"NOT_LEADER":          http.StatusServiceUnavailable,
 	"REQUEST_ID_REUSED":   http.StatusConflict,
+	"LIMIT_REACHED":       http.StatusTooManyRequests,
 }
 
 // toStatus converts any error returned by a service method into a gRPC

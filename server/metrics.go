@@ -26,6 +26,7 @@ type metrics struct {
 	dlqReplays       *prometheus.CounterVec
 	dlqReplayBlocked prometheus.Counter
 	dlqGroupSize     prometheus.Histogram
+	limitRefusals    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -63,8 +64,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.dlqGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_dlq_store_group_size", Help: "DLQ stores committed per Raft entry on the leader (group commit; 1 when alone).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay pauses: a domain's replay blocked by emergency >= LEVEL_2 or an OPEN breaker, counted when the pause starts or its reason changes."})
+	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_limit_refusals_total",
+		Help: "Requests refused by a resource limit (breakers, dlq_domains, watchers, ...)."}, []string{"limit"})
 	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
-		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, &stateCollector{s: s}} {
+		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

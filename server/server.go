@@ -51,6 +51,8 @@ type Server struct {
 	// raft's goroutines, possibly before).
 	raftReady atomic.Pointer[raftstore.Store]
 	denials   denialLog
+	watchers  watchers
+	breakerN  breakerCount
 	// members caches the Raft configuration's server ids for per-call
 	// peer checks.
 	members struct {

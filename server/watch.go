@@ -123,6 +123,11 @@ const watchHeartbeat = 3 * time.Second
 func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 	build func(kv raftstore.KV, since, applied uint64) (M, bool),
 	send func(M) error, heartbeat func(applied uint64) error) error {
+	release, err := s.acquireWatcher()
+	if err != nil {
+		return err
+	}
+	defer release()
 	rev := from
 	restores := s.store.Restores()
 	for {
