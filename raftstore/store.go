@@ -85,6 +85,10 @@ type Config struct {
 	// ClientTLS. The handshake runs on the connection's first use, so a
 	// slow or hostile dialler never holds up Accept.
 	ServerTLS, ClientTLS *tls.Config
+	// IdleTimeout closes an accepted Raft connection that receives nothing
+	// for this long (0: never); a live leader's heartbeats keep its
+	// connections busy, and a closed pooled connection is dialled again.
+	IdleTimeout time.Duration
 	// WrapConn, when set, sees every outgoing Raft connection and may refuse
 	// it or wrap it (tests use it to cut links).
 	WrapConn func(target string, c net.Conn) (net.Conn, error)
@@ -179,7 +183,7 @@ func Open(cfg Config) (*Store, error) {
 		s.closeStores()
 		return nil, err
 	}
-	stream.serverTLS, stream.clientTLS = cfg.ServerTLS, cfg.ClientTLS
+	stream.serverTLS, stream.clientTLS, stream.idle = cfg.ServerTLS, cfg.ClientTLS, cfg.IdleTimeout
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:                  stream,
 		MaxPool:                 3,

@@ -21,6 +21,7 @@ type streamLayer struct {
 	wrap      func(target string, c net.Conn) (net.Conn, error)
 
 	serverTLS, clientTLS *tls.Config
+	idle                 time.Duration
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -59,6 +60,9 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	c, err := s.ln.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if s.idle > 0 {
+		c = idleConn{Conn: c, timeout: s.idle}
 	}
 	if s.serverTLS != nil {
 		c = tls.Server(c, s.serverTLS)
@@ -116,4 +120,16 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// idleConn closes a connection that receives nothing for timeout: each
+// read pushes the deadline out.
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c idleConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
 }

@@ -86,6 +86,9 @@ type Config struct {
 
 	// MaxRestoreBytes caps a snapshot upload.
 	MaxRestoreBytes int64
+	// Timeouts (timeouts.go).
+	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
+	GRPCMaxConnectionIdle, RaftIdleTimeout             time.Duration
 	// MaxBreakers caps the breakers of the cluster; MaxWatchers the watch
 	// streams one node serves (limits.go).
 	MaxBreakers, MaxWatchers int
@@ -113,6 +116,8 @@ func Defaults() Config {
 		GRPCAddr:        "127.0.0.1:7400",
 		MaxRestoreBytes: 16 << 30,
 		MaxBreakers:     10000,
+		HTTPReadTimeout: 30 * time.Second, HTTPWriteTimeout: time.Minute, HTTPIdleTimeout: 2 * time.Minute,
+		GRPCMaxConnectionIdle: 5 * time.Minute, RaftIdleTimeout: 5 * time.Minute,
 		MaxWatchers:     10000,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
@@ -191,6 +196,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "a REST request (headers and body) must arrive within this (a snapshot restore gets an hour)")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "a REST answer must be written within this (streams excepted)")
+	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
+	fs.DurationVar(&c.RaftIdleTimeout, "raft-idle-timeout", c.RaftIdleTimeout, "an accepted Raft connection that receives nothing is closed after this")
+	fs.DurationVar(&c.GRPCMaxConnectionIdle, "grpc-max-connection-idle", c.GRPCMaxConnectionIdle, "a gRPC connection without streams is closed after this")
 	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")

@@ -153,7 +153,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	s.store, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
 		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,
-		Timing: timing, WrapConn: cfg.WrapConn, ServerTLS: raftServerTLS, ClientTLS: raftClientTLS, WALSegmentSize: cfg.WALSegmentSize, OnLeader: s.onLeader,
+		Timing: timing, WrapConn: cfg.WrapConn, ServerTLS: raftServerTLS, ClientTLS: raftClientTLS, IdleTimeout: cfg.RaftIdleTimeout, WALSegmentSize: cfg.WALSegmentSize, OnLeader: s.onLeader,
 	})
 	if err != nil {
 		s.closeListeners()
@@ -179,6 +179,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		grpc.ChainStreamInterceptor(s.streamAuth, s.forwardStreamToLeader),
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
 		s.grpcCredentials(),
+		s.grpcKeepalive()[0], s.grpcKeepalive()[1],
 		grpc.ForceServerCodecV2(newStrictCodec()),
 		// Fixed flow-control windows turn off gRPC's bandwidth-delay
 		// estimation, which pings on every connection as data arrives: with
@@ -214,7 +215,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		s.closeListeners()
 		return nil, err
 	}
-	s.httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = &http.Server{Handler: s.withDeadlines(h), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.HTTPIdleTimeout}
 	if s.tls.api != nil {
 		s.httpSrv.TLSConfig = s.apiTLS()
 		s.httpLn = tls.NewListener(s.httpLn, s.httpSrv.TLSConfig)
