@@ -6,10 +6,12 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc"
@@ -73,17 +75,81 @@ func (s *Server) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
 	return s.peers.conn(m.GRPCAddr)
 }
 
+// checkRaftAddr validates a member's Raft address: host:port, a real
+// port, and short.
+func checkRaftAddr(addr string) error {
+	if len(addr) > 255 {
+		return invalidField("raft_addr", fmt.Sprintf("%d bytes, at most 255", len(addr)))
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return invalidField("raft_addr", fmt.Sprintf("%q: %v", addr, err))
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
+		return invalidField("raft_addr", fmt.Sprintf("%q: want host:port with a port in 1..65535", addr))
+	}
+	return nil
+}
+
+// checkMembershipReason requires the reason a membership change is
+// audited with.
+func checkMembershipReason(reason string) error {
+	if strings.TrimSpace(reason) == "" {
+		return &fsm.ArgumentError{FieldName: "reason", Code: "REASON_REQUIRED", Msg: "a membership or leadership change needs a reason (audited)"}
+	}
+	if len(reason) > 500 {
+		return invalidField("reason", "at most 500 bytes")
+	}
+	return nil
+}
+
+// auditCluster records a membership or leadership change (through
+// whichever node leads now: a transfer has just moved it).
+func (c *clusterService) auditCluster(ctx context.Context, action, target, reason string) {
+	cmd := &raftv1.Command{Actor: identityFrom(ctx).Name, Reason: reason, Version: 1,
+		Body: &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: action, Target: target, Detail: reason}}}
+	if _, err := c.s.writes.propose(ctx, cmd, anyNode); err != nil {
+		c.s.log.Warn("audit.note_failed", "action", action, "target", target, "err", err)
+	}
+}
+
+// known reports whether id or addr is already in the Raft configuration.
+func (c *clusterService) known(id, addr string) bool {
+	servers, _ := c.s.store.Servers()
+	for _, sv := range servers {
+		if sv.ID == id || sv.Address == addr {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *clusterService) AddMember(ctx context.Context, req *pb.AddMemberRequest) (*pb.Cluster, error) {
 	if !nodeIDPattern.MatchString(req.Id) {
-		return nil, invalidField("id", fmt.Sprintf("%q is not a node id (letters, digits, '.', '_', '-', at most 63)", req.Id))
+		return nil, invalidField("id", fmt.Sprintf("%.80q is not a node id (letters, digits, '.', '_', '-', at most 63)", req.Id))
 	}
-	if _, _, err := net.SplitHostPort(req.RaftAddr); err != nil {
-		return nil, invalidField("raft_addr", fmt.Sprintf("%q: %v", req.RaftAddr, err))
+	if err := checkRaftAddr(req.RaftAddr); err != nil {
+		return nil, err
+	}
+	if err := checkMembershipReason(req.Reason); err != nil {
+		return nil, err
+	}
+	if !req.Nonvoter && !c.known(req.Id, req.RaftAddr) {
+		// A voter that cannot be reached counts toward the quorum all the
+		// same: in a small cluster that stops every write. Refuse it while
+		// its Raft port does not answer.
+		conn, err := net.DialTimeout("tcp", req.RaftAddr, 2*time.Second)
+		if err != nil {
+			return nil, &fsm.ArgumentError{FieldName: "raft_addr", Code: "MEMBER_UNREACHABLE",
+				Msg: fmt.Sprintf("%s does not answer (%v): a voter that cannot be reached would count toward the quorum; start the node first, or add it with nonvoter", req.RaftAddr, err)}
+		}
+		conn.Close()
 	}
 	if err := c.s.store.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
 		return nil, err
 	}
 	c.s.log.Info("cluster.member_added", "id", req.Id, "raft_addr", req.RaftAddr, "voter", !req.Nonvoter, "actor", identityFrom(ctx).Name)
+	c.auditCluster(ctx, "cluster.member_added", "member/"+req.Id, fmt.Sprintf("%s (raft %s, voter %v)", req.Reason, req.RaftAddr, !req.Nonvoter))
 	return c.s.ClusterView()
 }
 
@@ -91,14 +157,21 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 	if req.Id == "" {
 		return nil, invalidField("id", "is required")
 	}
+	if err := checkMembershipReason(req.Reason); err != nil {
+		return nil, err
+	}
 	if err := c.s.store.RemoveServer(ctx, req.Id); err != nil {
 		return nil, err
 	}
 	c.s.log.Info("cluster.member_removed", "id", req.Id, "actor", identityFrom(ctx).Name)
+	c.auditCluster(ctx, "cluster.member_removed", "member/"+req.Id, req.Reason)
 	return c.s.ClusterView()
 }
 
 func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if err := checkMembershipReason(req.Reason); err != nil {
+		return nil, err
+	}
 	if req.Id == c.s.store.NodeID() {
 		return &pb.TransferLeadershipResponse{LeaderId: req.Id}, nil
 	}
@@ -113,6 +186,7 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 		}
 	}
 	c.s.log.Info("cluster.leadership_transferred", "to", id, "actor", identityFrom(ctx).Name)
+	c.auditCluster(ctx, "cluster.leadership_transferred", "member/"+id, req.Reason)
 	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
 }
 

@@ -61,7 +61,7 @@ func TestJoinTransferAndRemove(t *testing.T) {
 	}
 
 	// Leadership moves to n2 on request (sent to n2, forwarded to the leader).
-	tr, err := pb.NewClusterServiceClient(dial(t, srv.GRPCAddr())).TransferLeadership(ctxT(t), &pb.TransferLeadershipRequest{Id: "n2"})
+	tr, err := pb.NewClusterServiceClient(dial(t, srv.GRPCAddr())).TransferLeadership(ctxT(t), &pb.TransferLeadershipRequest{Id: "n2", Reason: "maintenance"})
 	if err != nil || tr.LeaderId != "n2" {
 		t.Fatalf("transfer: %v %v", tr, err)
 	}
@@ -69,7 +69,7 @@ func TestJoinTransferAndRemove(t *testing.T) {
 		t.Fatal("n2 did not become a ready leader")
 	}
 	// Remove n1 through n1 (forwarded to the new leader).
-	if _, err := cl.RemoveMember(ctxT(t), &pb.RemoveMemberRequest{Id: "n1"}); err != nil {
+	if _, err := cl.RemoveMember(ctxT(t), &pb.RemoveMemberRequest{Id: "n1", Reason: "decommissioned"}); err != nil {
 		t.Fatalf("remove n1: %v", err)
 	}
 	n2 := pb.NewClusterServiceClient(dial(t, srv.GRPCAddr()))

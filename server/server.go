@@ -364,7 +364,7 @@ func (s *Server) joinOnce(ctx context.Context, addr string) error {
 	if s.cfg.Token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+s.cfg.Token)
 	}
-	_, err = pb.NewClusterServiceClient(conn).AddMember(ctx, &pb.AddMemberRequest{Id: s.cfg.NodeID, RaftAddr: s.raftAdvertise})
+	_, err = pb.NewClusterServiceClient(conn).AddMember(ctx, &pb.AddMemberRequest{Id: s.cfg.NodeID, RaftAddr: s.raftAdvertise, Reason: "node " + s.cfg.NodeID + " joins (--join)"})
 	return err
 }
 

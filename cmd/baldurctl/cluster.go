@@ -27,6 +27,8 @@ func printMembers(w io.Writer, cl *pb.Cluster) {
 
 func clusterCmd(g *globals) *cobra.Command {
 	var stale, nonvoter bool
+	var reason string
+	reasonFlag := func(f *pflag.FlagSet) { f.StringVar(&reason, "reason", "", "why (required, audited)") }
 	view := func(use, short string, text func(io.Writer, *pb.Cluster)) *cobra.Command {
 		return unary[*pb.Cluster]{Use: use, Short: short, Args: cobra.NoArgs,
 			Flags: func(f *pflag.FlagSet) {
@@ -57,20 +59,25 @@ func clusterCmd(g *globals) *cobra.Command {
 			printMembers(w, cl)
 		}),
 		view("members", "List members", printMembers),
-		unary[*pb.Cluster]{Use: "add-member ID RAFT_ADDR", Short: "Add a node to the Raft configuration", Args: cobra.ExactArgs(2),
-			Flags: func(f *pflag.FlagSet) { f.BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member") },
+		unary[*pb.Cluster]{Use: "add-member ID RAFT_ADDR --reason R", Short: "Add a node to the Raft configuration", Args: cobra.ExactArgs(2),
+			Flags: func(f *pflag.FlagSet) {
+				f.BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member")
+				reasonFlag(f)
+			},
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {
-				return clusters(conn).AddMember(ctx, &pb.AddMemberRequest{Id: args[0], RaftAddr: args[1], Nonvoter: nonvoter})
+				return clusters(conn).AddMember(ctx, &pb.AddMemberRequest{Id: args[0], RaftAddr: args[1], Nonvoter: nonvoter, Reason: reason})
 			},
 			Text: printMembers}.command(g),
-		unary[*pb.Cluster]{Use: "remove-member ID", Short: "Remove a node from the Raft configuration", Args: cobra.ExactArgs(1),
+		unary[*pb.Cluster]{Use: "remove-member ID --reason R", Short: "Remove a node from the Raft configuration", Args: cobra.ExactArgs(1),
+			Flags: reasonFlag,
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {
-				return clusters(conn).RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0]})
+				return clusters(conn).RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0], Reason: reason})
 			},
 			Text: printMembers}.command(g),
-		unary[*pb.TransferLeadershipResponse]{Use: "transfer-leader [ID]", Short: "Hand leadership to another voter (the named one, or the most up to date)", Args: cobra.MaximumNArgs(1),
+		unary[*pb.TransferLeadershipResponse]{Use: "transfer-leader [ID] --reason R", Short: "Hand leadership to another voter (the named one, or the most up to date)", Args: cobra.MaximumNArgs(1),
+			Flags: reasonFlag,
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.TransferLeadershipResponse, error) {
-				req := &pb.TransferLeadershipRequest{}
+				req := &pb.TransferLeadershipRequest{Reason: reason}
 				if len(args) == 1 {
 					req.Id = args[0]
 				}
