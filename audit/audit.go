@@ -226,5 +226,26 @@ func Verify(kv fsm.KV, key []byte) VerifyResult {
 		res.HeadHash = r.Hash
 		return true
 	})
+	if !res.OK {
+		return res
+	}
+	// The stored head names the last record written: records cut from
+	// the end of the trail (or a last record rewritten with a recomputed
+	// hash) no longer end where it says.
+	if v := kv.Get(HeadBucket, headKey); len(v) > 8 {
+		seq, hash := binary.BigEndian.Uint64(v[:8]), string(v[8:])
+		switch {
+		case seq != prev.Seq:
+			res.OK, res.FirstBroken = false, prev.Seq+1
+			res.Problem = fmt.Sprintf("the trail ends at record %d but its head says %d: records were cut from the end", prev.Seq, seq)
+		case hash != prev.Hash:
+			res.OK, res.FirstBroken = false, seq
+			res.Problem = fmt.Sprintf("record %d's hash differs from the head's: the last record was rewritten", seq)
+		}
+	}
 	return res
 }
+
+// HashOf is the hash Append gives r under key (for tools and tests that
+// rebuild a record).
+func HashOf(key []byte, r Record) string { return digestOf(key, r) }

@@ -82,6 +82,15 @@ func TestVerifyNamesTheFirstBrokenRecord(t *testing.T) {
 		}, hmacKey, 2, "does not match its hash"},
 		{"undecodable", func(b *bolt.Bucket) { b.Put(key(5), []byte("{")) }, nil, 5, "does not decode"},
 		{"renumbered", func(b *bolt.Bucket) { v := b.Get(key(6)); b.Delete(key(6)); b.Put(key(9), v) }, nil, 9, "claims sequence"},
+		{"tail cut", func(b *bolt.Bucket) { b.Delete(key(6)); b.Delete(key(5)) }, nil, 5, "cut from the end"},
+		{"last record rewritten with a recomputed hash (no key)", func(b *bolt.Bucket) {
+			var r audit.Record
+			json.Unmarshal(b.Get(key(6)), &r)
+			r.Actor = "mallory"
+			r.Hash = audit.HashOf(nil, r)
+			raw, _ := json.Marshal(r)
+			b.Put(key(6), raw)
+		}, nil, 6, "last record was rewritten"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
