@@ -1,6 +1,7 @@
 package circuit
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -14,6 +15,7 @@ var (
 	BucketBreakers = []byte("circuits")
 	BucketGlobal   = []byte("circuit_global")
 	keyKillSwitch  = []byte("kill_switch")
+	keyDeleted     = []byte("deleted") // revision of the last breaker deletion
 )
 
 // Buckets lists this package's buckets for the schema.
@@ -73,8 +75,11 @@ func decodeJSON(raw []byte, v any, field string) error {
 
 // Apply runs one circuit command.
 func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.CircuitCommand) (Result, error) {
-	if c.GetOp() == raftv1.CircuitCommand_KILL_SWITCH {
+	switch c.GetOp() {
+	case raftv1.CircuitCommand_KILL_SWITCH:
 		return setKillSwitch(kv, m, c.GetEnabled())
+	case raftv1.CircuitCommand_DELETE:
+		return deleteBreaker(kv, m, c.GetName(), c.GetIfRevision())
 	}
 	if err := CheckName(c.GetName()); err != nil {
 		return Result{}, err
@@ -277,4 +282,35 @@ func Due(kv fsm.KV, now time.Time) []DueAction {
 		}
 	}
 	return out
+}
+
+// deleteBreaker removes a breaker. ifRevision, when not 0, makes the
+// delete conditional: only a breaker still at that revision goes (the
+// leader's idle sweep, which must not remove one that changed meanwhile).
+func deleteBreaker(kv fsm.KV, m fsm.Meta, name string, ifRevision uint64) (Result, error) {
+	if err := CheckName(name); err != nil {
+		return Result{}, err
+	}
+	if err := CheckReason(m.Reason); err != nil {
+		return Result{}, err
+	}
+	cur, ok := Get(kv, name)
+	if !ok {
+		return Result{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	if ifRevision != 0 && cur.Revision != ifRevision {
+		return Result{Name: name, Breaker: cur}, nil
+	}
+	kv.Delete(BucketBreakers, []byte(name))
+	kv.Put(BucketGlobal, keyDeleted, binary.BigEndian.AppendUint64(nil, m.Index))
+	return Result{Change: fsm.Change{Changed: true, Action: "delete", Before: cur}, Name: name}, nil
+}
+
+// LastDeletion is the revision of the last breaker deletion (0: none):
+// a watcher that saw an older state needs a full snapshot to forget it.
+func LastDeletion(kv fsm.KV) uint64 {
+	if v := kv.Get(BucketGlobal, keyDeleted); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
 }

@@ -20,10 +20,42 @@ type Report struct {
 type Evaluator struct {
 	mu      sync.Mutex
 	windows map[string]*window
+	// seen is when an instance last reported each breaker to this leader;
+	// started stands in for breakers not reported since it took over.
+	seen    map[string]time.Time
+	started time.Time
 }
 
 // NewEvaluator returns an empty evaluator (a new leader starts here).
-func NewEvaluator() *Evaluator { return &Evaluator{windows: map[string]*window{}} }
+func NewEvaluator() *Evaluator {
+	return &Evaluator{windows: map[string]*window{}, seen: map[string]time.Time{}, started: time.Now()}
+}
+
+// Seen records a report of name at now.
+func (e *Evaluator) Seen(name string, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seen[name] = now
+}
+
+// LastSeen is when name was last reported to this leader (its start when
+// it was not).
+func (e *Evaluator) LastSeen(name string) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t, ok := e.seen[name]; ok {
+		return t
+	}
+	return e.started
+}
+
+// Forget drops what the evaluator holds about a deleted breaker.
+func (e *Evaluator) Forget(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.windows, name)
+	delete(e.seen, name)
+}
 
 type bucket struct {
 	instance string

@@ -2,6 +2,7 @@ package circuit
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -70,6 +71,7 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 	known := map[string]Breaker{}
 	decided := map[string]bool{} // a PROBE_RESULT is pending: its outcome is the FSM's
 	for _, r := range batch {
+		ev.Seen(r.Name, now)
 		if decided[r.Name] {
 			continue
 		}
@@ -145,4 +147,24 @@ func Proposals(kv fsm.KV, now time.Time) []*raftv1.Command {
 
 func command(reason string, body *raftv1.CircuitCommand) *raftv1.Command {
 	return &raftv1.Command{Reason: reason, Version: 1, Body: &raftv1.Command_Circuit{Circuit: body}}
+}
+
+// IdleProposals lists the breakers the leader removes for idleness: CLOSED,
+// unpinned, on the default policy (as auto-registration made them), and
+// reported by no instance for idle (lastSeen). Each delete names the
+// revision it saw, so a breaker that changed meanwhile stays.
+func IdleProposals(kv fsm.KV, defaults Policy, lastSeen func(name string) time.Time, now time.Time, idle time.Duration) []*raftv1.Command {
+	if idle <= 0 {
+		return nil
+	}
+	var out []*raftv1.Command
+	for _, b := range List(kv) {
+		if b.State != Closed || b.Pinned || b.Policy != defaults || now.Sub(lastSeen(b.Name)) < idle {
+			continue
+		}
+		cmd := command(fmt.Sprintf("no instance reported it for %v", idle), &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_DELETE, Name: b.Name, IfRevision: b.Revision})
+		cmd.Version = 4
+		out = append(out, cmd)
+	}
+	return out
 }

@@ -135,13 +135,13 @@ func (s *Server) deny(ctx context.Context, id identity, method, why string) erro
 	if s.denials.first(id.Name + " " + method) {
 		cmd := &raftv1.Command{Actor: orDefault(id.Name, "unauthenticated"), Reason: why, Version: 1,
 			Body: &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: "authorization_denied", Target: "rpc/" + shortMethod(method), Detail: why}}}
-		go func() {
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(s.nodeContext(ctx)), 5*time.Second)
-			defer cancel()
-			if _, err := s.writes.propose(pctx, cmd, anyNode); err != nil {
-				s.log.Debug("audit.denial_note_failed", "err", err)
-			}
-		}()
+		// Recorded before the answer (once a minute per caller and method,
+		// so the cost is rare), not by a goroutine left behind.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(s.nodeContext(ctx)), 2*time.Second)
+		if _, err := s.writes.propose(pctx, cmd, anyNode); err != nil {
+			s.log.Debug("audit.denial_note_failed", "err", err)
+		}
+		cancel()
 	}
 	s.log.Info("authz.denied", "actor", id.Name, "method", method, "why", why)
 	return fmt.Errorf("%w: %s", errPermissionDenied, why)

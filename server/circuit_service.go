@@ -308,6 +308,32 @@ func (c *circuitService) AcquireProbe(ctx context.Context, req *pb.AcquireProbeR
 	return resp, nil
 }
 
+func (c *circuitService) DeleteCircuit(ctx context.Context, req *pb.DeleteCircuitRequest) (*pb.DeleteCircuitResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := circuit.CheckReason(req.Reason); err != nil {
+		return nil, err
+	}
+	if _, ok := c.s.breaker(req.Name); !ok {
+		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
+	}
+	cmd := newCommand(ctx, req.Reason)
+	cmd.Version = deleteVersion
+	cmd.Body = &raftv1.Command_Circuit{Circuit: &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_DELETE, Name: req.Name}}
+	_, rev, err := proposed[circuit.Result](c.s.writes.propose(ctx, cmd, onLeader))
+	if err != nil {
+		return nil, err
+	}
+	if e := c.s.evaluator(); e != nil {
+		e.Forget(req.Name)
+	}
+	return &pb.DeleteCircuitResponse{Revision: rev}, nil
+}
+
+// deleteVersion is the command version of CircuitCommand DELETE.
+const deleteVersion uint32 = 4
+
 func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.CircuitService_WatchCircuitsServer) error {
 	want := map[string]bool{}
 	for _, n := range req.Names {
@@ -317,6 +343,9 @@ func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.C
 		want[n] = true
 	}
 	build := func(kv raftstore.KV, since, applied uint64) (*pb.WatchCircuitsResponse, bool) {
+		if since > 0 && circuit.LastDeletion(kv) > since {
+			since = 0 // a breaker went: a full snapshot lets the client forget it
+		}
 		msg := &pb.WatchCircuitsResponse{Snapshot: since == 0, Revision: applied}
 		for _, b := range circuit.List(kv) {
 			if (len(want) == 0 || want[b.Name]) && b.Revision > since {

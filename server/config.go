@@ -89,6 +89,10 @@ type Config struct {
 	// Timeouts (timeouts.go).
 	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
 	GRPCMaxConnectionIdle, RaftIdleTimeout             time.Duration
+	// CircuitIdleTimeout: a breaker on the default policy, CLOSED and
+	// unpinned, that no instance reported for this long is removed (0:
+	// never).
+	CircuitIdleTimeout time.Duration
 	// MaxBreakers caps the breakers of the cluster; MaxWatchers the watch
 	// streams one node serves (limits.go).
 	MaxBreakers, MaxWatchers int
@@ -113,10 +117,11 @@ type Config struct {
 // Defaults returns the default configuration.
 func Defaults() Config {
 	return Config{
-		GRPCAddr:        "127.0.0.1:7400",
-		MaxRestoreBytes: 16 << 30,
-		MaxBreakers:     10000,
-		HTTPReadTimeout: 30 * time.Second, HTTPWriteTimeout: time.Minute, HTTPIdleTimeout: 2 * time.Minute,
+		GRPCAddr:           "127.0.0.1:7400",
+		MaxRestoreBytes:    16 << 30,
+		MaxBreakers:        10000,
+		CircuitIdleTimeout: 24 * time.Hour,
+		HTTPReadTimeout:    30 * time.Second, HTTPWriteTimeout: time.Minute, HTTPIdleTimeout: 2 * time.Minute,
 		GRPCMaxConnectionIdle: 5 * time.Minute, RaftIdleTimeout: 5 * time.Minute,
 		MaxWatchers:     10000,
 		HTTPAddr:        "127.0.0.1:7401",
@@ -201,6 +206,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
 	fs.DurationVar(&c.RaftIdleTimeout, "raft-idle-timeout", c.RaftIdleTimeout, "an accepted Raft connection that receives nothing is closed after this")
 	fs.DurationVar(&c.GRPCMaxConnectionIdle, "grpc-max-connection-idle", c.GRPCMaxConnectionIdle, "a gRPC connection without streams is closed after this")
+	fs.DurationVar(&c.CircuitIdleTimeout, "circuit-idle-timeout", c.CircuitIdleTimeout, "remove a CLOSED, unpinned breaker on the default policy that no instance reported for this long (0: never)")
 	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")

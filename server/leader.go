@@ -33,6 +33,12 @@ func (s *Server) leaderTasks() []leaderTask {
 	return []leaderTask{
 		{name: "emergency", run: s.proposeDue("emergency", emergency.Proposals, nil)},
 		{name: "circuit", run: s.proposeDue("circuit", circuit.Proposals, nil)},
+		{name: "circuit", every: max(time.Second, min(time.Minute, s.cfg.CircuitIdleTimeout/4)), run: s.proposeDue("circuit", s.idleBreakers,
+			func(cmd *raftv1.Command) {
+				if e := s.evaluator(); e != nil {
+					e.Forget(cmd.GetCircuit().GetName())
+				}
+			})},
 		{name: "coordination", run: s.proposeDue("coordination", coordination.Proposals,
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
@@ -159,4 +165,14 @@ func (s *Server) registerSelf(ctx context.Context) {
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
+}
+
+// idleBreakers is circuit.IdleProposals with the leader's report times
+// (nothing while a voter cannot apply a delete yet).
+func (s *Server) idleBreakers(kv fsm.KV, now time.Time) []*raftv1.Command {
+	ev := s.evaluator()
+	if ev == nil || s.checkCommandVersion(deleteVersion) != nil {
+		return nil
+	}
+	return circuit.IdleProposals(kv, s.cfg.CircuitDefaults, ev.LastSeen, now, s.cfg.CircuitIdleTimeout)
 }

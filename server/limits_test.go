@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
@@ -126,5 +127,69 @@ func TestLimitsOnWhatClientsCreate(t *testing.T) {
 	}
 	if v := testcluster.MetricValue(t, c.Leader().HTTPAddr, `baldur_limit_refusals_total{limit="breakers"}`); v < 2 {
 		t.Fatalf("breaker refusals counted: %v", v)
+	}
+}
+
+// Breakers can be removed: by an admin (SDK watchers forget it), and by
+// the leader when no instance reported an auto-registered, idle one.
+func TestBreakerDeleteAndIdleSweep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.CircuitIdleTimeout = 2 * time.Second }))
+	conn := dial(t, c.Leader().GRPCAddr)
+	circuits := pb.NewCircuitServiceClient(conn)
+	if _, err := circuits.ReportOutcomes(ctxT(t), &pb.ReportOutcomesRequest{InstanceId: "i", Reports: []*pb.OutcomeReport{{Name: "gone", Successes: 1}, {Name: "idle", Successes: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A policy of its own keeps a breaker from the idle sweep.
+	if _, err := circuits.SetPolicy(ctxT(t), &pb.SetPolicyRequest{Name: "kept", Policy: &pb.CircuitPolicy{FailureThreshold: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	watch, err := circuits.WatchCircuits(ctxT(t), &pb.WatchCircuitsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := watch.Recv()
+	if err != nil || len(first.Circuits) != 3 {
+		t.Fatalf("first watch message: %v %v", first, err)
+	}
+	if _, err := circuits.DeleteCircuit(ctxT(t), &pb.DeleteCircuitRequest{Name: "gone"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("delete without a reason: %v", err)
+	}
+	if _, err := circuits.DeleteCircuit(ctxT(t), &pb.DeleteCircuitRequest{Name: "gone", Reason: "decommissioned"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := circuits.DeleteCircuit(ctxT(t), &pb.DeleteCircuitRequest{Name: "gone", Reason: "again"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("deleting it twice: %v", err)
+	}
+	// The watcher gets a snapshot without it.
+	for {
+		msg, err := watch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Snapshot {
+			for _, ci := range msg.Circuits {
+				if ci.Name == "gone" {
+					t.Fatalf("the snapshot after the delete still holds it")
+				}
+			}
+			break
+		}
+	}
+	// "idle" is swept; "kept" stays.
+	if !testcluster.Eventually(10*time.Second, func() bool {
+		_, err := circuits.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "idle"})
+		return status.Code(err) == codes.NotFound
+	}) {
+		t.Fatal("the idle breaker was not removed")
+	}
+	if _, err := circuits.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "kept"}); err != nil {
+		t.Fatalf("a breaker with its own policy was swept: %v", err)
+	}
+	recs, err := pb.NewAuditServiceClient(conn).ListAudit(ctxT(t), &pb.ListAuditRequest{Action: "circuit.delete"})
+	if err != nil || len(recs.Records) != 2 {
+		t.Fatalf("deletes in the audit trail: %v %v", recs, err)
 	}
 }

@@ -26,7 +26,8 @@ const SchemaVersion = 2
 //	2: DLQCommand STORE_BATCH (group commit of stores, proposer_group.go).
 //	3: DLQCommand BATCH (group commit of stores and replay completions,
 //	   replay leases taken several at a time).
-const CommandVersion = 3
+//	4: CircuitCommand DELETE (an admin's delete, the leader's idle sweep).
+const CommandVersion = 4
 
 // Buckets owned by the server itself.
 var (

@@ -153,6 +153,14 @@ func circuitCmd(g *globals) *cobra.Command {
 				return circuits(conn).Reset(ctx, &pb.ResetRequest{Name: args[0], Reason: reason})
 			},
 			Text: printCircuitResponse}.command(g),
+		unary[*pb.DeleteCircuitResponse]{Use: "delete NAME --reason R", Short: "Remove a breaker (admin); SDKs forget it, a new report registers it anew", Args: cobra.ExactArgs(1),
+			Flags: reasonFlag,
+			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.DeleteCircuitResponse, error) {
+				return circuits(conn).DeleteCircuit(ctx, &pb.DeleteCircuitRequest{Name: args[0], Reason: reason})
+			},
+			Text: func(w io.Writer, resp *pb.DeleteCircuitResponse) {
+				fmt.Fprintf(w, "deleted (revision %d)\n", resp.Revision)
+			}}.command(g),
 		group("policy", "Show or set a breaker's policy",
 			unary[*pb.CircuitPolicy]{Use: "get NAME", Short: "Show a breaker's policy", Args: cobra.ExactArgs(1),
 				Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.CircuitPolicy, error) {

@@ -417,6 +417,59 @@ func local_request_CircuitService_AcquireProbe_0(ctx context.Context, marshaler 
 	return msg, metadata, err
 }
 
+var filter_CircuitService_DeleteCircuit_0 = &utilities.DoubleArray{Encoding: map[string]int{"name": 0}, Base: []int{1, 1, 0}, Check: []int{0, 1, 2}}
+
+func request_CircuitService_DeleteCircuit_0(ctx context.Context, marshaler runtime.Marshaler, client extBaldurv1.CircuitServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq extBaldurv1.DeleteCircuitRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["name"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "name")
+	}
+	protoReq.Name, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "name", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_CircuitService_DeleteCircuit_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.DeleteCircuit(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_CircuitService_DeleteCircuit_0(ctx context.Context, marshaler runtime.Marshaler, server extBaldurv1.CircuitServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq extBaldurv1.DeleteCircuitRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	val, ok := pathParams["name"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "name")
+	}
+	protoReq.Name, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "name", err)
+	}
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_CircuitService_DeleteCircuit_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.DeleteCircuit(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 var filter_CircuitService_WatchCircuits_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
 
 func request_CircuitService_WatchCircuits_0(ctx context.Context, marshaler runtime.Marshaler, client extBaldurv1.CircuitServiceClient, req *http.Request, pathParams map[string]string) (extBaldurv1.CircuitService_WatchCircuitsClient, runtime.ServerMetadata, error) {
@@ -631,6 +684,26 @@ func RegisterCircuitServiceHandlerServer(ctx context.Context, mux *runtime.Serve
 		}
 		forward_CircuitService_AcquireProbe_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodDelete, pattern_CircuitService_DeleteCircuit_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/baldur.v1.CircuitService/DeleteCircuit", runtime.WithHTTPPathPattern("/v1/circuits/{name}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_CircuitService_DeleteCircuit_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CircuitService_DeleteCircuit_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 
 	mux.Handle(http.MethodGet, pattern_CircuitService_WatchCircuits_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		err := status.Error(codes.Unimplemented, "streaming calls are not yet supported in the in-process transport")
@@ -831,6 +904,23 @@ func RegisterCircuitServiceHandlerClient(ctx context.Context, mux *runtime.Serve
 		}
 		forward_CircuitService_AcquireProbe_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodDelete, pattern_CircuitService_DeleteCircuit_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/baldur.v1.CircuitService/DeleteCircuit", runtime.WithHTTPPathPattern("/v1/circuits/{name}"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_CircuitService_DeleteCircuit_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_CircuitService_DeleteCircuit_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodGet, pattern_CircuitService_WatchCircuits_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -861,6 +951,7 @@ var (
 	pattern_CircuitService_SetKillSwitch_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "circuits"}, "killSwitch"))
 	pattern_CircuitService_ReportOutcomes_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "circuits"}, "report"))
 	pattern_CircuitService_AcquireProbe_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "circuits", "name"}, "acquireProbe"))
+	pattern_CircuitService_DeleteCircuit_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "circuits", "name"}, ""))
 	pattern_CircuitService_WatchCircuits_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "circuits"}, "watch"))
 )
 
@@ -874,5 +965,6 @@ var (
 	forward_CircuitService_SetKillSwitch_0  = runtime.ForwardResponseMessage
 	forward_CircuitService_ReportOutcomes_0 = runtime.ForwardResponseMessage
 	forward_CircuitService_AcquireProbe_0   = runtime.ForwardResponseMessage
+	forward_CircuitService_DeleteCircuit_0  = runtime.ForwardResponseMessage
 	forward_CircuitService_WatchCircuits_0  = runtime.ForwardResponseStream
 )

@@ -1562,6 +1562,103 @@ func (x *WatchCircuitsResponse) GetRevision() uint64 {
 	return 0
 }
 
+type DeleteCircuitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (required; audited).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCircuitRequest) Reset() {
+	*x = DeleteCircuitRequest{}
+	mi := &file_baldur_v1_circuit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCircuitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCircuitRequest) ProtoMessage() {}
+
+func (x *DeleteCircuitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_circuit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCircuitRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCircuitRequest) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_circuit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteCircuitRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteCircuitRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DeleteCircuitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCircuitResponse) Reset() {
+	*x = DeleteCircuitResponse{}
+	mi := &file_baldur_v1_circuit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCircuitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCircuitResponse) ProtoMessage() {}
+
+func (x *DeleteCircuitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_circuit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCircuitResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCircuitResponse) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_circuit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteCircuitResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_baldur_v1_circuit_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_circuit_proto_rawDesc = "" +
@@ -1698,7 +1795,13 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\bcircuits\x18\x02 \x03(\v2\x12.baldur.v1.CircuitR\bcircuits\x12\x1f\n" +
 	"\vkill_switch\x18\x03 \x01(\bR\n" +
 	"killSwitch\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision2\xd0\t\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"B\n" +
+	"\x14DeleteCircuitRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"3\n" +
+	"\x15DeleteCircuitResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision2\xc9\n" +
+	"\n" +
 	"\x0eCircuitService\x12k\n" +
 	"\fListCircuits\x12\x1e.baldur.v1.ListCircuitsRequest\x1a\x1f.baldur.v1.ListCircuitsResponse\"\x1a\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/circuits\x12a\n" +
 	"\n" +
@@ -1710,7 +1813,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x05Reset\x12\x17.baldur.v1.ResetRequest\x1a\x1a.baldur.v1.CircuitResponse\",\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/circuits/{name}:reset\x12{\n" +
 	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"*\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12\x93\x01\n" +
 	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\"<\x82\xce\x18\x1a\b\x01\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x92\x01\n" +
-	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fcircuit:name\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12v\n" +
+	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fcircuit:name\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12w\n" +
+	"\rDeleteCircuit\x12\x1f.baldur.v1.DeleteCircuitRequest\x1a .baldur.v1.DeleteCircuitResponse\"#\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x15*\x13/v1/circuits/{name}\x12v\n" +
 	"\rWatchCircuits\x12\x1f.baldur.v1.WatchCircuitsRequest\x1a .baldur.v1.WatchCircuitsResponse\" \x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/circuits:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
 
 var (
@@ -1726,7 +1830,7 @@ func file_baldur_v1_circuit_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_v1_circuit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baldur_v1_circuit_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_baldur_v1_circuit_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_baldur_v1_circuit_proto_goTypes = []any{
 	(CircuitState_Value)(0),        // 0: baldur.v1.CircuitState.Value
 	(WindowType_Value)(0),          // 1: baldur.v1.WindowType.Value
@@ -1751,29 +1855,31 @@ var file_baldur_v1_circuit_proto_goTypes = []any{
 	(*AcquireProbeResponse)(nil),   // 20: baldur.v1.AcquireProbeResponse
 	(*WatchCircuitsRequest)(nil),   // 21: baldur.v1.WatchCircuitsRequest
 	(*WatchCircuitsResponse)(nil),  // 22: baldur.v1.WatchCircuitsResponse
-	nil,                            // 23: baldur.v1.OutcomeReport.FailuresByClassEntry
-	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*DeleteCircuitRequest)(nil),   // 23: baldur.v1.DeleteCircuitRequest
+	(*DeleteCircuitResponse)(nil),  // 24: baldur.v1.DeleteCircuitResponse
+	nil,                            // 25: baldur.v1.OutcomeReport.FailuresByClassEntry
+	(*durationpb.Duration)(nil),    // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
 }
 var file_baldur_v1_circuit_proto_depIdxs = []int32{
 	1,  // 0: baldur.v1.CircuitPolicy.window_type:type_name -> baldur.v1.WindowType.Value
-	24, // 1: baldur.v1.CircuitPolicy.window_duration:type_name -> google.protobuf.Duration
-	24, // 2: baldur.v1.CircuitPolicy.slow_call_duration:type_name -> google.protobuf.Duration
-	24, // 3: baldur.v1.CircuitPolicy.recovery_timeout:type_name -> google.protobuf.Duration
-	24, // 4: baldur.v1.CircuitPolicy.half_open_stuck_timeout:type_name -> google.protobuf.Duration
-	24, // 5: baldur.v1.CircuitPolicy.report_interval:type_name -> google.protobuf.Duration
+	26, // 1: baldur.v1.CircuitPolicy.window_duration:type_name -> google.protobuf.Duration
+	26, // 2: baldur.v1.CircuitPolicy.slow_call_duration:type_name -> google.protobuf.Duration
+	26, // 3: baldur.v1.CircuitPolicy.recovery_timeout:type_name -> google.protobuf.Duration
+	26, // 4: baldur.v1.CircuitPolicy.half_open_stuck_timeout:type_name -> google.protobuf.Duration
+	26, // 5: baldur.v1.CircuitPolicy.report_interval:type_name -> google.protobuf.Duration
 	0,  // 6: baldur.v1.Circuit.state:type_name -> baldur.v1.CircuitState.Value
 	4,  // 7: baldur.v1.Circuit.policy:type_name -> baldur.v1.CircuitPolicy
-	25, // 8: baldur.v1.Circuit.opened_at:type_name -> google.protobuf.Timestamp
+	27, // 8: baldur.v1.Circuit.opened_at:type_name -> google.protobuf.Timestamp
 	5,  // 9: baldur.v1.Circuit.evidence:type_name -> baldur.v1.CircuitEvidence
-	25, // 10: baldur.v1.Circuit.pin_expires_at:type_name -> google.protobuf.Timestamp
-	25, // 11: baldur.v1.Circuit.probe_window_started_at:type_name -> google.protobuf.Timestamp
+	27, // 10: baldur.v1.Circuit.pin_expires_at:type_name -> google.protobuf.Timestamp
+	27, // 11: baldur.v1.Circuit.probe_window_started_at:type_name -> google.protobuf.Timestamp
 	5,  // 12: baldur.v1.Circuit.window:type_name -> baldur.v1.CircuitEvidence
 	6,  // 13: baldur.v1.ListCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
 	4,  // 14: baldur.v1.SetPolicyRequest.policy:type_name -> baldur.v1.CircuitPolicy
 	6,  // 15: baldur.v1.CircuitResponse.circuit:type_name -> baldur.v1.Circuit
-	24, // 16: baldur.v1.ForceRequest.ttl:type_name -> google.protobuf.Duration
-	23, // 17: baldur.v1.OutcomeReport.failures_by_class:type_name -> baldur.v1.OutcomeReport.FailuresByClassEntry
+	26, // 16: baldur.v1.ForceRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 17: baldur.v1.OutcomeReport.failures_by_class:type_name -> baldur.v1.OutcomeReport.FailuresByClassEntry
 	16, // 18: baldur.v1.ReportOutcomesRequest.reports:type_name -> baldur.v1.OutcomeReport
 	0,  // 19: baldur.v1.AcquireProbeResponse.state:type_name -> baldur.v1.CircuitState.Value
 	6,  // 20: baldur.v1.WatchCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
@@ -1786,19 +1892,21 @@ var file_baldur_v1_circuit_proto_depIdxs = []int32{
 	14, // 27: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
 	17, // 28: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
 	19, // 29: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
-	21, // 30: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
-	8,  // 31: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
-	6,  // 32: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
-	11, // 33: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
-	11, // 34: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
-	11, // 35: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
-	11, // 36: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
-	15, // 37: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
-	18, // 38: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
-	20, // 39: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
-	22, // 40: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
+	23, // 30: baldur.v1.CircuitService.DeleteCircuit:input_type -> baldur.v1.DeleteCircuitRequest
+	21, // 31: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
+	8,  // 32: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
+	6,  // 33: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
+	11, // 34: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
+	11, // 35: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
+	11, // 36: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
+	11, // 37: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
+	15, // 38: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
+	18, // 39: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	20, // 40: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
+	24, // 41: baldur.v1.CircuitService.DeleteCircuit:output_type -> baldur.v1.DeleteCircuitResponse
+	22, // 42: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
+	32, // [32:43] is the sub-list for method output_type
+	21, // [21:32] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -1817,7 +1925,7 @@ func file_baldur_v1_circuit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_circuit_proto_rawDesc), len(file_baldur_v1_circuit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

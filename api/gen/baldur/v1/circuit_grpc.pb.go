@@ -28,6 +28,7 @@ const (
 	CircuitService_SetKillSwitch_FullMethodName  = "/baldur.v1.CircuitService/SetKillSwitch"
 	CircuitService_ReportOutcomes_FullMethodName = "/baldur.v1.CircuitService/ReportOutcomes"
 	CircuitService_AcquireProbe_FullMethodName   = "/baldur.v1.CircuitService/AcquireProbe"
+	CircuitService_DeleteCircuit_FullMethodName  = "/baldur.v1.CircuitService/DeleteCircuit"
 	CircuitService_WatchCircuits_FullMethodName  = "/baldur.v1.CircuitService/WatchCircuits"
 )
 
@@ -56,6 +57,10 @@ type CircuitServiceClient interface {
 	AcquireProbe(ctx context.Context, in *AcquireProbeRequest, opts ...grpc.CallOption) (*AcquireProbeResponse, error)
 	// WatchCircuits streams a snapshot of the named breakers (or all), then
 	// changes with revisions; resumable from a revision.
+	// DeleteCircuit removes a breaker (an admin's act, with a reason): SDKs
+	// forget its fleet state; an instance reporting it again registers it
+	// anew with the default policy.
+	DeleteCircuit(ctx context.Context, in *DeleteCircuitRequest, opts ...grpc.CallOption) (*DeleteCircuitResponse, error)
 	WatchCircuits(ctx context.Context, in *WatchCircuitsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCircuitsResponse], error)
 }
 
@@ -157,6 +162,16 @@ func (c *circuitServiceClient) AcquireProbe(ctx context.Context, in *AcquireProb
 	return out, nil
 }
 
+func (c *circuitServiceClient) DeleteCircuit(ctx context.Context, in *DeleteCircuitRequest, opts ...grpc.CallOption) (*DeleteCircuitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCircuitResponse)
+	err := c.cc.Invoke(ctx, CircuitService_DeleteCircuit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *circuitServiceClient) WatchCircuits(ctx context.Context, in *WatchCircuitsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCircuitsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &CircuitService_ServiceDesc.Streams[0], CircuitService_WatchCircuits_FullMethodName, cOpts...)
@@ -201,6 +216,10 @@ type CircuitServiceServer interface {
 	AcquireProbe(context.Context, *AcquireProbeRequest) (*AcquireProbeResponse, error)
 	// WatchCircuits streams a snapshot of the named breakers (or all), then
 	// changes with revisions; resumable from a revision.
+	// DeleteCircuit removes a breaker (an admin's act, with a reason): SDKs
+	// forget its fleet state; an instance reporting it again registers it
+	// anew with the default policy.
+	DeleteCircuit(context.Context, *DeleteCircuitRequest) (*DeleteCircuitResponse, error)
 	WatchCircuits(*WatchCircuitsRequest, grpc.ServerStreamingServer[WatchCircuitsResponse]) error
 	mustEmbedUnimplementedCircuitServiceServer()
 }
@@ -238,6 +257,9 @@ func (UnimplementedCircuitServiceServer) ReportOutcomes(context.Context, *Report
 }
 func (UnimplementedCircuitServiceServer) AcquireProbe(context.Context, *AcquireProbeRequest) (*AcquireProbeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AcquireProbe not implemented")
+}
+func (UnimplementedCircuitServiceServer) DeleteCircuit(context.Context, *DeleteCircuitRequest) (*DeleteCircuitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteCircuit not implemented")
 }
 func (UnimplementedCircuitServiceServer) WatchCircuits(*WatchCircuitsRequest, grpc.ServerStreamingServer[WatchCircuitsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchCircuits not implemented")
@@ -425,6 +447,24 @@ func _CircuitService_AcquireProbe_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CircuitService_DeleteCircuit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCircuitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CircuitServiceServer).DeleteCircuit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CircuitService_DeleteCircuit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CircuitServiceServer).DeleteCircuit(ctx, req.(*DeleteCircuitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CircuitService_WatchCircuits_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchCircuitsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -478,6 +518,10 @@ var CircuitService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AcquireProbe",
 			Handler:    _CircuitService_AcquireProbe_Handler,
+		},
+		{
+			MethodName: "DeleteCircuit",
+			Handler:    _CircuitService_DeleteCircuit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

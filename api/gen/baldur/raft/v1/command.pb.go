@@ -28,30 +28,32 @@ type CircuitCommand_Op int32
 
 const (
 	CircuitCommand_OP_UNSPECIFIED CircuitCommand_Op = 0
-	CircuitCommand_UPSERT         CircuitCommand_Op = 1 // register or set policy (policy_json)
-	CircuitCommand_TRIP           CircuitCommand_Op = 2 // CLOSED -> OPEN with evidence
-	CircuitCommand_HALF_OPEN      CircuitCommand_Op = 3 // OPEN -> HALF_OPEN after the recovery timeout
-	CircuitCommand_PROBE          CircuitCommand_Op = 4 // grant a trial permit in the current window
-	CircuitCommand_PROBE_RESULT   CircuitCommand_Op = 5 // trial outcomes for probe_window
-	CircuitCommand_FORCE          CircuitCommand_Op = 6 // pin OPEN or CLOSED for ttl_nanos
-	CircuitCommand_UNPIN          CircuitCommand_Op = 7 // a pin (pin_revision) expired
-	CircuitCommand_RESET          CircuitCommand_Op = 8 // CLOSED, unpinned, evidence cleared
-	CircuitCommand_KILL_SWITCH    CircuitCommand_Op = 9 // enabled
+	CircuitCommand_UPSERT         CircuitCommand_Op = 1  // register or set policy (policy_json)
+	CircuitCommand_TRIP           CircuitCommand_Op = 2  // CLOSED -> OPEN with evidence
+	CircuitCommand_HALF_OPEN      CircuitCommand_Op = 3  // OPEN -> HALF_OPEN after the recovery timeout
+	CircuitCommand_PROBE          CircuitCommand_Op = 4  // grant a trial permit in the current window
+	CircuitCommand_PROBE_RESULT   CircuitCommand_Op = 5  // trial outcomes for probe_window
+	CircuitCommand_FORCE          CircuitCommand_Op = 6  // pin OPEN or CLOSED for ttl_nanos
+	CircuitCommand_UNPIN          CircuitCommand_Op = 7  // a pin (pin_revision) expired
+	CircuitCommand_RESET          CircuitCommand_Op = 8  // CLOSED, unpinned, evidence cleared
+	CircuitCommand_KILL_SWITCH    CircuitCommand_Op = 9  // enabled
+	CircuitCommand_DELETE         CircuitCommand_Op = 10 // remove the breaker (command version 4)
 )
 
 // Enum value maps for CircuitCommand_Op.
 var (
 	CircuitCommand_Op_name = map[int32]string{
-		0: "OP_UNSPECIFIED",
-		1: "UPSERT",
-		2: "TRIP",
-		3: "HALF_OPEN",
-		4: "PROBE",
-		5: "PROBE_RESULT",
-		6: "FORCE",
-		7: "UNPIN",
-		8: "RESET",
-		9: "KILL_SWITCH",
+		0:  "OP_UNSPECIFIED",
+		1:  "UPSERT",
+		2:  "TRIP",
+		3:  "HALF_OPEN",
+		4:  "PROBE",
+		5:  "PROBE_RESULT",
+		6:  "FORCE",
+		7:  "UNPIN",
+		8:  "RESET",
+		9:  "KILL_SWITCH",
+		10: "DELETE",
 	}
 	CircuitCommand_Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -64,6 +66,7 @@ var (
 		"UNPIN":          7,
 		"RESET":          8,
 		"KILL_SWITCH":    9,
+		"DELETE":         10,
 	}
 )
 
@@ -1030,19 +1033,21 @@ func (x *MemberRemove) GetId() string {
 // CircuitCommand is every breaker change. The policy travels as the
 // circuit package's JSON so the domain owns its format.
 type CircuitCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            CircuitCommand_Op      `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.CircuitCommand_Op" json:"op,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	PolicyJson    []byte                 `protobuf:"bytes,3,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
-	EvidenceJson  []byte                 `protobuf:"bytes,4,opt,name=evidence_json,json=evidenceJson,proto3" json:"evidence_json,omitempty"`
-	State         int32                  `protobuf:"varint,5,opt,name=state,proto3" json:"state,omitempty"`
-	TtlNanos      int64                  `protobuf:"varint,6,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
-	ProbeWindow   uint64                 `protobuf:"varint,7,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
-	PinRevision   uint64                 `protobuf:"varint,8,opt,name=pin_revision,json=pinRevision,proto3" json:"pin_revision,omitempty"`
-	Successes     int64                  `protobuf:"varint,9,opt,name=successes,proto3" json:"successes,omitempty"`
-	Failures      int64                  `protobuf:"varint,10,opt,name=failures,proto3" json:"failures,omitempty"`
-	Enabled       bool                   `protobuf:"varint,11,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	InstanceId    string                 `protobuf:"bytes,12,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Op           CircuitCommand_Op      `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.CircuitCommand_Op" json:"op,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PolicyJson   []byte                 `protobuf:"bytes,3,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	EvidenceJson []byte                 `protobuf:"bytes,4,opt,name=evidence_json,json=evidenceJson,proto3" json:"evidence_json,omitempty"`
+	State        int32                  `protobuf:"varint,5,opt,name=state,proto3" json:"state,omitempty"`
+	TtlNanos     int64                  `protobuf:"varint,6,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	ProbeWindow  uint64                 `protobuf:"varint,7,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
+	PinRevision  uint64                 `protobuf:"varint,8,opt,name=pin_revision,json=pinRevision,proto3" json:"pin_revision,omitempty"`
+	Successes    int64                  `protobuf:"varint,9,opt,name=successes,proto3" json:"successes,omitempty"`
+	Failures     int64                  `protobuf:"varint,10,opt,name=failures,proto3" json:"failures,omitempty"`
+	Enabled      bool                   `protobuf:"varint,11,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	InstanceId   string                 `protobuf:"bytes,12,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// DELETE: only a breaker still at this revision (0: any).
+	IfRevision    uint64 `protobuf:"varint,13,opt,name=if_revision,json=ifRevision,proto3" json:"if_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1159,6 +1164,13 @@ func (x *CircuitCommand) GetInstanceId() string {
 		return x.InstanceId
 	}
 	return ""
+}
+
+func (x *CircuitCommand) GetIfRevision() uint64 {
+	if x != nil {
+		return x.IfRevision
+	}
+	return 0
 }
 
 // CoordinationCommand is every lease, election and job change. Times the
@@ -1952,7 +1964,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12'\n" +
 	"\x0fcommand_version\x18\x05 \x01(\rR\x0ecommandVersion\"\x1e\n" +
 	"\fMemberRemove\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x9a\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xc7\x04\n" +
 	"\x0eCircuitCommand\x121\n" +
 	"\x02op\x18\x01 \x01(\x0e2!.baldur.raft.v1.CircuitCommand.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -1968,7 +1980,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	" \x01(\x03R\bfailures\x12\x18\n" +
 	"\aenabled\x18\v \x01(\bR\aenabled\x12\x1f\n" +
 	"\vinstance_id\x18\f \x01(\tR\n" +
-	"instanceId\"\x8c\x01\n" +
+	"instanceId\x12\x1f\n" +
+	"\vif_revision\x18\r \x01(\x04R\n" +
+	"ifRevision\"\x98\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1980,7 +1994,10 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x05FORCE\x10\x06\x12\t\n" +
 	"\x05UNPIN\x10\a\x12\t\n" +
 	"\x05RESET\x10\b\x12\x0f\n" +
-	"\vKILL_SWITCH\x10\t\"\xc8\x06\n" +
+	"\vKILL_SWITCH\x10\t\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\n" +
+	"\"\xc8\x06\n" +
 	"\x13CoordinationCommand\x126\n" +
 	"\x02op\x18\x01 \x01(\x0e2&.baldur.raft.v1.CoordinationCommand.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
