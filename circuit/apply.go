@@ -314,3 +314,28 @@ func LastDeletion(kv fsm.KV) uint64 {
 	}
 	return 0
 }
+
+// Page lists up to size breakers by name after the one named after (""
+// for the first page) and the name to continue after ("" when none is
+// left).
+func Page(kv fsm.KV, after string, size int) ([]Breaker, string) {
+	var out []Breaker
+	next := ""
+	start := []byte(after)
+	if after != "" {
+		start = append(start, 0) // strictly after
+	}
+	kv.Scan(BucketBreakers, start, false, func(k, v []byte) bool {
+		if len(out) == size {
+			next = out[len(out)-1].Name
+			return false
+		}
+		var b Breaker
+		if err := json.Unmarshal(v, &b); err != nil {
+			panic(fmt.Sprintf("circuit: decode %q: %v", k, err))
+		}
+		out = append(out, b)
+		return true
+	})
+	return out, next
+}

@@ -9,6 +9,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -104,11 +105,25 @@ func (c *circuitService) ListCircuits(ctx context.Context, req *pb.ListCircuitsR
 	if err := c.s.readBarrier(ctx, req.Consistency); err != nil {
 		return nil, err
 	}
+	size := int(req.PageSize)
+	switch {
+	case size == 0:
+		size = 1000
+	case size < 0 || size > 10000:
+		return nil, invalidField("page_size", fmt.Sprintf("%d is outside 1..10000", req.PageSize))
+	}
+	if req.PageToken != "" {
+		if err := circuit.CheckName(req.PageToken); err != nil {
+			return nil, &fsm.ArgumentError{FieldName: "page_token", Code: "INVALID_PAGE_TOKEN", Msg: "not a token this API gave"}
+		}
+	}
 	resp := &pb.ListCircuitsResponse{}
 	err := c.s.store.View(func(kv raftstore.KV) error {
-		for _, b := range circuit.List(kv) {
+		page, next := circuit.Page(kv, req.PageToken, size)
+		for _, b := range page {
 			resp.Circuits = append(resp.Circuits, breakerToPB(b))
 		}
+		resp.NextPageToken = next
 		resp.KillSwitch, _ = circuit.KillSwitch(kv)
 		resp.Revision = kv.AppliedIndex()
 		return nil

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,27 @@ func TestLimitsOnWhatClientsCreate(t *testing.T) {
 	list, err := circuits.ListCircuits(ctxT(t), &pb.ListCircuitsRequest{})
 	if err != nil || len(list.Circuits) != 20 {
 		t.Fatalf("breakers after the refusals: %d %v", len(list.Circuits), err)
+	}
+	// Pages: 20 breakers by 7, in name order, none twice.
+	var names []string
+	token := ""
+	for pages := 0; ; pages++ {
+		page, err := circuits.ListCircuits(ctxT(t), &pb.ListCircuitsRequest{PageSize: 7, PageToken: token})
+		if err != nil || pages > 5 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, ci := range page.Circuits {
+			names = append(names, ci.Name)
+		}
+		if token = page.NextPageToken; token == "" {
+			break
+		}
+	}
+	if len(names) != 20 || names[0] != "svc-00" || names[19] != "svc-19" || !sort.StringsAreSorted(names) {
+		t.Fatalf("paged names: %v", names)
+	}
+	if _, err := circuits.ListCircuits(ctxT(t), &pb.ListCircuitsRequest{PageSize: 20000}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("page size 20000: %v", err)
 	}
 	// Known breakers still take reports.
 	if _, err := circuits.ReportOutcomes(ctxT(t), &pb.ReportOutcomesRequest{InstanceId: "i", Reports: []*pb.OutcomeReport{{Name: "svc-01", Successes: 1}}}); err != nil {

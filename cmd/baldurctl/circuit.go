@@ -124,8 +124,20 @@ func circuitCmd(g *globals) *cobra.Command {
 
 	return group("circuit", "Fleet-wide circuit breakers",
 		unary[*pb.ListCircuitsResponse]{Use: "list", Short: "List breakers", Args: cobra.NoArgs,
-			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, _ []string) (*pb.ListCircuitsResponse, error) {
-				return circuits(conn).ListCircuits(ctx, &pb.ListCircuitsRequest{})
+			Call: func(_ context.Context, conn *grpc.ClientConn, c *cobra.Command, _ []string) (*pb.ListCircuitsResponse, error) {
+				out := &pb.ListCircuitsResponse{}
+				for token := ""; ; {
+					ctx, cancel := g.ctx(c.Context()) // each page has the whole --timeout
+					page, err := circuits(conn).ListCircuits(ctx, &pb.ListCircuitsRequest{PageToken: token})
+					cancel()
+					if err != nil {
+						return nil, err
+					}
+					out.Circuits, out.KillSwitch, out.Revision = append(out.Circuits, page.Circuits...), page.KillSwitch, page.Revision
+					if token = page.NextPageToken; token == "" {
+						return out, nil
+					}
+				}
 			},
 			Text: func(w io.Writer, resp *pb.ListCircuitsResponse) {
 				if resp.KillSwitch {

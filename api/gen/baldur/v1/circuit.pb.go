@@ -612,8 +612,12 @@ func (x *Circuit) GetWindow() *CircuitEvidence {
 }
 
 type ListCircuitsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consistency   string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Consistency string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// Breakers per page, by name (default 1000, at most 10000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Continue after this token (the last page's next_page_token).
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -655,11 +659,27 @@ func (x *ListCircuitsRequest) GetConsistency() string {
 	return ""
 }
 
+func (x *ListCircuitsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCircuitsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListCircuitsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Circuits      []*Circuit             `protobuf:"bytes,1,rep,name=circuits,proto3" json:"circuits,omitempty"`
-	KillSwitch    bool                   `protobuf:"varint,2,opt,name=kill_switch,json=killSwitch,proto3" json:"kill_switch,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Circuits   []*Circuit             `protobuf:"bytes,1,rep,name=circuits,proto3" json:"circuits,omitempty"`
+	KillSwitch bool                   `protobuf:"varint,2,opt,name=kill_switch,json=killSwitch,proto3" json:"kill_switch,omitempty"`
+	Revision   uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,4,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -713,6 +733,13 @@ func (x *ListCircuitsResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListCircuitsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetCircuitRequest struct {
@@ -1720,14 +1747,18 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x17probe_window_started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x14probeWindowStartedAt\x12!\n" +
 	"\fprobe_window\x18\r \x01(\x04R\vprobeWindow\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x04R\brevision\x122\n" +
-	"\x06window\x18\x0f \x01(\v2\x1a.baldur.v1.CircuitEvidenceR\x06window\"7\n" +
+	"\x06window\x18\x0f \x01(\v2\x1a.baldur.v1.CircuitEvidenceR\x06window\"s\n" +
 	"\x13ListCircuitsRequest\x12 \n" +
-	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\x83\x01\n" +
+	"\vconsistency\x18\x01 \x01(\tR\vconsistency\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xab\x01\n" +
 	"\x14ListCircuitsResponse\x12.\n" +
 	"\bcircuits\x18\x01 \x03(\v2\x12.baldur.v1.CircuitR\bcircuits\x12\x1f\n" +
 	"\vkill_switch\x18\x02 \x01(\bR\n" +
 	"killSwitch\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"I\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\"I\n" +
 	"\x11GetCircuitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vconsistency\x18\x02 \x01(\tR\vconsistency\"p\n" +
