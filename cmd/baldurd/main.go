@@ -29,6 +29,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "recover" {
+		return recoverNode(args[1:])
+	}
 	cfg := server.Defaults()
 	fs := flag.NewFlagSet("baldurd", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
@@ -80,4 +83,28 @@ func run(args []string) error {
 `, cfg.NodeID, cfg.DataDir, srv.GRPCAddr(), srv.HTTPAddr(), srv.HTTPAddr(), srv.HTTPAddr(), srv.HTTPAddr())
 	}
 	return srv.Run(ctx)
+}
+
+// recoverNode is `baldurd recover --node-id ID --data-dir DIR --peers
+// id=raftaddr,...`: it rewrites a stopped node's Raft configuration to the
+// members that remain after a lost quorum (docs/operations.md).
+func recoverNode(args []string) error {
+	cfg := server.Defaults()
+	fs := flag.NewFlagSet("baldurd recover", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := server.ApplyEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	log := cfg.NewLogger(os.Stderr)
+	if err := server.Recover(cfg, log); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "node %s recovered with configuration %s; start it (and each listed member, recovered the same way)\n", cfg.NodeID, cfg.Peers)
+	return nil
 }
