@@ -339,3 +339,25 @@ func Page(kv fsm.KV, after string, size int) ([]Breaker, string) {
 	})
 	return out, next
 }
+
+// NextDue is the earliest time a time-driven transition falls due (a
+// recovery timeout, a pin expiry); zero when none is pending. The leader
+// rescans breakers only when one changed or this time came.
+func NextDue(kv fsm.KV) time.Time {
+	var next time.Time
+	for _, b := range List(kv) {
+		var at time.Time
+		switch {
+		case b.Pinned:
+			at = b.PinExpiresAt
+		case b.State == Open:
+			at = b.OpenedAt.Add(b.Policy.RecoveryTimeout)
+		default:
+			continue
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}

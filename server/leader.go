@@ -32,7 +32,7 @@ type leaderTask struct {
 func (s *Server) leaderTasks() []leaderTask {
 	return []leaderTask{
 		{name: "emergency", run: s.proposeDue("emergency", emergency.Proposals, nil)},
-		{name: "circuit", run: s.proposeDue("circuit", circuit.Proposals, nil)},
+		{name: "circuit", run: s.circuitTimers()},
 		{name: "circuit", every: max(time.Second, min(time.Minute, s.cfg.CircuitIdleTimeout/4)), run: s.proposeDue("circuit", s.idleBreakers,
 			func(cmd *raftv1.Command) {
 				if e := s.evaluator(); e != nil {
@@ -175,4 +175,26 @@ func (s *Server) idleBreakers(kv fsm.KV, now time.Time) []*raftv1.Command {
 		return nil
 	}
 	return circuit.IdleProposals(kv, s.cfg.CircuitDefaults, ev.LastSeen, now, s.cfg.CircuitIdleTimeout)
+}
+
+// circuitTimers runs circuit.Proposals only when a breaker changed since the
+// last scan or the earliest due time came: with thousands of idle breakers
+// the leader does not decode them all ten times a second.
+func (s *Server) circuitTimers() func(context.Context, time.Time) error {
+	propose := s.proposeDue("circuit", circuit.Proposals, nil)
+	var seen uint64
+	var next time.Time
+	scanned := false
+	return func(ctx context.Context, now time.Time) error {
+		gen := s.circuitGen.Load()
+		if scanned && gen == seen && (next.IsZero() || now.Before(next)) {
+			return nil
+		}
+		if err := propose(ctx, now); err != nil {
+			return err
+		}
+		_ = s.store.View(func(kv raftstore.KV) error { next = circuit.NextDue(kv); return nil })
+		seen, scanned = gen, true
+		return nil
+	}
 }

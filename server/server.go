@@ -51,8 +51,11 @@ type Server struct {
 	// raft's goroutines, possibly before).
 	raftReady atomic.Pointer[raftstore.Store]
 	denials   denialLog
-	watchers  watchers
-	breakerN  breakerCount
+	// circuitGen counts applied batches that changed breakers (the leader's
+	// circuit timer rescans only after one, or when a transition is due).
+	circuitGen atomic.Uint64
+	watchers   watchers
+	breakerN   breakerCount
 	// members caches the Raft configuration's server ids for per-call
 	// peer checks.
 	members struct {
@@ -149,7 +152,12 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
 	}
 	raftServerTLS, raftClientTLS := s.raftTLS()
-	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) { s.hub.notify(t) }}
+	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) {
+		if t&topicCircuit != 0 {
+			s.circuitGen.Add(1)
+		}
+		s.hub.notify(t)
+	}}
 	s.store, err = raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, Dir: cfg.DataDir, BindAddr: raftAddr, Advertise: s.raftAdvertise,
 		Buckets: schemaBuckets(), SchemaVersion: SchemaVersion, Applier: app, Logger: s.log,

@@ -98,3 +98,74 @@ func BenchmarkCLIRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIdleWith10kBreakers: a dev node holding 10,000 breakers (and 100
+// DLQ domains) that nothing reports to: its CPU over 10 s of idling and
+// its resident memory.
+func BenchmarkIdleWith10kBreakers(b *testing.B) {
+	for range b.N {
+		cmd, grpcAddr, httpAddr := devNode(b, b.TempDir())
+		if !eventually(10*time.Second, func() bool {
+			resp, err := httpClient.Get("http://" + httpAddr + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		}) {
+			b.Fatal("dev node not ready")
+		}
+		_ = grpcAddr
+		for batch := 0; batch < 20; batch++ {
+			var reports []string
+			for i := range 500 {
+				reports = append(reports, fmt.Sprintf(`{"name":"svc-%05d","successes":1}`, batch*500+i))
+			}
+			body := `{"instance_id":"bench","reports":[` + strings.Join(reports, ",") + `]}`
+			resp, err := httpClient.Post("http://"+httpAddr+"/v1/circuits:report", "application/json", strings.NewReader(body))
+			if err != nil || resp.StatusCode != 200 {
+				b.Fatalf("report batch %d: %v %v", batch, err, resp)
+			}
+			resp.Body.Close()
+		}
+		for d := range 100 {
+			body := fmt.Sprintf(`{"id":"e-%03d","domain":"domain_%03d","failure_type":"X"}`, d, d)
+			resp, err := httpClient.Post("http://"+httpAddr+"/v1/dlq/entries", "application/json", strings.NewReader(body))
+			if err != nil || resp.StatusCode != 200 {
+				b.Fatalf("store %d: %v %v", d, err, resp)
+			}
+			resp.Body.Close()
+		}
+		time.Sleep(2 * time.Second) // let the writes settle
+		cpu0 := procCPU(b, cmd.Process.Pid)
+		time.Sleep(10 * time.Second)
+		cpu := procCPU(b, cmd.Process.Pid) - cpu0
+		b.ReportMetric(float64(cpu)/float64(10*time.Second)*100, "idle-cpu-%")
+		b.ReportMetric(float64(procRSS(b, cmd.Process.Pid))/(1<<20), "rss-MiB")
+		stop(cmd)
+	}
+}
+
+func procCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
+}
+
+func procRSS(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
