@@ -159,7 +159,7 @@ func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv
 	a.metrics.changes.WithLabelValues(c.Action).Inc()
 	if after, ok := c.After.(circuit.Breaker); ok {
 		if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
-			a.metrics.transitions.WithLabelValues(after.Name, after.State.String(), after.Evidence.Trigger).Inc()
+			a.metrics.transitions.WithLabelValues(a.metrics.breakerLabels.label(after.Name), after.State.String(), after.Evidence.Trigger).Inc()
 		}
 	}
 }

@@ -29,9 +29,10 @@ func (s *Server) ingest(ctx context.Context, instance string, reports []*pb.Outc
 	start := time.Now()
 	batch := make([]circuit.Outcome, len(reports))
 	for i, r := range reports {
-		s.metrics.reports.WithLabelValues(r.Name).Inc()
+		name := s.metrics.breakerLabels.label(r.Name)
+		s.metrics.reports.WithLabelValues(name).Inc()
 		if r.Rejections > 0 {
-			s.metrics.rejections.WithLabelValues(r.Name).Add(float64(r.Rejections))
+			s.metrics.rejections.WithLabelValues(name).Add(float64(r.Rejections))
 		}
 		batch[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Revision: r.Revision,
 			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures}

@@ -89,6 +89,9 @@ type Config struct {
 	// Timeouts (timeouts.go).
 	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
 	GRPCMaxConnectionIdle, RaftIdleTimeout             time.Duration
+	// MetricsMaxNames bounds the metric series per breaker and per DLQ
+	// domain: the first names get their own, the rest share "other".
+	MetricsMaxNames int
 	// CircuitIdleTimeout: a breaker on the default policy, CLOSED and
 	// unpinned, that no instance reported for this long is removed (0:
 	// never).
@@ -121,6 +124,7 @@ func Defaults() Config {
 		MaxRestoreBytes:    16 << 30,
 		MaxBreakers:        10000,
 		CircuitIdleTimeout: 24 * time.Hour,
+		MetricsMaxNames:    1000,
 		HTTPReadTimeout:    30 * time.Second, HTTPWriteTimeout: time.Minute, HTTPIdleTimeout: 2 * time.Minute,
 		GRPCMaxConnectionIdle: 5 * time.Minute, RaftIdleTimeout: 5 * time.Minute,
 		MaxWatchers:     10000,
@@ -206,6 +210,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
 	fs.DurationVar(&c.RaftIdleTimeout, "raft-idle-timeout", c.RaftIdleTimeout, "an accepted Raft connection that receives nothing is closed after this")
 	fs.DurationVar(&c.GRPCMaxConnectionIdle, "grpc-max-connection-idle", c.GRPCMaxConnectionIdle, "a gRPC connection without streams is closed after this")
+	fs.IntVar(&c.MetricsMaxNames, "metrics-max-names", c.MetricsMaxNames, "breakers and DLQ domains with metric series of their own (the rest are counted as \"other\")")
 	fs.DurationVar(&c.CircuitIdleTimeout, "circuit-idle-timeout", c.CircuitIdleTimeout, "remove a CLOSED, unpinned breaker on the default policy that no instance reported for this long (0: never)")
 	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")

@@ -133,7 +133,7 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 		}
 		return &pb.StoreEntryResponse{Entry: entryToPB(existing), Revision: existing.Revision}, nil
 	}
-	d.s.metrics.dlqCreated.WithLabelValues(r.Entry.Domain).Inc()
+	d.s.metrics.dlqCreated.WithLabelValues(d.s.metrics.domainLabels.label(r.Entry.Domain)).Inc()
 	d.s.metrics.dlqEvicted.Add(float64(len(r.Evicted)))
 	out := entryToPB(withoutDocs(r.Entry))
 	if !basic {

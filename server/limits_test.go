@@ -26,6 +26,7 @@ func TestLimitsOnWhatClientsCreate(t *testing.T) {
 	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) {
 		cfg.MaxBreakers, cfg.MaxWatchers = 20, 3
 		cfg.DLQ.MaxDomains = 3
+		cfg.MetricsMaxNames = 5
 	}))
 	conn := dial(t, c.Leader().GRPCAddr)
 	circuits := pb.NewCircuitServiceClient(conn)
@@ -149,6 +150,13 @@ func TestLimitsOnWhatClientsCreate(t *testing.T) {
 	}
 	if v := testcluster.MetricValue(t, c.Leader().HTTPAddr, `baldur_limit_refusals_total{limit="breakers"}`); v < 2 {
 		t.Fatalf("breaker refusals counted: %v", v)
+	}
+	// Per-breaker series are bounded (5 names here), the totals are not.
+	if v := testcluster.MetricValue(t, c.Leader().HTTPAddr, `baldur_circuit_reports_total{name="other"}`); v < 15 {
+		t.Fatalf("reports of names past the series budget: %v", v)
+	}
+	if v := testcluster.MetricValue(t, c.Leader().HTTPAddr, `baldur_circuits{state="CLOSED"}`); v != 20 {
+		t.Fatalf("breakers by state: %v", v)
 	}
 }
 

@@ -1,6 +1,10 @@
 package server
 
 import (
+	"maps"
+	"slices"
+	"sync"
+
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
@@ -27,6 +31,8 @@ type metrics struct {
 	dlqReplayBlocked prometheus.Counter
 	dlqGroupSize     prometheus.Histogram
 	limitRefusals    *prometheus.CounterVec
+	// Series per breaker and per DLQ domain are bounded.
+	breakerLabels, domainLabels labelBudget
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -64,6 +70,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.dlqGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_dlq_store_group_size", Help: "DLQ stores committed per Raft entry on the leader (group commit; 1 when alone).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay pauses: a domain's replay blocked by emergency >= LEVEL_2 or an OPEN breaker, counted when the pause starts or its reason changes."})
+	m.breakerLabels.max, m.domainLabels.max = s.cfg.MetricsMaxNames, s.cfg.MetricsMaxNames
 	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_limit_refusals_total",
 		Help: "Requests refused by a resource limit (breakers, dlq_domains, watchers, ...)."}, []string{"limit"})
 	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
@@ -79,24 +86,25 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 type stateCollector struct{ s *Server }
 
 var (
-	descApplied    = prometheus.NewDesc("baldur_node_applied_index", "Index of the last entry applied to state.db (the revision).", nil, nil)
-	descCommit     = prometheus.NewDesc("baldur_node_commit_index", "Raft commit index known to this node.", nil, nil)
-	descTerm       = prometheus.NewDesc("baldur_node_term", "Current Raft term.", nil, nil)
-	descLeader     = prometheus.NewDesc("baldur_node_is_leader", "1 if this node is the leader.", nil, nil)
-	descPeers      = prometheus.NewDesc("baldur_cluster_servers", "Servers in the Raft configuration.", nil, nil)
-	descLevel      = prometheus.NewDesc("baldur_emergency_mode_level", "Current emergency level per scope (0 NORMAL .. 3 LEVEL_3).", []string{"scope"}, nil)
-	descActive     = prometheus.NewDesc("baldur_emergency_mode_active", "1 while an emergency is active in the scope.", []string{"scope"}, nil)
-	descRecovering = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)
-	descCircuit    = prometheus.NewDesc("baldur_circuit_state", "Breaker state (0 CLOSED, 1 OPEN, 2 HALF_OPEN).", []string{"name"}, nil)
-	descPinned     = prometheus.NewDesc("baldur_circuit_pinned", "1 while the breaker is forced open or closed.", []string{"name"}, nil)
-	descLeases     = prometheus.NewDesc("baldur_lease_held", "Leases in force.", nil, nil)
-	descJobNext    = prometheus.NewDesc("baldur_job_next_run_timestamp_seconds", "When each job runs next.", []string{"resource", "job"}, nil)
-	descDLQStatus  = prometheus.NewDesc("baldur_dlq_items_by_status", "DLQ entries by status.", []string{"status"}, nil)
-	descDLQDomain  = prometheus.NewDesc("baldur_dlq_items_by_domain", "DLQ entries by domain.", []string{"domain"}, nil)
+	descApplied         = prometheus.NewDesc("baldur_node_applied_index", "Index of the last entry applied to state.db (the revision).", nil, nil)
+	descCommit          = prometheus.NewDesc("baldur_node_commit_index", "Raft commit index known to this node.", nil, nil)
+	descTerm            = prometheus.NewDesc("baldur_node_term", "Current Raft term.", nil, nil)
+	descLeader          = prometheus.NewDesc("baldur_node_is_leader", "1 if this node is the leader.", nil, nil)
+	descPeers           = prometheus.NewDesc("baldur_cluster_servers", "Servers in the Raft configuration.", nil, nil)
+	descLevel           = prometheus.NewDesc("baldur_emergency_mode_level", "Current emergency level per scope (0 NORMAL .. 3 LEVEL_3).", []string{"scope"}, nil)
+	descActive          = prometheus.NewDesc("baldur_emergency_mode_active", "1 while an emergency is active in the scope.", []string{"scope"}, nil)
+	descRecovering      = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)
+	descCircuit         = prometheus.NewDesc("baldur_circuit_state", "Breaker state (0 CLOSED, 1 OPEN, 2 HALF_OPEN).", []string{"name"}, nil)
+	descCircuitsByState = prometheus.NewDesc("baldur_circuits", "Breakers by state (every breaker, whatever --metrics-max-names).", []string{"state"}, nil)
+	descPinned          = prometheus.NewDesc("baldur_circuit_pinned", "1 while the breaker is forced open or closed.", []string{"name"}, nil)
+	descLeases          = prometheus.NewDesc("baldur_lease_held", "Leases in force.", nil, nil)
+	descJobNext         = prometheus.NewDesc("baldur_job_next_run_timestamp_seconds", "When each job runs next.", []string{"resource", "job"}, nil)
+	descDLQStatus       = prometheus.NewDesc("baldur_dlq_items_by_status", "DLQ entries by status.", []string{"status"}, nil)
+	descDLQDomain       = prometheus.NewDesc("baldur_dlq_items_by_domain", "DLQ entries by domain.", []string{"domain"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain} {
 		ch <- d
 	}
 }
@@ -130,9 +138,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, b2f(s.Active), s.Scope)
 			ch <- prometheus.MustNewConstMetric(descRecovering, prometheus.GaugeValue, b2f(s.Recovering), s.Scope)
 		}
-		for _, b := range circuit.List(kv) {
+		byState := map[string]int{}
+		for i, b := range circuit.List(kv) {
+			byState[b.State.String()]++
+			if max := c.s.cfg.MetricsMaxNames; max > 0 && i >= max {
+				continue // the first names (by name) get series of their own
+			}
 			ch <- prometheus.MustNewConstMetric(descCircuit, prometheus.GaugeValue, float64(b.State), b.Name)
 			ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, b2f(b.Pinned), b.Name)
+		}
+		for _, st := range []string{"CLOSED", "OPEN", "HALF_OPEN"} {
+			ch <- prometheus.MustNewConstMetric(descCircuitsByState, prometheus.GaugeValue, float64(byState[st]), st)
 		}
 		held := 0
 		now := c.s.now()
@@ -146,12 +162,46 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for k, n := range st.ByStatus {
 			ch <- prometheus.MustNewConstMetric(descDLQStatus, prometheus.GaugeValue, float64(n), k)
 		}
-		for k, n := range st.ByDomain {
-			ch <- prometheus.MustNewConstMetric(descDLQDomain, prometheus.GaugeValue, float64(n), k)
+		other := int64(0)
+		domains := slices.Sorted(maps.Keys(st.ByDomain))
+		for i, k := range domains {
+			if max := c.s.cfg.MetricsMaxNames; max > 0 && i >= max {
+				other += st.ByDomain[k]
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descDLQDomain, prometheus.GaugeValue, float64(st.ByDomain[k]), k)
+		}
+		if other > 0 {
+			ch <- prometheus.MustNewConstMetric(descDLQDomain, prometheus.GaugeValue, float64(other), "other")
 		}
 		for _, j := range coordination.Jobs(kv, "") {
 			ch <- prometheus.MustNewConstMetric(descJobNext, prometheus.GaugeValue, float64(j.NextRunAt.Unix()), j.Resource, j.Name)
 		}
 		return nil
 	})
+}
+
+// labelBudget bounds the metric series a family of names (breakers, DLQ
+// domains) can create: the first max distinct names get series of their
+// own, later ones share "other" (--metrics-max-names).
+type labelBudget struct {
+	mu    sync.Mutex
+	max   int
+	names map[string]bool
+}
+
+func (b *labelBudget) label(name string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.names == nil {
+		b.names = map[string]bool{}
+	}
+	if b.names[name] || b.max <= 0 {
+		return name
+	}
+	if len(b.names) >= b.max {
+		return "other"
+	}
+	b.names[name] = true
+	return name
 }
