@@ -431,6 +431,12 @@ func (s *Store) LastContact() time.Time { return s.raft.LastContact() }
 // NodeID is this node's id.
 func (s *Store) NodeID() string { return s.cfg.NodeID }
 
+// LogProgress is this node's last log index and the index its state
+// machine has applied (configuration and no-op entries count in both).
+func (s *Store) LogProgress() (last, applied uint64) {
+	return s.raft.LastIndex(), s.raft.AppliedIndex()
+}
+
 // Stats is raft's stats map.
 func (s *Store) Stats() map[string]string { return s.raft.Stats() }
 
@@ -448,7 +454,8 @@ func (s *Store) Servers() ([]Server, error) {
 }
 
 // AddServer adds a voter (or non-voter) on the leader. Adding a server that
-// is already present with the same address and suffrage is a no-op; an id
+// is already present with the same address is a no-op, except that a
+// non-voter added as a voter is promoted (never the reverse); an id
 // or address already in use otherwise is refused (remove the old member
 // first), so a typo cannot re-address or evict a live member.
 func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) error {
@@ -457,8 +464,14 @@ func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) erro
 		return err
 	}
 	for _, sv := range servers {
-		if sv.ID == id && sv.Address == addr && sv.Voter == voter {
-			return nil
+		if sv.ID == id && sv.Address == addr {
+			if sv.Voter == voter {
+				return nil
+			}
+			if sv.Voter {
+				return fmt.Errorf("%w: %q is a voter; remove it first to make it a non-voter", ErrAlreadyMember, id)
+			}
+			break // a non-voter promoted: AddVoter changes its suffrage
 		}
 		if sv.ID == id {
 			return fmt.Errorf("%w: %q is a member at %s (voter=%v); remove it first to change it", ErrAlreadyMember, id, sv.Address, sv.Voter)

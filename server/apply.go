@@ -199,6 +199,9 @@ var handlers = map[reflect.Type]handler{
 	bodyType[raftv1.Command_MemberRemove](): func(kv fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return removeMember(kv, c.GetMemberRemove())
 	},
+	bodyType[raftv1.Command_MemberPromotion](): func(kv fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return setPromotion(kv, c.GetMemberPromotion())
+	},
 	bodyType[raftv1.Command_Circuit](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applied(circuit.Apply(kv, m, c.GetCircuit()))
 	},
@@ -283,6 +286,8 @@ type memberRecord struct {
 	GRPCAddr       string `json:"grpc_addr"`
 	HTTPAddr       string `json:"http_addr"`
 	CommandVersion uint32 `json:"command_version"`
+	// PromotionPending: a non-voter the leader promotes once caught up.
+	PromotionPending bool `json:"promotion_pending,omitempty"`
 }
 
 func getMember(kv fsm.KV, id string) (memberRecord, bool) {
@@ -315,6 +320,7 @@ func upsertMember(kv fsm.KV, c *raftv1.MemberUpsert) (fsm.Applied, error) {
 		return fsm.Applied{}, &fsm.ArgumentError{FieldName: "id", Code: "INVALID_ARGUMENT", Msg: "member id is required"}
 	}
 	before, ok := getMember(kv, next.ID)
+	next.PromotionPending = before.PromotionPending // MemberPromotion's field
 	if ok && before == next {
 		return fsm.Applied{}, nil
 	}
@@ -324,6 +330,26 @@ func upsertMember(kv fsm.KV, c *raftv1.MemberUpsert) (fsm.Applied, error) {
 		b = before
 	}
 	return fsm.Applied{Change: fsm.Change{Changed: true, Action: "cluster.member_upsert", Target: "member/" + next.ID, Before: b, After: next}}, nil
+}
+
+// setPromotion records or clears a pending promotion. The row may come
+// before the node has published its addresses (MemberUpsert keeps the flag).
+func setPromotion(kv fsm.KV, c *raftv1.MemberPromotion) (fsm.Applied, error) {
+	if c.GetId() == "" {
+		return fsm.Applied{}, &fsm.ArgumentError{FieldName: "id", Code: "INVALID_ARGUMENT", Msg: "member id is required"}
+	}
+	before, ok := getMember(kv, c.GetId())
+	if before.PromotionPending == c.GetPending() {
+		return fsm.Applied{}, nil
+	}
+	next := before
+	next.ID, next.PromotionPending = c.GetId(), c.GetPending()
+	kv.Put(bucketMembers, []byte(next.ID), []byte(jsonText(next)))
+	var b any
+	if ok {
+		b = before
+	}
+	return fsm.Applied{Change: fsm.Change{Changed: true, Action: "cluster.member_promotion", Target: "member/" + next.ID, Before: b, After: next}}, nil
 }
 
 func removeMember(kv fsm.KV, c *raftv1.MemberRemove) (fsm.Applied, error) {

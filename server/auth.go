@@ -40,6 +40,9 @@ type identity struct {
 	Name   string
 	Role   pb.Role
 	Scopes []string
+	// JoinAs is the node id of a certificate from the peer CA whose node
+	// is not a member (yet): it may add itself (authz.go).
+	JoinAs string
 }
 
 type identityKey struct{}
@@ -279,7 +282,14 @@ func (s *Server) resolve(ctx context.Context) (identity, error) {
 		}
 	}
 	if first(md, mdAuthorization) == "" {
-		if id, ok := s.clientCertIdentity(ctx); ok {
+		id, ok := s.clientCertIdentity(ctx)
+		if node := s.nodeCertName(ctx); node != "" {
+			if !ok {
+				id, ok = identity{Name: node, Role: pb.Role_VIEWER}, true
+			}
+			id.JoinAs = node
+		}
+		if ok {
 			return id, nil
 		}
 	}

@@ -71,6 +71,11 @@ func (s *Server) authorize(ctx context.Context, method string, req any, id ident
 	if !ok {
 		return nil // health, reflection (authenticated), the internal service (peers only)
 	}
+	if id.JoinAs != "" && method == methodAddMember {
+		if r, ok := req.(*pb.AddMemberRequest); ok && r.Id == id.JoinAs {
+			return nil // a node certificate from the peer CA adds its own node
+		}
+	}
 	if id.Role < rule.role {
 		return s.deny(ctx, id, method, fmt.Sprintf("%s requires role %s; %s has %s", shortMethod(method), roleName(rule.role), id.Name, roleName(id.Role)))
 	}
@@ -92,6 +97,11 @@ func (s *Server) authorize(ctx context.Context, method string, req any, id ident
 	}
 	return nil
 }
+
+// methodAddMember may be called by a node with a certificate from the peer
+// CA for itself (its common name is the id it asks to add), whatever its
+// role: the peer CA is what makes a machine a node (Consul, Nomad).
+var methodAddMember = "/" + string(pb.ClusterService_ServiceDesc.ServiceName) + "/AddMember"
 
 func shortMethod(m string) string { return m[strings.LastIndexByte(m, '/')+1:] }
 
@@ -227,7 +237,8 @@ func encodeIdentity(id identity) string {
 		N string   `json:"n"`
 		R int32    `json:"r"`
 		S []string `json:"s,omitempty"`
-	}{id.Name, int32(id.Role), id.Scopes})
+		J string   `json:"j,omitempty"`
+	}{id.Name, int32(id.Role), id.Scopes, id.JoinAs})
 	return string(b)
 }
 
@@ -236,9 +247,10 @@ func decodeIdentity(s string) (identity, error) {
 		N string   `json:"n"`
 		R int32    `json:"r"`
 		S []string `json:"s"`
+		J string   `json:"j"`
 	}
 	if err := json.Unmarshal([]byte(s), &v); err != nil || v.N == "" {
 		return identity{}, fmt.Errorf("%w: malformed forwarded identity", errUnauthenticated)
 	}
-	return identity{Name: v.N, Role: pb.Role(v.R), Scopes: v.S}, nil
+	return identity{Name: v.N, Role: pb.Role(v.R), Scopes: v.S, JoinAs: v.J}, nil
 }

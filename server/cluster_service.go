@@ -53,6 +53,10 @@ func (s *Server) ClusterView() (*pb.Cluster, error) {
 			}
 			if rec, ok := table[sv.ID]; ok {
 				m.GrpcAddr, m.HttpAddr, m.CommandVersion = rec.GRPCAddr, rec.HTTPAddr, rec.CommandVersion
+				if rec.PromotionPending && !sv.Voter {
+					m.Suffrage = pb.Member_STAGING
+					m.TrailingEntries, _ = s.promo.trailingOf(sv.ID)
+				}
 			}
 			out.Members = append(out.Members, m)
 		}
@@ -113,11 +117,11 @@ func (c *clusterService) auditCluster(ctx context.Context, action, target, reaso
 	}
 }
 
-// known reports whether id or addr is already in the Raft configuration.
-func (c *clusterService) known(id, addr string) bool {
+// isVoter reports whether id is a voter at addr already.
+func (c *clusterService) isVoter(id, addr string) bool {
 	servers, _ := c.s.store.Servers()
 	for _, sv := range servers {
-		if sv.ID == id || sv.Address == addr {
+		if sv.ID == id && sv.Address == addr && sv.Voter {
 			return true
 		}
 	}
@@ -134,22 +138,28 @@ func (c *clusterService) AddMember(ctx context.Context, req *pb.AddMemberRequest
 	if err := checkMembershipReason(req.Reason); err != nil {
 		return nil, err
 	}
-	if !req.Nonvoter && !c.known(req.Id, req.RaftAddr) {
-		// A voter that cannot be reached counts toward the quorum all the
-		// same: in a small cluster that stops every write. Refuse it while
-		// its Raft port does not answer.
-		conn, err := net.DialTimeout("tcp", req.RaftAddr, 2*time.Second)
-		if err != nil {
-			return nil, &fsm.ArgumentError{FieldName: "raft_addr", Code: "MEMBER_UNREACHABLE",
-				Msg: fmt.Sprintf("%s does not answer (%v): a voter that cannot be reached would count toward the quorum; start the node first, or add it with nonvoter", req.RaftAddr, err)}
-		}
-		conn.Close()
+	// A voter is added as a non-voter and staged: the leader promotes it
+	// once it has caught up (membership.go), so it never counts toward the
+	// quorum before it can vote.
+	if !req.Nonvoter && c.isVoter(req.Id, req.RaftAddr) {
+		return c.s.ClusterView() // nothing to do
 	}
-	if err := c.s.store.AddServer(ctx, req.Id, req.RaftAddr, !req.Nonvoter); err != nil {
+	stage := !req.Nonvoter
+	if stage {
+		if err := c.s.checkCommandVersion(promotionVersion); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.s.store.AddServer(ctx, req.Id, req.RaftAddr, false); err != nil {
 		return nil, err
 	}
-	c.s.log.Info("cluster.member_added", "id", req.Id, "raft_addr", req.RaftAddr, "voter", !req.Nonvoter, "actor", identityFrom(ctx).Name)
-	c.auditCluster(ctx, "cluster.member_added", "member/"+req.Id, fmt.Sprintf("%s (raft %s, voter %v)", req.Reason, req.RaftAddr, !req.Nonvoter))
+	if stage {
+		if err := c.s.stagePromotion(ctx, req.Id, true, identityFrom(ctx).Name, req.Reason); err != nil {
+			return nil, err
+		}
+	}
+	c.s.log.Info("cluster.member_added", "id", req.Id, "raft_addr", req.RaftAddr, "staged_for_promotion", stage, "actor", identityFrom(ctx).Name)
+	c.auditCluster(ctx, "cluster.member_added", "member/"+req.Id, fmt.Sprintf("%s (raft %s, %s)", req.Reason, req.RaftAddr, map[bool]string{true: "non-voter staged for promotion", false: "non-voter"}[stage]))
 	return c.s.ClusterView()
 }
 

@@ -103,6 +103,12 @@ type Config struct {
 	// whose pages may call the REST API; none by default.
 	CORSOrigins []string
 
+	// A STAGING non-voter is promoted once its state machine trails the
+	// leader's log by at most PromoteMaxTrailing entries for
+	// PromoteStabilization without a break (Consul autopilot's defaults).
+	PromoteStabilization time.Duration
+	PromoteMaxTrailing   uint64
+
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
 	LeaderTick time.Duration
@@ -127,7 +133,8 @@ func Defaults() Config {
 		MetricsMaxNames:    1000,
 		HTTPReadTimeout:    30 * time.Second, HTTPWriteTimeout: time.Minute, HTTPIdleTimeout: 2 * time.Minute,
 		GRPCMaxConnectionIdle: 5 * time.Minute, RaftIdleTimeout: 5 * time.Minute,
-		MaxWatchers:     10000,
+		MaxWatchers:          10000,
+		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
 		LogLevel:        "info",
@@ -213,6 +220,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MetricsMaxNames, "metrics-max-names", c.MetricsMaxNames, "breakers and DLQ domains with metric series of their own (the rest are counted as \"other\")")
 	fs.DurationVar(&c.CircuitIdleTimeout, "circuit-idle-timeout", c.CircuitIdleTimeout, "remove a CLOSED, unpinned breaker on the default policy that no instance reported for this long (0: never)")
 	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
+	fs.DurationVar(&c.PromoteStabilization, "promote-stabilization", c.PromoteStabilization, "a joining node is promoted to voter after it has kept up with the log for this long")
+	fs.Uint64Var(&c.PromoteMaxTrailing, "promote-max-trailing", c.PromoteMaxTrailing, "entries a joining node may trail the leader's log by and count as caught up")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
@@ -326,6 +335,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	}
+	if c.PromoteStabilization < 0 {
+		return fmt.Errorf("--promote-stabilization %v: must not be negative", c.PromoteStabilization)
 	}
 	if c.LeaderTick <= 0 {
 		c.LeaderTick = 100 * time.Millisecond

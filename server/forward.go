@@ -110,7 +110,7 @@ func (s *Server) checkCommandVersion(v uint32) error {
 	var err error
 	_ = s.store.View(func(kv raftstore.KV) error {
 		for id, m := range listMembers(kv) {
-			if m.CommandVersion < v {
+			if m.CommandVersion < v && m.GRPCAddr != "" { // a row without addresses is a staged node not yet heard from
 				err = fmt.Errorf("%w: member %s supports command version %d, need %d", errUpgradePending, id, m.CommandVersion, v)
 			}
 		}

@@ -43,6 +43,7 @@ func (s *Server) leaderTasks() []leaderTask {
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
 		{name: "cluster", every: 5 * time.Second, run: s.proposeDue("cluster", s.staleMembers, nil)},
+		{name: "cluster", every: max(100*time.Millisecond, min(time.Second, s.cfg.PromoteStabilization/4)), run: s.promoteStaged},
 	}
 }
 

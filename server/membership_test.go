@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,5 +247,95 @@ func TestTokenAuthentication(t *testing.T) {
 	}
 	if code, _ := r.do("GET", "/readyz", ""); code != 200 {
 		t.Fatalf("/readyz needs no token, got %d", code)
+	}
+}
+
+// TestNewMembersAreStagedUntilCaughtUp: a node added as a voter joins as a
+// non-voter STAGING for promotion; an unreachable one never counts toward
+// the quorum (writes go on) and is never promoted; a real one is promoted
+// once it kept up for --promote-stabilization, and the promotion is audited.
+func TestNewMembersAreStagedUntilCaughtUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.PromoteStabilization = 2 * time.Second }))
+	cl := pb.NewClusterServiceClient(dial(t, c.Nodes[0].GRPCAddr))
+	suffrage := func(v *pb.Cluster, id string) pb.Member_Suffrage {
+		for _, m := range v.GetMembers() {
+			if m.Id == id {
+				return m.Suffrage
+			}
+		}
+		return pb.Member_SUFFRAGE_UNSPECIFIED
+	}
+
+	// An unreachable node: accepted as STAGING, and the single voter keeps
+	// its quorum of one.
+	view, err := cl.AddMember(ctxT(t), &pb.AddMemberRequest{Id: "n9", RaftAddr: "127.0.0.1:9", Reason: "planned node, not started yet"})
+	if err != nil || suffrage(view, "n9") != pb.Member_STAGING {
+		t.Fatalf("add unreachable: %v %v", view, err)
+	}
+	em := emergencyClient(t, c.Nodes[0])
+	for i := 0; i < 200; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := em.TriggerEmergency(ctx, &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_1, Reason: fmt.Sprintf("write %d", i), Scope: fmt.Sprintf("svc-%d", i)})
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d with an unreachable member staged: %v", i, err)
+		}
+	}
+	// An explicit non-voter is not staged; asking again as a voter stages it.
+	if view, err = cl.AddMember(ctxT(t), &pb.AddMemberRequest{Id: "n8", RaftAddr: "127.0.0.1:10", Nonvoter: true, Reason: "read replica"}); err != nil || suffrage(view, "n8") != pb.Member_NONVOTER {
+		t.Fatalf("add non-voter: %v %v", view, err)
+	}
+	if view, err = cl.AddMember(ctxT(t), &pb.AddMemberRequest{Id: "n8", RaftAddr: "127.0.0.1:10", Reason: "make it a voter"}); err != nil || suffrage(view, "n8") != pb.Member_STAGING {
+		t.Fatalf("stage non-voter: %v %v", view, err)
+	}
+
+	// A real node joins, is seen STAGING, then VOTER.
+	cfg := server.Defaults()
+	cfg.NodeID, cfg.DataDir = "n2", t.TempDir()
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Join = c.Nodes[0].GRPCAddr
+	cfg.Timing, cfg.WALSegmentSize, cfg.LogLevel = testcluster.Timing, 4<<20, "error"
+	srv, err := server.New(cfg, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	seen := map[pb.Member_Suffrage]bool{}
+	if !testcluster.Eventually(30*time.Second, func() bool {
+		v, err := cl.GetCluster(ctxT(t), &pb.GetClusterRequest{})
+		if err != nil {
+			return false
+		}
+		seen[suffrage(v, "n2")] = true
+		return suffrage(v, "n2") == pb.Member_VOTER
+	}) || !seen[pb.Member_STAGING] {
+		t.Fatalf("n2 was not staged and then promoted: saw %v", seen)
+	}
+	v, _ := cl.GetCluster(ctxT(t), &pb.GetClusterRequest{})
+	if suffrage(v, "n9") != pb.Member_STAGING || suffrage(v, "n8") != pb.Member_STAGING {
+		t.Fatalf("an unreachable node was promoted: %v", v)
+	}
+	audit := pb.NewAuditServiceClient(dial(t, c.Nodes[0].GRPCAddr))
+	if !testcluster.Eventually(5*time.Second, func() bool {
+		l, err := audit.ListAudit(ctxT(t), &pb.ListAuditRequest{Action: "cluster.member_promoted"})
+		return err == nil && len(l.Records) == 1 && l.Records[0].Target == "member/n2"
+	}) {
+		t.Fatal("the promotion of n2 is not in the audit trail")
+	}
+	// The promoted voter holds every write.
+	got, err := pb.NewEmergencyServiceClient(dial(t, srv.GRPCAddr())).GetEmergency(ctxT(t), &pb.GetEmergencyRequest{Scope: "svc-199"})
+	if err != nil || got.State.Reason != "write 199" {
+		t.Fatalf("read on the promoted node: %v %v", got, err)
+	}
+	for _, id := range []string{"n9", "n8"} {
+		if _, err := cl.RemoveMember(ctxT(t), &pb.RemoveMemberRequest{Id: id, Reason: "never started"}); err != nil {
+			t.Fatalf("remove %s: %v", id, err)
+		}
 	}
 }

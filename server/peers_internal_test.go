@@ -1,8 +1,15 @@
 package server
 
 import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"log/slog"
 	"testing"
+	"time"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 )
@@ -73,5 +80,32 @@ func TestCommandsTheFSMCannotApplyAreRefusedBeforeTheLog(t *testing.T) {
 		if err := validCommand(c); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A client certificate the peer CA also signed (a person's, a service's)
+// is not a node certificate: it can neither pose as a peer nor add itself
+// as a member; a node certificate may add its own node, and nothing else.
+func TestOnlyNodeCertificatesJoin(t *testing.T) {
+	client := &x509.Certificate{Subject: pkix.Name{CommonName: "n5"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	node := &x509.Certificate{Subject: pkix.Name{CommonName: "n5"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if isNodeCert(client) || !isNodeCert(node) {
+		t.Fatalf("client cert is a node cert: %v; node cert is: %v", isNodeCert(client), isNodeCert(node))
+	}
+	const removeMember = "/baldur.v1.ClusterService/RemoveMember"
+	// Denials were audited a moment ago: this bare Server has no Raft.
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	s.denials.seen = map[string]time.Time{"n5 " + methodAddMember: time.Now(), "n5 " + removeMember: time.Now()}
+	viewer := identity{Name: "n5", Role: pb.Role_VIEWER, JoinAs: "n5"}
+	if err := s.authorize(context.Background(), methodAddMember, &pb.AddMemberRequest{Id: "n5"}, viewer); err != nil {
+		t.Fatalf("a node certificate adding its own node: %v", err)
+	}
+	for _, req := range []*pb.AddMemberRequest{{Id: "n6"}, {Id: ""}} {
+		if err := s.authorize(context.Background(), methodAddMember, req, viewer); !errors.Is(err, errPermissionDenied) {
+			t.Fatalf("node certificate n5 adding %q: %v", req.Id, err)
+		}
+	}
+	if err := s.authorize(context.Background(), removeMember, &pb.RemoveMemberRequest{Id: "n5"}, viewer); !errors.Is(err, errPermissionDenied) {
+		t.Fatalf("node certificate removing a member: %v", err)
 	}
 }

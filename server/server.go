@@ -54,6 +54,8 @@ type Server struct {
 	// circuitGen counts applied batches that changed breakers (the leader's
 	// circuit timer rescans only after one, or when a transition is due).
 	circuitGen atomic.Uint64
+	// promo is the leader's record of staged members' progress.
+	promo promoter
 	watchers   watchers
 	breakerN   breakerCount
 	// members caches the Raft configuration's server ids for per-call

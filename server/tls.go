@@ -67,6 +67,9 @@ var errPeerCert = errors.New("not a member of this cluster")
 // no configuration yet (one being added) admits any node of the CA: the
 // leader that adds it must reach it.
 func (s *Server) admitPeer(leaf *x509.Certificate) error {
+	if !isNodeCert(leaf) {
+		return fmt.Errorf("certificate %q is not a node certificate (no server authentication usage): %w", leaf.Subject.CommonName, errPeerCert)
+	}
 	st := s.raftReady.Load()
 	if st == nil {
 		return nil // starting: raft is not up yet
@@ -147,6 +150,15 @@ func (s *Server) raftTLS() (server, client *tls.Config) {
 // peerIdentity returns the node a call comes from, when it came over TLS
 // with a node certificate from the peer CA naming a member ("" otherwise).
 func (s *Server) peerIdentity(ctx context.Context) string {
+	if name := s.nodeCertName(ctx); name != "" && s.isMember(name) {
+		return name
+	}
+	return ""
+}
+
+// nodeCertName is the common name of the call's certificate when the peer
+// CA verifies it (a node's certificate, member or not).
+func (s *Server) nodeCertName(ctx context.Context) string {
 	if s.tls.peerCA == nil {
 		return ""
 	}
@@ -159,10 +171,22 @@ func (s *Server) peerIdentity(ctx context.Context) string {
 		return ""
 	}
 	leaf, err := s.tls.peerCA.VerifyCached(info.State)
-	if err != nil || !s.isMember(leaf.Subject.CommonName) {
+	if err != nil || !isNodeCert(leaf) {
 		return ""
 	}
 	return leaf.Subject.CommonName
+}
+
+// isNodeCert tells a node's certificate (it serves: server authentication
+// usage, as `baldurctl certs init` issues them) from a client certificate
+// the same CA may have signed for a person or a service.
+func isNodeCert(leaf *x509.Certificate) bool {
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return len(leaf.ExtKeyUsage) == 0 // no restriction: any usage
 }
 
 // isMember is admitPeer for a call's certificate, with the Raft

@@ -20,7 +20,11 @@ func clusters(conn *grpc.ClientConn) pb.ClusterServiceClient { return pb.NewClus
 func printMembers(w io.Writer, cl *pb.Cluster) {
 	var rows [][]string
 	for _, m := range cl.Members {
-		rows = append(rows, []string{m.Id, m.State.String(), m.Suffrage.String(), m.RaftAddr, dash(m.GrpcAddr), dash(m.HttpAddr)})
+		suffrage := m.Suffrage.String()
+		if m.Suffrage == pb.Member_STAGING && m.TrailingEntries > 0 {
+			suffrage += fmt.Sprintf(" (%d behind)", m.TrailingEntries)
+		}
+		rows = append(rows, []string{m.Id, m.State.String(), suffrage, m.RaftAddr, dash(m.GrpcAddr), dash(m.HttpAddr)})
 	}
 	table(w, []string{"ID", "STATE", "SUFFRAGE", "RAFT", "GRPC", "HTTP"}, rows)
 }
@@ -59,9 +63,9 @@ func clusterCmd(g *globals) *cobra.Command {
 			printMembers(w, cl)
 		}),
 		view("members", "List members", printMembers),
-		unary[*pb.Cluster]{Use: "add-member ID RAFT_ADDR --reason R", Short: "Add a node to the Raft configuration", Args: cobra.ExactArgs(2),
+		unary[*pb.Cluster]{Use: "add-member ID RAFT_ADDR --reason R", Short: "Add a node (a non-voter, promoted to voter once caught up)", Args: cobra.ExactArgs(2),
 			Flags: func(f *pflag.FlagSet) {
-				f.BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member")
+				f.BoolVar(&nonvoter, "nonvoter", false, "keep it a non-voter (a read replica)")
 				reasonFlag(f)
 			},
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {

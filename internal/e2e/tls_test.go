@@ -57,7 +57,9 @@ func TestMutualTLSCluster(t *testing.T) {
 	if err := os.WriteFile(tokens, []byte("dashboard "+viewerToken+" viewer\noncall "+operatorToken+" operator\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := startClusterWith(t, 3, func(p *proc) []string { return append(tlsFlags(dir)(p), "--token-file", tokens) })
+	c := startClusterWith(t, 3, func(p *proc) []string {
+		return append(tlsFlags(dir)(p), "--token-file", tokens, "--promote-stabilization", "1s")
+	})
 	cfg, err := baldur.TLSConfig(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +191,33 @@ func TestMutualTLSCluster(t *testing.T) {
 	st, err := em.GetEmergency(ctx, &pb.GetEmergencyRequest{})
 	if err != nil || st.State.Level != pb.EmergencyLevel_LEVEL_1 || st.State.Reason != "mtls" {
 		t.Fatalf("state after the refused attempts: %v %v", st, err)
+	}
+	n4.Process.Kill()
+
+	// Admitted: n4 with this cluster's certificate joins as a staged
+	// non-voter and is promoted once the leader saw it keep up (the
+	// leader asks it over the peers-only Internal service, under mTLS).
+	p = &proc{id: "n4", dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
+	good := exec.Command(c.bin, "--node-id", "n4", "--data-dir", filepath.Join(p.dir, "data"), "--grpc-addr", p.grpc, "--http-addr", p.http,
+		"--raft-addr", p.raft, "--join", c.nodes[0].grpc)
+	good.Args = append(good.Args, tlsFlags(dir)(p)...)
+	logf, _ = os.Create(filepath.Join(p.dir, "log"))
+	good.Stdout, good.Stderr = logf, logf
+	if err := good.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { good.Process.Kill(); good.Wait() }()
+	if !eventually(30*time.Second, func() bool {
+		cl, err = pb.NewClusterServiceClient(conn).GetCluster(ctx, &pb.GetClusterRequest{})
+		for _, m := range cl.GetMembers() {
+			if m.Id == "n4" && m.Suffrage == pb.Member_VOTER && m.RaftAddr == p.raft {
+				return true
+			}
+		}
+		return false
+	}) {
+		log, _ := os.ReadFile(filepath.Join(p.dir, "log"))
+		t.Fatalf("n4 with this cluster's certificate was not promoted: %v %v\n%s", cl, err, log)
 	}
 }
 

@@ -173,6 +173,7 @@ func (n *Node) start(i int, peers string) error {
 	cfg.Peers = peers
 	cfg.Timing = Timing
 	cfg.WALSegmentSize = 4 << 20
+	cfg.PromoteStabilization = 300 * time.Millisecond
 	cfg.LogLevel = "error"
 	cfg.WrapConn = n.c.faults.wrap(n.ID)
 	cfg.Now = n.c.Clock.Now

@@ -29,7 +29,8 @@ const (
 	Member_SUFFRAGE_UNSPECIFIED Member_Suffrage = 0
 	Member_VOTER                Member_Suffrage = 1
 	Member_NONVOTER             Member_Suffrage = 2
-	Member_STAGING              Member_Suffrage = 3
+	// A non-voter the leader promotes to voter once it has caught up.
+	Member_STAGING Member_Suffrage = 3
 )
 
 // Enum value maps for Member_Suffrage.
@@ -180,8 +181,11 @@ type Member struct {
 	State    Member_State           `protobuf:"varint,6,opt,name=state,proto3,enum=baldur.v1.Member_State" json:"state,omitempty"`
 	// Highest command version the node's binary can apply.
 	CommandVersion uint32 `protobuf:"varint,7,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a STAGING member, when the leader answers: entries its state
+	// machine trails the leader's log by at the last check.
+	TrailingEntries uint64 `protobuf:"varint,8,opt,name=trailing_entries,json=trailingEntries,proto3" json:"trailing_entries,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -259,6 +263,13 @@ func (x *Member) GetState() Member_State {
 func (x *Member) GetCommandVersion() uint32 {
 	if x != nil {
 		return x.CommandVersion
+	}
+	return 0
+}
+
+func (x *Member) GetTrailingEntries() uint64 {
+	if x != nil {
+		return x.TrailingEntries
 	}
 	return 0
 }
@@ -715,7 +726,7 @@ const file_baldur_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x17baldur/v1/cluster.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"5\n" +
 	"\x11GetClusterRequest\x12 \n" +
-	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\x85\x03\n" +
+	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\xb0\x03\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -723,7 +734,8 @@ const file_baldur_v1_cluster_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x126\n" +
 	"\bsuffrage\x18\x05 \x01(\x0e2\x1a.baldur.v1.Member.SuffrageR\bsuffrage\x12-\n" +
 	"\x05state\x18\x06 \x01(\x0e2\x17.baldur.v1.Member.StateR\x05state\x12'\n" +
-	"\x0fcommand_version\x18\a \x01(\rR\x0ecommandVersion\"J\n" +
+	"\x0fcommand_version\x18\a \x01(\rR\x0ecommandVersion\x12)\n" +
+	"\x10trailing_entries\x18\b \x01(\x04R\x0ftrailingEntries\"J\n" +
 	"\bSuffrage\x12\x18\n" +
 	"\x14SUFFRAGE_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05VOTER\x10\x01\x12\f\n" +

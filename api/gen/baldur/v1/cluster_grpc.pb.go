@@ -37,8 +37,12 @@ type ClusterServiceClient interface {
 	// GetCluster reports the leader, the members with their API addresses and
 	// the applied index of the answering node.
 	GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*Cluster, error)
-	// AddMember adds a node to the Raft configuration (as a voter unless
-	// nonvoter is set). Used by `baldurd --join`.
+	// AddMember adds a node to the Raft configuration as a non-voter. Unless
+	// nonvoter is set it is STAGING: the leader promotes it to voter once its
+	// state trails the log by few entries for a while (--promote-*), so a new
+	// or unreachable node never counts toward the quorum before it can vote.
+	// Asking again for an existing non-voter (same id and address) stages
+	// it for promotion. Used by `baldurd --join`.
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*Cluster, error)
 	// RemoveMember removes a node from the Raft configuration.
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*Cluster, error)
@@ -144,8 +148,12 @@ type ClusterServiceServer interface {
 	// GetCluster reports the leader, the members with their API addresses and
 	// the applied index of the answering node.
 	GetCluster(context.Context, *GetClusterRequest) (*Cluster, error)
-	// AddMember adds a node to the Raft configuration (as a voter unless
-	// nonvoter is set). Used by `baldurd --join`.
+	// AddMember adds a node to the Raft configuration as a non-voter. Unless
+	// nonvoter is set it is STAGING: the leader promotes it to voter once its
+	// state trails the log by few entries for a while (--promote-*), so a new
+	// or unreachable node never counts toward the quorum before it can vote.
+	// Asking again for an existing non-voter (same id and address) stages
+	// it for promotion. Used by `baldurd --join`.
 	AddMember(context.Context, *AddMemberRequest) (*Cluster, error)
 	// RemoveMember removes a node from the Raft configuration.
 	RemoveMember(context.Context, *RemoveMemberRequest) (*Cluster, error)

@@ -94,7 +94,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -167,7 +167,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type DLQCommand_Op int32
@@ -246,7 +246,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -273,6 +273,7 @@ type Command struct {
 	//	*Command_EmergencyConfig
 	//	*Command_MemberUpsert
 	//	*Command_MemberRemove
+	//	*Command_MemberPromotion
 	//	*Command_AuditNote
 	//	*Command_Circuit
 	//	*Command_Coordination
@@ -424,6 +425,15 @@ func (x *Command) GetMemberRemove() *MemberRemove {
 	return nil
 }
 
+func (x *Command) GetMemberPromotion() *MemberPromotion {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MemberPromotion); ok {
+			return x.MemberPromotion
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetAuditNote() *AuditNote {
 	if x != nil {
 		if x, ok := x.Body.(*Command_AuditNote); ok {
@@ -492,6 +502,10 @@ type Command_MemberRemove struct {
 	MemberRemove *MemberRemove `protobuf:"bytes,33,opt,name=member_remove,json=memberRemove,proto3,oneof"`
 }
 
+type Command_MemberPromotion struct {
+	MemberPromotion *MemberPromotion `protobuf:"bytes,34,opt,name=member_promotion,json=memberPromotion,proto3,oneof"`
+}
+
 type Command_AuditNote struct {
 	AuditNote *AuditNote `protobuf:"bytes,40,opt,name=audit_note,json=auditNote,proto3,oneof"`
 }
@@ -521,6 +535,8 @@ func (*Command_EmergencyConfig) isCommand_Body() {}
 func (*Command_MemberUpsert) isCommand_Body() {}
 
 func (*Command_MemberRemove) isCommand_Body() {}
+
+func (*Command_MemberPromotion) isCommand_Body() {}
 
 func (*Command_AuditNote) isCommand_Body() {}
 
@@ -1030,6 +1046,60 @@ func (x *MemberRemove) GetId() string {
 	return ""
 }
 
+// MemberPromotion records (pending) or clears the wish to make a non-voter
+// a voter: the leader promotes it once it has caught up (version 5).
+type MemberPromotion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Pending       bool                   `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberPromotion) Reset() {
+	*x = MemberPromotion{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberPromotion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberPromotion) ProtoMessage() {}
+
+func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
+func (*MemberPromotion) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MemberPromotion) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MemberPromotion) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
+}
+
 // CircuitCommand is every breaker change. The policy travels as the
 // circuit package's JSON so the domain owns its format.
 type CircuitCommand struct {
@@ -1054,7 +1124,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1136,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1149,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -1207,7 +1277,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1289,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1302,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -1412,7 +1482,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1494,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1507,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -1593,7 +1663,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1675,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1688,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -1658,7 +1728,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1740,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1753,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1737,7 +1807,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1819,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1832,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1782,7 +1852,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1864,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1877,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1832,7 +1902,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1914,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +1927,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 type ReadIndexResponse struct {
@@ -1869,7 +1939,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1951,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +1964,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1904,11 +1974,99 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type ProgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressRequest) Reset() {
+	*x = ProgressRequest{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressRequest) ProtoMessage() {}
+
+func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
+func (*ProgressRequest) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+}
+
+type ProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastIndex     uint64                 `protobuf:"varint,1,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressResponse) Reset() {
+	*x = ProgressResponse{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressResponse) ProtoMessage() {}
+
+func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
+func (*ProgressResponse) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProgressResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ProgressResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xbf\a\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x8d\b\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -1923,7 +2081,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x0eemergency_step\x18\x13 \x01(\v2\x1d.baldur.raft.v1.EmergencyStepH\x00R\remergencyStep\x12L\n" +
 	"\x10emergency_config\x18\x14 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigH\x00R\x0femergencyConfig\x12C\n" +
 	"\rmember_upsert\x18  \x01(\v2\x1c.baldur.raft.v1.MemberUpsertH\x00R\fmemberUpsert\x12C\n" +
-	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12:\n" +
+	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12L\n" +
+	"\x10member_promotion\x18\" \x01(\v2\x1f.baldur.raft.v1.MemberPromotionH\x00R\x0fmemberPromotion\x12:\n" +
 	"\n" +
 	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12:\n" +
 	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuit\x12I\n" +
@@ -1964,7 +2123,10 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12'\n" +
 	"\x0fcommand_version\x18\x05 \x01(\rR\x0ecommandVersion\"\x1e\n" +
 	"\fMemberRemove\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xc7\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
+	"\x0fMemberPromotion\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\apending\x18\x02 \x01(\bR\apending\"\xc7\x04\n" +
 	"\x0eCircuitCommand\x121\n" +
 	"\x02op\x18\x01 \x01(\x0e2!.baldur.raft.v1.CircuitCommand.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -2098,10 +2260,16 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xa2\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x11\n" +
+	"\x0fProgressRequest\"V\n" +
+	"\x10ProgressResponse\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x01 \x01(\x04R\tlastIndex\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\xf1\x01\n" +
 	"\bInternal\x12D\n" +
 	"\x05Apply\x12\x1c.baldur.raft.v1.ApplyRequest\x1a\x1d.baldur.raft.v1.ApplyResponse\x12P\n" +
-	"\tReadIndex\x12 .baldur.raft.v1.ReadIndexRequest\x1a!.baldur.raft.v1.ReadIndexResponseB;Z9github.com/baldurhq/baldurd/api/gen/baldur/raft/v1;raftv1b\x06proto3"
+	"\tReadIndex\x12 .baldur.raft.v1.ReadIndexRequest\x1a!.baldur.raft.v1.ReadIndexResponse\x12M\n" +
+	"\bProgress\x12\x1f.baldur.raft.v1.ProgressRequest\x1a .baldur.raft.v1.ProgressResponseB;Z9github.com/baldurhq/baldurd/api/gen/baldur/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_baldur_raft_v1_command_proto_rawDescOnce sync.Once
@@ -2116,7 +2284,7 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CircuitCommand_Op)(0),      // 0: baldur.raft.v1.CircuitCommand.Op
 	(CoordinationCommand_Op)(0), // 1: baldur.raft.v1.CoordinationCommand.Op
@@ -2130,15 +2298,18 @@ var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(*EmergencyConfig)(nil),     // 9: baldur.raft.v1.EmergencyConfig
 	(*MemberUpsert)(nil),        // 10: baldur.raft.v1.MemberUpsert
 	(*MemberRemove)(nil),        // 11: baldur.raft.v1.MemberRemove
-	(*CircuitCommand)(nil),      // 12: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil), // 13: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),          // 14: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),           // 15: baldur.raft.v1.AuditNote
-	(*SnapshotHeader)(nil),      // 16: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),        // 17: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 18: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),    // 19: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),   // 20: baldur.raft.v1.ReadIndexResponse
+	(*MemberPromotion)(nil),     // 12: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),      // 13: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil), // 14: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),          // 15: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),           // 16: baldur.raft.v1.AuditNote
+	(*SnapshotHeader)(nil),      // 17: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),        // 18: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 19: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),    // 20: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),   // 21: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),     // 22: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),    // 23: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
@@ -2148,24 +2319,27 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	9,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
 	10, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
 	11, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	15, // 7: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	12, // 8: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	13, // 9: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	14, // 10: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	8,  // 11: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	0,  // 12: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	1,  // 13: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	2,  // 14: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	14, // 15: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	17, // 16: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	19, // 17: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	18, // 18: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	20, // 19: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	16, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	13, // 9: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	14, // 10: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	15, // 11: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	8,  // 12: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	0,  // 13: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	1,  // 14: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	2,  // 15: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	15, // 16: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	18, // 17: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	20, // 18: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	22, // 19: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	19, // 20: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	21, // 21: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	23, // 22: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -2181,6 +2355,7 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_EmergencyConfig)(nil),
 		(*Command_MemberUpsert)(nil),
 		(*Command_MemberRemove)(nil),
+		(*Command_MemberPromotion)(nil),
 		(*Command_AuditNote)(nil),
 		(*Command_Circuit)(nil),
 		(*Command_Coordination)(nil),
@@ -2192,7 +2367,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
