@@ -14,6 +14,8 @@ certs=cluster-data/certs
 if [ "${TLS:-}" = 1 ] && [ ! -f "$certs/ca.pem" ]; then
   "$ctl" certs init --dir "$certs" --nodes n1,n2,n3 >/dev/null
 fi
+# Outside --dev every node needs the same audit key.
+[ -f cluster-data/audit.key ] || { mkdir -p cluster-data && "$ctl" audit keygen --out cluster-data/audit.key >/dev/null; }
 pids=()
 for i in 1 2 3; do
   base=$((7400 + (i - 1) * 10))
@@ -27,7 +29,7 @@ for i in 1 2 3; do
   fi
   "$bin" --node-id "n$i" --data-dir "cluster-data/n$i" \
     --grpc-addr "127.0.0.1:$base" --http-addr "127.0.0.1:$((base + 1))" --raft-addr "127.0.0.1:$((base + 2))" \
-    --peers "$peers" ${tls[@]+"${tls[@]}"} >"cluster-data/n$i.log" 2>&1 &
+    --peers "$peers" --audit-key-file cluster-data/audit.key ${tls[@]+"${tls[@]}"} >"cluster-data/n$i.log" 2>&1 &
   pids+=($!)
   echo "n$i: gRPC 127.0.0.1:$base  HTTP $scheme://127.0.0.1:$((base + 1))  log cluster-data/n$i.log"
 done

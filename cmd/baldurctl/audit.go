@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/spf13/cobra"
@@ -67,5 +70,30 @@ func auditCmd(g *globals) *cobra.Command {
 			}
 			return nil
 		}}.command(g)
-	return group("audit", "The hash-chained audit trail", list, verify)
+	var out string
+	keygen := &cobra.Command{Use: "keygen --out FILE", Short: "Write a new random audit key (baldurd --audit-key-file; the same file on every node)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			var key [32]byte
+			if _, err := rand.Read(key[:]); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("--out: %w (an existing key is never overwritten: the trail is keyed with it)", err)
+			}
+			if _, err := fmt.Fprintln(f, hex.EncodeToString(key[:])); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "wrote %s (256-bit key, mode 0600)\n", out)
+			return nil
+		}}
+	keygen.Flags().StringVar(&out, "out", "", "file to create")
+	return group("audit", "The hash-chained audit trail", list, verify, keygen)
 }

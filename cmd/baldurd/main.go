@@ -50,6 +50,11 @@ func run(args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if !cfg.Dev && cfg.AuditKeyFile == "" {
+		// Keyless, anyone who can write a data directory can rewrite the
+		// trail and recompute every hash; --dev may run so.
+		return errors.New("--audit-key-file is required outside --dev (the audit chain's HMAC key, the same file on every node): create one with `baldurctl audit keygen --out audit.key`")
+	}
 	log := cfg.NewLogger(os.Stderr)
 	log.Debug("runtime.gc", "gogc", server.TuneGC(os.LookupEnv))
 

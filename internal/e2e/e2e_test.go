@@ -78,12 +78,19 @@ type cluster struct {
 	nodes []*proc
 	// extra gives a node's flags beyond the addresses (TLS files, say).
 	extra func(p *proc) []string
+	// auditKey is the --audit-key-file every node gets.
+	auditKey string
 }
 
 func startCluster(t testing.TB, n int) *cluster { return startClusterWith(t, n, nil) }
 
 func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluster {
 	c := &cluster{t: t, bin: baldurd(t), extra: extra}
+	// Outside --dev a node needs an audit key (the same file on every node).
+	c.auditKey = filepath.Join(t.TempDir(), "audit.key")
+	if err := os.WriteFile(c.auditKey, []byte("e2e-audit-key-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var peers []string
 	for i := 0; i < n; i++ {
 		p := &proc{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
@@ -113,7 +120,8 @@ func (c *cluster) start(i int) {
 	}
 	p.log = logf
 	p.cmd = exec.Command(c.bin, "--node-id", p.id, "--data-dir", filepath.Join(p.dir, "data"),
-		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--peers", c.peers, "--shutdown-timeout", "10s")
+		"--grpc-addr", p.grpc, "--http-addr", p.http, "--raft-addr", p.raft, "--peers", c.peers, "--shutdown-timeout", "10s",
+		"--audit-key-file", c.auditKey)
 	if c.extra != nil {
 		p.cmd.Args = append(p.cmd.Args, c.extra(p)...)
 	}

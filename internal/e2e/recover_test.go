@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -54,5 +55,30 @@ func TestRecoverFromLostQuorum(t *testing.T) {
 	}
 	if code, err := survivor.trigger("LEVEL_3", "after recovery"); err != nil || code != 200 {
 		t.Fatalf("write after recovery: %d %v", code, err)
+	}
+}
+
+// Outside --dev a node refuses to start without an audit key, naming the
+// flag and how to make one; --dev runs keyless.
+func TestProductionNeedsAuditKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	bin := baldurd(t)
+	out, err := exec.Command(bin, "--node-id", "n1", "--data-dir", t.TempDir(), "--peers", "n1="+freePort(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--audit-key-file is required outside --dev") || !strings.Contains(string(out), "baldurctl audit keygen") {
+		t.Fatalf("started without an audit key: %v\n%s", err, out)
+	}
+	key := filepath.Join(t.TempDir(), "audit.key")
+	ctl := exec.Command("go", "run", "github.com/baldurhq/baldurd/cmd/baldurctl", "audit", "keygen", "--out", key)
+	if out, err := ctl.CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(key); err != nil || len(strings.TrimSpace(string(b))) != 64 {
+		t.Fatalf("key file: %q %v", b, err)
+	}
+	again := exec.Command("go", "run", "github.com/baldurhq/baldurd/cmd/baldurctl", "audit", "keygen", "--out", key)
+	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "never overwritten") {
+		t.Fatalf("keygen overwrote a key: %v\n%s", err, out)
 	}
 }

@@ -169,7 +169,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	// Refused: a node with another CA's certificate asking to join.
 	p := &proc{id: "n4", dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
 	n4 := exec.Command(c.bin, "--node-id", "n4", "--data-dir", filepath.Join(p.dir, "data"), "--grpc-addr", p.grpc, "--http-addr", p.http,
-		"--raft-addr", p.raft, "--join", c.nodes[0].grpc)
+		"--raft-addr", p.raft, "--join", c.nodes[0].grpc, "--audit-key-file", c.auditKey)
 	n4.Args = append(n4.Args, tlsFlags(other)(p)...)
 	logf, _ := os.Create(filepath.Join(p.dir, "log"))
 	n4.Stdout, n4.Stderr = logf, logf
@@ -199,7 +199,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	// leader asks it over the peers-only Internal service, under mTLS).
 	p = &proc{id: "n4", dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
 	good := exec.Command(c.bin, "--node-id", "n4", "--data-dir", filepath.Join(p.dir, "data"), "--grpc-addr", p.grpc, "--http-addr", p.http,
-		"--raft-addr", p.raft, "--join", c.nodes[0].grpc)
+		"--raft-addr", p.raft, "--join", c.nodes[0].grpc, "--audit-key-file", c.auditKey)
 	good.Args = append(good.Args, tlsFlags(dir)(p)...)
 	logf, _ = os.Create(filepath.Join(p.dir, "log"))
 	good.Stdout, good.Stderr = logf, logf
