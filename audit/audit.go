@@ -8,6 +8,8 @@
 package audit
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -16,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"time"
 
 	"github.com/baldurhq/baldurd/internal/fsm"
@@ -29,6 +32,7 @@ var (
 	Bucket     = []byte("audit")
 	HeadBucket = []byte("audit_head")
 	headKey    = []byte("head")
+	anchorKey  = []byte("anchor")
 )
 
 // Buckets lists the buckets the package writes.
@@ -122,6 +126,12 @@ func head(kv fsm.KV) (seq uint64, hash string) {
 	return h.Seq, h.Hash
 }
 
+// Head is the last record's sequence number (0 for an empty trail).
+func Head(kv fsm.KV) uint64 {
+	seq, _ := head(kv)
+	return seq
+}
+
 func decode(v []byte) Record {
 	var r Record
 	if err := json.Unmarshal(v, &r); err != nil {
@@ -153,6 +163,14 @@ type Filter struct {
 
 func (f Filter) match(r Record) bool {
 	return (f.Action == "" || f.Action == r.Action) && (f.Actor == "" || f.Actor == r.Actor) && (f.Target == "" || f.Target == r.Target)
+}
+
+// PageToken is the List page token that continues after seq.
+func PageToken(seq uint64) string {
+	if seq == 0 {
+		return ""
+	}
+	return hex.EncodeToString(seqKey(seq))
 }
 
 // List returns up to pageSize matching records after the page token, oldest
@@ -194,13 +212,126 @@ type VerifyResult struct {
 	FirstBroken uint64
 	Problem     string
 	HeadHash    string
+	// AnchorSeq is the last record retention removed (the chain is
+	// verified from there).
+	AnchorSeq uint64
+}
+
+// Anchor stands for the records retention moved out of the trail: the
+// last one's sequence number and hash, which the first record kept links
+// to, signed with the audit key so that it cannot be moved or rewritten
+// without the key.
+type Anchor struct {
+	Seq  uint64    `json:"seq"`
+	Hash string    `json:"hash"`
+	Time time.Time `json:"time"` // the last removed record's time
+	// Removed counts every record retention has removed so far.
+	Removed uint64 `json:"removed"`
+	Sig     string `json:"sig"`
+}
+
+func anchorSig(key []byte, a Anchor) string {
+	a.Sig = ""
+	b, _ := json.Marshal(a)
+	var h hash.Hash
+	if len(key) > 0 {
+		h = hmac.New(sha256.New, key)
+	} else {
+		h = sha256.New()
+	}
+	h.Write([]byte("baldurd audit anchor\n"))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// GetAnchor returns the trail's anchor (ok false while nothing was removed).
+func GetAnchor(kv fsm.KV) (Anchor, bool) {
+	v := kv.Get(HeadBucket, anchorKey)
+	if v == nil {
+		return Anchor{}, false
+	}
+	var a Anchor
+	if err := json.Unmarshal(v, &a); err != nil {
+		return Anchor{Sig: "undecodable"}, true // Verify reports it
+	}
+	return a, true
+}
+
+// First is the sequence number of the oldest record kept (0 if none).
+func First(kv fsm.KV) uint64 {
+	var first uint64
+	kv.Scan(Bucket, nil, false, func(k, _ []byte) bool {
+		first = binary.BigEndian.Uint64(k)
+		return false
+	})
+	return first
+}
+
+// RetentionDue is the last sequence number retention may remove at now:
+// records older than retention, at most limit of them, and never past
+// through (the records an export has taken, when one is configured; 0: no
+// bound). 0 when none is due.
+func RetentionDue(kv fsm.KV, now time.Time, retention time.Duration, limit int, through uint64) uint64 {
+	if retention <= 0 {
+		return 0
+	}
+	cutoff := now.Add(-retention)
+	var last uint64
+	n := 0
+	kv.Scan(Bucket, nil, false, func(k, v []byte) bool {
+		seq := binary.BigEndian.Uint64(k)
+		if n == limit || (through > 0 && seq > through) || !decode(v).Time.Before(cutoff) {
+			return false
+		}
+		last, n = seq, n+1
+		return true
+	})
+	return last
+}
+
+// Remove deletes the records up to and including through and moves the
+// anchor to the last of them. It is applied by every replica (a replicated
+// command), so each computes the same anchor.
+func Remove(kv fsm.KV, key []byte, through uint64) (Anchor, uint64) {
+	a, _ := GetAnchor(kv)
+	var last Record
+	var n uint64
+	var keys [][]byte
+	kv.Scan(Bucket, nil, false, func(k, v []byte) bool {
+		if binary.BigEndian.Uint64(k) > through {
+			return false
+		}
+		keys = append(keys, append([]byte(nil), k...))
+		last = decode(v)
+		n++
+		return true
+	})
+	if n == 0 {
+		return a, 0
+	}
+	for _, k := range keys {
+		kv.Delete(Bucket, k)
+	}
+	a = Anchor{Seq: last.Seq, Hash: last.Hash, Time: last.Time, Removed: a.Removed + n}
+	a.Sig = anchorSig(key, a)
+	b, _ := json.Marshal(a)
+	kv.Put(HeadBucket, anchorKey, b)
+	return a, n
 }
 
 // Verify walks the whole trail and names the first record whose sequence,
-// link or hash does not check out.
+// link or hash does not check out. A trail that retention shortened starts
+// at its anchor, whose signature is checked first.
 func Verify(kv fsm.KV, key []byte) VerifyResult {
 	res := VerifyResult{OK: true}
 	var prev Record
+	if a, ok := GetAnchor(kv); ok {
+		if a.Sig != anchorSig(key, a) {
+			return VerifyResult{FirstBroken: a.Seq, Problem: fmt.Sprintf("the anchor of the records removed by retention (through %d) does not match its signature (modified, or a different audit key)", a.Seq)}
+		}
+		prev = Record{Seq: a.Seq, Hash: a.Hash}
+		res.HeadHash, res.AnchorSeq = a.Hash, a.Seq
+	}
 	kv.Scan(Bucket, nil, false, func(k, v []byte) bool {
 		seq := binary.BigEndian.Uint64(k)
 		var r Record
@@ -216,6 +347,9 @@ func Verify(kv fsm.KV, key []byte) VerifyResult {
 		case r.Seq != seq:
 			return fail(fmt.Sprintf("record stored under %d claims sequence %d", seq, r.Seq))
 		case r.Seq != prev.Seq+1:
+			if prev.Seq == res.AnchorSeq && res.AnchorSeq > 0 {
+				return fail(fmt.Sprintf("record %d follows the anchor at %d: records are missing", r.Seq, prev.Seq))
+			}
 			return fail(fmt.Sprintf("record %d follows %d: records are missing", r.Seq, prev.Seq))
 		case r.PrevHash != prev.Hash:
 			return fail(fmt.Sprintf("record %d does not link to record %d's hash", r.Seq, prev.Seq))
@@ -244,6 +378,48 @@ func Verify(kv fsm.KV, key []byte) VerifyResult {
 		}
 	}
 	return res
+}
+
+// VerifyLines checks a trail exported as JSON lines (baldurctl audit
+// export): consecutive sequence numbers, each record linked to the one
+// before and hashed under key. The first record's link is taken as the
+// starting point (AnchorSeq is the record before it).
+func VerifyLines(r io.Reader, key []byte) (VerifyResult, error) {
+	res := VerifyResult{OK: true}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
+	var prev Record
+	first := true
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var rec Record
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return res, fmt.Errorf("line %d: %v", line, err)
+		}
+		if first {
+			prev, first = Record{Seq: rec.Seq - 1, Hash: rec.PrevHash}, false
+			res.AnchorSeq = prev.Seq
+		}
+		problem := ""
+		switch {
+		case rec.Seq != prev.Seq+1:
+			problem = fmt.Sprintf("record %d follows %d: records are missing", rec.Seq, prev.Seq)
+		case rec.PrevHash != prev.Hash:
+			problem = fmt.Sprintf("record %d does not link to record %d's hash", rec.Seq, prev.Seq)
+		case digestOf(key, rec) != rec.Hash:
+			problem = fmt.Sprintf("record %d's content does not match its hash (modified, or a different audit key)", rec.Seq)
+		}
+		if problem != "" {
+			res.OK, res.FirstBroken, res.Problem = false, rec.Seq, problem
+			return res, nil
+		}
+		res.Records++
+		res.HeadHash = rec.Hash
+		prev = rec
+	}
+	return res, sc.Err()
 }
 
 // HashOf is the hash Append gives r under key (for tools and tests that

@@ -174,3 +174,77 @@ func TestAppendContinuesATrailWithoutAHeadKey(t *testing.T) {
 		t.Fatalf("head key %q, want seq 5 and hash %s", head, r.HeadHash)
 	}
 }
+
+// Retention removes old records behind a signed anchor; the rest of the
+// chain verifies from it, and the anchor cannot be moved or rewritten
+// without the key.
+func TestRetentionAnchorsTheChain(t *testing.T) {
+	hmacKey := []byte("0123456789abcdef0123")
+	db := openDB(t)
+	fill(t, db, hmacKey, 10) // record i at unix second i
+	var due uint64
+	db.View(func(tx *bolt.Tx) error {
+		kv := raftstore.NewKV(tx)
+		if got := audit.RetentionDue(kv, time.Unix(100, 0), 94*time.Second, 100, 0); got != 5 {
+			t.Errorf("due at 100s with 94s retention: %d, want 5 (records 1..5 are older than 6s)", got)
+		}
+		if got := audit.RetentionDue(kv, time.Unix(100, 0), 94*time.Second, 3, 0); got != 3 {
+			t.Errorf("due with a limit of 3: %d", got)
+		}
+		if got := audit.RetentionDue(kv, time.Unix(100, 0), 94*time.Second, 100, 2); got != 2 {
+			t.Errorf("due with the export at 2: %d", got)
+		}
+		if got := audit.RetentionDue(kv, time.Unix(100, 0), 0, 100, 0); got != 0 {
+			t.Errorf("retention 0 keeps all: %d", got)
+		}
+		due = audit.RetentionDue(kv, time.Unix(100, 0), 94*time.Second, 100, 0)
+		return nil
+	})
+	db.Update(func(tx *bolt.Tx) error {
+		kv := raftstore.NewKV(tx)
+		a, n := audit.Remove(kv, hmacKey, due)
+		if n != 5 || a.Seq != 5 || a.Removed != 5 || a.Sig == "" {
+			t.Errorf("remove: %+v %d", a, n)
+		}
+		if audit.First(kv) != 6 || audit.Head(kv) != 10 {
+			t.Errorf("first %d head %d", audit.First(kv), audit.Head(kv))
+		}
+		// Appending goes on from the head.
+		audit.Append(kv, hmacKey, audit.Record{Time: time.Unix(11, 0).UTC(), Actor: "a", Action: "x", Target: "y"})
+		return nil
+	})
+	if r := verify(db, hmacKey); !r.OK || r.Records != 6 || r.AnchorSeq != 5 {
+		t.Fatalf("after retention: %+v", r)
+	}
+	if r := verify(db, []byte("another key 0123456")); r.OK || !strings.Contains(r.Problem, "anchor") {
+		t.Fatalf("anchor under another key: %+v", r)
+	}
+	// A second removal extends the anchor and counts every removed record.
+	db.Update(func(tx *bolt.Tx) error {
+		a, n := audit.Remove(raftstore.NewKV(tx), hmacKey, 7)
+		if n != 2 || a.Seq != 7 || a.Removed != 7 {
+			t.Errorf("second remove: %+v %d", a, n)
+		}
+		return nil
+	})
+	if r := verify(db, hmacKey); !r.OK || r.AnchorSeq != 7 {
+		t.Fatalf("after the second removal: %+v", r)
+	}
+	// Cutting records after the anchor is seen; so is moving the anchor
+	// forward over them without the key.
+	edit(t, db, func(b *bolt.Bucket) { b.Delete(key(8)) })
+	if r := verify(db, hmacKey); r.OK || !strings.Contains(r.Problem, "follows the anchor") {
+		t.Fatalf("record cut after the anchor: %+v", r)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		h := tx.Bucket(audit.HeadBucket)
+		var a audit.Anchor
+		json.Unmarshal(h.Get([]byte("anchor")), &a)
+		a.Seq = 8
+		raw, _ := json.Marshal(a)
+		return h.Put([]byte("anchor"), raw)
+	})
+	if r := verify(db, hmacKey); r.OK || !strings.Contains(r.Problem, "does not match its signature") {
+		t.Fatalf("anchor moved without the key: %+v", r)
+	}
+}

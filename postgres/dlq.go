@@ -62,6 +62,17 @@ var migrations = []string{
 	CREATE TRIGGER baldur_dlq_count AFTER INSERT OR DELETE ON baldur_dlq FOR EACH ROW EXECUTE FUNCTION baldur_dlq_count();
 	INSERT INTO baldur_dlq_counts (key, shard, n) SELECT 'total', 0, count(*) FROM baldur_dlq;
 	INSERT INTO baldur_dlq_counts (key, shard, n) SELECT 'd/' || domain, 0, count(*) FROM baldur_dlq GROUP BY domain;`,
+	// 3: the audit trail's export (audit.go): each record's exact bytes,
+	// so its hash still verifies.
+	`CREATE TABLE IF NOT EXISTS baldur_audit (
+		seq bigint PRIMARY KEY,
+		time timestamptz NOT NULL,
+		actor text NOT NULL,
+		action text NOT NULL,
+		target text NOT NULL,
+		record text NOT NULL
+	);
+	CREATE INDEX IF NOT EXISTS baldur_audit_time ON baldur_audit (time);`,
 }
 
 // defaultMaxConns is the connection pool size unless the DSN sets

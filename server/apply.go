@@ -120,7 +120,12 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	if !ok {
 		panic(fmt.Sprintf("server: command body %T has no handler", cmd.Body))
 	}
-	ap, err := h(kv, m, cmd)
+	var ap fsm.Applied
+	if r := cmd.GetAuditRetention(); r != nil {
+		ap = a.retain(kv, r) // signs the anchor with the audit key
+	} else {
+		ap, err = h(kv, m, cmd)
+	}
 	if err != nil {
 		return applyResult{Err: err}
 	}
@@ -134,6 +139,17 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 	}
 	rememberRequest(kv, cmd, index, m.Time)
 	return applyResult{Revision: index, Value: ap.Value}
+}
+
+// retain removes audit records behind a signed anchor (retention); the
+// removal is itself the next record.
+func (a *applier) retain(kv raftstore.KV, r *raftv1.AuditRetention) fsm.Applied {
+	anchor, n := audit.Remove(kv, a.auditKey, r.GetThroughSeq())
+	if n == 0 {
+		return fsm.Applied{}
+	}
+	return fsm.Applied{Change: fsm.Change{Changed: true, Action: "audit.retention", Target: "audit",
+		After: map[string]any{"removed": n, "anchor_seq": anchor.Seq, "anchor_time": anchor.Time, "removed_total": anchor.Removed}}}
 }
 
 // record appends the audit record of a change (actor "" is the command's)
@@ -211,6 +227,7 @@ var handlers = map[reflect.Type]handler{
 	bodyType[raftv1.Command_Dlq](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applied(dlq.Apply(kv, m, c.GetDlq()))
 	},
+	bodyType[raftv1.Command_AuditRetention](): nil, // applier.retain (it signs with the audit key)
 	bodyType[raftv1.Command_AuditNote](): func(_ fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		n := c.GetAuditNote()
 		return fsm.Applied{Change: fsm.Change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}}, nil

@@ -48,6 +48,10 @@ type Config struct {
 	Dev          bool
 	TokenFile    string
 	AuditKeyFile string
+	// AuditRetentionDays: audit records older than this are removed behind
+	// a signed anchor (after the PostgreSQL export took them, when
+	// --postgres-dsn is set); 0 keeps them all.
+	AuditRetentionDays int
 
 	// TLS. CertFile and KeyFile serve the API ports (gRPC and HTTP);
 	// ClientCAFile, when set, verifies client certificates API callers
@@ -135,15 +139,16 @@ func Defaults() Config {
 		GRPCMaxConnectionIdle: 5 * time.Minute, RaftIdleTimeout: 5 * time.Minute,
 		MaxWatchers:          10000,
 		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
-		HTTPAddr:        "127.0.0.1:7401",
-		RaftAddr:        "127.0.0.1:7402",
-		LogLevel:        "info",
-		LogFormat:       "text",
-		ShutdownTimeout: 10 * time.Second,
-		LeaderTick:      100 * time.Millisecond,
-		CircuitDefaults: circuit.DefaultPolicy(),
-		DLQ:             dlq.DefaultLimits(),
-		DLQStore:        "raft",
+		AuditRetentionDays: 90,
+		HTTPAddr:           "127.0.0.1:7401",
+		RaftAddr:           "127.0.0.1:7402",
+		LogLevel:           "info",
+		LogFormat:          "text",
+		ShutdownTimeout:    10 * time.Second,
+		LeaderTick:         100 * time.Millisecond,
+		CircuitDefaults:    circuit.DefaultPolicy(),
+		DLQ:                dlq.DefaultLimits(),
+		DLQStore:           "raft",
 	}
 }
 
@@ -196,6 +201,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "single self-bootstrapping node, data under ./baldurd-data, anonymous admin on loopback")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file of bearer tokens, one 'name token' pair per line")
 	fs.StringVar(&c.AuditKeyFile, "audit-key-file", c.AuditKeyFile, "HMAC key for the audit chain (same file on every node)")
+	fs.IntVar(&c.AuditRetentionDays, "audit-retention-days", c.AuditRetentionDays, "audit records older than this are removed behind a signed anchor, after the PostgreSQL export took them when --postgres-dsn is set (0: keep all)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
@@ -226,7 +232,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
-	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN for --dlq-store=postgres")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN: the DLQ store with --dlq-store=postgres, and the audit trail's export")
 	d := &c.DLQ
 	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
 	fs.Int64Var(&d.MaxPerDomain, "dlq-max-size-per-domain", d.MaxPerDomain, "DLQ entries kept per domain")
@@ -346,6 +352,9 @@ func (c *Config) Validate() error {
 		if _, err := loadTokens(c.TokenFile); err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
+	}
+	if c.AuditRetentionDays < 0 || c.AuditRetentionDays > 36500 {
+		return fmt.Errorf("--audit-retention-days %d: between 0 (keep all) and 36500", c.AuditRetentionDays)
 	}
 	if c.AuditKeyFile != "" {
 		if _, err := loadAuditKey(c.AuditKeyFile); err != nil {

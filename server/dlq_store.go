@@ -15,7 +15,7 @@ import (
 // newDLQStore wires the configured dlq.Store: the replicated state
 // (default) or PostgreSQL.
 func (s *Server) newDLQStore() dlq.Store {
-	if s.pg != nil {
+	if s.cfg.DLQStore == "postgres" {
 		return &postgres.Store{DB: s.pg, Limits: s.cfg.DLQ, Now: s.now, Audit: s.auditNote}
 	}
 	return &dlq.Replicated{

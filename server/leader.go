@@ -42,6 +42,7 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "coordination", run: s.proposeDue("coordination", coordination.Proposals,
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
+		{name: "audit", every: 2 * time.Second, run: s.auditTasks()},
 		{name: "cluster", every: 5 * time.Second, run: s.proposeDue("cluster", s.staleMembers, nil)},
 		{name: "cluster", every: max(100*time.Millisecond, min(time.Second, s.cfg.PromoteStabilization/4)), run: s.promoteStaged},
 	}

@@ -31,6 +31,7 @@ type metrics struct {
 	dlqReplayBlocked prometheus.Counter
 	dlqGroupSize     prometheus.Histogram
 	limitRefusals    *prometheus.CounterVec
+	auditExported    prometheus.Gauge
 	// Series per breaker and per DLQ domain are bounded.
 	breakerLabels, domainLabels labelBudget
 }
@@ -73,7 +74,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.breakerLabels.max, m.domainLabels.max = s.cfg.MetricsMaxNames, s.cfg.MetricsMaxNames
 	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_limit_refusals_total",
 		Help: "Requests refused by a resource limit (breakers, dlq_domains, watchers, ...)."}, []string{"limit"})
-	for _, c := range []prometheus.Collector{m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+	m.auditExported = prometheus.NewGauge(prometheus.GaugeOpts{Name: "baldur_audit_exported_seq",
+		Help: "Last audit record the leader copied to PostgreSQL (--postgres-dsn)."})
+	for _, c := range []prometheus.Collector{m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -27,7 +27,8 @@ const SchemaVersion = 2
 //	3: DLQCommand BATCH (group commit of stores and replay completions,
 //	   replay leases taken several at a time).
 //	4: CircuitCommand DELETE (an admin's delete, the leader's idle sweep).
-//	5: MemberPromotion (a non-voter staged for promotion, membership.go).
+//	5: MemberPromotion (a non-voter staged for promotion, membership.go);
+//	   AuditRetention (records removed behind a signed anchor).
 const CommandVersion = 5
 
 // Buckets owned by the server itself.

@@ -172,7 +172,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 
 	s.raftReady.Store(s.store)
 	s.writes = newProposer(s)
-	if cfg.DLQStore == "postgres" {
+	if cfg.PostgresDSN != "" { // the DLQ store (--dlq-store=postgres), the audit export
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		s.pg, err = postgres.Open(ctx, cfg.PostgresDSN)
 		cancel()

@@ -152,6 +152,28 @@ func TestCLIEmergencyAuditAndSnapshot(t *testing.T) {
 	if out := ctl.ok("audit", "list", "--action", "emergency.trigger"); !strings.Contains(out, "payments outage") {
 		t.Fatalf("audit list:\n%s", out)
 	}
+	// The trail exported as JSON lines verifies offline; an edited line
+	// does not; an export from a later record starts from its link.
+	trail := filepath.Join(t.TempDir(), "trail.jsonl")
+	os.WriteFile(trail, []byte(ctl.ok("audit", "export")), 0o600)
+	if out := ctl.ok("audit", "verify-file", trail); !strings.HasPrefix(out, "ok:") {
+		t.Fatalf("verify-file: %s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(must(os.ReadFile(trail)))), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("export has %d lines", len(lines))
+	}
+	tail := filepath.Join(t.TempDir(), "tail.jsonl")
+	os.WriteFile(tail, []byte(ctl.ok("audit", "export", "--since-seq", "2")), 0o600)
+	if out := ctl.ok("audit", "verify-file", tail); !strings.HasPrefix(out, "ok:") || !strings.Contains(out, "after record 2") {
+		t.Fatalf("verify-file of a later part: %s", out)
+	}
+	lines[1] = strings.Replace(lines[1], `"actor":"`, `"actor":"x`, 1)
+	forged := filepath.Join(t.TempDir(), "forged.jsonl")
+	os.WriteFile(forged, []byte(strings.Join(lines, "\n")), 0o600)
+	if _, errOut, code := ctl.run("audit", "verify-file", forged); code == 0 || !strings.Contains(errOut, "first broken record 2") {
+		t.Fatalf("forged export: exit %d %s", code, errOut)
+	}
 	c.Kill(0)
 	c.TamperAuditRecord(0, 2, "actor", "somebody-else")
 	c.Restart(0)
@@ -160,6 +182,13 @@ func TestCLIEmergencyAuditAndSnapshot(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "AUDIT_CHAIN_BROKEN") || !strings.Contains(errOut, "first broken record 2") {
 		t.Fatalf("tampered chain: exit %d stderr %q", code, errOut)
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 func TestCompletion(t *testing.T) {

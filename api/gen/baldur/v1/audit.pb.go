@@ -286,8 +286,11 @@ func (x *ListAuditResponse) GetNextPageToken() string {
 }
 
 type VerifyAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consistency   string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Consistency string                 `protobuf:"bytes,1,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// Only the node that answers; by default every member verifies its own
+	// copy and the answer compares them (members).
+	Local         bool `protobuf:"varint,2,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +332,98 @@ func (x *VerifyAuditRequest) GetConsistency() string {
 	return ""
 }
 
+func (x *VerifyAuditRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+// MemberVerification is one member's check of its own copy of the trail.
+type MemberVerification struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Records       uint64                 `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
+	HeadSeq       uint64                 `protobuf:"varint,4,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash      string                 `protobuf:"bytes,5,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	Problem       string                 `protobuf:"bytes,6,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberVerification) Reset() {
+	*x = MemberVerification{}
+	mi := &file_baldur_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberVerification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberVerification) ProtoMessage() {}
+
+func (x *MemberVerification) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberVerification.ProtoReflect.Descriptor instead.
+func (*MemberVerification) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberVerification) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *MemberVerification) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *MemberVerification) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *MemberVerification) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *MemberVerification) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *MemberVerification) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 type VerifyAuditResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Ok      bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -338,14 +433,23 @@ type VerifyAuditResponse struct {
 	Problem        string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
 	HeadHash       string `protobuf:"bytes,5,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
 	// True when records are keyed with an HMAC (--audit-key-file).
-	Keyed         bool `protobuf:"varint,6,opt,name=keyed,proto3" json:"keyed,omitempty"`
+	Keyed bool `protobuf:"varint,6,opt,name=keyed,proto3" json:"keyed,omitempty"`
+	// Records up to anchor_seq were removed by retention; the chain is
+	// verified from their signed anchor.
+	AnchorSeq uint64 `protobuf:"varint,7,opt,name=anchor_seq,json=anchorSeq,proto3" json:"anchor_seq,omitempty"`
+	// Last record's sequence number on the answering node.
+	HeadSeq uint64 `protobuf:"varint,8,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// Every member's own check (unless local): ok is false when a member's
+	// copy is broken or two members at the same sequence disagree on the
+	// hash.
+	Members       []*MemberVerification `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_baldur_v1_audit_proto_msgTypes[4]
+	mi := &file_baldur_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +461,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_v1_audit_proto_msgTypes[4]
+	mi := &file_baldur_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +474,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_baldur_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -415,6 +519,27 @@ func (x *VerifyAuditResponse) GetKeyed() bool {
 	return false
 }
 
+func (x *VerifyAuditResponse) GetAnchorSeq() uint64 {
+	if x != nil {
+		return x.AnchorSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetMembers() []*MemberVerification {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_baldur_v1_audit_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_audit_proto_rawDesc = "" +
@@ -443,16 +568,28 @@ const file_baldur_v1_audit_proto_rawDesc = "" +
 	"\vconsistency\x18\x06 \x01(\tR\vconsistency\"m\n" +
 	"\x11ListAuditResponse\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.baldur.v1.AuditRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"L\n" +
 	"\x12VerifyAuditRequest\x12 \n" +
-	"\vconsistency\x18\x01 \x01(\tR\vconsistency\"\xb6\x01\n" +
+	"\vconsistency\x18\x01 \x01(\tR\vconsistency\x12\x14\n" +
+	"\x05local\x18\x02 \x01(\bR\x05local\"\xa9\x01\n" +
+	"\x12MemberVerification\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
+	"\arecords\x18\x03 \x01(\x04R\arecords\x12\x19\n" +
+	"\bhead_seq\x18\x04 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\x05 \x01(\tR\bheadHash\x12\x18\n" +
+	"\aproblem\x18\x06 \x01(\tR\aproblem\"\xa9\x02\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12(\n" +
 	"\x10first_broken_seq\x18\x03 \x01(\x04R\x0efirstBrokenSeq\x12\x18\n" +
 	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x1b\n" +
 	"\thead_hash\x18\x05 \x01(\tR\bheadHash\x12\x14\n" +
-	"\x05keyed\x18\x06 \x01(\bR\x05keyed2\xdd\x01\n" +
+	"\x05keyed\x18\x06 \x01(\bR\x05keyed\x12\x1d\n" +
+	"\n" +
+	"anchor_seq\x18\a \x01(\x04R\tanchorSeq\x12\x19\n" +
+	"\bhead_seq\x18\b \x01(\x04R\aheadSeq\x127\n" +
+	"\amembers\x18\t \x03(\v2\x1d.baldur.v1.MemberVerificationR\amembers2\xdd\x01\n" +
 	"\fAuditService\x12_\n" +
 	"\tListAudit\x12\x1b.baldur.v1.ListAuditRequest\x1a\x1c.baldur.v1.ListAuditResponse\"\x17\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\v\x12\t/v1/audit\x12l\n" +
 	"\vVerifyAudit\x12\x1d.baldur.v1.VerifyAuditRequest\x1a\x1e.baldur.v1.VerifyAuditResponse\"\x1e\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit:verifyB8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
@@ -469,27 +606,29 @@ func file_baldur_v1_audit_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_audit_proto_rawDescData
 }
 
-var file_baldur_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_baldur_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_baldur_v1_audit_proto_goTypes = []any{
 	(*AuditRecord)(nil),           // 0: baldur.v1.AuditRecord
 	(*ListAuditRequest)(nil),      // 1: baldur.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),     // 2: baldur.v1.ListAuditResponse
 	(*VerifyAuditRequest)(nil),    // 3: baldur.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),   // 4: baldur.v1.VerifyAuditResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*MemberVerification)(nil),    // 4: baldur.v1.MemberVerification
+	(*VerifyAuditResponse)(nil),   // 5: baldur.v1.VerifyAuditResponse
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_baldur_v1_audit_proto_depIdxs = []int32{
-	5, // 0: baldur.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	6, // 0: baldur.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	0, // 1: baldur.v1.ListAuditResponse.records:type_name -> baldur.v1.AuditRecord
-	1, // 2: baldur.v1.AuditService.ListAudit:input_type -> baldur.v1.ListAuditRequest
-	3, // 3: baldur.v1.AuditService.VerifyAudit:input_type -> baldur.v1.VerifyAuditRequest
-	2, // 4: baldur.v1.AuditService.ListAudit:output_type -> baldur.v1.ListAuditResponse
-	4, // 5: baldur.v1.AuditService.VerifyAudit:output_type -> baldur.v1.VerifyAuditResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 2: baldur.v1.VerifyAuditResponse.members:type_name -> baldur.v1.MemberVerification
+	1, // 3: baldur.v1.AuditService.ListAudit:input_type -> baldur.v1.ListAuditRequest
+	3, // 4: baldur.v1.AuditService.VerifyAudit:input_type -> baldur.v1.VerifyAuditRequest
+	2, // 5: baldur.v1.AuditService.ListAudit:output_type -> baldur.v1.ListAuditResponse
+	5, // 6: baldur.v1.AuditService.VerifyAudit:output_type -> baldur.v1.VerifyAuditResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_audit_proto_init() }
@@ -504,7 +643,7 @@ func file_baldur_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_audit_proto_rawDesc), len(file_baldur_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -275,6 +275,7 @@ type Command struct {
 	//	*Command_MemberRemove
 	//	*Command_MemberPromotion
 	//	*Command_AuditNote
+	//	*Command_AuditRetention
 	//	*Command_Circuit
 	//	*Command_Coordination
 	//	*Command_Dlq
@@ -443,6 +444,15 @@ func (x *Command) GetAuditNote() *AuditNote {
 	return nil
 }
 
+func (x *Command) GetAuditRetention() *AuditRetention {
+	if x != nil {
+		if x, ok := x.Body.(*Command_AuditRetention); ok {
+			return x.AuditRetention
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetCircuit() *CircuitCommand {
 	if x != nil {
 		if x, ok := x.Body.(*Command_Circuit); ok {
@@ -510,6 +520,10 @@ type Command_AuditNote struct {
 	AuditNote *AuditNote `protobuf:"bytes,40,opt,name=audit_note,json=auditNote,proto3,oneof"`
 }
 
+type Command_AuditRetention struct {
+	AuditRetention *AuditRetention `protobuf:"bytes,41,opt,name=audit_retention,json=auditRetention,proto3,oneof"`
+}
+
 type Command_Circuit struct {
 	Circuit *CircuitCommand `protobuf:"bytes,48,opt,name=circuit,proto3,oneof"`
 }
@@ -539,6 +553,8 @@ func (*Command_MemberRemove) isCommand_Body() {}
 func (*Command_MemberPromotion) isCommand_Body() {}
 
 func (*Command_AuditNote) isCommand_Body() {}
+
+func (*Command_AuditRetention) isCommand_Body() {}
 
 func (*Command_Circuit) isCommand_Body() {}
 
@@ -1714,6 +1730,53 @@ func (x *AuditNote) GetDetail() string {
 
 // SnapshotHeader precedes the bbolt file in every snapshot (Raft's own and
 // `baldurctl cluster snapshot save`).
+// AuditRetention removes the audit records up to through_seq (older than
+// --audit-retention-days, and exported first when an export is configured)
+// behind a signed anchor (version 5).
+type AuditRetention struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ThroughSeq    uint64                 `protobuf:"varint,1,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRetention) Reset() {
+	*x = AuditRetention{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRetention) ProtoMessage() {}
+
+func (x *AuditRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
+func (*AuditRetention) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuditRetention) GetThroughSeq() uint64 {
+	if x != nil {
+		return x.ThroughSeq
+	}
+	return 0
+}
+
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Format        uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
@@ -1728,7 +1791,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1803,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1816,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1807,7 +1870,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1882,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1895,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1852,7 +1915,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1927,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1940,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1902,7 +1965,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +1977,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +1990,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 type ReadIndexResponse struct {
@@ -1939,7 +2002,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2014,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2027,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1982,7 +2045,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2057,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2070,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 type ProgressResponse struct {
@@ -2020,7 +2083,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2095,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2108,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2066,7 +2129,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x8d\b\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xd8\b\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -2084,7 +2147,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rmember_remove\x18! \x01(\v2\x1c.baldur.raft.v1.MemberRemoveH\x00R\fmemberRemove\x12L\n" +
 	"\x10member_promotion\x18\" \x01(\v2\x1f.baldur.raft.v1.MemberPromotionH\x00R\x0fmemberPromotion\x12:\n" +
 	"\n" +
-	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12:\n" +
+	"audit_note\x18( \x01(\v2\x19.baldur.raft.v1.AuditNoteH\x00R\tauditNote\x12I\n" +
+	"\x0faudit_retention\x18) \x01(\v2\x1e.baldur.raft.v1.AuditRetentionH\x00R\x0eauditRetention\x12:\n" +
 	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuit\x12I\n" +
 	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordination\x12.\n" +
 	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlqB\x06\n" +
@@ -2245,7 +2309,10 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tAuditNote\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc3\x01\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"1\n" +
+	"\x0eAuditRetention\x12\x1f\n" +
+	"\vthrough_seq\x18\x01 \x01(\x04R\n" +
+	"throughSeq\"\xc3\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12%\n" +
 	"\x0eschema_version\x18\x02 \x01(\rR\rschemaVersion\x12#\n" +
@@ -2284,7 +2351,7 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CircuitCommand_Op)(0),      // 0: baldur.raft.v1.CircuitCommand.Op
 	(CoordinationCommand_Op)(0), // 1: baldur.raft.v1.CoordinationCommand.Op
@@ -2303,13 +2370,14 @@ var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(*CoordinationCommand)(nil), // 14: baldur.raft.v1.CoordinationCommand
 	(*DLQCommand)(nil),          // 15: baldur.raft.v1.DLQCommand
 	(*AuditNote)(nil),           // 16: baldur.raft.v1.AuditNote
-	(*SnapshotHeader)(nil),      // 17: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),        // 18: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 19: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),    // 20: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),   // 21: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),     // 22: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),    // 23: baldur.raft.v1.ProgressResponse
+	(*AuditRetention)(nil),      // 17: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),      // 18: baldur.raft.v1.SnapshotHeader
+	(*ApplyRequest)(nil),        // 19: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),       // 20: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),    // 21: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),   // 22: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),     // 23: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),    // 24: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
@@ -2321,25 +2389,26 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	11, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
 	12, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
 	16, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	13, // 9: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	14, // 10: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	15, // 11: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	8,  // 12: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	0,  // 13: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	1,  // 14: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	2,  // 15: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	15, // 16: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	18, // 17: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	20, // 18: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	22, // 19: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	19, // 20: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	21, // 21: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	23, // 22: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	13, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	14, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	15, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	8,  // 13: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	0,  // 14: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	1,  // 15: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	2,  // 16: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	15, // 17: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	19, // 18: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	21, // 19: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	23, // 20: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	20, // 21: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	22, // 22: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	24, // 23: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -2357,6 +2426,7 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_MemberRemove)(nil),
 		(*Command_MemberPromotion)(nil),
 		(*Command_AuditNote)(nil),
+		(*Command_AuditRetention)(nil),
 		(*Command_Circuit)(nil),
 		(*Command_Coordination)(nil),
 		(*Command_Dlq)(nil),
@@ -2367,7 +2437,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
