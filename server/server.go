@@ -55,9 +55,9 @@ type Server struct {
 	// circuit timer rescans only after one, or when a transition is due).
 	circuitGen atomic.Uint64
 	// promo is the leader's record of staged members' progress.
-	promo promoter
-	watchers   watchers
-	breakerN   breakerCount
+	promo    promoter
+	watchers watchers
+	breakerN breakerCount
 	// members caches the Raft configuration's server ids for per-call
 	// peer checks.
 	members struct {
