@@ -69,6 +69,14 @@ func writeHTTPError(w http.ResponseWriter, err error) { writeHTTPStatus(w, 0, er
 // writeHTTPStatus writes err as the REST error body with HTTP status code
 // (0: the one its gRPC code and reason map to).
 func writeHTTPStatus(w http.ResponseWriter, code int, err error) {
+	code, body := httpError(code, err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// httpError is err's HTTP status (code, unless 0) and REST error body.
+func httpError(code int, err error) (int, httpErrorBody) {
 	st, ok := status.FromError(err)
 	if !ok {
 		st = status.New(codes.Unknown, err.Error())
@@ -87,9 +95,7 @@ func writeHTTPStatus(w http.ResponseWriter, code int, err error) {
 			field = m[1]
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(httpErrorBody{Code: code, Status: upperSnake(st.Code().String()), Reason: reason, Field: field, Message: st.Message()})
+	return code, httpErrorBody{Code: code, Status: upperSnake(st.Code().String()), Reason: reason, Field: field, Message: st.Message()}
 }
 
 // gatewayErrors turns gateway-side failures (bad JSON, bad path values,
@@ -204,6 +210,9 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if isStreamRoute(r.URL.Path) {
+			w = &streamErrorWriter{ResponseWriter: w}
+		}
 		gwmux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
 	})
 	// Anything else: the same JSON error body as every route.

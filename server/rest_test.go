@@ -170,6 +170,9 @@ func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {
 		{"cron that never fires", "POST", "/v1/jobs", `{"resource":"reports","name":"never","cron":"0 0 30 2 *"}`, 400, "INVALID_SCHEDULE", "cron"},
 		{"unknown path outside /v1", "GET", "/nothing", "", 404, "NOT_FOUND", ""},
 		{"wrong method", "DELETE", "/v1/emergency", "", 405, "METHOD_NOT_ALLOWED", ""},
+		{"stream route, bad scope", "GET", "/v1/emergency:watch?scope=Bad%20Scope!", "", 400, "INVALID_SCOPE", "scope"},
+		{"stream route, bad name", "GET", "/v1/elections/Bad%20Name:observe", "", 400, "INVALID_NAME", "name"},
+		{"stream route, bad body", "POST", "/v1/dlq:replay", `{"domian":"x"}`, 400, "INVALID_ARGUMENT", "domian"},
 		{"huge bad value quoted short", "POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"r","scope":"` + strings.Repeat("X", 200000) + `"}`, 400, "INVALID_SCOPE", "scope"},
 	}
 	for _, tc := range cases {
