@@ -103,6 +103,11 @@ type Config struct {
 	// MaxBreakers caps the breakers of the cluster; MaxWatchers the watch
 	// streams one node serves (limits.go).
 	MaxBreakers, MaxWatchers int
+	// MaxWatchersPerConn caps the watch streams of one client connection;
+	// WatchSendTimeout drops a watch stream whose client has not taken a
+	// message for that long.
+	MaxWatchersPerConn int
+	WatchSendTimeout   time.Duration
 	// CORSOrigins are the browser origins ("https://console.example.com")
 	// whose pages may call the REST API; none by default.
 	CORSOrigins []string
@@ -140,15 +145,16 @@ func Defaults() Config {
 		MaxWatchers:          10000,
 		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
 		AuditRetentionDays: 90,
-		HTTPAddr:           "127.0.0.1:7401",
-		RaftAddr:           "127.0.0.1:7402",
-		LogLevel:           "info",
-		LogFormat:          "text",
-		ShutdownTimeout:    10 * time.Second,
-		LeaderTick:         100 * time.Millisecond,
-		CircuitDefaults:    circuit.DefaultPolicy(),
-		DLQ:                dlq.DefaultLimits(),
-		DLQStore:           "raft",
+		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second,
+		HTTPAddr:        "127.0.0.1:7401",
+		RaftAddr:        "127.0.0.1:7402",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 10 * time.Second,
+		LeaderTick:      100 * time.Millisecond,
+		CircuitDefaults: circuit.DefaultPolicy(),
+		DLQ:             dlq.DefaultLimits(),
+		DLQStore:        "raft",
 	}
 }
 
@@ -229,6 +235,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PromoteStabilization, "promote-stabilization", c.PromoteStabilization, "a joining node is promoted to voter after it has kept up with the log for this long")
 	fs.Uint64Var(&c.PromoteMaxTrailing, "promote-max-trailing", c.PromoteMaxTrailing, "entries a joining node may trail the leader's log by and count as caught up")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
+	fs.IntVar(&c.MaxWatchersPerConn, "max-watchers-per-connection", c.MaxWatchersPerConn, "watch streams one gRPC client connection may hold")
+	fs.DurationVar(&c.WatchSendTimeout, "watch-send-timeout", c.WatchSendTimeout, "a watch stream whose client takes no message for this long is dropped")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
@@ -341,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	}
+	if c.WatchSendTimeout < 0 {
+		return fmt.Errorf("--watch-send-timeout %v: must not be negative", c.WatchSendTimeout)
 	}
 	if c.PromoteStabilization < 0 {
 		return fmt.Errorf("--promote-stabilization %v: must not be negative", c.PromoteStabilization)

@@ -211,7 +211,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if isStreamRoute(r.URL.Path) {
-			w = &streamErrorWriter{ResponseWriter: w}
+			w = &streamErrorWriter{ResponseWriter: w, timeout: s.cfg.WatchSendTimeout}
 		}
 		gwmux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
 	})

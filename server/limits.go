@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"net"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // Limits on what clients create, so a careless or hostile client cannot
@@ -24,16 +28,78 @@ func (s *Server) limitError(limit, flag string, max int, detail string) error {
 	return fmt.Errorf("%w: %s (at most %d, %s)", errLimit, detail, max, flag)
 }
 
-// watchers counts the node's open watch streams.
-type watchers struct{ n atomic.Int64 }
+// watchers counts the node's open watch streams, in all and per client
+// connection.
+type watchers struct {
+	n       atomic.Int64
+	mu      sync.Mutex
+	perConn map[string]int
+	// self holds the local addresses of the REST gateway's own connections
+	// to this node's gRPC port: REST watchers share them (one per HTTP
+	// request), so the per-connection limit does not apply there.
+	self sync.Map
+}
 
-// acquireWatcher admits one more watch stream, or refuses at --max-watchers.
-func (s *Server) acquireWatcher() (release func(), err error) {
+// acquireWatcher admits one more watch stream, or refuses at --max-watchers
+// or --max-watchers-per-connection.
+func (s *Server) acquireWatcher(ctx context.Context) (release func(), err error) {
 	if n := s.watchers.n.Add(1); s.cfg.MaxWatchers > 0 && n > int64(s.cfg.MaxWatchers) {
 		s.watchers.n.Add(-1)
 		return nil, s.limitError("watchers", "--max-watchers", s.cfg.MaxWatchers, "this node serves as many watch streams as it may; connect to another member")
 	}
-	return func() { s.watchers.n.Add(-1) }, nil
+	conn := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if _, self := s.watchers.self.Load(p.Addr.String()); !self {
+			conn = p.Addr.String()
+		}
+	}
+	if conn == "" || s.cfg.MaxWatchersPerConn <= 0 {
+		return func() { s.watchers.n.Add(-1) }, nil
+	}
+	w := &s.watchers
+	w.mu.Lock()
+	if w.perConn == nil {
+		w.perConn = map[string]int{}
+	}
+	if w.perConn[conn] >= s.cfg.MaxWatchersPerConn {
+		w.mu.Unlock()
+		w.n.Add(-1)
+		return nil, s.limitError("watchers_per_connection", "--max-watchers-per-connection", s.cfg.MaxWatchersPerConn, "this connection has as many watch streams as it may")
+	}
+	w.perConn[conn]++
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		if w.perConn[conn]--; w.perConn[conn] <= 0 {
+			delete(w.perConn, conn)
+		}
+		w.mu.Unlock()
+		w.n.Add(-1)
+	}, nil
+}
+
+// selfDialer dials this node's gRPC port for the REST gateway and
+// remembers the connections' local addresses (watchers.self).
+func (s *Server) selfDialer() grpc.DialOption {
+	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		s.watchers.self.Store(c.LocalAddr().String(), true)
+		return &selfConn{Conn: c, forget: func() { s.watchers.self.Delete(c.LocalAddr().String()) }}, nil
+	})
+}
+
+type selfConn struct {
+	net.Conn
+	once   sync.Once
+	forget func()
+}
+
+func (c *selfConn) Close() error {
+	c.once.Do(c.forget)
+	return c.Conn.Close()
 }
 
 // breakerCount is the number of breakers, read from the state at most
@@ -64,4 +130,58 @@ func (s *Server) breakerRoom() int {
 		return int(^uint(0) >> 1)
 	}
 	return max(0, s.cfg.MaxBreakers-s.breakers())
+}
+
+// connSet tracks a listener's open connections by remote address.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[string]net.Conn
+}
+
+type trackedListener struct {
+	net.Listener
+	set *connSet
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	key := c.RemoteAddr().String()
+	l.set.mu.Lock()
+	if l.set.conns == nil {
+		l.set.conns = map[string]net.Conn{}
+	}
+	l.set.conns[key] = c
+	l.set.mu.Unlock()
+	return &trackedConn{Conn: c, forget: func() {
+		l.set.mu.Lock()
+		if l.set.conns[key] == c {
+			delete(l.set.conns, key)
+		}
+		l.set.mu.Unlock()
+	}}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	once   sync.Once
+	forget func()
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(c.forget)
+	return c.Conn.Close()
+}
+
+// close closes the connection from addr, if it is open.
+func (s *connSet) close(addr string) bool {
+	s.mu.Lock()
+	c := s.conns[addr]
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	return c.Close() == nil
 }

@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -11,7 +13,10 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -221,5 +226,114 @@ func TestBreakerDeleteAndIdleSweep(t *testing.T) {
 	recs, err := pb.NewAuditServiceClient(conn).ListAudit(ctxT(t), &pb.ListAuditRequest{Action: "circuit.delete"})
 	if err != nil || len(recs.Records) != 2 {
 		t.Fatalf("deletes in the audit trail: %v %v", recs, err)
+	}
+}
+
+// TestSlowAndManyWatchersAreBounded: a client connection holds at most
+// --max-watchers-per-connection streams (REST watchers, which share the
+// gateway's own connection, are not limited by it); a watcher whose client
+// takes nothing is dropped after --watch-send-timeout, its connection is
+// closed when its data still cannot leave, and the node's watcher count
+// comes back down.
+func TestSlowAndManyWatchersAreBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+		cfg.MaxWatchersPerConn, cfg.WatchSendTimeout = 2, 2*time.Second
+	}))
+	n := c.Leader()
+	watch := func(conn *grpc.ClientConn) error {
+		st, err := pb.NewEmergencyServiceClient(conn).WatchEmergency(ctxT(t), &pb.WatchEmergencyRequest{})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		return err
+	}
+	a := dial(t, n.GRPCAddr)
+	for range 2 {
+		if err := watch(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := watch(a); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-watchers-per-connection") {
+		t.Fatalf("a third watcher on one connection: %v", err)
+	}
+	if err := watch(dial(t, n.GRPCAddr)); err != nil {
+		t.Fatalf("a watcher on another connection: %v", err)
+	}
+	var rest []io.Closer
+	for range 3 {
+		resp, err := http.Get("http://" + n.HTTPAddr + "/v1/emergency:watch")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("REST watcher: %v %v", resp, err)
+		}
+		rest = append(rest, resp.Body)
+	}
+	if v := testcluster.MetricValue(t, n.HTTPAddr, "baldur_watchers"); v != 6 {
+		t.Fatalf("watchers open: %v, want 6", v)
+	}
+	for _, b := range rest {
+		b.Close()
+	}
+
+	// State whose snapshot is larger than a stream's window.
+	em := emergencyClient(t, n)
+	for i := range 200 {
+		if _, err := em.TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_1, Scope: fmt.Sprintf("svc-%d", i), Reason: strings.Repeat("r", 450)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A watcher that reads everything, and a client with fixed 64 KiB
+	// windows that never reads.
+	reader, err := pb.NewEmergencyServiceClient(dial(t, n.GRPCAddr)).WatchEmergency(ctxT(t), &pb.WatchEmergencyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := reader.Recv(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	stuck, err := grpc.NewClient(n.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	if _, err := pb.NewEmergencyServiceClient(stuck).WatchEmergency(context.Background(), &pb.WatchEmergencyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// Changes go on: once its window and the node's per-stream write
+	// buffer (64 KiB each) are full, a send blocks.
+	for i := range 800 {
+		if _, err := em.TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_Value(1 + i%3), Scope: fmt.Sprintf("svc-%d", i%200), Reason: strings.Repeat(string(rune('a'+i%26)), 450)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every watcher that stopped reading (the stuck client's, and those
+	// above that read once) is dropped; the stuck client's data could not
+	// leave, so its connection is closed; the watcher count comes back to
+	// the one that reads.
+	if !testcluster.Eventually(20*time.Second, func() bool {
+		return stuck.GetState() != connectivity.Ready && testcluster.MetricValue(t, n.HTTPAddr, "baldur_watchers") == 1
+	}) {
+		t.Fatalf("stuck client %v, watchers %v", stuck.GetState(), testcluster.MetricValue(t, n.HTTPAddr, "baldur_watchers"))
+	}
+	if v := testcluster.MetricValue(t, n.HTTPAddr, "baldur_watchers_dropped_total"); v < 1 {
+		t.Fatalf("dropped watchers counted: %v", v)
+	}
+	select {
+	case err := <-readErr:
+		t.Fatalf("the watcher that reads was cut: %v", err)
+	default:
+	}
+	// Watchers that read are untouched by all this.
+	if err := watch(dial(t, n.GRPCAddr)); err != nil {
+		t.Fatalf("a new watcher: %v", err)
 	}
 }

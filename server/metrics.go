@@ -32,6 +32,7 @@ type metrics struct {
 	dlqGroupSize     prometheus.Histogram
 	limitRefusals    *prometheus.CounterVec
 	auditExported    prometheus.Gauge
+	watchersDropped  prometheus.Counter
 	// Series per breaker and per DLQ domain are bounded.
 	breakerLabels, domainLabels labelBudget
 }
@@ -76,7 +77,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Help: "Requests refused by a resource limit (breakers, dlq_domains, watchers, ...)."}, []string{"limit"})
 	m.auditExported = prometheus.NewGauge(prometheus.GaugeOpts{Name: "baldur_audit_exported_seq",
 		Help: "Last audit record the leader copied to PostgreSQL (--postgres-dsn)."})
-	for _, c := range []prometheus.Collector{m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+	m.watchersDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_watchers_dropped_total",
+		Help: "Watch streams dropped because the client took no message for --watch-send-timeout."})
+	for _, c := range []prometheus.Collector{m.watchersDropped, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -104,10 +107,11 @@ var (
 	descJobNext         = prometheus.NewDesc("baldur_job_next_run_timestamp_seconds", "When each job runs next.", []string{"resource", "job"}, nil)
 	descDLQStatus       = prometheus.NewDesc("baldur_dlq_items_by_status", "DLQ entries by status.", []string{"status"}, nil)
 	descDLQDomain       = prometheus.NewDesc("baldur_dlq_items_by_domain", "DLQ entries by domain.", []string{"domain"}, nil)
+	descWatchers        = prometheus.NewDesc("baldur_watchers", "Watch streams this node serves.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers} {
 		ch <- d
 	}
 }
@@ -124,6 +128,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if st == nil {
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(descWatchers, prometheus.GaugeValue, float64(c.s.watchers.n.Load()))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.AppliedIndex()))
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(st.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(st.Term()))

@@ -76,6 +76,9 @@ type Server struct {
 	metrics *metrics
 
 	grpcLn, httpLn net.Listener
+	// grpcConns are the gRPC port's open connections by remote address (a
+	// client stuck on a dropped watch stream is disconnected).
+	grpcConns connSet
 	grpcSrv        *grpc.Server
 	httpSrv        *http.Server
 	selfConn       *grpc.ClientConn
@@ -210,7 +213,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 
 	// The gateway calls this node's own gRPC port over loopback, so REST
 	// and gRPC share one code path (auth, validation, errors).
-	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), s.selfDial(),
+	s.selfConn, err = grpc.NewClient(dialable(s.grpcLn.Addr().String()), s.selfDial(), s.selfDialer(),
 		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage)))
 	if err != nil {
@@ -293,7 +296,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.grpcSrv.Serve(&trackedListener{Listener: s.grpcLn, set: &s.grpcConns}); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve gRPC: %w", err)
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -70,6 +71,16 @@ type streamErrorWriter struct {
 	held    int  // an error status not yet written (the body decides)
 	started bool // headers are out
 	done    bool // the answer was an error body: the rest is dropped
+	// timeout bounds each write: a client that takes nothing for
+	// --watch-send-timeout fails it, which ends the stream (the gateway
+	// cancels its call) and frees what it held.
+	timeout time.Duration
+}
+
+func (w *streamErrorWriter) deadline() {
+	if w.timeout > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.timeout))
+	}
 }
 
 var gatewayErrorPrefix = []byte(`{"error":`)
@@ -104,6 +115,7 @@ func (w *streamErrorWriter) Write(p []byte) (int, error) {
 		w.held = 0
 	}
 	w.started = true
+	w.deadline()
 	return w.ResponseWriter.Write(p)
 }
 
@@ -129,6 +141,7 @@ func (w *streamErrorWriter) Flush() {
 	if w.held != 0 {
 		return
 	}
+	w.deadline()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

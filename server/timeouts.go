@@ -2,7 +2,6 @@ package server
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,8 +15,7 @@ import (
 // snapshot download, batch replay) or its request (snapshot restore): they
 // get no write deadline, or a long read deadline.
 func streamingPath(path string) bool {
-	return strings.HasSuffix(path, ":watch") || strings.HasSuffix(path, ":observe") ||
-		path == "/v1/cluster/snapshot" || path == "/v1/dlq:replay"
+	return isStreamRoute(path) || path == "/v1/cluster/snapshot"
 }
 
 // withDeadlines gives each HTTP request a read deadline (the body must

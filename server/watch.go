@@ -9,6 +9,7 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -120,46 +121,83 @@ const watchHeartbeat = 3 * time.Second
 // continue (newer than its state, or from before a snapshot restore) starts
 // over with a snapshot. Idle streams get heartbeat(applied) every
 // watchHeartbeat.
+//
+// One message is in flight at a time, sent by a goroutine of its own: while
+// the client has not taken it, changes are not queued but coalesce (the
+// next message, built when the send completes, covers everything since the
+// last one delivered), so a watcher that does not read holds one message
+// and its flow-control window. One that has not taken a message for
+// --watch-send-timeout is dropped (RESOURCE_EXHAUSTED, WATCHER_TOO_SLOW) and
+// its connection closed.
 func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 	build func(kv raftstore.KV, since, applied uint64) (M, bool),
 	send func(M) error, heartbeat func(applied uint64) error) error {
-	release, err := s.acquireWatcher()
+	release, err := s.acquireWatcher(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
 	rev := from
 	restores := s.store.Restores()
+	sent := make(chan error, 1) // the sender goroutine's result
+	var (
+		sending   bool
+		sendStart time.Time
+		sendRev   uint64
+	)
+	start := func(f func() error, r uint64) {
+		sending, sendStart, sendRev = true, time.Now(), r
+		go func() { sent <- f() }()
+	}
 	for {
 		wake := s.hub.wait(topic)
 		if s.hub.isClosed() {
 			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
 		}
-		var (
-			msg     M
-			ok      bool
-			applied uint64
-		)
-		_ = s.store.View(func(kv raftstore.KV) error {
-			applied = kv.AppliedIndex()
-			if r := s.store.Restores(); rev > applied || r != restores {
-				rev, restores = 0, r
-			}
-			msg, ok = build(kv, rev, applied)
-			return nil
-		})
-		if ok {
-			if err := send(msg); err != nil {
-				return err
+		if !sending {
+			var (
+				msg     M
+				ok      bool
+				applied uint64
+			)
+			_ = s.store.View(func(kv raftstore.KV) error {
+				applied = kv.AppliedIndex()
+				if r := s.store.Restores(); rev > applied || r != restores {
+					rev, restores = 0, r
+				}
+				msg, ok = build(kv, rev, applied)
+				return nil
+			})
+			if ok {
+				start(func() error { return send(msg) }, applied)
+			} else {
+				rev = applied
 			}
 		}
-		rev = applied
-		timer := time.NewTimer(watchHeartbeat)
+		wait := watchHeartbeat
+		if sending && s.cfg.WatchSendTimeout > 0 {
+			wait = max(time.Millisecond, s.cfg.WatchSendTimeout-time.Since(sendStart))
+		}
+		timer := time.NewTimer(wait)
 		select {
+		case err := <-sent:
+			sending = false
+			if err != nil {
+				timer.Stop()
+				return err
+			}
+			rev = sendRev
 		case <-wake:
 		case <-timer.C:
-			if err := heartbeat(rev); err != nil {
-				return err
+			switch {
+			case sending && s.cfg.WatchSendTimeout > 0 && time.Since(sendStart) >= s.cfg.WatchSendTimeout:
+				s.metrics.watchersDropped.Inc()
+				s.disconnectStuck(ctx)
+				return withDetails(codes.ResourceExhausted, "WATCHER_TOO_SLOW",
+					fmt.Sprintf("the client took no message for %v (--watch-send-timeout); watch again from revision %d", s.cfg.WatchSendTimeout, rev))
+			case !sending:
+				r := rev
+				start(func() error { return heartbeat(r) }, r)
 			}
 		case <-ctx.Done():
 			timer.Stop()
@@ -167,4 +205,27 @@ func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 		}
 		timer.Stop()
 	}
+}
+
+// disconnectStuck closes the connection of a gRPC client whose watch
+// stream was dropped: the stream's last messages and its trailers wait for
+// a flow-control window the client does not open, and only closing the
+// connection frees them (the client reconnects and watches again from its
+// revision). REST watchers share the gateway's own connection, which stays;
+// a REST client that stops reading fails its HTTP write deadline instead.
+func (s *Server) disconnectStuck(ctx context.Context) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return
+	}
+	addr := p.Addr.String()
+	if _, self := s.watchers.self.Load(addr); self {
+		return
+	}
+	// After the handler has returned its status.
+	time.AfterFunc(100*time.Millisecond, func() {
+		if s.grpcConns.close(addr) {
+			s.log.Warn("watch.client_disconnected", "remote", addr, "why", "a watch stream took no message for --watch-send-timeout")
+		}
+	})
 }

@@ -24,7 +24,7 @@ func BenchmarkWatcherMemory(b *testing.B) {
 	for _, via := range []string{"grpc", "rest"} {
 		b.Run("via="+via, func(b *testing.B) {
 			for range b.N {
-				c := testcluster.New(b, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.MaxWatchers = 100000 }))
+				c := testcluster.New(b, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.MaxWatchers, cfg.MaxWatchersPerConn = 100000, 0 }))
 				conn := dial(b, c.Leader().GRPCAddr)
 				em, circuits := pb.NewEmergencyServiceClient(conn), pb.NewCircuitServiceClient(conn)
 				var ms runtime.MemStats
