@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"

@@ -79,10 +79,10 @@ type Server struct {
 	// grpcConns are the gRPC port's open connections by remote address (a
 	// client stuck on a dropped watch stream is disconnected).
 	grpcConns connSet
-	grpcSrv        *grpc.Server
-	httpSrv        *http.Server
-	selfConn       *grpc.ClientConn
-	health         *health.Server
+	grpcSrv   *grpc.Server
+	httpSrv   *http.Server
+	selfConn  *grpc.ClientConn
+	health    *health.Server
 
 	grpcAdvertise, httpAdvertise, raftAdvertise string
 
