@@ -234,3 +234,9 @@ func truncString(s string, n int) string {
 	}
 	return s
 }
+
+// DomainLimitError refuses a store that would start domain when domains
+// already hold entries and MaxDomains allows no more (both stores).
+func (l Limits) DomainLimitError(domain string, domains int) error {
+	return fmt.Errorf("%w: domain %q would be domain %d; at most %d hold entries (--dlq-max-domains)", ErrCapacityExceeded, domain, domains+1, l.MaxDomains)
+}

@@ -66,7 +66,7 @@ func (r *Replicated) checkDomain(domain string) error {
 		return nil
 	}
 	if len(r.domains) >= r.Limits.MaxDomains {
-		return fmt.Errorf("%w: domain %q would be domain %d; at most %d hold entries (--dlq-max-domains)", ErrCapacityExceeded, domain, len(r.domains)+1, r.Limits.MaxDomains)
+		return r.Limits.DomainLimitError(domain, len(r.domains))
 	}
 	r.domains[domain] = true // counted until the next read
 	return nil

@@ -199,6 +199,15 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 			res = dlq.Result{Entry: existing}
 			return nil
 		}
+		if inDomain == 0 && lim.MaxDomains > 0 {
+			var domains int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT key FROM baldur_dlq_counts WHERE key LIKE 'd/%' GROUP BY key HAVING sum(n) > 0) d`).Scan(&domains); err != nil {
+				return err
+			}
+			if domains >= lim.MaxDomains {
+				return lim.DomainLimitError(e.Domain, domains)
+			}
+		}
 		for _, l := range []struct {
 			key    string
 			n      int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,4 +219,36 @@ func TestPostgresCountersFollowTheTable(t *testing.T) {
 	}
 	d2.Close()
 	check("after the migration")
+}
+
+// The PostgreSQL store holds at most --dlq-max-domains domains, as the
+// replicated one does; a domain whose entries are all gone frees its place.
+func TestPostgresDomainCap(t *testing.T) {
+	d, dsn := openDSN(t)
+	ctx := context.Background()
+	lim := dlq.DefaultLimits()
+	lim.MaxDomains = 3
+	for i := range 3 {
+		if _, err := d.Store(ctx, entry(fmt.Sprintf("e%d", i), fmt.Sprintf("domain_%d", i)), lim, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Store(ctx, entry("e9", "domain_0"), lim, t0); err != nil {
+		t.Fatalf("a store into a domain that holds entries: %v", err)
+	}
+	_, err := d.Store(ctx, entry("e10", "domain_3"), lim, t0)
+	if !errors.Is(err, dlq.ErrCapacityExceeded) || !strings.Contains(err.Error(), "--dlq-max-domains") {
+		t.Fatalf("a fourth domain: %v", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DELETE FROM baldur_dlq WHERE id = 'e2'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Store(ctx, entry("e11", "domain_3"), lim, t0); err != nil {
+		t.Fatalf("a domain after another emptied: %v", err)
+	}
 }

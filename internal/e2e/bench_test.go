@@ -2,18 +2,23 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
-func devNode(b *testing.B, dir string) (*exec.Cmd, string, string) {
+func devNode(b *testing.B, dir string, extra ...string) (*exec.Cmd, string, string) {
 	grpcAddr, httpAddr, raftAddr := freePort(b), freePort(b), freePort(b)
-	cmd := exec.Command(baldurd(b), "--dev", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--raft-addr", raftAddr)
+	cmd := exec.Command(baldurd(b), append([]string{"--dev", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--raft-addr", raftAddr}, extra...)...)
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -168,4 +173,96 @@ func procRSS(b *testing.B, pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkSnapshot1GB: a dev node whose state file holds 1 GiB (DLQ
+// entries of ~750 KB, stored over REST by 4 clients); the time to save a
+// snapshot over REST (GET /v1/cluster/snapshot to a file) and to restore
+// it (POST /v1/cluster/snapshot:restore), and the sizes.
+func BenchmarkSnapshot1GB(b *testing.B) {
+	for range b.N {
+		dir := b.TempDir()
+		cmd, _, httpAddr := devNode(b, dir, "--dlq-request-data-max-bytes", "262144", "--dlq-field-max-bytes", "262144", "--http-read-timeout", "5m", "--http-write-timeout", "5m")
+		if !eventually(10*time.Second, func() bool {
+			resp, err := httpClient.Get("http://" + httpAddr + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == 200
+		}) {
+			b.Fatal("dev node not ready")
+		}
+		state := filepath.Join(dir, "baldurd-data", "state.db")
+		blob := strings.Repeat("x", 250_000)
+		var next atomic.Int64
+		var g errgroup.Group
+		fill0 := time.Now()
+		for range 4 {
+			g.Go(func() error {
+				client := &http.Client{Timeout: time.Minute}
+				for {
+					if st, err := os.Stat(state); err == nil && st.Size() >= 1<<30 {
+						return nil
+					}
+					i := next.Add(1)
+					body := fmt.Sprintf(`{"id":"big-%06d","domain":"bulk","failure_type":"X","request_data":{"blob":"%s"},"snapshot_data":{"blob":"%s"},"response_data":{"blob":"%s"}}`, i, blob, blob, blob)
+					resp, err := client.Post("http://"+httpAddr+"/v1/dlq/entries", "application/json", strings.NewReader(body))
+					if err != nil {
+						return err
+					}
+					out, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						return fmt.Errorf("store %d: %d %s", i, resp.StatusCode, out)
+					}
+				}
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		fill := time.Since(fill0)
+		file := filepath.Join(dir, "state.snap")
+		client := &http.Client{Timeout: 10 * time.Minute}
+		save0 := time.Now()
+		resp, err := client.Get("http://" + httpAddr + "/v1/cluster/snapshot")
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("save: %v %v", resp, err)
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(f, resp.Body)
+		resp.Body.Close()
+		if err != nil || f.Sync() != nil || f.Close() != nil {
+			b.Fatalf("save: %v", err)
+		}
+		save := time.Since(save0)
+		restore0 := time.Now()
+		in, err := os.Open(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", "http://"+httpAddr+"/v1/cluster/snapshot:restore", in)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.ContentLength = n
+		resp, err = client.Do(req)
+		in.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("restore: %d %s", resp.StatusCode, out)
+		}
+		restore := time.Since(restore0)
+		b.ReportMetric(float64(n)/(1<<20), "snapshot-MiB")
+		b.ReportMetric(fill.Seconds(), "fill-s")
+		b.ReportMetric(save.Seconds(), "save-s")
+		b.ReportMetric(restore.Seconds(), "restore-s")
+		b.ReportMetric(float64(procRSS(b, cmd.Process.Pid))/(1<<20), "rss-MiB")
+		stop(cmd)
+	}
 }
