@@ -166,11 +166,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	s.logs = logs
-	cache, err := raft.NewLogCache(512, logs)
-	if err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("log cache: %w", err)
-	}
+	cache := newLogCache(logs, 512, 64<<20)
 	hlog := newHCLogger(cfg.Logger)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
 	if err != nil {

@@ -149,12 +149,17 @@ func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 		sending, sendStart, sendRev = true, time.Now(), r
 		go func() { sent <- f() }()
 	}
+	// dirty: the topic may have changed since the last read of the state
+	// (a heartbeat does not make it so: re-reading 10,000 breakers after
+	// each one is what an idle watcher must not do).
+	dirty := true
 	for {
 		wake := s.hub.wait(topic)
 		if s.hub.isClosed() {
 			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
 		}
-		if !sending {
+		if !sending && dirty {
+			dirty = false
 			var (
 				msg     M
 				ok      bool
@@ -188,6 +193,7 @@ func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 			}
 			rev = sendRev
 		case <-wake:
+			dirty = true
 		case <-timer.C:
 			switch {
 			case sending && s.cfg.WatchSendTimeout > 0 && time.Since(sendStart) >= s.cfg.WatchSendTimeout:

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,10 +14,14 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
-func devNode(b *testing.B, dir string, extra ...string) (*exec.Cmd, string, string) {
+func devNode(b testing.TB, dir string, extra ...string) (*exec.Cmd, string, string) {
 	grpcAddr, httpAddr, raftAddr := freePort(b), freePort(b), freePort(b)
 	cmd := exec.Command(baldurd(b), append([]string{"--dev", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--raft-addr", raftAddr}, extra...)...)
 	cmd.Dir = dir
@@ -104,9 +109,10 @@ func BenchmarkCLIRoundTrip(b *testing.B) {
 	}
 }
 
-// BenchmarkIdleWith10kBreakers: a dev node holding 10,000 breakers (and 100
-// DLQ domains) that nothing reports to: its CPU over 10 s of idling and
-// its resident memory.
+// BenchmarkIdleWith10kBreakers: a dev node holding 10,000 breakers and 100
+// DLQ domains that nothing reports to, serving 1,000 watch streams (each
+// gets a heartbeat every 3 s): its CPU over 10 s of idling and its resident
+// memory.
 func BenchmarkIdleWith10kBreakers(b *testing.B) {
 	for range b.N {
 		cmd, grpcAddr, httpAddr := devNode(b, b.TempDir())
@@ -119,7 +125,6 @@ func BenchmarkIdleWith10kBreakers(b *testing.B) {
 		}) {
 			b.Fatal("dev node not ready")
 		}
-		_ = grpcAddr
 		for batch := 0; batch < 20; batch++ {
 			var reports []string
 			for i := range 500 {
@@ -140,17 +145,70 @@ func BenchmarkIdleWith10kBreakers(b *testing.B) {
 			}
 			resp.Body.Close()
 		}
-		time.Sleep(2 * time.Second) // let the writes settle
+		// 1,000 watchers (900 of the emergency level, 100 of the breakers),
+		// on 10 connections, each reading what it is sent.
+		ctx, cancel := context.WithCancel(context.Background())
+		for c := range 10 {
+			conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			for w := range 100 {
+				var recv func() error
+				if w < 10 {
+					st, err := pb.NewCircuitServiceClient(conn).WatchCircuits(ctx, &pb.WatchCircuitsRequest{})
+					if err != nil {
+						b.Fatalf("watcher %d/%d: %v", c, w, err)
+					}
+					recv = func() error { _, err := st.Recv(); return err }
+				} else {
+					st, err := pb.NewEmergencyServiceClient(conn).WatchEmergency(ctx, &pb.WatchEmergencyRequest{})
+					if err != nil {
+						b.Fatalf("watcher %d/%d: %v", c, w, err)
+					}
+					recv = func() error { _, err := st.Recv(); return err }
+				}
+				go func() {
+					for recv() == nil {
+					}
+				}()
+			}
+		}
+		if !eventually(60*time.Second, func() bool { return metric(b, httpAddr, "baldur_watchers") == 1000 }) {
+			b.Fatalf("watchers: %v", metric(b, httpAddr, "baldur_watchers"))
+		}
+		time.Sleep(5 * time.Second) // let the writes and the first snapshots settle
 		cpu0 := procCPU(b, cmd.Process.Pid)
 		time.Sleep(10 * time.Second)
 		cpu := procCPU(b, cmd.Process.Pid) - cpu0
 		b.ReportMetric(float64(cpu)/float64(10*time.Second)*100, "idle-cpu-%")
 		b.ReportMetric(float64(procRSS(b, cmd.Process.Pid))/(1<<20), "rss-MiB")
+		b.ReportMetric(metric(b, httpAddr, "go_memstats_heap_inuse_bytes")/(1<<20), "heap-inuse-MiB")
+		b.ReportMetric(metric(b, httpAddr, "go_memstats_heap_alloc_bytes")/(1<<20), "heap-alloc-MiB")
+		cancel()
 		stop(cmd)
 	}
 }
 
-func procCPU(b *testing.B, pid int) time.Duration {
+// metric scrapes one unlabelled series from a node's /metrics.
+func metric(b testing.TB, httpAddr, name string) float64 {
+	resp, err := httpClient.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+func procCPU(b testing.TB, pid int) time.Duration {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		b.Fatal(err)
@@ -161,19 +219,7 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	return time.Duration(ut+st) * (time.Second / 100)
 }
 
-func procRSS(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func procRSS(b testing.TB, pid int) int64 { return procStatus(b, pid, "VmRSS:") }
 
 // BenchmarkSnapshot1GB: a dev node whose state file holds 1 GiB (DLQ
 // entries of ~750 KB, stored over REST by 4 clients); the time to save a
@@ -222,6 +268,7 @@ func BenchmarkSnapshot1GB(b *testing.B) {
 			b.Fatal(err)
 		}
 		fill := time.Since(fill0)
+		anonFilled := procStatus(b, cmd.Process.Pid, "RssAnon:")
 		file := filepath.Join(dir, "state.snap")
 		client := &http.Client{Timeout: 10 * time.Minute}
 		save0 := time.Now()
@@ -262,7 +309,24 @@ func BenchmarkSnapshot1GB(b *testing.B) {
 		b.ReportMetric(fill.Seconds(), "fill-s")
 		b.ReportMetric(save.Seconds(), "save-s")
 		b.ReportMetric(restore.Seconds(), "restore-s")
-		b.ReportMetric(float64(procRSS(b, cmd.Process.Pid))/(1<<20), "rss-MiB")
+		b.ReportMetric(float64(anonFilled)/(1<<20), "anon-filled-MiB")
+		b.ReportMetric(float64(procStatus(b, cmd.Process.Pid, "RssAnon:"))/(1<<20), "anon-after-MiB")
+		b.ReportMetric(float64(procStatus(b, cmd.Process.Pid, "RssFile:"))/(1<<20), "file-mapped-MiB")
 		stop(cmd)
 	}
+}
+
+// procStatus is a /proc/PID/status size field (RssAnon:, RssFile:) in bytes.
+func procStatus(b testing.TB, pid int, field string) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
