@@ -114,8 +114,12 @@ type Store struct {
 	logs  *wal.WAL
 	trans *raft.NetworkTransport
 
-	ready    atomic.Bool // leader has run its Barrier in the current term
-	stopCh   chan struct{}
+	ready  atomic.Bool // leader has run its Barrier in the current term
+	stopCh chan struct{}
+	// leaderMu guards leaderCh, closed and replaced at every leader
+	// observation (LeaderChanged).
+	leaderMu sync.Mutex
+	leaderCh chan struct{}
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	shutErr  error
@@ -220,8 +224,30 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
-	s.wg.Add(1)
+	s.leaderCh = make(chan struct{})
+	obs := make(chan raft.Observation, 16)
+	observer := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(observer)
+	s.wg.Add(2)
 	go s.monitorLeadership()
+	go func() {
+		defer s.wg.Done()
+		defer s.raft.DeregisterObserver(observer)
+		for {
+			select {
+			case <-obs:
+				s.leaderMu.Lock()
+				close(s.leaderCh)
+				s.leaderCh = make(chan struct{})
+				s.leaderMu.Unlock()
+			case <-s.stopCh:
+				return
+			}
+		}
+	}()
 	return s, nil
 }
 
@@ -372,6 +398,9 @@ func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 	}
 	idx := s.fsm.appliedIndex()
 	if err := s.raft.VerifyLeader().Error(); err != nil {
+		if errors.Is(mapRaftErr(err), ErrIndeterminate) {
+			return 0, ErrNotLeader // a read changed nothing: never "result unknown"
+		}
 		return 0, mapRaftErr(err)
 	}
 	return idx, nil
@@ -423,6 +452,14 @@ func (s *Store) Term() uint64 {
 
 // LastContact is when this follower last heard from the leader.
 func (s *Store) LastContact() time.Time { return s.raft.LastContact() }
+
+// LeaderChanged returns a channel closed at the next change of the leader
+// Raft reports (a new leader, or none).
+func (s *Store) LeaderChanged() <-chan struct{} {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.leaderCh
+}
 
 // NodeID is this node's id.
 func (s *Store) NodeID() string { return s.cfg.NodeID }

@@ -66,17 +66,13 @@ func (s *Server) ClusterView() (*pb.Cluster, error) {
 	return out, err
 }
 
-// leaderOnly runs fn on the leader: locally, or by calling the same method
-// on the leader through a gRPC client.
+// leaderConn is a connection to the leader (nil when this node leads),
+// waiting for one to be elected within the caller's deadline.
 func (s *Server) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
-	client, err := s.leaderClient(ctx)
-	if err != nil || client == nil {
-		return nil, err
-	}
-	id, _ := s.store.Leader()
-	var m memberRecord
-	_ = s.store.View(func(kv raftstore.KV) error { m, _ = getMember(kv, id); return nil })
-	return s.peers.conn(m.GRPCAddr)
+	ctx, cancel := withForwardBound(ctx)
+	defer cancel()
+	conn, _, err := s.leaderConnAvoiding(ctx, leaderSeen{})
+	return conn, err
 }
 
 // checkRaftAddr validates a member's Raft address: host:port, a real

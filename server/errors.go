@@ -40,6 +40,7 @@ type errorMapping struct {
 var errorTable = []errorMapping{
 	{raftstore.ErrNotLeader, codes.Unavailable, "NOT_LEADER"},
 	{raftstore.ErrNoLeader, codes.Unavailable, "NO_LEADER"},
+	{errLeaderUnreachable, codes.Unavailable, "LEADER_UNREACHABLE"},
 	{raftstore.ErrNotReady, codes.Unavailable, "LEADER_NOT_READY"},
 	{raftstore.ErrIndeterminate, codes.Unavailable, "RESULT_UNKNOWN"},
 	{raftstore.ErrShutdown, codes.Unavailable, "SHUTTING_DOWN"},

@@ -19,10 +19,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// leaderHold bounds how long a request waits for a leader to be elected
-// before failing with NO_LEADER (Consul's rpc_hold_timeout is 7 s).
-const leaderHold = 7 * time.Second
-
 // peers caches gRPC connections to other members by address.
 type peers struct {
 	mu    sync.Mutex
@@ -36,7 +32,7 @@ func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, p.dial,
+	c, err := grpc.NewClient(addr, p.dial, grpc.WithStatsHandler(sentTracker{}),
 		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
@@ -54,40 +50,6 @@ func (p *peers) close() {
 	for a, c := range p.conns {
 		c.Close()
 		delete(p.conns, a)
-	}
-}
-
-// leaderClient waits (bounded) for a known leader other than this node and
-// returns a client for its Internal service. It returns nil when this node
-// became the leader meanwhile.
-func (s *Server) leaderClient(ctx context.Context) (raftv1.InternalClient, error) {
-	ctx, cancel := context.WithTimeout(ctx, leaderHold)
-	defer cancel()
-	for {
-		if s.store.IsLeader() {
-			return nil, nil
-		}
-		id, _ := s.store.Leader()
-		if id != "" {
-			var m memberRecord
-			var ok bool
-			_ = s.store.View(func(kv raftstore.KV) error { m, ok = getMember(kv, id); return nil })
-			if ok && m.GRPCAddr != "" {
-				c, err := s.peers.conn(m.GRPCAddr)
-				if err != nil {
-					return nil, err
-				}
-				return raftv1.NewInternalClient(c), nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			if id == "" {
-				return nil, fmt.Errorf("%w within %v", raftstore.ErrNoLeader, leaderHold)
-			}
-			return nil, fmt.Errorf("%w: leader %s has not published its API address yet", raftstore.ErrNoLeader, id)
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 
@@ -130,7 +92,7 @@ func (s *Server) readBarrier(ctx context.Context, consistency string) error {
 	default:
 		return invalidField("consistency", fmt.Sprintf("%q: use linearizable (default) or stale", consistency))
 	}
-	ctx, cancel := context.WithTimeout(ctx, leaderHold)
+	ctx, cancel := withForwardBound(ctx)
 	defer cancel()
 	for {
 		idx, err := s.readIndex(ctx)
@@ -150,22 +112,31 @@ func (s *Server) readBarrier(ctx context.Context, consistency string) error {
 	}
 }
 
+// readIndex obtains the leader's read index: here when this node leads,
+// otherwise from the leader, through an election if need be (a read is
+// always safe to send again).
 func (s *Server) readIndex(ctx context.Context) (uint64, error) {
 	if s.store.IsLeader() {
 		return s.store.ReadIndex(ctx)
 	}
-	client, err := s.leaderClient(ctx)
+	if forwardedHere(ctx) {
+		return 0, raftstore.ErrNotLeader // never a second hop
+	}
+	var idx uint64
+	local, err := s.viaLeader(ctx, readCall, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := raftv1.NewInternalClient(conn).ReadIndex(forwardContext(ctx), &raftv1.ReadIndexRequest{})
+		if err == nil {
+			idx = resp.Index
+		}
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
-	if client == nil {
+	if local {
 		return s.store.ReadIndex(ctx)
 	}
-	resp, err := client.ReadIndex(forwardContext(ctx), &raftv1.ReadIndexRequest{})
-	if err != nil {
-		return 0, err
-	}
-	return resp.Index, nil
+	return idx, nil
 }
 
 // internalService serves node-to-node calls.
@@ -232,13 +203,20 @@ const mdForwarded = "baldur-forwarded"
 // false for a call from a client): it is never forwarded again, so this
 // node serves it when it leads and refuses it with ErrNotLeader otherwise.
 func (s *Server) secondHop(ctx context.Context) (second bool, err error) {
-	if md, _ := metadata.FromIncomingContext(ctx); first(md, mdForwarded) == "" {
+	if !forwardedHere(ctx) {
 		return false, nil
 	}
 	if s.store.IsLeader() {
 		return true, nil
 	}
 	return true, raftstore.ErrNotLeader
+}
+
+// forwardedHere reports whether another node forwarded this call here,
+// taking this node for the leader.
+func forwardedHere(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return first(md, mdForwarded) != ""
 }
 
 // forwardUnary sends a write call to the leader. handled is false when this
@@ -251,34 +229,28 @@ func (s *Server) forwardUnary(ctx context.Context, method string, req any) (resp
 	if err != nil {
 		return nil, true, err
 	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if s.store.IsLeader() {
-			return nil, false, nil
-		}
-		conn, err := s.leaderConn(ctx)
-		if err != nil {
-			return nil, true, err
-		}
-		if conn == nil {
-			return nil, false, nil
-		}
-		s.metrics.forwarded.Inc()
-		fctx := metadata.AppendToOutgoingContext(forwardContext(ctx), mdForwarded, s.cfg.NodeID)
-		lastErr = conn.Invoke(fctx, method, req, reply)
-		if lastErr == nil {
-			return reply, true, nil
-		}
-		if statusReason(lastErr) != "NOT_LEADER" {
-			return nil, true, lastErr
-		}
-		select {
-		case <-ctx.Done():
-			return nil, true, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if s.store.IsLeader() {
+		return nil, false, nil
 	}
-	return nil, true, lastErr
+	// A read sent twice is harmless; anything else that got no answer may
+	// have applied.
+	name := shortMethod(method)
+	kind := readCall
+	if !strings.HasPrefix(name, "Get") && !strings.HasPrefix(name, "List") {
+		md, _ := metadata.FromIncomingContext(ctx)
+		kind = writeKind(first(md, mdRequestID))
+	}
+	local, err := s.viaLeader(ctx, kind, func(ctx context.Context, conn *grpc.ClientConn) error {
+		s.metrics.forwarded.Inc()
+		return conn.Invoke(metadata.AppendToOutgoingContext(forwardContext(ctx), mdForwarded, s.cfg.NodeID), method, req, reply)
+	})
+	if local {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return reply, true, nil
 }
 
 // forwardStream relays a leader-only streaming call to the leader, message

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc"
+
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
@@ -46,46 +48,60 @@ func (p *proposer) propose(ctx context.Context, cmd *raftv1.Command, r route) (a
 	if len(cmd.RequestId) > 128 {
 		return applyResult{}, invalidField(mdRequestID, "request id longer than 128 bytes")
 	}
-	if r == onLeader || p.s.store.IsLeader() {
+	if r == onLeader {
 		return p.local(ctx, cmd)
 	}
-	var lastErr error
-	for range 3 {
-		res, err := p.forward(ctx, cmd)
-		if err == nil {
-			if werr := p.s.store.WaitApplied(ctx, res.Revision); werr != nil {
-				return applyResult{}, werr
-			}
-			return res, nil
+	if forwardedHere(ctx) {
+		// A node forwarded the call here as to the leader: never a second
+		// hop. If leadership moved, say so; that node tries the next one.
+		if !p.s.store.IsLeader() {
+			return applyResult{}, raftstore.ErrNotLeader
 		}
-		if !errors.Is(err, raftstore.ErrNotLeader) && statusReason(err) != "NOT_LEADER" {
-			return applyResult{}, err
-		}
-		lastErr = err
+		return p.local(ctx, cmd)
 	}
-	return applyResult{}, lastErr
+	if p.s.store.IsLeader() {
+		res, err := p.local(ctx, cmd)
+		switch {
+		case errors.Is(err, raftstore.ErrNotLeader):
+			// Leadership moved before the entry was appended: nothing
+			// applied; forward to the next leader.
+		case errors.Is(err, raftstore.ErrIndeterminate) && cmd.RequestId != "" && ctx.Err() == nil:
+			// Lost while committing: the request id makes sending it to
+			// the next leader apply it once.
+		default:
+			return res, err
+		}
+	}
+	return p.forward(ctx, cmd)
 }
 
-// forward sends cmd to the leader, or commits it here if this node became
-// the leader meanwhile.
+// forward sends cmd to the leader (through an election if need be, see
+// failover.go), or commits it here if this node becomes the leader, and
+// waits until this node has applied it.
 func (p *proposer) forward(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
-	client, err := p.s.leaderClient(ctx)
-	if err != nil {
-		return applyResult{}, err
-	}
-	if client == nil {
-		return p.local(ctx, cmd)
-	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return applyResult{}, fmt.Errorf("encode command: %w", err)
 	}
-	p.s.metrics.forwarded.Inc()
-	resp, err := client.Apply(forwardContext(ctx), &raftv1.ApplyRequest{Command: data})
+	var res applyResult
+	local, err := p.s.viaLeader(ctx, writeKind(cmd.RequestId), func(ctx context.Context, conn *grpc.ClientConn) error {
+		p.s.metrics.forwarded.Inc()
+		resp, err := raftv1.NewInternalClient(conn).Apply(forwardContext(ctx), &raftv1.ApplyRequest{Command: data})
+		if err == nil {
+			res = applyResult{Revision: resp.Revision}
+		}
+		return err
+	})
 	if err != nil {
 		return applyResult{}, err
 	}
-	return applyResult{Revision: resp.Revision}, nil
+	if local {
+		return p.local(ctx, cmd)
+	}
+	if err := p.s.store.WaitApplied(ctx, res.Revision); err != nil {
+		return applyResult{}, err
+	}
+	return res, nil
 }
 
 // local commits cmd on this node, which must lead; a groupable command
