@@ -118,6 +118,14 @@ type Config struct {
 	PromoteStabilization time.Duration
 	PromoteMaxTrailing   uint64
 
+	// Raft timings (--raft-heartbeat-timeout and friends): a follower that
+	// hears nothing from the leader for between 1× and 2× the heartbeat
+	// timeout starts an election (the leader sends heartbeats at a tenth of
+	// it); a leader that cannot reach a quorum for the lease timeout steps
+	// down. Pre-vote is on (hashicorp/raft's default), so a node that was
+	// cut off does not disrupt the cluster when it comes back.
+	RaftHeartbeatTimeout, RaftElectionTimeout, RaftLeaderLeaseTimeout time.Duration
+
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
 	LeaderTick time.Duration
@@ -146,6 +154,7 @@ func Defaults() Config {
 		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
 		AuditRetentionDays: 90,
 		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second,
+		RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond, RaftLeaderLeaseTimeout: 250 * time.Millisecond,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
 		LogLevel:        "info",
@@ -227,6 +236,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "a REST request (headers and body) must arrive within this (a snapshot restore gets an hour)")
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "a REST answer must be written within this (streams excepted)")
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
+	fs.DurationVar(&c.RaftHeartbeatTimeout, "raft-heartbeat-timeout", c.RaftHeartbeatTimeout, "a follower that hears no leader for 1-2x this starts an election (raise it across a WAN)")
+	fs.DurationVar(&c.RaftElectionTimeout, "raft-election-timeout", c.RaftElectionTimeout, "a candidate without a majority for 1-2x this starts another election")
+	fs.DurationVar(&c.RaftLeaderLeaseTimeout, "raft-leader-lease-timeout", c.RaftLeaderLeaseTimeout, "a leader that cannot reach a quorum for this long steps down (at most the heartbeat timeout)")
 	fs.DurationVar(&c.RaftIdleTimeout, "raft-idle-timeout", c.RaftIdleTimeout, "an accepted Raft connection that receives nothing is closed after this")
 	fs.DurationVar(&c.GRPCMaxConnectionIdle, "grpc-max-connection-idle", c.GRPCMaxConnectionIdle, "a gRPC connection without streams is closed after this")
 	fs.IntVar(&c.MetricsMaxNames, "metrics-max-names", c.MetricsMaxNames, "breakers and DLQ domains with metric series of their own (the rest are counted as \"other\")")
@@ -349,6 +361,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	}
+	if c.RaftHeartbeatTimeout < 5*time.Millisecond || c.RaftElectionTimeout < 5*time.Millisecond || c.RaftLeaderLeaseTimeout < 5*time.Millisecond {
+		return fmt.Errorf("--raft-heartbeat-timeout, --raft-election-timeout and --raft-leader-lease-timeout must be at least 5ms (%v, %v, %v)", c.RaftHeartbeatTimeout, c.RaftElectionTimeout, c.RaftLeaderLeaseTimeout)
+	}
+	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
+		return fmt.Errorf("--raft-leader-lease-timeout %v must not exceed --raft-heartbeat-timeout %v", c.RaftLeaderLeaseTimeout, c.RaftHeartbeatTimeout)
 	}
 	if c.WatchSendTimeout < 0 {
 		return fmt.Errorf("--watch-send-timeout %v: must not be negative", c.WatchSendTimeout)

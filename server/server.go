@@ -152,9 +152,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	s.raftAdvertise = orDefault(cfg.RaftAdvertise, raftAddr)
 
 	timing := cfg.Timing
-	if cfg.Dev && timing.Heartbeat == 0 {
+	switch {
+	case timing.Heartbeat != 0: // tests
+	case cfg.Dev:
 		// One voter: nobody to wait for, so elect quickly.
 		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
+	default:
+		timing = raftstore.Timing{Heartbeat: cfg.RaftHeartbeatTimeout, Election: cfg.RaftElectionTimeout, LeaderLease: cfg.RaftLeaderLeaseTimeout, Commit: 50 * time.Millisecond}
 	}
 	raftServerTLS, raftClientTLS := s.raftTLS()
 	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) {
