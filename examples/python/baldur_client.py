@@ -9,9 +9,20 @@ gateway:
   3. report outcomes in batches (POST /v1/circuits:report) and ask for a
      trial permit while a breaker is HALF_OPEN (POST /v1/circuits/{name}:acquireProbe).
 
+It rides out a node's death or a leader change as the Go SDK does
+(docs/api.md, "Errors"): --base takes several nodes; a write carries a
+Baldur-Request-Id, and a call that reached no leader (NO_LEADER,
+NOT_LEADER, LEADER_UNREACHABLE, LEADER_NOT_READY, a refused connection) or
+whose outcome is unknown (RESULT_UNKNOWN, a broken connection) is sent
+again, with the same id, to the next node with backoff until its deadline.
+
 Run against `baldurd --dev`:
 
     python3 examples/python/baldur_client.py --base http://127.0.0.1:7401 --demo
+
+Against a cluster, name its nodes (the first answering is used):
+
+    python3 examples/python/baldur_client.py --base http://10.0.0.1:7401,http://10.0.0.2:7401 --demo
 
 Against a cluster with TLS and tokens (docs/security.md), give the CA and a
 token with the service role (and a client certificate if the node asks):
@@ -27,30 +38,95 @@ import argparse
 import json
 import ssl
 import sys
+import random
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
 
 # How requests reach the node: TLS context and bearer token (set in main).
 SSL_CONTEXT = None
 TOKEN = ""
 
 
-def open_url(url, data=None, method="GET", timeout=30):
+def open_url(url, data=None, method="GET", timeout=30, request_id=None):
     headers = {}
     if TOKEN:
         headers["Authorization"] = "Bearer " + TOKEN
     if data is not None:
         headers["Content-Type"] = "application/json"  # writes must say so (415 otherwise)
+    if request_id:
+        headers["Baldur-Request-Id"] = request_id
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     return urllib.request.urlopen(req, timeout=timeout, context=SSL_CONTEXT)
+
+
+# Reasons after which a call is sent again: no leader took it, or (for a
+# write, which carries its request id and so applies once) its outcome is
+# unknown.
+RETRY_REASONS = {"NO_LEADER", "NOT_LEADER", "LEADER_UNREACHABLE", "LEADER_NOT_READY",
+                 "RESULT_UNKNOWN", "SHUTTING_DOWN"}
+
+
+class Nodes:
+    """The cluster's REST addresses; calls go to the current one and move
+    to the next when it cannot be reached or has no leader."""
+
+    def __init__(self, bases):
+        self.bases = [b.strip().rstrip("/") for b in bases.split(",") if b.strip()]
+        self.current = 0
+        self.lock = threading.Lock()
+
+    def base(self):
+        with self.lock:
+            return self.bases[self.current]
+
+    def next(self, failed):
+        with self.lock:
+            if self.bases[self.current] == failed:
+                self.current = (self.current + 1) % len(self.bases)
+
+
+def retryable(exc):
+    """Whether a failed call may be sent again (see RETRY_REASONS)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        if exc.code != 503:
+            return False
+        try:
+            return json.loads(exc.read() or b"{}").get("reason") in RETRY_REASONS
+        except ValueError:
+            return False
+    # Refused, reset or timed out: nothing applied, or the write's id makes
+    # sending it again safe.
+    return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError))
+
+
+def post(nodes, path, body, deadline=10.0):
+    """POSTs a write with a request id, riding out a failover until the
+    deadline (seconds)."""
+    data, request_id = json.dumps(body).encode(), uuid.uuid4().hex
+    end, backoff = time.time() + deadline, 0.025
+    while True:
+        base = nodes.base()
+        try:
+            with open_url(base + path, data=data, method="POST", timeout=max(0.1, end - time.time()),
+                          request_id=request_id) as resp:
+                return json.loads(resp.read() or b"{}")
+        except Exception as exc:
+            wait = backoff / 2 + random.uniform(0, backoff / 2)
+            if not retryable(exc) or time.time() + wait > end:
+                raise
+            nodes.next(base)
+            time.sleep(wait)
+            backoff = min(2 * backoff, 1.0)
 
 
 class Fleet:
     """Keeps the latest pushed state of every breaker."""
 
-    def __init__(self, base):
-        self.base = base.rstrip("/")
+    def __init__(self, nodes):
+        self.nodes = nodes
         self.states = {}
         self.kill_switch = False
         self.revision = 0
@@ -59,8 +135,9 @@ class Fleet:
 
     def watch(self):
         while True:
+            base = self.nodes.base()
             try:
-                url = "%s/v1/circuits:watch?from_revision=%d" % (self.base, self.revision)
+                url = "%s/v1/circuits:watch?from_revision=%d" % (base, self.revision)
                 with open_url(url) as resp:
                     for line in resp:
                         msg = json.loads(line).get("result", {})
@@ -74,6 +151,7 @@ class Fleet:
                             self.changed.notify_all()
             except Exception as exc:  # reconnect and resume from the revision
                 print("watch reconnecting: %s" % exc, file=sys.stderr)
+                self.nodes.next(base)
                 time.sleep(0.5)
 
     def state(self, name):
@@ -112,7 +190,7 @@ class Breaker:
 
     def acquire_probe(self):
         body = {"instance_id": self.instance_id}
-        resp = post(self.fleet.base, "/v1/circuits/%s:acquireProbe" % self.name, body)
+        resp = post(self.fleet.nodes, "/v1/circuits/%s:acquireProbe" % self.name, body)
         if resp.get("granted"):
             with self.lock:
                 self.permits += 1
@@ -126,25 +204,20 @@ class Breaker:
         return report if any(report[k] for k in self.counts) else None
 
 
-def post(base, path, body):
-    with open_url(base.rstrip("/") + path, data=json.dumps(body).encode(), method="POST", timeout=5) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
 def report_loop(fleet, breakers, instance_id, interval=0.1):
     while True:
         time.sleep(interval)
         reports = [r for r in (b.take_report() for b in breakers) if r]
         if reports:
             try:
-                post(fleet.base, "/v1/circuits:report", {"instance_id": instance_id, "reports": reports})
+                post(fleet.nodes, "/v1/circuits:report", {"instance_id": instance_id, "reports": reports})
             except Exception as exc:
                 print("report failed: %s" % exc, file=sys.stderr)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--base", default="http://127.0.0.1:7401")
+    ap.add_argument("--base", default="http://127.0.0.1:7401", help="REST address of a node, or several, comma-separated")
     ap.add_argument("--name", default="py-payments")
     ap.add_argument("--instance", default="python-1")
     ap.add_argument("--demo", action="store_true")
@@ -162,7 +235,7 @@ def main():
         if args.cert:
             SSL_CONTEXT.load_cert_chain(args.cert, args.key)
 
-    fleet = Fleet(args.base)
+    fleet = Fleet(Nodes(args.base))
     threading.Thread(target=fleet.watch, daemon=True).start()
     breaker = Breaker(fleet, args.name, args.instance)
     threading.Thread(target=report_loop, args=(fleet, [breaker], args.instance), daemon=True).start()

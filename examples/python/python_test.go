@@ -88,3 +88,44 @@ func TestPythonClientWithTLSAndToken(t *testing.T) {
 		t.Fatalf("python client without a token: %v\n%s", err, out)
 	}
 }
+
+// The client given several nodes rides out the death of the first, the
+// leader, killed just before it starts: the watch and the reports move to
+// the next node, the reports (writes with a request id) wait out the
+// election, and the fleet breaker still opens.
+func TestPythonClientRidesOutALeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster and a Python process")
+	}
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is needed for this test (apt-get install python3)")
+	}
+	c := testcluster.New(t, 3)
+	li := c.LeaderIndex()
+	bases := []string{"http://" + c.Nodes[li].HTTPAddr}
+	for i, n := range c.Nodes {
+		if i != li {
+			bases = append(bases, "http://"+n.HTTPAddr)
+		}
+	}
+	c.Kill(li)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, "baldur_client.py", "--base", strings.Join(bases, ","), "--name", "py-failover", "--demo", "--timeout", "30").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "rejecting calls: fleet breaker py-failover is OPEN") {
+		t.Fatalf("python client with its first node dead: %v\n%s", err, out)
+	}
+	nl := c.WaitForLeader(10 * time.Second)
+	resp, err := http.Get("http://" + nl.HTTPAddr + "/v1/circuits/py-failover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		State string `json:"state"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.State != "OPEN" {
+		t.Fatalf("server state: %+v %v", got, err)
+	}
+}

@@ -109,6 +109,20 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluste
 			}
 		}
 	})
+	// Every node listens before the test talks to one (a loaded machine
+	// can take seconds to start a process).
+	for _, p := range c.nodes {
+		if !eventually(30*time.Second, func() bool {
+			conn, err := net.DialTimeout("tcp", p.grpc, time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		}) {
+			log, _ := os.ReadFile(filepath.Join(p.dir, "baldurd.log"))
+			t.Fatalf("%s does not listen on %s:\n%s", p.id, p.grpc, log)
+		}
+	}
 	return c
 }
 
@@ -132,6 +146,14 @@ func (c *cluster) start(i int) {
 	p.done = make(chan error, 1)
 	cmd := p.cmd
 	go func() { p.done <- cmd.Wait(); logf.Close() }()
+}
+
+// kill9 sends node i SIGKILL and waits for the process to end.
+func (c *cluster) kill9(i int) {
+	p := c.nodes[i]
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd = nil
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
@@ -252,9 +274,7 @@ func TestProcessKillRestartAndSigterm(t *testing.T) {
 
 	// kill -9 of the leader: a new leader within 5 s.
 	killed := time.Now()
-	leader.cmd.Process.Signal(syscall.SIGKILL)
-	<-leader.done
-	leader.cmd = nil
+	c.kill9(li)
 	ni := c.leader(leader.id)
 	elapsed := time.Since(killed)
 	t.Logf("kill -9 of leader %s → new leader %s after %v", leader.id, c.nodes[ni].id, elapsed)

@@ -175,7 +175,7 @@ func (c *Client) flush(ctx context.Context, client pb.CircuitServiceClient) {
 		batch := c.reporter.pending[0]
 		c.reporter.mu.Unlock()
 		cctx, cancel := context.WithTimeout(c.callContext(ctx), 2*time.Second)
-		_, err := client.ReportOutcomes(cctx, batch)
+		_, err := client.ReportOutcomes(cctx, batch, failFast{})
 		cancel()
 		if err != nil {
 			c.opts.logger.Debug("baldur.report_failed", "err", err, "buffered", len(c.reporter.pending))

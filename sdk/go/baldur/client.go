@@ -156,7 +156,10 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 
 // NewConn returns a gRPC connection to the comma-separated endpoints that
 // uses the first one answering and moves to the next when it fails (the
-// pick-first policy over a fixed address list). It does not connect yet.
+// pick-first policy over a fixed address list). Its unary calls ride out a
+// leader change (failover.go): writes carry a request id and are sent again
+// after a failure that did not apply them, or whose outcome is unknown,
+// while the caller's deadline allows. It does not connect yet.
 // Without a transport-credentials option it dials in plaintext.
 func NewConn(endpoints string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	var addrs []resolver.Address
@@ -182,6 +185,8 @@ func NewConn(endpoints string, opts ...grpc.DialOption) (*grpc.ClientConn, error
 		// Fixed 1 MiB windows, as baldurd serves: no bandwidth-delay pings,
 		// which cost a round of frames per small call.
 		grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(1 << 20),
+		// Writes carry a request id and ride out a leader change (failover.go).
+		grpc.WithChainUnaryInterceptor(failoverInterceptor),
 	}, opts...)
 	conn, err := grpc.NewClient(r.Scheme()+":///baldurd", dialOpts...)
 	if err != nil {

@@ -105,7 +105,7 @@ func (d *DLQ) Store(ctx context.Context, e *Entry) (StoreResult, error) {
 		e.Id = NewEntryID()
 	}
 	cctx, cancel := context.WithTimeout(d.c.callContext(ctx), 5*time.Second)
-	resp, err := pb.NewDLQServiceClient(d.c.conn).StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e, View: "BASIC"})
+	resp, err := pb.NewDLQServiceClient(d.c.conn).StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e, View: "BASIC"}, failFast{})
 	cancel()
 	if err == nil {
 		return StoreResult{ID: resp.Entry.Id, Created: resp.Created}, nil
@@ -203,7 +203,7 @@ func (d *DLQ) deliverLoop(ctx context.Context) {
 		sent := 0
 		for _, e := range entries {
 			cctx, cancel := context.WithTimeout(d.c.callContext(ctx), 5*time.Second)
-			_, err := client.StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e})
+			_, err := client.StoreEntry(cctx, &pb.StoreEntryRequest{Entry: e}, failFast{})
 			cancel()
 			if err != nil {
 				switch Reason(err) {

@@ -28,6 +28,18 @@
 // view alone; outcome reports are buffered (bounded) and sent after
 // reconnect. Allow never waits on the network. See docs/circuits.md.
 //
+// # Leader changes
+//
+// Calls to the cluster (reports, DLQ stores, leases, every admin call made
+// on a connection from [NewConn]) ride out a leader change: a write carries
+// a Baldur-Request-Id (one is added when the caller set none), and a call
+// that reached no leader (NO_LEADER, NOT_LEADER, LEADER_UNREACHABLE,
+// LEADER_NOT_READY) or whose outcome is unknown (RESULT_UNKNOWN,
+// SHUTTING_DOWN) is sent again with backoff while its deadline allows (10 s
+// without one), a write with its id so that it applies once. A node that
+// cannot be reached is left for the next endpoint and the call sent again
+// for up to 2 s. See docs/api.md, "Errors".
+//
 // # The other primitives
 //
 // Each primitive has a handle named like the cluster's service:
