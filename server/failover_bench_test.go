@@ -19,11 +19,11 @@ func BenchmarkFailover(b *testing.B) {
 		b.Run(fault, func(b *testing.B) {
 			c := testcluster.New(b, 3)
 			var (
-				firsts      []time.Duration
-				ok, failed  int
-				refused     []string
-				errs        = map[string]int{}
-				leader = c.Nodes[0]
+				firsts     []time.Duration
+				ok, failed int
+				refused    []string
+				errs       = map[string]int{}
+				leader     = c.Nodes[0]
 			)
 			for trial := 0; trial < b.N; trial++ {
 				li := c.LeaderIndex()

@@ -33,7 +33,8 @@ type FailoverResult struct {
 // FailoverTrial runs one writer per address, each sending emergency
 // triggers (scope "fo-<trial>-<writer>", a unique reason and request id per
 // write, a 5 s deadline) in a loop, with plain gRPC connections so that
-// only the server's failover is measured. fault runs 200 ms in; the
+// only the server's failover is measured. fault runs 200 ms in, and the
+// time is counted from its return; the
 // writers stop 1 s after the first write sent after the fault is
 // acknowledged (or after 15 s).
 func FailoverTrial(t testing.TB, trial int, addrs []string, fault func()) FailoverResult {
@@ -94,10 +95,10 @@ func FailoverTrial(t testing.TB, trial int, addrs []string, fault func()) Failov
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	mu.Lock()
-	faultAt = time.Now()
-	mu.Unlock()
 	fault()
+	mu.Lock()
+	faultAt = time.Now() // once the fault is complete (a killed node is gone)
+	mu.Unlock()
 	select {
 	case at := <-firstAck:
 		res.FirstAck = at.Sub(faultAt)
