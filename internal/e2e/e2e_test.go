@@ -91,16 +91,6 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluste
 	if err := os.WriteFile(c.auditKey, []byte("e2e-audit-key-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var peers []string
-	for i := 0; i < n; i++ {
-		p := &proc{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
-		peers = append(peers, p.id+"="+p.raft)
-		c.nodes = append(c.nodes, p)
-	}
-	c.peers = strings.Join(peers, ",")
-	for i := range c.nodes {
-		c.start(i)
-	}
 	t.Cleanup(func() {
 		for _, p := range c.nodes {
 			if p.cmd != nil {
@@ -109,21 +99,64 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluste
 			}
 		}
 	})
-	// Every node listens before the test talks to one (a loaded machine
-	// can take seconds to start a process).
+	// Ports are chosen free and then bound by the process; in between
+	// another process (a parallel test package's connection, say) can take
+	// one. A node that exits at start is started again, with the whole
+	// cluster, on fresh ports.
+	for attempt := 1; ; attempt++ {
+		var peers []string
+		c.nodes = nil
+		for i := 0; i < n; i++ {
+			p := &proc{id: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), grpc: freePort(t), http: freePort(t), raft: freePort(t)}
+			peers = append(peers, p.id+"="+p.raft)
+			c.nodes = append(c.nodes, p)
+		}
+		c.peers = strings.Join(peers, ",")
+		for i := range c.nodes {
+			c.start(i)
+		}
+		failed := c.waitListening()
+		if failed == nil {
+			return c
+		}
+		log, _ := os.ReadFile(filepath.Join(failed.dir, "baldurd.log"))
+		for i := range c.nodes {
+			if c.nodes[i].cmd != nil {
+				c.kill9(i)
+			}
+		}
+		if attempt == 3 {
+			t.Fatalf("%s did not start listening on %s:\n%s", failed.id, failed.grpc, log)
+		}
+		t.Logf("%s did not start (attempt %d), starting over on fresh ports:\n%.600s", failed.id, attempt, log)
+	}
+}
+
+// waitListening waits until every node accepts connections on its gRPC
+// port (a loaded machine can take seconds to start a process) and returns
+// the first that exited or did not listen within 30 s.
+func (c *cluster) waitListening() *proc {
 	for _, p := range c.nodes {
-		if !eventually(30*time.Second, func() bool {
+		exited := false
+		ok := eventually(30*time.Second, func() bool {
+			select {
+			case err := <-p.done:
+				p.done <- err // for whoever waits on it next
+				exited = true
+				return true
+			default:
+			}
 			conn, err := net.DialTimeout("tcp", p.grpc, time.Second)
 			if err == nil {
 				conn.Close()
 			}
 			return err == nil
-		}) {
-			log, _ := os.ReadFile(filepath.Join(p.dir, "baldurd.log"))
-			t.Fatalf("%s does not listen on %s:\n%s", p.id, p.grpc, log)
+		})
+		if !ok || exited {
+			return p
 		}
 	}
-	return c
+	return nil
 }
 
 func (c *cluster) start(i int) {
