@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -371,10 +373,21 @@ func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.C
 		msg.KillSwitch = ks
 		return msg, msg.Snapshot || len(msg.Circuits) > 0 || ksRev > since
 	}
-	return watchLoop(c.s, stream.Context(), topicCircuit, req.FromRevision, build, stream.Send,
+	return watchLoop(c.s, stream.Context(), topicCircuit, circuitView(want), req.FromRevision, build, stream.SendMsg,
 		func(applied uint64) error {
 			return stream.Send(&pb.WatchCircuitsResponse{Revision: applied, KillSwitch: c.s.killSwitch()})
 		})
+}
+
+// circuitView names a circuit watch's filter: streams with the same one
+// share their messages.
+func circuitView(want map[string]bool) string {
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "circuits:" + strings.Join(names, ",")
 }
 
 func (s *Server) killSwitch() bool {

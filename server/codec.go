@@ -34,7 +34,12 @@ func newStrictCodec() strictCodec { return strictCodec{base: encoding.GetCodecV2
 
 func (c strictCodec) Name() string { return c.base.Name() }
 
-func (c strictCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
+func (c strictCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*frame); ok {
+		return f.marshal(), nil // a watch message encoded once (watch_frames.go)
+	}
+	return c.base.Marshal(v)
+}
 
 func (c strictCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if n := data.Len(); n > maxRequestMessage {

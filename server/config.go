@@ -125,6 +125,11 @@ type Config struct {
 	// down. Pre-vote is on (hashicorp/raft's default), so a node that was
 	// cut off does not disrupt the cluster when it comes back.
 	RaftHeartbeatTimeout, RaftElectionTimeout, RaftLeaderLeaseTimeout time.Duration
+	// RaftCommitTimeout bounds how long a follower may go without learning
+	// the leader's commit index when no new entries flow (raft sends an
+	// append after a random 1–2× this): followers' watchers and reads see a
+	// committed write that much later.
+	RaftCommitTimeout time.Duration
 
 	ShutdownTimeout time.Duration
 	// LeaderTick is how often the leader checks for due transitions.
@@ -154,7 +159,7 @@ func Defaults() Config {
 		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
 		AuditRetentionDays: 90,
 		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second,
-		RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond, RaftLeaderLeaseTimeout: 250 * time.Millisecond,
+		RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond, RaftLeaderLeaseTimeout: 250 * time.Millisecond, RaftCommitTimeout: 10 * time.Millisecond,
 		HTTPAddr:        "127.0.0.1:7401",
 		RaftAddr:        "127.0.0.1:7402",
 		LogLevel:        "info",
@@ -238,6 +243,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
 	fs.DurationVar(&c.RaftHeartbeatTimeout, "raft-heartbeat-timeout", c.RaftHeartbeatTimeout, "a follower that hears no leader for 1-2x this starts an election (raise it across a WAN)")
 	fs.DurationVar(&c.RaftElectionTimeout, "raft-election-timeout", c.RaftElectionTimeout, "a candidate without a majority for 1-2x this starts another election")
+	fs.DurationVar(&c.RaftCommitTimeout, "raft-commit-timeout", c.RaftCommitTimeout, "a follower learns the commit index within 1-2x this when no new entries flow (what a write costs followers' watchers and reads)")
 	fs.DurationVar(&c.RaftLeaderLeaseTimeout, "raft-leader-lease-timeout", c.RaftLeaderLeaseTimeout, "a leader that cannot reach a quorum for this long steps down (at most the heartbeat timeout)")
 	fs.DurationVar(&c.RaftIdleTimeout, "raft-idle-timeout", c.RaftIdleTimeout, "an accepted Raft connection that receives nothing is closed after this")
 	fs.DurationVar(&c.GRPCMaxConnectionIdle, "grpc-max-connection-idle", c.GRPCMaxConnectionIdle, "a gRPC connection without streams is closed after this")
@@ -364,6 +370,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftHeartbeatTimeout < 5*time.Millisecond || c.RaftElectionTimeout < 5*time.Millisecond || c.RaftLeaderLeaseTimeout < 5*time.Millisecond {
 		return fmt.Errorf("--raft-heartbeat-timeout, --raft-election-timeout and --raft-leader-lease-timeout must be at least 5ms (%v, %v, %v)", c.RaftHeartbeatTimeout, c.RaftElectionTimeout, c.RaftLeaderLeaseTimeout)
+	}
+	if c.RaftCommitTimeout < time.Millisecond || c.RaftCommitTimeout > c.RaftHeartbeatTimeout {
+		return fmt.Errorf("--raft-commit-timeout %v must be between 1ms and --raft-heartbeat-timeout %v", c.RaftCommitTimeout, c.RaftHeartbeatTimeout)
 	}
 	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
 		return fmt.Errorf("--raft-leader-lease-timeout %v must not exceed --raft-heartbeat-timeout %v", c.RaftLeaderLeaseTimeout, c.RaftHeartbeatTimeout)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baldurhq/baldurd/server"
 )
@@ -66,6 +67,9 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"dev with peers", func(c *server.Config) { c.Dev, c.Peers = true, "dev=127.0.0.1:1" }, "--dev"},
 		{"log level", func(c *server.Config) { c.NodeID, c.DataDir, c.LogLevel = "n1", "x", "loud" }, "--log-level"},
 		{"missing token file", func(c *server.Config) { c.NodeID, c.DataDir, c.TokenFile = "n1", "x", "/nonexistent" }, "--token-file"},
+		{"lease over heartbeat", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftLeaderLeaseTimeout = "n1", "x", time.Second }, "--raft-leader-lease-timeout"},
+		{"commit timeout too low", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftCommitTimeout = "n1", "x", time.Microsecond }, "--raft-commit-timeout"},
+		{"commit timeout over heartbeat", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftCommitTimeout = "n1", "x", time.Second }, "--raft-commit-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -240,7 +240,8 @@ func (c *coordinationService) ObserveElection(req *pb.ObserveElectionRequest, st
 		return e, changed
 	}
 	// Heartbeats re-check the leader: a lapse needs no log entry to be seen.
-	return watchLoop(c.s, stream.Context(), topicCoordination, 0, build, stream.Send, func(uint64) error {
+	// Not shared (view ""): build remembers what this stream last saw.
+	return watchLoop(c.s, stream.Context(), topicCoordination, "", 0, build, stream.SendMsg, func(uint64) error {
 		var e *pb.Election
 		var changed bool
 		_ = c.s.store.View(func(kv raftstore.KV) error { e, changed = build(kv, 1, kv.AppliedIndex()); return nil })

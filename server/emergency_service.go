@@ -242,6 +242,6 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		}
 		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil
 	}
-	return watchLoop(e.s, stream.Context(), topicEmergency, req.FromRevision, build, stream.Send,
+	return watchLoop(e.s, stream.Context(), topicEmergency, "scope:"+scope, req.FromRevision, build, stream.SendMsg,
 		func(applied uint64) error { return stream.Send(&pb.WatchEmergencyResponse{Revision: applied}) })
 }

@@ -33,6 +33,7 @@ type metrics struct {
 	limitRefusals    *prometheus.CounterVec
 	auditExported    prometheus.Gauge
 	watchersDropped  prometheus.Counter
+	watchBuilds      prometheus.Counter
 	// Series per breaker and per DLQ domain are bounded.
 	breakerLabels, domainLabels labelBudget
 }
@@ -79,7 +80,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Help: "Last audit record the leader copied to PostgreSQL (--postgres-dsn)."})
 	m.watchersDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_watchers_dropped_total",
 		Help: "Watch streams dropped because the client took no message for --watch-send-timeout."})
-	for _, c := range []prometheus.Collector{m.watchersDropped, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+	m.watchBuilds = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_watch_messages_built_total",
+		Help: "Watch messages built and encoded; streams at the same revision and filter share one."})
+	for _, c := range []prometheus.Collector{m.watchersDropped, m.watchBuilds, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

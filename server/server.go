@@ -72,6 +72,7 @@ type Server struct {
 	dlq     dlq.Store
 	pg      *postgres.DLQ
 	hub     *hub
+	frames  [numTopics]*frameCache // encoded watch messages, per topic
 	peers   peers
 	metrics *metrics
 
@@ -124,6 +125,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	if s.metrics, err = newMetrics(reg, s); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	for i := range s.frames {
+		s.frames[i] = newFrameCache(s.metrics.watchBuilds.Inc)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create --data-dir: %w", err)
 	}
@@ -158,7 +162,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		// One voter: nobody to wait for, so elect quickly.
 		timing = raftstore.Timing{Heartbeat: 100 * time.Millisecond, Election: 100 * time.Millisecond, LeaderLease: 100 * time.Millisecond, Commit: 10 * time.Millisecond}
 	default:
-		timing = raftstore.Timing{Heartbeat: cfg.RaftHeartbeatTimeout, Election: cfg.RaftElectionTimeout, LeaderLease: cfg.RaftLeaderLeaseTimeout, Commit: 50 * time.Millisecond}
+		timing = raftstore.Timing{Heartbeat: cfg.RaftHeartbeatTimeout, Election: cfg.RaftElectionTimeout, LeaderLease: cfg.RaftLeaderLeaseTimeout, Commit: cfg.RaftCommitTimeout}
 	}
 	raftServerTLS, raftClientTLS := s.raftTLS()
 	app := &applier{auditKey: s.auditKey, log: s.log, metrics: s.metrics, applied: func(_ uint64, t topics) {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // topics name what a batch of commands changed, so watchers wake only for
@@ -115,12 +116,28 @@ func (h *hub) isClosed() bool {
 // so clients can tell a quiet stream from a dead one.
 const watchHeartbeat = 3 * time.Second
 
+// topicIndex is the position of a single topic t.
+func topicIndex(t topics) int {
+	for i := 0; i < numTopics; i++ {
+		if t == 1<<i {
+			return i
+		}
+	}
+	panic(fmt.Sprintf("server: topic %b: one topic at a time", t))
+}
+
 // watchLoop drives a revisioned watch stream of one topic. build reads the local state:
 // with since == 0 it returns a full snapshot, otherwise what changed after
 // since (ok false when nothing did). A revision this node's history cannot
 // continue (newer than its state, or from before a snapshot restore) starts
 // over with a snapshot. Idle streams get heartbeat(applied) every
 // watchHeartbeat.
+//
+// Streams with the same view (a name for their filter; "" for a build
+// that depends on more than the state, which is never shared) at the same
+// revision share one encoded message (watch_frames.go): build runs once
+// per view and revision, not once per stream. send is the stream's
+// SendMsg.
 //
 // One message is in flight at a time, sent by a goroutine of its own: while
 // the client has not taken it, changes are not queued but coalesce (the
@@ -129,9 +146,9 @@ const watchHeartbeat = 3 * time.Second
 // and its flow-control window. One that has not taken a message for
 // --watch-send-timeout is dropped (RESOURCE_EXHAUSTED, WATCHER_TOO_SLOW) and
 // its connection closed.
-func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
+func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, view string, from uint64,
 	build func(kv raftstore.KV, since, applied uint64) (M, bool),
-	send func(M) error, heartbeat func(applied uint64) error) error {
+	send func(any) error, heartbeat func(applied uint64) error) error {
 	release, err := s.acquireWatcher(ctx)
 	if err != nil {
 		return err
@@ -161,20 +178,43 @@ func watchLoop[M any](s *Server, ctx context.Context, topic topics, from uint64,
 		if !sending && dirty {
 			dirty = false
 			var (
-				msg     M
+				f       *frame
 				ok      bool
 				applied uint64
+				found   bool
+				err     error
 			)
-			_ = s.store.View(func(kv raftstore.KV) error {
-				applied = kv.AppliedIndex()
-				if r := s.store.Restores(); rev > applied || r != restores {
-					rev, restores = 0, r
+			if view != "" {
+				// Another stream built this revision's message: no read
+				// of the state at all.
+				applied = s.store.AppliedIndex()
+				if r := s.store.Restores(); r == restores && rev <= applied && rev != applied {
+					f, ok, err, found = s.frames[topicIndex(topic)].peek(frameKey{view: view, since: rev, applied: applied}, r)
 				}
-				msg, ok = build(kv, rev, applied)
-				return nil
-			})
+			}
+			if !found {
+				err = s.store.View(func(kv raftstore.KV) error {
+					applied = kv.AppliedIndex()
+					if r := s.store.Restores(); rev > applied || r != restores {
+						rev, restores = 0, r
+					}
+					mk := func() (proto.Message, bool) { return build(kv, rev, applied) }
+					var err error
+					if view == "" {
+						f, err = encodeFrame(mk)
+						ok = f != nil
+						s.metrics.watchBuilds.Inc()
+					} else {
+						f, ok, err = s.frames[topicIndex(topic)].get(frameKey{view: view, since: rev, applied: applied}, restores, mk)
+					}
+					return err
+				})
+			}
+			if err != nil {
+				return err
+			}
 			if ok {
-				start(func() error { return send(msg) }, applied)
+				start(func() error { return send(f) }, applied)
 			} else {
 				rev = applied
 			}
