@@ -8,10 +8,24 @@ import (
 // Report is one instance's aggregated outcomes for one breaker over one
 // report interval.
 type Report struct {
+	// Instance reported it (one instance's report), or Failing names the
+	// instances whose part had failures or slow calls (merged reports).
 	Instance  string
+	Failing   []string
 	Successes int64
 	Failures  int64
 	SlowCalls int64
+}
+
+// failing is who failed in r.
+func (r Report) failing() []string {
+	if r.Failing != nil || r.Instance == "" {
+		return r.Failing
+	}
+	if r.Failures > 0 || r.SlowCalls > 0 {
+		return []string{r.Instance}
+	}
+	return nil
 }
 
 // Evaluator holds the leader's fleet outcome windows, one per breaker, and
@@ -58,7 +72,7 @@ func (e *Evaluator) Forget(name string) {
 }
 
 type bucket struct {
-	instance string
+	failing  []string // instances whose outcomes here had failures or slow calls
 	at       time.Time
 	calls    int64
 	failures int64
@@ -116,7 +130,9 @@ func (w *window) reporters() int {
 	seen := map[string]bool{}
 	for _, b := range w.buckets {
 		if b.failures > 0 || b.slow > 0 {
-			seen[b.instance] = true
+			for _, in := range b.failing {
+				seen[in] = true
+			}
 		}
 	}
 	return len(seen)
@@ -142,7 +158,7 @@ func (e *Evaluator) Observe(name string, p Policy, r Report, now time.Time) *Evi
 		e.windows[name] = w
 	}
 	if calls > 0 {
-		w.buckets = append(w.buckets, bucket{instance: r.Instance, at: now, calls: calls, failures: r.Failures, slow: r.SlowCalls})
+		w.buckets = append(w.buckets, bucket{failing: r.failing(), at: now, calls: calls, failures: r.Failures, slow: r.SlowCalls})
 		w.calls += calls
 		w.failures += r.Failures
 		w.slow += r.SlowCalls

@@ -26,6 +26,86 @@ type Outcome struct {
 	// were permitted in.
 	ProbeWindow                   uint64
 	ProbeSuccesses, ProbeFailures int64
+	// Merged outcomes (Merge) name the first instance they came from, how
+	// many instances they came from and those whose outcomes had failures
+	// or slow calls. Unmerged, Reporter is empty (Ingest's instance).
+	Reporter  string
+	Instances int
+	Failing   []string
+}
+
+// InstanceOutcomes is one instance's report batch.
+type InstanceOutcomes struct {
+	Instance string
+	Outcomes []Outcome
+}
+
+// maxFailing bounds the failing instances a merged outcome names (the
+// policy's min_reporters is at most 10,000).
+const maxFailing = 10000
+
+// Merge sums the batches of several instances per breaker, breaker
+// revision and probe window, in the order first seen. The leader's window
+// takes the same calls, failures and slow calls and counts the same
+// distinct failing instances as from the batches one by one; probe
+// outcomes of one window add up. What merging gives up is the order of
+// the batches merged together, as the order within one batch is unknown
+// already: a success in any of them ends the consecutive-failure streak.
+// The leader's work then grows with breakers, not instances.
+func Merge(batches []InstanceOutcomes) []Outcome {
+	type key struct {
+		name          string
+		revision, win uint64
+	}
+	var out []Outcome
+	at := map[key]int{}
+	failing := map[key]map[string]bool{}
+	for _, b := range batches {
+		for _, o := range b.Outcomes {
+			k := key{o.Name, o.Revision, o.ProbeWindow}
+			i, ok := at[k]
+			if !ok {
+				i = len(out)
+				at[k] = i
+				out = append(out, Outcome{Name: o.Name, Revision: o.Revision, ProbeWindow: o.ProbeWindow, Reporter: b.Instance})
+				failing[k] = map[string]bool{}
+			}
+			m := &out[i]
+			m.Successes += o.Successes
+			m.Failures += o.Failures
+			m.SlowCalls += o.SlowCalls
+			m.ProbeSuccesses += o.ProbeSuccesses
+			m.ProbeFailures += o.ProbeFailures
+			m.Instances++
+			if (o.Failures > 0 || o.SlowCalls > 0) && !failing[k][b.Instance] && len(m.Failing) < maxFailing {
+				failing[k][b.Instance] = true
+				m.Failing = append(m.Failing, b.Instance)
+			}
+		}
+	}
+	return out
+}
+
+// from names where an outcome came from, for reasons in the log.
+func (o Outcome) from(instance string) string {
+	switch {
+	case o.Reporter == "":
+		return instance
+	case o.Instances > 1:
+		return fmt.Sprintf("%s and %d other instances", o.Reporter, o.Instances-1)
+	}
+	return o.Reporter
+}
+
+// failingReporters is who failed in o: the merged list, or the instance.
+func (o Outcome) failingReporters(instance string) []string {
+	if o.Reporter != "" || o.Failing != nil {
+		return o.Failing
+	}
+	if o.Failures > 0 || o.SlowCalls > 0 {
+		return []string{instance}
+	}
+	return nil
 }
 
 // Ingested is what the leader does with one batch of reports.
@@ -81,7 +161,7 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 		}
 		if !ok {
 			raw, _ := json.Marshal(defaults)
-			out.Commands = append(out.Commands, command("registered on first report from "+instance,
+			out.Commands = append(out.Commands, command("registered on first report from "+r.from(instance),
 				&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_UPSERT, Name: r.Name, PolicyJson: raw}))
 			out.Registered = append(out.Registered, r.Name)
 			b = Breaker{Name: r.Name, State: Closed, Policy: defaults}
@@ -95,7 +175,7 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 			if r.Revision != 0 && r.Revision < b.Epoch {
 				continue // recorded before the last reset, close or policy change
 			}
-			evidence := ev.Observe(b.Name, b.Policy, Report{Instance: instance, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, now)
+			evidence := ev.Observe(b.Name, b.Policy, Report{Failing: r.failingReporters(instance), Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, now)
 			if evidence == nil {
 				continue
 			}
@@ -113,7 +193,7 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 			if r.ProbeSuccesses == 0 && r.ProbeFailures == 0 {
 				continue
 			}
-			out.Commands = append(out.Commands, command("probe outcomes from "+instance,
+			out.Commands = append(out.Commands, command("probe outcomes from "+r.from(instance),
 				&raftv1.CircuitCommand{Op: raftv1.CircuitCommand_PROBE_RESULT, Name: b.Name,
 					ProbeWindow: r.ProbeWindow, Successes: r.ProbeSuccesses, Failures: r.ProbeFailures}))
 			// Whether it closes is the FSM's decision; a breaker that closes

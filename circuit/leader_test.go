@@ -1,6 +1,8 @@
 package circuit_test
 
 import (
+	"fmt"
+	"reflect"
 	"testing"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -130,5 +132,56 @@ func TestIngestIgnoresOutcomesFromBeforeTheLastReset(t *testing.T) {
 	// Outcomes from after the reset, or of unknown revision, count.
 	if in := m.ingest(ev, p, circuit.Outcome{Name: "svc", Failures: 2, Revision: b.Revision}, circuit.Outcome{Name: "svc", Failures: 1}); len(in.Commands) != 1 {
 		t.Fatalf("fresh outcomes: %v", ops(in))
+	}
+}
+
+// Merge sums per breaker, revision and probe window, counts instances
+// and names each failing instance once.
+func TestMergeSumsPerBreakerAndNamesFailingInstancesOnce(t *testing.T) {
+	got := circuit.Merge([]circuit.InstanceOutcomes{
+		{Instance: "a", Outcomes: []circuit.Outcome{{Name: "svc", Successes: 5, Failures: 1, Revision: 3}, {Name: "db", Successes: 2}}},
+		{Instance: "b", Outcomes: []circuit.Outcome{{Name: "svc", Successes: 1, SlowCalls: 2, Revision: 3}, {Name: "svc", Failures: 4, Revision: 1}}},
+		{Instance: "a", Outcomes: []circuit.Outcome{{Name: "svc", Failures: 2, Revision: 3}}},
+		{Instance: "c", Outcomes: []circuit.Outcome{{Name: "db", ProbeWindow: 9, ProbeSuccesses: 1}, {Name: "svc", Successes: 7, Revision: 3}}},
+		{Instance: "d", Outcomes: []circuit.Outcome{{Name: "db", ProbeWindow: 9, ProbeFailures: 1}}},
+	})
+	want := []circuit.Outcome{
+		{Name: "svc", Revision: 3, Successes: 13, Failures: 3, SlowCalls: 2, Reporter: "a", Instances: 4, Failing: []string{"a", "b"}},
+		{Name: "db", Successes: 2, Reporter: "a", Instances: 1},
+		{Name: "svc", Revision: 1, Failures: 4, Reporter: "b", Instances: 1, Failing: []string{"b"}},
+		{Name: "db", ProbeWindow: 9, ProbeSuccesses: 1, ProbeFailures: 1, Reporter: "c", Instances: 2},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("merged:\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// Merged outcomes trip a breaker on the same fleet evidence as the
+// batches one by one: min_reporters counts the distinct failing
+// instances behind the merged counts.
+func TestIngestOfMergedOutcomesCountsFailingInstances(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	p.FailureThreshold, p.FailureRateThreshold, p.MinimumCalls, p.MinReporters = 1000, 50, 10, 3
+	for _, tc := range []struct {
+		failing int
+		trips   bool
+	}{{2, false}, {3, true}} {
+		m := newMachine(t, p)
+		ev := circuit.NewEvaluator()
+		var batches []circuit.InstanceOutcomes
+		for i := range 6 {
+			o := circuit.Outcome{Name: "svc", Successes: 1}
+			if i < tc.failing {
+				o = circuit.Outcome{Name: "svc", Failures: 5}
+			}
+			batches = append(batches, circuit.InstanceOutcomes{Instance: fmt.Sprintf("i-%d", i), Outcomes: []circuit.Outcome{o}})
+		}
+		in := m.ingest(ev, p, circuit.Merge(batches)...)
+		if tripped := len(in.Trips) == 1; tripped != tc.trips {
+			t.Fatalf("%d failing instances: tripped %v, want %v (evidence %+v)", tc.failing, tripped, tc.trips, ev.Snapshot("svc"))
+		}
+		if tc.trips && in.Trips["svc"].Reporters != 3 {
+			t.Fatalf("evidence names %d reporters, want 3", in.Trips["svc"].Reporters)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"EmergencyService/TriggerEmergency", "EmergencyService/ReleaseEmergency", "EmergencyService/UpdateEmergencyConfig",
 		"ClusterService/AddMember", "ClusterService/RemoveMember", "ClusterService/TransferLeadership",
 		"CircuitService/SetPolicy", "CircuitService/ForceOpen", "CircuitService/ForceClose", "CircuitService/Reset",
-		"CircuitService/SetKillSwitch", "CircuitService/ReportOutcomes", "CircuitService/AcquireProbe", "CircuitService/DeleteCircuit",
+		"CircuitService/SetKillSwitch", "CircuitService/AcquireProbe", "CircuitService/DeleteCircuit",
 		"CoordinationService/AcquireLease", "CoordinationService/KeepAliveLease", "CoordinationService/RevokeLease",
 		"CoordinationService/Campaign", "CoordinationService/Resign", "CoordinationService/DeclareJob",
 		"CoordinationService/SetJobEnabled", "CoordinationService/StartJobRun", "CoordinationService/FinishJobRun",

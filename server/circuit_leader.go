@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
 )
@@ -19,27 +18,17 @@ func (s *Server) resetWindow(name string) {
 	}
 }
 
-// ingest hands a batch of outcome reports to circuit.Ingest (leader only:
-// ReportOutcomes is leader-only) and proposes what it decides, in order.
-func (s *Server) ingest(ctx context.Context, instance string, reports []*pb.OutcomeReport) ([]string, error) {
+// ingest hands merged outcome reports (report_merge.go) to circuit.Ingest
+// on the leader and proposes what it decides, in order.
+func (s *Server) ingest(ctx context.Context, batch []circuit.Outcome) ([]string, error) {
 	ev := s.evaluator()
 	if ev == nil {
 		return nil, raftstore.ErrNotLeader
 	}
 	start := time.Now()
-	batch := make([]circuit.Outcome, len(reports))
-	for i, r := range reports {
-		name := s.metrics.breakerLabels.label(r.Name)
-		s.metrics.reports.WithLabelValues(name).Inc()
-		if r.Rejections > 0 {
-			s.metrics.rejections.WithLabelValues(name).Add(float64(r.Rejections))
-		}
-		batch[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Revision: r.Revision,
-			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures}
-	}
 	var in circuit.Ingested
 	_ = s.store.View(func(kv raftstore.KV) error {
-		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, instance, batch, s.now(), s.breakerRoom())
+		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, "a member", batch, s.now(), s.breakerRoom())
 		return nil
 	})
 	if len(in.Refused) > 0 {

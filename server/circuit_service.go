@@ -292,7 +292,17 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 	if err := checkReports(req); err != nil {
 		return nil, err
 	}
-	registered, err := c.s.ingest(ctx, req.InstanceId, req.Reports)
+	if c.s.checkCommandVersion(reportsVersion) != nil {
+		// A member does not serve IngestReports yet: the batch goes to the
+		// leader whole, as before (handled is false on the leader).
+		if resp, handled, err := c.s.forwardUnary(ctx, pb.CircuitService_ReportOutcomes_FullMethodName, req); handled {
+			if err != nil {
+				return nil, err
+			}
+			return resp.(*pb.ReportOutcomesResponse), nil
+		}
+	}
+	registered, err := c.s.reports.submit(ctx, c.s.outcomesOf(req))
 	if err != nil {
 		return nil, err
 	}

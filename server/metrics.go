@@ -34,6 +34,7 @@ type metrics struct {
 	auditExported    prometheus.Gauge
 	watchersDropped  prometheus.Counter
 	watchBuilds      prometheus.Counter
+	reportMergeSize  prometheus.Histogram
 	// Series per breaker and per DLQ domain are bounded.
 	breakerLabels, domainLabels labelBudget
 }
@@ -82,7 +83,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Help: "Watch streams dropped because the client took no message for --watch-send-timeout."})
 	m.watchBuilds = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_watch_messages_built_total",
 		Help: "Watch messages built and encoded; streams at the same revision and filter share one."})
-	for _, c := range []prometheus.Collector{m.watchersDropped, m.watchBuilds, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+	m.reportMergeSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_report_merge_size",
+		Help:    "Instances' report batches this member merged into one for the leader.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}})
+	for _, c := range []prometheus.Collector{m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -29,7 +29,9 @@ const SchemaVersion = 2
 //	4: CircuitCommand DELETE (an admin's delete, the leader's idle sweep).
 //	5: MemberPromotion (a non-voter staged for promotion, membership.go);
 //	   AuditRetention (records removed behind a signed anchor).
-const CommandVersion = 5
+//	6: no new command: the member serves Internal.IngestReports, so the
+//	   others send it merged outcome reports (report_merge.go).
+const CommandVersion = 6
 
 // Buckets owned by the server itself.
 var (

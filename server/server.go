@@ -73,6 +73,7 @@ type Server struct {
 	pg      *postgres.DLQ
 	hub     *hub
 	frames  [numTopics]*frameCache // encoded watch messages, per topic
+	reports reportMerger           // outcome reports merged for the leader
 	peers   peers
 	metrics *metrics
 
@@ -128,6 +129,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	for i := range s.frames {
 		s.frames[i] = newFrameCache(s.metrics.watchBuilds.Inc)
 	}
+	s.reports.s = s
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create --data-dir: %w", err)
 	}

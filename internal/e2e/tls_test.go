@@ -94,6 +94,19 @@ func TestMutualTLSCluster(t *testing.T) {
 		t.Fatalf("SDK over TLS: %v, level %v", err, sdk.Emergency().Level())
 	}
 
+	// Outcome reports through a follower reach the leader merged, over the
+	// peers-only Internal.IngestReports under mutual TLS.
+	li := c.tlsLeader(ctx, conn)
+	fconn, err := baldur.NewConn(c.nodes[(li+1)%3].grpc, baldur.TLSDialOption(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fconn.Close()
+	rep, err := pb.NewCircuitServiceClient(fconn).ReportOutcomes(ctx, &pb.ReportOutcomesRequest{InstanceId: "tls-1", Reports: []*pb.OutcomeReport{{Name: "tls-reported", Successes: 1}}})
+	if err != nil || len(rep.Registered) != 1 || rep.Registered[0] != "tls-reported" {
+		t.Fatalf("report through a follower over mTLS: %v %v", rep, err)
+	}
+
 	// baldurctl with --cacert/--cert/--key.
 	ctl := buildCtl(t)
 	out, err := exec.Command(ctl, "--addr", c.nodes[2].grpc, "--cacert", filepath.Join(dir, "ca.pem"), "--cert", filepath.Join(dir, "client.pem"),
@@ -149,7 +162,7 @@ func TestMutualTLSCluster(t *testing.T) {
 
 	// Refused: Raft spoken in plain TCP, and with another CA's node
 	// certificate, by a "leader" with a higher term.
-	leaderRaft := c.nodes[c.tlsLeader(ctx, conn)].raft
+	leaderRaft := c.nodes[li].raft
 	for name, stream := range map[string]raft.StreamLayer{
 		"plain TCP":       plainStream(t),
 		"another CA's n1": tlsStream(t, other, "n1"),

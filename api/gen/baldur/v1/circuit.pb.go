@@ -1831,7 +1831,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"3\n" +
 	"\x15DeleteCircuitResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision2\xc9\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision2\xc7\n" +
 	"\n" +
 	"\x0eCircuitService\x12k\n" +
 	"\fListCircuits\x12\x1e.baldur.v1.ListCircuitsRequest\x1a\x1f.baldur.v1.ListCircuitsResponse\"\x1a\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/circuits\x12a\n" +
@@ -1842,8 +1842,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\n" +
 	"ForceClose\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\"1\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/circuits/{name}:forceClose\x12j\n" +
 	"\x05Reset\x12\x17.baldur.v1.ResetRequest\x1a\x1a.baldur.v1.CircuitResponse\",\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/circuits/{name}:reset\x12{\n" +
-	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"*\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12\x93\x01\n" +
-	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\"<\x82\xce\x18\x1a\b\x01\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x92\x01\n" +
+	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"*\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12\x91\x01\n" +
+	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\":\x82\xce\x18\x18\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x92\x01\n" +
 	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fcircuit:name\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12w\n" +
 	"\rDeleteCircuit\x12\x1f.baldur.v1.DeleteCircuitRequest\x1a .baldur.v1.DeleteCircuitResponse\"#\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x15*\x13/v1/circuits/{name}\x12v\n" +
 	"\rWatchCircuits\x12\x1f.baldur.v1.WatchCircuitsRequest\x1a .baldur.v1.WatchCircuitsResponse\" \x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/circuits:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"

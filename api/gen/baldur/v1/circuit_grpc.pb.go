@@ -51,6 +51,9 @@ type CircuitServiceClient interface {
 	// SetKillSwitch turns every breaker off (SDKs pass calls straight through).
 	SetKillSwitch(ctx context.Context, in *SetKillSwitchRequest, opts ...grpc.CallOption) (*KillSwitchResponse, error)
 	// ReportOutcomes takes one batch of aggregated outcomes from an instance.
+	// Any member serves it: the batches a member receives while its previous
+	// merged batch is on the way to the leader leave together, merged per
+	// breaker (Internal.IngestReports).
 	ReportOutcomes(ctx context.Context, in *ReportOutcomesRequest, opts ...grpc.CallOption) (*ReportOutcomesResponse, error)
 	// AcquireProbe asks for one of the half_open_max_calls trial permits of a
 	// HALF_OPEN breaker's current window.
@@ -210,6 +213,9 @@ type CircuitServiceServer interface {
 	// SetKillSwitch turns every breaker off (SDKs pass calls straight through).
 	SetKillSwitch(context.Context, *SetKillSwitchRequest) (*KillSwitchResponse, error)
 	// ReportOutcomes takes one batch of aggregated outcomes from an instance.
+	// Any member serves it: the batches a member receives while its previous
+	// merged batch is on the way to the leader leave together, merged per
+	// breaker (Internal.IngestReports).
 	ReportOutcomes(context.Context, *ReportOutcomesRequest) (*ReportOutcomesResponse, error)
 	// AcquireProbe asks for one of the half_open_max_calls trial permits of a
 	// HALF_OPEN breaker's current window.

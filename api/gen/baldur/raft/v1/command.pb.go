@@ -1861,6 +1861,225 @@ func (x *SnapshotHeader) GetSha256() []byte {
 	return nil
 }
 
+// MergedReport is several instances' outcomes for one breaker, recorded
+// under the same breaker revision (and probe window): counts summed.
+type MergedReport struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Revision       uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Successes      int64                  `protobuf:"varint,3,opt,name=successes,proto3" json:"successes,omitempty"`
+	Failures       int64                  `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	SlowCalls      int64                  `protobuf:"varint,5,opt,name=slow_calls,json=slowCalls,proto3" json:"slow_calls,omitempty"`
+	ProbeWindow    uint64                 `protobuf:"varint,6,opt,name=probe_window,json=probeWindow,proto3" json:"probe_window,omitempty"`
+	ProbeSuccesses int64                  `protobuf:"varint,7,opt,name=probe_successes,json=probeSuccesses,proto3" json:"probe_successes,omitempty"`
+	ProbeFailures  int64                  `protobuf:"varint,8,opt,name=probe_failures,json=probeFailures,proto3" json:"probe_failures,omitempty"`
+	// The instances whose outcomes had failures or slow calls (each once),
+	// for the policy's minimum of distinct failing reporters.
+	FailingInstances []string `protobuf:"bytes,9,rep,name=failing_instances,json=failingInstances,proto3" json:"failing_instances,omitempty"`
+	// How many instances' reports were merged, and the first of them (named
+	// when the report registers the breaker).
+	Instances     uint32 `protobuf:"varint,10,opt,name=instances,proto3" json:"instances,omitempty"`
+	FirstInstance string `protobuf:"bytes,11,opt,name=first_instance,json=firstInstance,proto3" json:"first_instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergedReport) Reset() {
+	*x = MergedReport{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergedReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergedReport) ProtoMessage() {}
+
+func (x *MergedReport) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
+func (*MergedReport) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MergedReport) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MergedReport) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *MergedReport) GetSuccesses() int64 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *MergedReport) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *MergedReport) GetSlowCalls() int64 {
+	if x != nil {
+		return x.SlowCalls
+	}
+	return 0
+}
+
+func (x *MergedReport) GetProbeWindow() uint64 {
+	if x != nil {
+		return x.ProbeWindow
+	}
+	return 0
+}
+
+func (x *MergedReport) GetProbeSuccesses() int64 {
+	if x != nil {
+		return x.ProbeSuccesses
+	}
+	return 0
+}
+
+func (x *MergedReport) GetProbeFailures() int64 {
+	if x != nil {
+		return x.ProbeFailures
+	}
+	return 0
+}
+
+func (x *MergedReport) GetFailingInstances() []string {
+	if x != nil {
+		return x.FailingInstances
+	}
+	return nil
+}
+
+func (x *MergedReport) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *MergedReport) GetFirstInstance() string {
+	if x != nil {
+		return x.FirstInstance
+	}
+	return ""
+}
+
+type IngestReportsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reports       []*MergedReport        `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestReportsRequest) Reset() {
+	*x = IngestReportsRequest{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestReportsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestReportsRequest) ProtoMessage() {}
+
+func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
+func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *IngestReportsRequest) GetReports() []*MergedReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+type IngestReportsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Breakers the leader did not know yet and registered.
+	Registered    []string `protobuf:"bytes,1,rep,name=registered,proto3" json:"registered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestReportsResponse) Reset() {
+	*x = IngestReportsResponse{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestReportsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestReportsResponse) ProtoMessage() {}
+
+func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
+func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *IngestReportsResponse) GetRegistered() []string {
+	if x != nil {
+		return x.Registered
+	}
+	return nil
+}
+
 type ApplyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Command       []byte                 `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
@@ -1870,7 +2089,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2101,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2114,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1915,7 +2134,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2146,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2159,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1965,7 +2184,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2196,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2209,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 type ReadIndexResponse struct {
@@ -2002,7 +2221,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2233,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2246,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2045,7 +2264,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2276,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2289,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 type ProgressResponse struct {
@@ -2083,7 +2302,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2314,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2327,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2319,7 +2538,27 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fapplied_term\x18\x04 \x01(\x04R\vappliedTerm\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"(\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\xfc\x02\n" +
+	"\fMergedReport\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
+	"\tsuccesses\x18\x03 \x01(\x03R\tsuccesses\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\x03R\bfailures\x12\x1d\n" +
+	"\n" +
+	"slow_calls\x18\x05 \x01(\x03R\tslowCalls\x12!\n" +
+	"\fprobe_window\x18\x06 \x01(\x04R\vprobeWindow\x12'\n" +
+	"\x0fprobe_successes\x18\a \x01(\x03R\x0eprobeSuccesses\x12%\n" +
+	"\x0eprobe_failures\x18\b \x01(\x03R\rprobeFailures\x12+\n" +
+	"\x11failing_instances\x18\t \x03(\tR\x10failingInstances\x12\x1c\n" +
+	"\tinstances\x18\n" +
+	" \x01(\rR\tinstances\x12%\n" +
+	"\x0efirst_instance\x18\v \x01(\tR\rfirstInstance\"N\n" +
+	"\x14IngestReportsRequest\x126\n" +
+	"\areports\x18\x01 \x03(\v2\x1c.baldur.raft.v1.MergedReportR\areports\"7\n" +
+	"\x15IngestReportsResponse\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x01 \x03(\tR\n" +
+	"registered\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"I\n" +
 	"\rApplyResponse\x12\x1a\n" +
@@ -2332,11 +2571,12 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x10ProgressResponse\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x01 \x01(\x04R\tlastIndex\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\xf1\x01\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\xcf\x02\n" +
 	"\bInternal\x12D\n" +
 	"\x05Apply\x12\x1c.baldur.raft.v1.ApplyRequest\x1a\x1d.baldur.raft.v1.ApplyResponse\x12P\n" +
 	"\tReadIndex\x12 .baldur.raft.v1.ReadIndexRequest\x1a!.baldur.raft.v1.ReadIndexResponse\x12M\n" +
-	"\bProgress\x12\x1f.baldur.raft.v1.ProgressRequest\x1a .baldur.raft.v1.ProgressResponseB;Z9github.com/baldurhq/baldurd/api/gen/baldur/raft/v1;raftv1b\x06proto3"
+	"\bProgress\x12\x1f.baldur.raft.v1.ProgressRequest\x1a .baldur.raft.v1.ProgressResponse\x12\\\n" +
+	"\rIngestReports\x12$.baldur.raft.v1.IngestReportsRequest\x1a%.baldur.raft.v1.IngestReportsResponseB;Z9github.com/baldurhq/baldurd/api/gen/baldur/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_baldur_raft_v1_command_proto_rawDescOnce sync.Once
@@ -2351,33 +2591,36 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
-	(CircuitCommand_Op)(0),      // 0: baldur.raft.v1.CircuitCommand.Op
-	(CoordinationCommand_Op)(0), // 1: baldur.raft.v1.CoordinationCommand.Op
-	(DLQCommand_Op)(0),          // 2: baldur.raft.v1.DLQCommand.Op
-	(*Command)(nil),             // 3: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),    // 4: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),    // 5: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),     // 6: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),       // 7: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),      // 8: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),     // 9: baldur.raft.v1.EmergencyConfig
-	(*MemberUpsert)(nil),        // 10: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),        // 11: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),     // 12: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),      // 13: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil), // 14: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),          // 15: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),           // 16: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),      // 17: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),      // 18: baldur.raft.v1.SnapshotHeader
-	(*ApplyRequest)(nil),        // 19: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),       // 20: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),    // 21: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),   // 22: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),     // 23: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),    // 24: baldur.raft.v1.ProgressResponse
+	(CircuitCommand_Op)(0),        // 0: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0),   // 1: baldur.raft.v1.CoordinationCommand.Op
+	(DLQCommand_Op)(0),            // 2: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),               // 3: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),      // 4: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 5: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 6: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 7: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 8: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 9: baldur.raft.v1.EmergencyConfig
+	(*MemberUpsert)(nil),          // 10: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 11: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 12: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 13: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 14: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 15: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 16: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 17: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 18: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 19: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 20: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 21: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 22: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 23: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 24: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 25: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 26: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 27: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
@@ -2398,17 +2641,20 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	1,  // 15: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
 	2,  // 16: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
 	15, // 17: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	19, // 18: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	21, // 19: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	23, // 20: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	20, // 21: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	22, // 22: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	24, // 23: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	19, // 18: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	22, // 19: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	24, // 20: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	26, // 21: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	20, // 22: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	23, // 23: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	25, // 24: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	27, // 25: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	21, // 26: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -2437,7 +2683,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Internal_Apply_FullMethodName     = "/baldur.raft.v1.Internal/Apply"
-	Internal_ReadIndex_FullMethodName = "/baldur.raft.v1.Internal/ReadIndex"
-	Internal_Progress_FullMethodName  = "/baldur.raft.v1.Internal/Progress"
+	Internal_Apply_FullMethodName         = "/baldur.raft.v1.Internal/Apply"
+	Internal_ReadIndex_FullMethodName     = "/baldur.raft.v1.Internal/ReadIndex"
+	Internal_Progress_FullMethodName      = "/baldur.raft.v1.Internal/Progress"
+	Internal_IngestReports_FullMethodName = "/baldur.raft.v1.Internal/IngestReports"
 )
 
 // InternalClient is the client API for Internal service.
@@ -41,6 +42,11 @@ type InternalClient interface {
 	// Progress is how far this node's log and state machine are: the leader
 	// asks a non-voter before promoting it.
 	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
+	// IngestReports hands the leader the outcome reports a member received
+	// from SDK instances, merged per breaker while its previous batch was on
+	// the way, so the leader's work grows with members and breakers rather
+	// than with instances.
+	IngestReports(ctx context.Context, in *IngestReportsRequest, opts ...grpc.CallOption) (*IngestReportsResponse, error)
 }
 
 type internalClient struct {
@@ -81,6 +87,16 @@ func (c *internalClient) Progress(ctx context.Context, in *ProgressRequest, opts
 	return out, nil
 }
 
+func (c *internalClient) IngestReports(ctx context.Context, in *IngestReportsRequest, opts ...grpc.CallOption) (*IngestReportsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IngestReportsResponse)
+	err := c.cc.Invoke(ctx, Internal_IngestReports_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -95,6 +111,11 @@ type InternalServer interface {
 	// Progress is how far this node's log and state machine are: the leader
 	// asks a non-voter before promoting it.
 	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
+	// IngestReports hands the leader the outcome reports a member received
+	// from SDK instances, merged per breaker while its previous batch was on
+	// the way, so the leader's work grows with members and breakers rather
+	// than with instances.
+	IngestReports(context.Context, *IngestReportsRequest) (*IngestReportsResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -113,6 +134,9 @@ func (UnimplementedInternalServer) ReadIndex(context.Context, *ReadIndexRequest)
 }
 func (UnimplementedInternalServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Progress not implemented")
+}
+func (UnimplementedInternalServer) IngestReports(context.Context, *IngestReportsRequest) (*IngestReportsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IngestReports not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -189,6 +213,24 @@ func _Internal_Progress_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_IngestReports_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IngestReportsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).IngestReports(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_IngestReports_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).IngestReports(ctx, req.(*IngestReportsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -207,6 +249,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Progress",
 			Handler:    _Internal_Progress_Handler,
+		},
+		{
+			MethodName: "IngestReports",
+			Handler:    _Internal_IngestReports_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
