@@ -108,6 +108,9 @@ type Config struct {
 	// message for that long.
 	MaxWatchersPerConn int
 	WatchSendTimeout   time.Duration
+	// WatchHeartbeat is how often an idle watch stream sends an empty
+	// message (0: 3s). Not a flag: tests shorten it.
+	WatchHeartbeat time.Duration
 	// CORSOrigins are the browser origins ("https://console.example.com")
 	// whose pages may call the REST API; none by default.
 	CORSOrigins []string

@@ -113,7 +113,8 @@ func (h *hub) isClosed() bool {
 }
 
 // watchHeartbeat is how often an idle watch stream sends an empty message,
-// so clients can tell a quiet stream from a dead one.
+// so clients can tell a quiet stream from a dead one (Config.WatchHeartbeat
+// overrides it).
 const watchHeartbeat = 3 * time.Second
 
 // topicIndex is the position of a single topic t.
@@ -170,8 +171,15 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 	// (a heartbeat does not make it so: re-reading 10,000 breakers after
 	// each one is what an idle watcher must not do).
 	dirty := true
+	// wake is kept until it fires: a change that closes it while the
+	// select takes another case (a send completing) is still seen on the
+	// next turn. A new one is taken, before the state is read, only after
+	// the last one fired.
+	var wake <-chan struct{}
 	for {
-		wake := s.hub.wait(topic)
+		if wake == nil {
+			wake = s.hub.wait(topic)
+		}
 		if s.hub.isClosed() {
 			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
 		}
@@ -220,6 +228,9 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 			}
 		}
 		wait := watchHeartbeat
+		if s.cfg.WatchHeartbeat > 0 {
+			wait = s.cfg.WatchHeartbeat
+		}
 		if sending && s.cfg.WatchSendTimeout > 0 {
 			wait = max(time.Millisecond, s.cfg.WatchSendTimeout-time.Since(sendStart))
 		}
@@ -233,7 +244,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 			}
 			rev = sendRev
 		case <-wake:
-			dirty = true
+			dirty, wake = true, nil
 		case <-timer.C:
 			switch {
 			case sending && s.cfg.WatchSendTimeout > 0 && time.Since(sendStart) >= s.cfg.WatchSendTimeout:

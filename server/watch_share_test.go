@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/server"
 )
 
 // Fifty streams watching the same scope, each on its own connection, at
@@ -71,4 +74,55 @@ func TestWatchersShareOneEncodedMessage(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	t.Logf("%v messages built for %d streams", built, watchers+1)
+}
+
+// A change that lands while a stream's previous message (here a heartbeat,
+// sent every millisecond) is completing is still sent: 100 streams, 30
+// changes, every stream ends at the last one.
+func TestWatchersMissNoChangeWhileSending(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.WatchHeartbeat = time.Millisecond }))
+	n := c.Nodes[0]
+	const watchers = 100
+	last := make([]atomic.Value, watchers)
+	for i := range watchers {
+		stream, err := emergencyClient(t, n).WatchEmergency(ctxT(t), &pb.WatchEmergencyRequest{Scope: "race"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				msg, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				for _, st := range msg.States {
+					last[i].Store(st.Reason)
+				}
+			}
+		}()
+	}
+	em := emergencyClient(t, n)
+	for k := range 30 {
+		if _, err := em.TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_1, Scope: "race", Reason: fmt.Sprint("change ", k)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(k%4) * time.Millisecond)
+	}
+	if !testcluster.Eventually(10*time.Second, func() bool {
+		for i := range last {
+			if last[i].Load() != "change 29" {
+				return false
+			}
+		}
+		return true
+	}) {
+		for i := range last {
+			if last[i].Load() != "change 29" {
+				t.Fatalf("stream %d ended at %v, want change 29", i, last[i].Load())
+			}
+		}
+	}
 }
