@@ -209,6 +209,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		// one caller per connection that doubled the frames of each small
 		// call (docs/benchmarks.md, DLQ).
 		grpc.InitialWindowSize(flowWindow), grpc.InitialConnWindowSize(flowWindow),
+		// Thousands of mostly idle SDK connections: each gives its write
+		// buffer back after a flush instead of holding 32 KiB for good.
+		grpc.SharedWriteBuffer(true),
 	)
 	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})

@@ -99,6 +99,17 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluste
 			}
 		}
 	})
+	// A failed test shows the end of every node's log.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, p := range c.nodes {
+			log, _ := os.ReadFile(filepath.Join(p.dir, "baldurd.log"))
+			lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+			t.Logf("last lines of %s's log:\n%s", p.id, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		}
+	})
 	// Ports are chosen free and then bound by the process; in between
 	// another process (a parallel test package's connection, say) can take
 	// one. A node that exits at start is started again, with the whole
@@ -132,9 +143,9 @@ func startClusterWith(t testing.TB, n int, extra func(p *proc) []string) *cluste
 	}
 }
 
-// waitListening waits until every node accepts connections on its gRPC
-// port (a loaded machine can take seconds to start a process) and returns
-// the first that exited or did not listen within 30 s.
+// waitListening waits until every node accepts connections on its gRPC,
+// HTTP and Raft ports (a loaded machine can take seconds to start a
+// process) and returns the first that exited or did not listen within 30 s.
 func (c *cluster) waitListening() *proc {
 	for _, p := range c.nodes {
 		exited := false
@@ -146,11 +157,16 @@ func (c *cluster) waitListening() *proc {
 				return true
 			default:
 			}
-			conn, err := net.DialTimeout("tcp", p.grpc, time.Second)
-			if err == nil {
+			// All three ports: a node that bound one and then found
+			// another taken exits.
+			for _, addr := range []string{p.grpc, p.http, p.raft} {
+				conn, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					return false
+				}
 				conn.Close()
 			}
-			return err == nil
+			return true
 		})
 		if !ok || exited {
 			return p

@@ -54,6 +54,18 @@ func MetricValue(t testing.TB, httpAddr, name string) (value float64) {
 	return value
 }
 
+// MetricLabelled reads one labelled series, given its labels as
+// /metrics prints them (name="svc"), 0 when absent.
+func MetricLabelled(t testing.TB, httpAddr, name, labels string) (value float64) {
+	t.Helper()
+	scrape(t, httpAddr, func(line string) {
+		if v, ok := strings.CutPrefix(line, name+"{"+labels+"} "); ok {
+			value, _ = strconv.ParseFloat(v, 64)
+		}
+	})
+	return value
+}
+
 // scrape calls fn with each line of a node's /metrics.
 func scrape(t testing.TB, httpAddr string, fn func(line string)) {
 	t.Helper()

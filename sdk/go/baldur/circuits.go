@@ -115,8 +115,25 @@ func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
 	return r.sent.Load(), len(r.pending), r.dropped.Load()
 }
 
-// collect swaps every breaker's interval counters into one batch.
-func (c *Client) collect() *pb.ReportOutcomesRequest {
+// notable reports whether any breaker's interval holds more than
+// successes: a failure, a slow call, a rejection or a probe outcome.
+func (c *Client) notable() bool {
+	found := false
+	c.breakers.Range(func(_, v any) bool {
+		b := v.(*Breaker)
+		found = b.failures.Load()+b.slow.Load()+b.rejections.Load()+b.probeSuccesses.Load()+b.probeFailures.Load() > 0
+		return !found
+	})
+	return found
+}
+
+// collect swaps every breaker's interval counters into one batch. Until
+// the idle report interval has passed since the last batch, an interval of
+// successes only is not collected: its counters keep adding up.
+func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
+	if now.Sub(c.lastReport) < c.opts.idleReports && !c.notable() {
+		return nil
+	}
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
 	c.breakers.Range(func(_, v any) bool {
 		b := v.(*Breaker)
@@ -136,6 +153,7 @@ func (c *Client) collect() *pb.ReportOutcomesRequest {
 	if len(req.Reports) == 0 {
 		return nil
 	}
+	c.lastReport = now
 	return req
 }
 
@@ -151,7 +169,7 @@ func (c *Client) reportLoop(ctx context.Context) {
 		case <-c.kick:
 		}
 		c.acquireProbes(ctx, client)
-		if batch := c.collect(); batch != nil {
+		if batch := c.collect(time.Now()); batch != nil {
 			c.reporter.mu.Lock()
 			c.reporter.pending = append(c.reporter.pending, batch)
 			if over := len(c.reporter.pending) - c.opts.maxBuffered; over > 0 {

@@ -48,6 +48,7 @@ type Client struct {
 	circuitsAt  atomic.Int64
 	kick        chan struct{}
 	reporter    reporter
+	lastReport  time.Time // when the report loop last collected a batch (its goroutine only)
 }
 
 type options struct {
@@ -56,6 +57,7 @@ type options struct {
 	ignoreErrors   []error
 	isFailure      func(error) bool
 	reportInterval time.Duration
+	idleReports    time.Duration
 	maxBuffered    int
 	instanceID     string
 	token          string
@@ -97,6 +99,14 @@ func WithFailureClassifier(f func(error) bool) Option { return func(o *options) 
 // WithReportInterval sets how often outcome batches are sent (default 100 ms).
 func WithReportInterval(d time.Duration) Option { return func(o *options) { o.reportInterval = d } }
 
+// WithIdleReportInterval sets how long outcomes with nothing but successes
+// may wait before they are sent (default 1 s): an interval with a failure,
+// a slow call, a rejection or a probe outcome is sent at the report
+// interval, successes alone at most this often, so a healthy fleet costs
+// the cluster a tenth of the reports. At or below the report interval,
+// every interval is sent.
+func WithIdleReportInterval(d time.Duration) Option { return func(o *options) { o.idleReports = d } }
+
 // WithMaxBufferedBatches bounds the outcome batches kept while the cluster
 // is unreachable (default 600, a minute at 100 ms); older ones are dropped
 // and counted in Stats.DroppedBatches.
@@ -115,7 +125,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // cluster: use WaitReady for that. It fails only on bad arguments.
 func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error) {
 	o := options{staleAfter: 10 * time.Second, minBackoff: 50 * time.Millisecond, maxBackoff: 5 * time.Second,
-		reportInterval: 100 * time.Millisecond, maxBuffered: 600}
+		reportInterval: 100 * time.Millisecond, idleReports: time.Second, maxBuffered: 600}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -1,0 +1,48 @@
+package sdktest_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
+)
+
+// A healthy instance reports its successes about once a second (the idle
+// report interval), not every 100 ms; once it records failures it reports
+// at the report interval again.
+func TestHealthyInstancesReportLessOften(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	n := c.Nodes[0]
+	cl := dialSDK(t, n.GRPCAddr, baldur.WithInstanceID("idle-reporter"))
+	br := cl.Breaker("idle-reports")
+	reports := func() float64 {
+		return testcluster.MetricLabelled(t, n.HTTPAddr, "baldur_circuit_reports_total", `name="idle-reports"`)
+	}
+	record := func(d time.Duration, err error) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if br.Allow() == nil {
+				br.Record(err)
+			}
+		}
+	}
+	record(100*time.Millisecond, nil)
+	time.Sleep(1200 * time.Millisecond) // the first batch is out
+	before := reports()
+	record(3*time.Second, nil)
+	healthy := reports() - before
+	if healthy < 2 || healthy > 4 {
+		t.Fatalf("%v reports in 3 s of successes, want about 3 (one a second)", healthy)
+	}
+	before = reports()
+	record(time.Second, errors.New("down"))
+	failing := reports() - before
+	if failing < 6 {
+		t.Fatalf("%v reports in 1 s with failures, want about 10 (every 100 ms)", failing)
+	}
+	t.Logf("reports: %v in 3 s of successes, %v in 1 s with failures", healthy, failing)
+}
