@@ -3,6 +3,7 @@ package circuit
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -32,6 +33,9 @@ type Outcome struct {
 	Reporter  string
 	Instances int
 	Failing   []string
+	// Held outcomes are successes an instance held back while healthy:
+	// older than its other outcomes of the batch, they come first.
+	Held bool
 }
 
 // InstanceOutcomes is one instance's report batch.
@@ -45,7 +49,8 @@ type InstanceOutcomes struct {
 const maxFailing = 10000
 
 // Merge sums the batches of several instances per breaker, breaker
-// revision and probe window, in the order first seen. The leader's window
+// revision and probe window, in the order first seen (held successes
+// first). The leader's window
 // takes the same calls, failures and slow calls and counts the same
 // distinct failing instances as from the batches one by one; probe
 // outcomes of one window add up. What merging gives up is the order of
@@ -56,18 +61,19 @@ func Merge(batches []InstanceOutcomes) []Outcome {
 	type key struct {
 		name          string
 		revision, win uint64
+		held          bool
 	}
 	var out []Outcome
 	at := map[key]int{}
 	failing := map[key]map[string]bool{}
 	for _, b := range batches {
 		for _, o := range b.Outcomes {
-			k := key{o.Name, o.Revision, o.ProbeWindow}
+			k := key{o.Name, o.Revision, o.ProbeWindow, o.Held}
 			i, ok := at[k]
 			if !ok {
 				i = len(out)
 				at[k] = i
-				out = append(out, Outcome{Name: o.Name, Revision: o.Revision, ProbeWindow: o.ProbeWindow, Reporter: b.Instance})
+				out = append(out, Outcome{Name: o.Name, Revision: o.Revision, ProbeWindow: o.ProbeWindow, Reporter: b.Instance, Held: o.Held})
 				failing[k] = map[string]bool{}
 			}
 			m := &out[i]
@@ -83,6 +89,17 @@ func Merge(batches []InstanceOutcomes) []Outcome {
 			}
 		}
 	}
+	// Held successes are the oldest: first, so a count-based window
+	// trims them before the newer outcomes.
+	slices.SortStableFunc(out, func(a, b Outcome) int {
+		switch {
+		case a.Held == b.Held:
+			return 0
+		case a.Held:
+			return -1
+		}
+		return 1
+	})
 	return out
 }
 

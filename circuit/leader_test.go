@@ -185,3 +185,32 @@ func TestIngestOfMergedOutcomesCountsFailingInstances(t *testing.T) {
 		}
 	}
 }
+
+// Held successes (a quiet second an instance held back) are merged apart
+// from the same breaker's current outcomes and come first, so a
+// count-based window trims them before the failures that ended the quiet:
+// a breaker whose window holds 20 calls trips on 20 failures from 10
+// instances though each also reports 30 older successes.
+func TestHeldSuccessesComeFirstAndDoNotDiluteFailures(t *testing.T) {
+	p := circuit.DefaultPolicy()
+	p.FailureThreshold, p.FailureRateThreshold, p.MinimumCalls, p.WindowSize, p.MinReporters = 1000, 50, 10, 20, 1
+	m := newMachine(t, p)
+	ev := circuit.NewEvaluator()
+	var batches []circuit.InstanceOutcomes
+	for i := range 10 {
+		batches = append(batches, circuit.InstanceOutcomes{Instance: fmt.Sprintf("i-%d", i), Outcomes: []circuit.Outcome{
+			{Name: "svc", Successes: 30, Held: true}, {Name: "svc", Failures: 2}}})
+	}
+	merged := circuit.Merge(batches)
+	if len(merged) != 2 || !merged[0].Held || merged[0].Successes != 300 || merged[1].Held || merged[1].Failures != 20 {
+		t.Fatalf("merged %+v", merged)
+	}
+	if in := m.ingest(ev, p, merged...); len(in.Trips) != 1 {
+		t.Fatalf("no trip: window %+v", ev.Snapshot("svc"))
+	}
+	// Mixed with the failures (not held), the same successes would hide them.
+	m2, ev2 := newMachine(t, p), circuit.NewEvaluator()
+	if in := m2.ingest(ev2, p, circuit.Outcome{Name: "svc", Successes: 300, Failures: 20}); len(in.Trips) != 0 {
+		t.Fatalf("tripped on 20 failures among 320 calls")
+	}
+}

@@ -279,6 +279,9 @@ func checkReports(req *pb.ReportOutcomesRequest) error {
 				return invalidField(field+"."+n.f, fmt.Sprintf("%d is implausibly large for one report interval", n.v))
 			}
 		}
+		if r.Held && r.Failures+r.SlowCalls+r.Rejections+r.ProbeSuccesses+r.ProbeFailures > 0 {
+			return invalidField(field+".held", "a held report carries successes only")
+		}
 		for class, n := range r.FailuresByClass {
 			if n < 0 || len(class) > 64 {
 				return invalidField(field+".failures_by_class", fmt.Sprintf("class %q: count %d", class, n))

@@ -90,6 +90,7 @@ func TestCircuitBadInput(t *testing.T) {
 		{"empty batch", "POST", "/v1/circuits:report", `{"instance_id":"i-1","reports":[]}`, 400, "INVALID_ARGUMENT", "reports"},
 		{"no instance", "POST", "/v1/circuits:report", `{"reports":[{"name":"a","successes":1}]}`, 400, "INVALID_ARGUMENT", "instance_id"},
 		{"negative count", "POST", "/v1/circuits:report", `{"instance_id":"i-1","reports":[{"name":"a","failures":-3}]}`, 400, "INVALID_ARGUMENT", "reports[0].failures"},
+		{"held failures", "POST", "/v1/circuits:report", `{"instance_id":"i-1","reports":[{"name":"a","successes":3,"failures":1,"held":true}]}`, 400, "INVALID_ARGUMENT", "reports[0].held"},
 		{"huge batch", "POST", "/v1/circuits:report", manyReports, 400, "INVALID_ARGUMENT", "reports"},
 		{"bad report name", "POST", "/v1/circuits:report", `{"instance_id":"i-1","reports":[{"name":"","successes":1}]}`, 400, "INVALID_ARGUMENT", "reports[0].name"},
 		{"kill switch without reason", "POST", "/v1/circuits:killSwitch", `{"enabled":true}`, 400, "REASON_REQUIRED", "reason"},

@@ -130,7 +130,7 @@ func (s *Server) ingestMerged(merged []circuit.Outcome) ([]string, error) {
 	for i, o := range merged {
 		req.Reports[i] = &raftv1.MergedReport{Name: o.Name, Revision: o.Revision, Successes: o.Successes, Failures: o.Failures,
 			SlowCalls: o.SlowCalls, ProbeWindow: o.ProbeWindow, ProbeSuccesses: o.ProbeSuccesses, ProbeFailures: o.ProbeFailures,
-			FailingInstances: o.Failing, Instances: uint32(o.Instances), FirstInstance: o.Reporter}
+			FailingInstances: o.Failing, Instances: uint32(o.Instances), FirstInstance: o.Reporter, Held: o.Held}
 	}
 	local, err := s.viaLeader(ctx, writeKind(""), func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := raftv1.NewInternalClient(conn).IngestReports(forwardContext(ctx), req)
@@ -157,7 +157,7 @@ func (i *internalService) IngestReports(ctx context.Context, req *raftv1.IngestR
 		}
 		merged[k] = circuit.Outcome{Name: r.Name, Revision: r.Revision, Successes: r.Successes, Failures: r.Failures,
 			SlowCalls: r.SlowCalls, ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures,
-			Failing: r.FailingInstances, Instances: int(r.Instances), Reporter: r.FirstInstance}
+			Failing: r.FailingInstances, Instances: int(r.Instances), Reporter: r.FirstInstance, Held: r.Held}
 		if merged[k].Reporter == "" {
 			merged[k].Reporter = "a member"
 		}
@@ -179,7 +179,7 @@ func (s *Server) outcomesOf(req *pb.ReportOutcomesRequest) circuit.InstanceOutco
 			s.metrics.rejections.WithLabelValues(name).Add(float64(r.Rejections))
 		}
 		out.Outcomes[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Revision: r.Revision,
-			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures}
+			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures, Held: r.Held}
 	}
 	return out
 }

@@ -62,6 +62,7 @@ type config struct {
 	instances, breakers      int
 	callRate                 float64
 	reportInterval           time.Duration
+	idleReportInterval       time.Duration
 	dlqRate                  float64
 	leases                   int
 	duration                 time.Duration
@@ -79,6 +80,7 @@ func main() {
 	flag.IntVar(&cfg.breakers, "breakers", 10, "breakers each instance calls (names shared by the fleet)")
 	flag.Float64Var(&cfg.callRate, "call-rate", 20, "calls per second each instance makes on each breaker")
 	flag.DurationVar(&cfg.reportInterval, "report-interval", 100*time.Millisecond, "how often each instance reports outcomes")
+	flag.DurationVar(&cfg.idleReportInterval, "idle-report-interval", time.Second, "how long an instance with nothing but successes holds its report (at most --report-interval: report every interval)")
 	flag.Float64Var(&cfg.dlqRate, "dlq-rate", 50, "DLQ stores per second, fleet-wide")
 	flag.IntVar(&cfg.leases, "leases", 100, "instances that each hold a lease (TTL 10s, kept alive by the SDK)")
 	flag.DurationVar(&cfg.duration, "duration", 60*time.Second, "how long to measure once every instance is connected")
@@ -153,7 +155,7 @@ type fleet struct {
 }
 
 func run(ctx context.Context, cfg config, out io.Writer) error {
-	sdkOpts := []baldur.Option{baldur.WithReportInterval(cfg.reportInterval), baldur.WithStaleAfter(time.Minute)}
+	sdkOpts := []baldur.Option{baldur.WithReportInterval(cfg.reportInterval), baldur.WithIdleReportInterval(cfg.idleReportInterval), baldur.WithStaleAfter(time.Minute)}
 	var dialOpts []grpc.DialOption
 	if cfg.token != "" {
 		sdkOpts = append(sdkOpts, baldur.WithToken(cfg.token))
@@ -265,7 +267,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	before := scrapeAll(cfg.metrics)
 	selfCPU0 := selfCPU()
 	t0 := time.Now()
-	var fanout, fanoutSlowest, trips []time.Duration
+	var fanout, fanoutSlowest, trips, decided []time.Duration
 	nextChange, nextTrip := t0.Add(cfg.changeEvery), t0.Add(cfg.tripEvery)
 	em := pb.NewEmergencyServiceClient(adminConn)
 	level := 0
@@ -290,12 +292,16 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		case !now.Before(nextTrip):
 			b := tripIdx % cfg.breakers
 			tripIdx++
+			onset := time.Now()
 			d, err := f.measureTrip(ctx, b)
 			if err != nil {
 				return err
 			}
 			trips = append(trips, d)
 			c, cancel := actx()
+			if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
+				decided = append(decided, st.OpenedAt.AsTime().Sub(onset))
+			}
 			_, err = circuits.Reset(c, &pb.ResetRequest{Name: f.names[b], Reason: "fleetsim: next trip"})
 			cancel()
 			if err != nil {
@@ -312,13 +318,14 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	cancelRun()
 	bg.Wait()
 
-	fmt.Fprintf(out, "\n%d instances, %d breakers each at %.0f calls/s, reports every %v, %.0f DLQ stores/s, %d leases; measured %v\n",
-		cfg.instances, cfg.breakers, cfg.callRate, cfg.reportInterval, cfg.dlqRate, cfg.leases, elapsed.Round(time.Second))
+	fmt.Fprintf(out, "\n%d instances, %d breakers each at %.0f calls/s, reports every %v (successes alone every %v), %.0f DLQ stores/s, %d leases; measured %v\n",
+		cfg.instances, cfg.breakers, cfg.callRate, cfg.reportInterval, max(cfg.reportInterval, cfg.idleReportInterval), cfg.dlqRate, cfg.leases, elapsed.Round(time.Second))
 	fmt.Fprintf(out, "calls made %.0f/s; DLQ stores %d (%d failed); this simulator used %.2f cores (on the same machine, it competes with the nodes)\n",
 		float64(f.calls.Load())/elapsed.Seconds(), f.stored.Load(), f.dlqErrs.Load(), simCores)
 	fmt.Fprintf(out, "fan-out (write -> instance sees it), %d changes: p50 %v, p99 %v; slowest instance per change p50 %v, p99 %v\n",
 		len(fanoutSlowest), pct(fanout, 50), pct(fanout, 99), pct(fanoutSlowest, 50), pct(fanoutSlowest, 99))
-	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v\n", len(trips), pct(trips, 50), pct(trips, 99))
+	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v\n",
+		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99))
 	if len(cfg.metrics) > 0 {
 		printNodes(out, cfg, before, after, elapsed)
 	}

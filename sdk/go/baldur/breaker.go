@@ -180,6 +180,8 @@ type Breaker struct {
 	blockedOpen, blockedHalfOpen  atomic.Uint64 // since creation
 	calls                         *callStats    // Protect's counters for this name
 	intervalRev                   atomic.Uint64 // fleet revision when the current report interval began
+	held                          int64         // successes of earlier intervals not yet reported (the report loop's)
+	heldRev                       uint64        // the revision the first of them began under
 }
 
 func newBreaker(c *Client, name string) *Breaker {

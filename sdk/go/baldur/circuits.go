@@ -130,15 +130,37 @@ func (c *Client) notable() bool {
 // collect swaps every breaker's interval counters into one batch. Until
 // the idle report interval has passed since the last batch, an interval of
 // successes only is not collected: its counters keep adding up.
+//
+// Held successes go first, as a report of their own marked held: when an
+// interval with failures ends a quiet second, the leader counts that
+// second's successes as older than the failures, not mixed with them.
 func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	if now.Sub(c.lastReport) < c.opts.idleReports && !c.notable() {
+		c.breakers.Range(func(_, v any) bool {
+			b := v.(*Breaker)
+			// The interval ends here, unreported: its successes are held
+			// under the revision it began with (the oldest held one).
+			moved, began := b.successes.Swap(0), b.intervalRev.Swap(b.FleetRevision())
+			if moved > 0 {
+				if b.held == 0 {
+					b.heldRev = began
+				}
+				b.held += moved
+			}
+			return true
+		})
 		return nil
 	}
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
+	var current []*pb.OutcomeReport
 	c.breakers.Range(func(_, v any) bool {
 		b := v.(*Breaker)
 		// The revision the interval began under; the next one begins now.
 		rev := b.intervalRev.Swap(b.FleetRevision())
+		if b.held > 0 {
+			req.Reports = append(req.Reports, &pb.OutcomeReport{Revision: b.heldRev, Name: b.name, Successes: b.held, Held: true})
+			b.held = 0
+		}
 		r := &pb.OutcomeReport{
 			Revision: rev,
 			Name:     b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
@@ -146,10 +168,11 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 			LocalOpen: b.LocalState() == StateOpen, ProbeWindow: b.permitWindow.Load(),
 		}
 		if r.Successes+r.Failures+r.SlowCalls+r.Rejections+r.ProbeSuccesses+r.ProbeFailures > 0 {
-			req.Reports = append(req.Reports, r)
+			current = append(current, r)
 		}
 		return true
 	})
+	req.Reports = append(req.Reports, current...)
 	if len(req.Reports) == 0 {
 		return nil
 	}

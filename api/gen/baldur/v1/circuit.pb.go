@@ -1146,7 +1146,12 @@ type OutcomeReport struct {
 	// reset, close or policy change (its epoch) are not counted: calls made
 	// before an operator's reset must not trip the breaker again. 0: unknown
 	// (counted).
-	Revision      uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Successes recorded before this interval, held back while the instance
+	// saw nothing but successes (the SDK reports those once a second). They
+	// come before the interval's own report in the batch, and the leader
+	// counts them as older than it.
+	Held          bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1256,6 +1261,13 @@ func (x *OutcomeReport) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *OutcomeReport) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
 }
 
 type ReportOutcomesRequest struct {
@@ -1781,7 +1793,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"J\n" +
 	"\x12KillSwitchResponse\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xe9\x03\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xfd\x03\n" +
 	"\rOutcomeReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tsuccesses\x18\x02 \x01(\x03R\tsuccesses\x12\x1a\n" +
@@ -1798,7 +1810,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x11failures_by_class\x18\t \x03(\v2-.baldur.v1.OutcomeReport.FailuresByClassEntryR\x0ffailuresByClass\x12!\n" +
 	"\fprobe_window\x18\n" +
 	" \x01(\x04R\vprobeWindow\x12\x1a\n" +
-	"\brevision\x18\v \x01(\x04R\brevision\x1aB\n" +
+	"\brevision\x18\v \x01(\x04R\brevision\x12\x12\n" +
+	"\x04held\x18\f \x01(\bR\x04held\x1aB\n" +
 	"\x14FailuresByClassEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"l\n" +

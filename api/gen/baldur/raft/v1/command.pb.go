@@ -1880,6 +1880,9 @@ type MergedReport struct {
 	// when the report registers the breaker).
 	Instances     uint32 `protobuf:"varint,10,opt,name=instances,proto3" json:"instances,omitempty"`
 	FirstInstance string `protobuf:"bytes,11,opt,name=first_instance,json=firstInstance,proto3" json:"first_instance,omitempty"`
+	// Successes held back while the instances were healthy (older than the
+	// other reports of the batch).
+	Held          bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1989,6 +1992,13 @@ func (x *MergedReport) GetFirstInstance() string {
 		return x.FirstInstance
 	}
 	return ""
+}
+
+func (x *MergedReport) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
 }
 
 type IngestReportsRequest struct {
@@ -2538,7 +2548,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fapplied_term\x18\x04 \x01(\x04R\vappliedTerm\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\xfc\x02\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\x90\x03\n" +
 	"\fMergedReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -2552,7 +2562,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x11failing_instances\x18\t \x03(\tR\x10failingInstances\x12\x1c\n" +
 	"\tinstances\x18\n" +
 	" \x01(\rR\tinstances\x12%\n" +
-	"\x0efirst_instance\x18\v \x01(\tR\rfirstInstance\"N\n" +
+	"\x0efirst_instance\x18\v \x01(\tR\rfirstInstance\x12\x12\n" +
+	"\x04held\x18\f \x01(\bR\x04held\"N\n" +
 	"\x14IngestReportsRequest\x126\n" +
 	"\areports\x18\x01 \x03(\v2\x1c.baldur.raft.v1.MergedReportR\areports\"7\n" +
 	"\x15IngestReportsResponse\x12\x1e\n" +
