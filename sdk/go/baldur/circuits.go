@@ -115,13 +115,16 @@ func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
 	return r.sent.Load(), len(r.pending), r.dropped.Load()
 }
 
-// notable reports whether any breaker's interval holds more than
-// successes: a failure, a slow call, a rejection or a probe outcome.
+// notable reports whether any breaker's interval holds what the leader
+// decides on: a failure, a slow call or a probe outcome. Rejections only
+// feed a metric: they wait like successes (a tripped breaker would
+// otherwise have every instance of the fleet report ten times a second,
+// just when the trip is being pushed to them).
 func (c *Client) notable() bool {
 	found := false
 	c.breakers.Range(func(_, v any) bool {
 		b := v.(*Breaker)
-		found = b.failures.Load()+b.slow.Load()+b.rejections.Load()+b.probeSuccesses.Load()+b.probeFailures.Load() > 0
+		found = b.failures.Load()+b.slow.Load()+b.probeSuccesses.Load()+b.probeFailures.Load() > 0
 		return !found
 	})
 	return found
@@ -135,7 +138,8 @@ func (c *Client) notable() bool {
 // interval with failures ends a quiet second, the leader counts that
 // second's successes as older than the failures, not mixed with them.
 func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
-	if now.Sub(c.lastReport) < c.opts.idleReports && !c.notable() {
+	notable := c.notable()
+	if now.Sub(c.lastReport) < c.opts.idleReports && !notable {
 		c.breakers.Range(func(_, v any) bool {
 			b := v.(*Breaker)
 			// The interval ends here, unreported: its successes are held
@@ -157,16 +161,22 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 		b := v.(*Breaker)
 		// The revision the interval began under; the next one begins now.
 		rev := b.intervalRev.Swap(b.FleetRevision())
-		if b.held > 0 {
-			req.Reports = append(req.Reports, &pb.OutcomeReport{Revision: b.heldRev, Name: b.name, Successes: b.held, Held: true})
-			b.held = 0
-		}
 		r := &pb.OutcomeReport{
 			Revision: rev,
 			Name:     b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
 			Rejections: b.rejections.Swap(0), ProbeSuccesses: b.probeSuccesses.Swap(0), ProbeFailures: b.probeFailures.Swap(0),
 			LocalOpen: b.LocalState() == StateOpen, ProbeWindow: b.permitWindow.Load(),
 		}
+		switch {
+		case b.held > 0 && notable:
+			// Apart, and first: older than this interval's failures.
+			req.Reports = append(req.Reports, &pb.OutcomeReport{Revision: b.heldRev, Name: b.name, Successes: b.held, Held: true})
+		case b.held > 0:
+			// A quiet flush: one report from the oldest revision on.
+			r.Successes += b.held
+			r.Revision = b.heldRev
+		}
+		b.held = 0
 		if r.Successes+r.Failures+r.SlowCalls+r.Rejections+r.ProbeSuccesses+r.ProbeFailures > 0 {
 			current = append(current, r)
 		}

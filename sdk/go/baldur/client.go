@@ -100,11 +100,12 @@ func WithFailureClassifier(f func(error) bool) Option { return func(o *options) 
 func WithReportInterval(d time.Duration) Option { return func(o *options) { o.reportInterval = d } }
 
 // WithIdleReportInterval sets how long outcomes with nothing but successes
-// may wait before they are sent (default 1 s): an interval with a failure,
-// a slow call, a rejection or a probe outcome is sent at the report
-// interval, successes alone at most this often, so a healthy fleet costs
-// the cluster a tenth of the reports. At or below the report interval,
-// every interval is sent.
+// (and rejections) may wait before they are sent (default 1 s): an
+// interval with a failure, a slow call or a probe outcome is sent at the
+// report interval, the rest at most this often, so a healthy fleet, or one
+// whose breakers are open, costs the cluster a tenth of the reports.
+// Successes held back go first in the next batch, marked as older. At or
+// below the report interval, every interval is sent.
 func WithIdleReportInterval(d time.Duration) Option { return func(o *options) { o.idleReports = d } }
 
 // WithMaxBufferedBatches bounds the outcome batches kept while the cluster
