@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"runtime/debug"
 	"strconv"
 )
@@ -14,13 +15,29 @@ import (
 // "DLQ"). GOGC and GOMEMLIMIT keep their usual meaning and take precedence.
 const DefaultGCPercent = 400
 
-// TuneGC sets the collector target to DefaultGCPercent unless GOGC is set
-// in the environment (looked up with lookup). It returns the percentage in
+// DefaultMemoryLimit is the soft limit on the Go heap and runtime memory
+// baldurd runs with when GOMEMLIMIT is not set: below it the collector
+// runs at DefaultGCPercent; as the heap nears it (thousands of SDK
+// connections, say: each holds ~100 KiB of live buffers, and 5× that
+// before a collection at GOGC=400) it collects sooner instead of letting
+// the process pass 1 GiB. bbolt's mmap is not Go memory and does not
+// count. Set GOMEMLIMIT to the container's memory less some headroom.
+const DefaultMemoryLimit = 1 << 30
+
+// TuneGC sets the collector target to DefaultGCPercent unless GOGC is set,
+// and the soft memory limit to DefaultMemoryLimit unless GOMEMLIMIT is set,
+// in the environment (looked up with lookup). It returns what is in
 // effect, for the start-up log.
 func TuneGC(lookup func(string) (string, bool)) string {
-	if v, ok := lookup("GOGC"); ok {
-		return v
+	gogc, ok := lookup("GOGC")
+	if !ok {
+		debug.SetGCPercent(DefaultGCPercent)
+		gogc = strconv.Itoa(DefaultGCPercent)
 	}
-	debug.SetGCPercent(DefaultGCPercent)
-	return strconv.Itoa(DefaultGCPercent)
+	limit, ok := lookup("GOMEMLIMIT")
+	if !ok {
+		debug.SetMemoryLimit(DefaultMemoryLimit)
+		limit = "1GiB"
+	}
+	return fmt.Sprintf("gogc=%s gomemlimit=%s", gogc, limit)
 }

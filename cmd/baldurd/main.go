@@ -56,7 +56,7 @@ func run(args []string) error {
 		return errors.New("--audit-key-file is required outside --dev (the audit chain's HMAC key, the same file on every node): create one with `baldurctl audit keygen --out audit.key`")
 	}
 	log := cfg.NewLogger(os.Stderr)
-	log.Debug("runtime.gc", "gogc", server.TuneGC(os.LookupEnv))
+	log.Debug("runtime.gc", "settings", server.TuneGC(os.LookupEnv))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
