@@ -114,17 +114,6 @@ func (o Outcome) from(instance string) string {
 	return o.Reporter
 }
 
-// failingReporters is who failed in o: the merged list, or the instance.
-func (o Outcome) failingReporters(instance string) []string {
-	if o.Reporter != "" || o.Failing != nil {
-		return o.Failing
-	}
-	if o.Failures > 0 || o.SlowCalls > 0 {
-		return []string{instance}
-	}
-	return nil
-}
-
 // Ingested is what the leader does with one batch of reports.
 type Ingested struct {
 	// Commands to propose, in order.
@@ -192,7 +181,11 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 			if r.Revision != 0 && r.Revision < b.Epoch {
 				continue // recorded before the last reset, close or policy change
 			}
-			evidence := ev.Observe(b.Name, b.Policy, Report{Failing: r.failingReporters(instance), Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}, now)
+			rep := Report{Failing: r.Failing, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls}
+			if r.Reporter == "" {
+				rep.Instance = instance // one instance's outcome, not merged
+			}
+			evidence := ev.Observe(b.Name, b.Policy, rep, now)
 			if evidence == nil {
 				continue
 			}

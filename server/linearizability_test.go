@@ -22,8 +22,7 @@ import (
 // notApplied reports whether a failed write's answer says it did not
 // apply: no leader took it, or its node could not be reached at all.
 func notApplied(err error) bool {
-	switch baldur.Reason(err) {
-	case "NO_LEADER", "NOT_LEADER", "LEADER_UNREACHABLE", "LEADER_NOT_READY":
+	if testcluster.NothingApplied(err) {
 		return true
 	}
 	msg := status.Convert(err).Message()

@@ -176,6 +176,11 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 	// next turn. A new one is taken, before the state is read, only after
 	// the last one fired.
 	var wake <-chan struct{}
+	frames := s.frames[topicIndex(topic)]
+	heartbeatEvery := watchHeartbeat
+	if s.cfg.WatchHeartbeat > 0 {
+		heartbeatEvery = s.cfg.WatchHeartbeat
+	}
 	for {
 		if wake == nil {
 			wake = s.hub.wait(topic)
@@ -196,8 +201,8 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 				// Another stream built this revision's message: no read
 				// of the state at all.
 				applied = s.store.AppliedIndex()
-				if r := s.store.Restores(); r == restores && rev <= applied && rev != applied {
-					f, ok, err, found = s.frames[topicIndex(topic)].peek(frameKey{view: view, since: rev, applied: applied}, r)
+				if r := s.store.Restores(); r == restores && rev < applied {
+					f, ok, err, found = frames.peek(frameKey{view: view, since: rev, applied: applied}, r)
 				}
 			}
 			if !found {
@@ -213,7 +218,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 						ok = f != nil
 						s.metrics.watchBuilds.Inc()
 					} else {
-						f, ok, err = s.frames[topicIndex(topic)].get(frameKey{view: view, since: rev, applied: applied}, restores, mk)
+						f, ok, err = frames.get(frameKey{view: view, since: rev, applied: applied}, restores, mk)
 					}
 					return err
 				})
@@ -227,10 +232,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 				rev = applied
 			}
 		}
-		wait := watchHeartbeat
-		if s.cfg.WatchHeartbeat > 0 {
-			wait = s.cfg.WatchHeartbeat
-		}
+		wait := heartbeatEvery
 		if sending && s.cfg.WatchSendTimeout > 0 {
 			wait = max(time.Millisecond, s.cfg.WatchSendTimeout-time.Since(sendStart))
 		}

@@ -79,7 +79,7 @@ func FailoverTrial(t testing.TB, trial int, addrs []string, fault func()) Failov
 						default:
 						}
 					}
-				case r == "NO_LEADER" || r == "NOT_LEADER" || r == "LEADER_UNREACHABLE" || r == "LEADER_NOT_READY":
+				case NothingApplied(err):
 					res.Failed++
 					res.Refused = append(res.Refused, reason)
 					res.Errors[r]++
@@ -109,6 +109,16 @@ func FailoverTrial(t testing.TB, trial int, addrs []string, fault func()) Failov
 	close(stop)
 	wg.Wait()
 	return res
+}
+
+// NothingApplied reports whether a failed write's reason says it did not
+// apply: no leader took it (docs/api.md, "Errors").
+func NothingApplied(err error) bool {
+	switch baldur.Reason(err) {
+	case "NO_LEADER", "NOT_LEADER", "LEADER_UNREACHABLE", "LEADER_NOT_READY":
+		return true
+	}
+	return false
 }
 
 // Percentile is the p-th percentile (0..100) of ds, nearest rank.
