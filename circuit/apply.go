@@ -361,3 +361,25 @@ func NextDue(kv fsm.KV) time.Time {
 	}
 	return next
 }
+
+// FollowDefaults moves every breaker whose policy is old (the defaults it
+// was registered with) to next, as a policy change: a change of the
+// circuit_defaults configuration section applies to them as it does to
+// breakers registered from then on. A breaker given a policy of its own
+// keeps it.
+func FollowDefaults(kv fsm.KV, m fsm.Meta, old, next Policy) []fsm.Change {
+	if old == next {
+		return nil
+	}
+	var out []fsm.Change
+	for _, cur := range List(kv) {
+		if cur.Policy != old {
+			continue
+		}
+		b := cur
+		b.Policy, b.Epoch, b.Revision = next, m.Index, m.Index
+		put(kv, b)
+		out = append(out, Result{Change: fsm.Change{Changed: true, Action: "policy_set", Before: cur, After: b}, Name: b.Name, Breaker: b}.Applied().Change)
+	}
+	return out
+}

@@ -10,23 +10,64 @@ import (
 	"github.com/baldurhq/baldurd/internal/fsm"
 )
 
-// Limits are the leader's DLQ settings (BALDUR_DLQ_*).
+// Limits are the DLQ settings (BALDUR_DLQ_*): the startup flags until the
+// runtime configuration's dlq section is set, its values from then on.
 type Limits struct {
-	MaxSize            int64
-	MaxPerDomain       int64
-	OverflowStrategy   string // drop_oldest or reject
-	RequestDataMax     int
-	FieldMax           int
-	TruncateBlocks     bool
-	MaxReplayAttempts  int
-	SensitiveFields    []string
-	ExpiryHours        int
-	RetentionDays      int
-	StaleReplayMinutes int
+	MaxSize            int64    `json:"max_size"`
+	MaxPerDomain       int64    `json:"max_size_per_domain"`
+	OverflowStrategy   string   `json:"overflow_strategy"` // drop_oldest or reject
+	RequestDataMax     int      `json:"request_data_max_bytes"`
+	FieldMax           int      `json:"field_max_bytes"`
+	TruncateBlocks     bool     `json:"truncate_blocks_replay"`
+	MaxReplayAttempts  int      `json:"max_replay_attempts"`
+	SensitiveFields    []string `json:"sensitive_fields"`
+	ExpiryHours        int      `json:"expiry_hours"`
+	RetentionDays      int      `json:"retention_days"`
+	StaleReplayMinutes int      `json:"stale_replay_minutes"`
 	// MaxDomains bounds the domains holding entries; MaxMetadataKeys the
 	// metadata keys of one entry.
-	MaxDomains      int
-	MaxMetadataKeys int
+	MaxDomains      int `json:"max_domains"`
+	MaxMetadataKeys int `json:"max_metadata_keys"`
+}
+
+// Validate checks l and names the first setting at fault (FieldName is
+// the setting's JSON name).
+func (l Limits) Validate() error {
+	bad := func(field, msg string) error {
+		return &fsm.ArgumentError{Domain: "dlq", FieldName: field, Code: "INVALID_CONFIG", Msg: msg}
+	}
+	switch {
+	case l.MaxSize < 1000 || l.MaxSize > 10_000_000:
+		return bad("max_size", fmt.Sprintf("%d: use 1000..10000000", l.MaxSize))
+	case l.MaxPerDomain < 100 || l.MaxPerDomain > 1_000_000:
+		return bad("max_size_per_domain", fmt.Sprintf("%d: use 100..1000000", l.MaxPerDomain))
+	case l.OverflowStrategy != "drop_oldest" && l.OverflowStrategy != "reject":
+		return bad("overflow_strategy", fmt.Sprintf("%q: use drop_oldest or reject", l.OverflowStrategy))
+	case l.ExpiryHours < 1 || l.ExpiryHours > 720:
+		return bad("expiry_hours", fmt.Sprintf("%d: use 1..720", l.ExpiryHours))
+	case l.RetentionDays < 1 || l.RetentionDays > 365:
+		return bad("retention_days", fmt.Sprintf("%d: use 1..365", l.RetentionDays))
+	case l.MaxReplayAttempts < 1 || l.MaxReplayAttempts > 100:
+		return bad("max_replay_attempts", fmt.Sprintf("%d: use 1..100", l.MaxReplayAttempts))
+	case l.RequestDataMax < 256 || l.RequestDataMax > 256<<10:
+		return bad("request_data_max_bytes", fmt.Sprintf("%d: use 256..262144", l.RequestDataMax))
+	case l.FieldMax < 256 || l.FieldMax > 256<<10:
+		return bad("field_max_bytes", fmt.Sprintf("%d: use 256..262144", l.FieldMax))
+	case l.MaxDomains < 1 || l.MaxDomains > 100_000:
+		return bad("max_domains", fmt.Sprintf("%d: use 1..100000", l.MaxDomains))
+	case l.MaxMetadataKeys < 1 || l.MaxMetadataKeys > 1000:
+		return bad("max_metadata_keys", fmt.Sprintf("%d: use 1..1000", l.MaxMetadataKeys))
+	case l.StaleReplayMinutes < 5 || l.StaleReplayMinutes > 1440:
+		return bad("stale_replay_minutes", fmt.Sprintf("%d: use 5..1440", l.StaleReplayMinutes))
+	case len(l.SensitiveFields) > 100:
+		return bad("sensitive_fields", fmt.Sprintf("has %d names: at most 100", len(l.SensitiveFields)))
+	}
+	for i, f := range l.SensitiveFields {
+		if f == "" || len(f) > MaxShortField {
+			return bad(fmt.Sprintf("sensitive_fields[%d]", i), fmt.Sprintf("must be 1..%d bytes", MaxShortField))
+		}
+	}
+	return nil
 }
 
 // Field bounds of an entry (refused beyond, naming the field).
@@ -238,5 +279,5 @@ func truncString(s string, n int) string {
 // DomainLimitError refuses a store that would start domain when domains
 // already hold entries and MaxDomains allows no more (both stores).
 func (l Limits) DomainLimitError(domain string, domains int) error {
-	return fmt.Errorf("%w: domain %q would be domain %d; at most %d hold entries (--dlq-max-domains)", ErrCapacityExceeded, domain, domains+1, l.MaxDomains)
+	return fmt.Errorf("%w: domain %q would be domain %d; at most %d hold entries (max_domains of the dlq config section, --dlq-max-domains)", ErrCapacityExceeded, domain, domains+1, l.MaxDomains)
 }

@@ -26,8 +26,9 @@ type Replicated struct {
 	Barrier func(ctx context.Context, consistency string) error
 	// Now is the leader's clock.
 	Now func() time.Time
-	// Limits are the DLQ settings; MaxEntry bounds one log entry.
-	Limits   Limits
+	// Limits returns the DLQ settings in force (the runtime configuration's
+	// dlq section, else the startup flags); MaxEntry bounds one log entry.
+	Limits   func() Limits
 	MaxEntry int
 
 	// leasing holds ids being leased right now, so concurrent workers pick
@@ -43,7 +44,7 @@ type Replicated struct {
 // checkDomain refuses a store that would start a domain beyond
 // Limits.MaxDomains.
 func (r *Replicated) checkDomain(domain string) error {
-	if r.Limits.MaxDomains <= 0 {
+	if r.Limits().MaxDomains <= 0 {
 		return nil
 	}
 	r.mu.Lock()
@@ -65,8 +66,8 @@ func (r *Replicated) checkDomain(domain string) error {
 	if r.domains[domain] {
 		return nil
 	}
-	if len(r.domains) >= r.Limits.MaxDomains {
-		return r.Limits.DomainLimitError(domain, len(r.domains))
+	if len(r.domains) >= r.Limits().MaxDomains {
+		return r.Limits().DomainLimitError(domain, len(r.domains))
 	}
 	r.domains[domain] = true // counted until the next read
 	return nil
@@ -110,7 +111,7 @@ func (r *Replicated) Store(ctx context.Context, c Caller, e Entry) (Result, uint
 		return Result{}, 0, err
 	}
 	now := time.Unix(0, r.Now().UnixNano()).UTC()
-	body := StoreCommand(e, now, r.Limits)
+	body := StoreCommand(e, now, r.Limits())
 	if n := len(body.EntryJson); r.MaxEntry > 0 && n > r.MaxEntry-4096 {
 		return Result{}, 0, &fsm.ArgumentError{FieldName: "entry", Code: "REQUEST_TOO_LARGE", Msg: fmt.Sprintf("the entry is %d bytes after truncation; shorten metadata", n)}
 	}
@@ -136,10 +137,11 @@ func (r *Replicated) Transition(ctx context.Context, c Caller, cmd *raftv1.DLQCo
 // BATCH of them.
 func (r *Replicated) Acquire(ctx context.Context, c Caller, domain, worker string, lease time.Duration, max int) ([]Entry, error) {
 	var candidates []string
+	lim := r.Limits() // not inside View: it may read the state itself
 	_ = r.View(func(kv fsm.KV) error {
 		entries, _, _ := List(kv, Filter{Domain: domain, Status: Pending}, max+64, "")
 		for _, e := range entries {
-			if r.Limits.Replayable(e) {
+			if lim.Replayable(e) {
 				candidates = append(candidates, e.ID)
 			}
 		}
@@ -219,6 +221,7 @@ func (r *Replicated) Purge(ctx context.Context, c Caller, ids []string, olderTha
 
 func (r *Replicated) Due(_ context.Context, now time.Time) ([]Due, error) {
 	var out []Due
-	err := r.View(func(kv fsm.KV) error { out = DueWork(kv, now, r.Limits.Retention(), dueLimit); return nil })
+	retention := r.Limits().Retention()
+	err := r.View(func(kv fsm.KV) error { out = DueWork(kv, now, retention, dueLimit); return nil })
 	return out, err
 }

@@ -17,7 +17,7 @@ import (
 // replicated state).
 type Store struct {
 	DB     *DLQ
-	Limits dlq.Limits
+	Limits func() dlq.Limits
 	// Now is the leader's clock.
 	Now func() time.Time
 	// Audit records an operator action in the replicated audit trail.
@@ -46,12 +46,12 @@ func (s *Store) ReadBarrier(_ context.Context, consistency string) error {
 }
 
 func (s *Store) Store(ctx context.Context, _ dlq.Caller, e dlq.Entry) (dlq.Result, uint64, error) {
-	r, err := s.DB.Store(ctx, e, s.Limits, s.Now())
+	r, err := s.DB.Store(ctx, e, s.Limits(), s.Now())
 	return r, 0, err
 }
 
 func (s *Store) Transition(ctx context.Context, c dlq.Caller, cmd *raftv1.DLQCommand) (dlq.Entry, error) {
-	e, action, err := s.DB.Transition(ctx, s.meta(c), cmd, s.Limits.TruncateBlocks)
+	e, action, err := s.DB.Transition(ctx, s.meta(c), cmd, s.Limits().TruncateBlocks)
 	if err == nil && action != "" && s.Audit != nil {
 		switch cmd.GetOp() {
 		case raftv1.DLQCommand_RESOLVE, raftv1.DLQCommand_REDRIVE, raftv1.DLQCommand_REPLAY:
@@ -91,5 +91,5 @@ func (s *Store) Purge(ctx context.Context, c dlq.Caller, ids []string, olderThan
 }
 
 func (s *Store) Due(ctx context.Context, now time.Time) ([]dlq.Due, error) {
-	return s.DB.Due(ctx, now, s.Limits.Retention(), 500)
+	return s.DB.Due(ctx, now, s.Limits().Retention(), 500)
 }

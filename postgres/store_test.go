@@ -16,7 +16,7 @@ func TestStoreLeasesSeveralAndAuditsOperatorActions(t *testing.T) {
 	d := open(t)
 	ctx := context.Background()
 	var audited []string
-	s := &postgres.Store{DB: d, Limits: dlq.DefaultLimits(), Now: func() time.Time { return t0.Add(time.Minute) },
+	s := &postgres.Store{DB: d, Limits: dlq.DefaultLimits, Now: func() time.Time { return t0.Add(time.Minute) },
 		Audit: func(_ context.Context, c dlq.Caller, action, target string) {
 			audited = append(audited, action+" "+target+" by "+c.Actor)
 		}}

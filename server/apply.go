@@ -227,6 +227,9 @@ var handlers = map[reflect.Type]handler{
 	bodyType[raftv1.Command_Dlq](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applied(dlq.Apply(kv, m, c.GetDlq()))
 	},
+	bodyType[raftv1.Command_ConfigSet](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applyConfigSet(kv, m, c.GetConfigSet())
+	},
 	bodyType[raftv1.Command_AuditRetention](): nil, // applier.retain (it signs with the audit key)
 	bodyType[raftv1.Command_AuditNote](): func(_ fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		n := c.GetAuditNote()

@@ -49,6 +49,7 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"CoordinationService/SetJobEnabled", "CoordinationService/StartJobRun", "CoordinationService/FinishJobRun",
 		"DLQService/StoreEntry", "DLQService/ReplayEntry", "DLQService/ResolveEntry", "DLQService/RedriveEntry",
 		"DLQService/Purge", "DLQService/AcquireReplay", "DLQService/CompleteReplay",
+		"ConfigService/UpdateConfig",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

@@ -27,8 +27,9 @@ func (s *Server) ingest(ctx context.Context, batch []circuit.Outcome) ([]string,
 	}
 	start := time.Now()
 	var in circuit.Ingested
+	defaults := s.settings().circuit
 	_ = s.store.View(func(kv raftstore.KV) error {
-		in = circuit.Ingest(kv, ev, s.cfg.CircuitDefaults, "a member", batch, s.now(), s.breakerRoom())
+		in = circuit.Ingest(kv, ev, defaults, "a member", batch, s.now(), s.breakerRoom())
 		return nil
 	})
 	if len(in.Refused) > 0 {

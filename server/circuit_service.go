@@ -172,11 +172,12 @@ func (c *circuitService) SetPolicy(ctx context.Context, req *pb.SetPolicyRequest
 	if req.Policy == nil {
 		return nil, invalidField("policy", "is required")
 	}
-	p, err := policyFromPB(req.Policy, c.s.cfg.CircuitDefaults)
+	defaults := c.s.settings().circuit
+	p, err := policyFromPB(req.Policy, defaults)
 	if err != nil {
 		return nil, err
 	}
-	p = p.WithDefaults(c.s.cfg.CircuitDefaults)
+	p = p.WithDefaults(defaults)
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}

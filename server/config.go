@@ -484,21 +484,13 @@ func (c csvList) Set(s string) error {
 }
 
 func checkDLQ(d dlq.Limits) error {
-	switch {
-	case d.MaxSize < 1000 || d.MaxSize > 10_000_000:
-		return fmt.Errorf("--dlq-max-size %d: use 1000..10000000", d.MaxSize)
-	case d.MaxPerDomain < 100 || d.MaxPerDomain > 1_000_000:
-		return fmt.Errorf("--dlq-max-size-per-domain %d: use 100..1000000", d.MaxPerDomain)
-	case d.OverflowStrategy != "drop_oldest" && d.OverflowStrategy != "reject":
-		return fmt.Errorf("--dlq-overflow-strategy %q: use drop_oldest or reject", d.OverflowStrategy)
-	case d.ExpiryHours < 1 || d.ExpiryHours > 720:
-		return fmt.Errorf("--dlq-expiry-hours %d: use 1..720", d.ExpiryHours)
-	case d.RetentionDays < 1 || d.RetentionDays > 365:
-		return fmt.Errorf("--dlq-retention-days %d: use 1..365", d.RetentionDays)
-	case d.MaxReplayAttempts < 1 || d.MaxReplayAttempts > 100:
-		return fmt.Errorf("--dlq-max-replay-attempts %d: use 1..100", d.MaxReplayAttempts)
-	case d.RequestDataMax < 256 || d.FieldMax < 256 || d.RequestDataMax > 256<<10 || d.FieldMax > 256<<10:
-		return fmt.Errorf("--dlq-request-data-max-bytes/--dlq-field-max-bytes: use 256..262144")
+	if err := d.Validate(); err != nil {
+		var ae *fsm.ArgumentError
+		if errors.As(err, &ae) {
+			field, _, _ := strings.Cut(ae.FieldName, "[")
+			return fmt.Errorf("--dlq-%s: %s", strings.ReplaceAll(field, "_", "-"), ae.Msg)
+		}
+		return err
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func (d *dlqService) StoreEntry(ctx context.Context, req *pb.StoreEntryRequest) 
 		return nil, err
 	}
 	sent := [3]json.RawMessage{e.RequestData, e.SnapshotData, e.ResponseData}
-	lim := d.s.cfg.DLQ
+	lim := d.s.dlqLimits()
 	// A retried store (an id already stored) is answered by the store
 	// itself with the first entry, so nothing is looked up here.
 	if e, err = dlq.Capture(e, lim, d.s.now()); err != nil {
@@ -400,7 +400,7 @@ func (s *Server) dlqDue(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
-	retention := s.cfg.DLQ.Retention()
+	retention := s.dlqLimits().Retention()
 	for _, d := range due {
 		body := &raftv1.DLQCommand{Op: d.Op, Id: d.ID, ReplayLeaseUntilUnixNano: d.LeaseUntil, OlderThanNanos: int64(retention)}
 		if _, err := s.dlq.Transition(ctx, dlq.Caller{Actor: systemActor, Reason: "dlq " + strings.ToLower(d.Op.String())}, body); err != nil {

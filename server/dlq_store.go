@@ -16,14 +16,14 @@ import (
 // (default) or PostgreSQL.
 func (s *Server) newDLQStore() dlq.Store {
 	if s.cfg.DLQStore == "postgres" {
-		return &postgres.Store{DB: s.pg, Limits: s.cfg.DLQ, Now: s.now, Audit: s.auditNote}
+		return &postgres.Store{DB: s.pg, Limits: s.dlqLimits, Now: s.now, Audit: s.auditNote}
 	}
 	return &dlq.Replicated{
 		View:    func(f func(fsm.KV) error) error { return s.store.View(func(kv raftstore.KV) error { return f(kv) }) },
 		Propose: s.proposeDLQ,
 		Barrier: s.readBarrier,
 		Now:     s.now,
-		Limits:  s.cfg.DLQ, MaxEntry: raftstore.MaxEntrySize,
+		Limits:  s.dlqLimits, MaxEntry: raftstore.MaxEntrySize,
 	}
 }
 

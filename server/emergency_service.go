@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -178,37 +181,26 @@ func (e *emergencyService) UpdateEmergencyConfig(ctx context.Context, req *pb.Up
 	if err := emergency.CheckReason(req.Reason); err != nil {
 		return nil, err
 	}
-	body := &raftv1.EmergencyConfig{}
-	for i, l := range req.Config.Levels {
-		if l.Admission == nil {
-			return nil, invalidField(fieldIndex("config.levels", i)+".admission", "is required")
-		}
-		body.Levels = append(body.Levels, &raftv1.LevelAdmission{Level: int32(l.Level), Critical: l.Admission.Critical, Standard: l.Admission.Standard, NonEssential: l.Admission.NonEssential})
-	}
-	for _, d := range []struct {
-		field string
-		v     *durationpb.Duration
-		dst   *int64
-	}{
-		{"config.stabilization_period", req.Config.StabilizationPeriod, &body.StabilizationNanos},
-		{"config.level_step_delay", req.Config.LevelStepDelay, &body.StepDelayNanos},
-		{"config.auto_duration", req.Config.AutoDuration, &body.AutoDurationNanos},
-	} {
-		if d.v == nil {
-			return nil, invalidField(d.field, "is required")
-		}
-		v, err := checkedDuration(d.field, d.v)
-		if err != nil {
-			return nil, err
-		}
-		*d.dst = int64(v)
-	}
-	if _, err := emergency.ConfigFromCommand(body); err != nil {
+	body, err := emergencyBody("config", req.Config)
+	if err != nil {
 		return nil, err
 	}
-	cmd := newCommand(ctx, req.Reason)
-	cmd.Body = &raftv1.Command_EmergencyConfig{EmergencyConfig: body}
-	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))
+	cfg, err := emergency.ConfigFromCommand(body)
+	if err != nil {
+		return nil, err
+	}
+	var rev uint64
+	if errors.Is(e.s.checkCommandVersion(configVersion), errUpgradePending) {
+		// A member cannot apply ConfigSet yet: the emergency domain alone.
+		cmd := newCommand(ctx, req.Reason)
+		cmd.Body = &raftv1.Command_EmergencyConfig{EmergencyConfig: body}
+		_, rev, err = proposed[any](e.s.writes.propose(ctx, cmd, onLeader))
+	} else {
+		// The emergency section of the runtime configuration: a version
+		// and a history like every section.
+		raw, _ := json.Marshal(cfg)
+		_, rev, err = e.s.setSection(ctx, config.Emergency, raw, body, nil, req.Reason)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +232,10 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		if cfg, cfgRev := emergency.GetConfig(kv); since == 0 || cfgRev > since {
 			msg.Config = configToPB(cfg, cfgRev)
 		}
-		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil
+		if since == 0 || config.Revision(kv) > since {
+			msg.RuntimeConfig = runtimeToPB(e.s.settingsFrom(kv))
+		}
+		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil
 	}
 	return watchLoop(e.s, stream.Context(), topicEmergency, "scope:"+scope, req.FromRevision, build, stream.SendMsg,
 		func(applied uint64) error { return stream.Send(&pb.WatchEmergencyResponse{Revision: applied}) })

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
@@ -77,6 +79,7 @@ var httpOverride = map[string]int{
 	"RECOVERY_BLOCKED":    http.StatusConflict,
 	"LEASE_HELD":          http.StatusConflict,
 	"DLQ_STATE_CONFLICT":  http.StatusConflict,
+	"VERSION_CONFLICT":    http.StatusConflict,
 	"LOCK_DELAY":          http.StatusConflict,
 	"LEASE_LOST":          http.StatusConflict,
 	"STALE_FENCING_TOKEN": http.StatusConflict,
@@ -107,6 +110,11 @@ func toStatus(log *slog.Logger, err error) error {
 	if errors.As(err, &lost) {
 		return withDetails(codes.FailedPrecondition, "LEASE_LOST", err.Error())
 	}
+	var version *config.VersionError
+	if errors.As(err, &version) {
+		return withInfo(codes.FailedPrecondition, "VERSION_CONFLICT", err.Error(), map[string]string{
+			"section": version.Section, "current_version": strconv.FormatUint(version.Current, 10)})
+	}
 	var conflict *dlq.ConflictError
 	if errors.As(err, &conflict) {
 		return withDetails(codes.FailedPrecondition, "DLQ_STATE_CONFLICT", err.Error())
@@ -131,6 +139,16 @@ func toStatus(log *slog.Logger, err error) error {
 	}
 	log.Error("server.request_failed", "err", err)
 	return withDetails(codes.Internal, "INTERNAL", err.Error())
+}
+
+// withInfo is withDetails with ErrorInfo metadata (what a client needs to
+// act on the error without parsing its message).
+func withInfo(code codes.Code, reason, msg string, md map[string]string) error {
+	st := status.New(code, shortMessage(msg))
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: md}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
 }
 
 func withDetails(code codes.Code, reason, msg string, badRequest ...*errdetails.BadRequest) error {

@@ -176,7 +176,7 @@ func (s *Server) idleBreakers(kv fsm.KV, now time.Time) []*raftv1.Command {
 	if ev == nil || s.checkCommandVersion(deleteVersion) != nil {
 		return nil
 	}
-	return circuit.IdleProposals(kv, s.cfg.CircuitDefaults, ev.LastSeen, now, s.cfg.CircuitIdleTimeout)
+	return circuit.IdleProposals(kv, s.settingsFrom(kv).circuit, ev.LastSeen, now, s.cfg.CircuitIdleTimeout)
 }
 
 // circuitTimers runs circuit.Proposals only when a breaker changed since the

@@ -3,6 +3,7 @@ package server
 import (
 	"github.com/baldurhq/baldurd/audit"
 	"github.com/baldurhq/baldurd/circuit"
+	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
@@ -31,7 +32,8 @@ const SchemaVersion = 2
 //	   AuditRetention (records removed behind a signed anchor).
 //	6: no new command: the member serves Internal.IngestReports, so the
 //	   others send it merged outcome reports (report_merge.go).
-const CommandVersion = 6
+//	7: ConfigSet (the runtime configuration, config_service.go).
+const CommandVersion = 7
 
 // Buckets owned by the server itself.
 var (
@@ -46,5 +48,6 @@ func schemaBuckets() [][]byte {
 	b = append(b, circuit.Buckets()...)
 	b = append(b, coordination.Buckets()...)
 	b = append(b, dlq.Buckets()...)
+	b = append(b, config.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

@@ -54,6 +54,10 @@ type Server struct {
 	// circuitGen counts applied batches that changed breakers (the leader's
 	// circuit timer rescans only after one, or when a transition is due).
 	circuitGen atomic.Uint64
+	// configGen counts applied batches that changed the runtime
+	// configuration; settingsCache is the settings read at a generation.
+	configGen     atomic.Uint64
+	settingsCache atomic.Pointer[settings]
 	// promo is the leader's record of staged members' progress.
 	promo    promoter
 	watchers watchers
@@ -171,6 +175,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		if t&topicCircuit != 0 {
 			s.circuitGen.Add(1)
 		}
+		if t&topicConfig != 0 {
+			s.configGen.Add(1)
+		}
 		s.hub.notify(t)
 	}}
 	s.store, err = raftstore.Open(raftstore.Config{
@@ -219,6 +226,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterCircuitServiceServer(s.grpcSrv, &circuitService{s: s})
 	pb.RegisterCoordinationServiceServer(s.grpcSrv, &coordinationService{s: s})
 	pb.RegisterDLQServiceServer(s.grpcSrv, &dlqService{s: s})
+	pb.RegisterConfigServiceServer(s.grpcSrv, &configService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
+	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -25,6 +26,7 @@ const (
 	topicCoordination
 	topicDLQ
 	topicCluster
+	topicConfig
 	numTopics = iota
 	topicAll  = topics(1<<numTopics - 1)
 )
@@ -43,6 +45,14 @@ func topicOf(cmd *raftv1.Command) topics {
 		return topicDLQ
 	case *raftv1.Command_MemberUpsert, *raftv1.Command_MemberRemove:
 		return topicCluster
+	case *raftv1.Command_ConfigSet:
+		// SDKs receive the configuration on their emergency watch; breakers
+		// on the old circuit defaults follow the new ones.
+		t := topicConfig | topicEmergency
+		if cmd.GetConfigSet().GetSection() == config.CircuitDefaults {
+			t |= topicCircuit
+		}
+		return t
 	}
 	return 0
 }

@@ -378,3 +378,53 @@ func TestCLIDLQ(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	out := ctl.ok("config", "get", "retry_defaults")
+	if !strings.Contains(out, "version:   0") || !strings.Contains(out, `"max_attempts": 3`) {
+		t.Fatalf("config get before any change:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("config", "set", "retry_defaults", `{"max_attempts":4}`); code == 0 || !strings.Contains(errOut, "--expected-version") {
+		t.Fatalf("set without a version: exit %d: %s", code, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "retry.json")
+	if err := os.WriteFile(file, []byte(`{"max_attempts": 4, "backoff": "linear"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = ctl.ok("config", "set", "retry_defaults", "@"+file, "--expected-version", "0", "--reason", "slower retries")
+	if !strings.Contains(out, "version:   1") || !strings.Contains(out, "reason:    slower retries") {
+		t.Fatalf("config set:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("config", "set", "retry_defaults", `{"max_attempts":5}`, "--expected-version", "0"); code == 0 || !strings.Contains(errOut, "VERSION_CONFLICT") || !strings.Contains(errOut, "version 1") {
+		t.Fatalf("stale set: exit %d: %s", code, errOut)
+	}
+	ctl.ok("config", "set", "retry_defaults", `{"max_attempts":6}`, "--force")
+	out = ctl.ok("config", "history", "retry_defaults")
+	if !strings.Contains(out, "version 2") || !strings.Contains(out, "~ max_attempts: 4 → 6") || !strings.Contains(out, `~ backoff: "linear" → "exponential"`) {
+		t.Fatalf("config history:\n%s", out)
+	}
+	out = ctl.ok("config", "diff", "retry_defaults", "--from", "0")
+	if !strings.Contains(out, "version 0 → 2") || !strings.Contains(out, "~ max_attempts: 3 → 6") || strings.Contains(out, "backoff") {
+		t.Fatalf("config diff --from 0:\n%s", out)
+	}
+	out = ctl.ok("config", "diff", "retry_defaults", "--values", `{"max_attempts":6,"jitter":0.5}`)
+	if strings.Contains(out, "max_attempts") || !strings.Contains(out, "~ jitter: 0.2 → 0.5") {
+		t.Fatalf("config diff --values:\n%s", out)
+	}
+	var list struct {
+		Sections []struct {
+			Section string `json:"section"`
+			Version string `json:"version"`
+		} `json:"sections"`
+	}
+	ctl.json(&list, "config", "get")
+	if len(list.Sections) != 5 || list.Sections[4].Section != "retry_defaults" || list.Sections[4].Version != "2" {
+		t.Fatalf("config get -o json: %+v", list)
+	}
+}

@@ -146,10 +146,11 @@ func (c *Client) watchEmergency(ctx context.Context) {
 				switch {
 				case msg.Snapshot:
 					c.snapshots.Add(1)
-				case len(msg.States) > 0 || msg.Config != nil:
+				case len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil:
 					c.deltas.Add(1)
 				} // otherwise a heartbeat: it only refreshes the age
 				c.emergency.apply(msg)
+				c.config.apply(msg.RuntimeConfig)
 				c.readyOnce.Do(func() { close(c.ready) })
 				delay = c.opts.minBackoff
 			}

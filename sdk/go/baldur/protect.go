@@ -85,6 +85,39 @@ func (r Retry) withDefaults() Retry {
 	return r
 }
 
+// withBase fills the fields r leaves out from base, a complete Retry (the
+// cluster's retry_defaults).
+func (r Retry) withBase(base Retry) Retry {
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = base.MaxAttempts
+	}
+	if r.Backoff == BackoffExponential {
+		r.Backoff = base.Backoff
+	}
+	if r.BaseDelay <= 0 {
+		r.BaseDelay = base.BaseDelay
+	}
+	if r.MaxDelay <= 0 {
+		r.MaxDelay = base.MaxDelay
+	}
+	if r.Multiplier <= 0 {
+		r.Multiplier = base.Multiplier
+	}
+	if r.Increment <= 0 {
+		r.Increment = r.BaseDelay
+	}
+	if r.MaxElapsed == 0 {
+		r.MaxElapsed = base.MaxElapsed
+	}
+	switch {
+	case r.Jitter == 0:
+		r.Jitter = base.Jitter
+	case r.Jitter < 0:
+		r.Jitter = 0
+	}
+	return r
+}
+
 // delay is the wait before retry number attempt (1 = first retry); prev is
 // the previous delay (decorrelated).
 func (r Retry) delay(attempt int, prev time.Duration) time.Duration {
@@ -162,10 +195,17 @@ func WithTimeout[T any](d time.Duration) ProtectOption[T] {
 	return func(c *protectConfig[T]) { c.timeout = d }
 }
 
-// WithRetry adds the retry stage.
+// WithRetry adds the retry stage. The fields r leaves out (zero) take the
+// cluster's retry_defaults once it has set them (Config().RetryDefaults),
+// the built-in defaults otherwise; a zero Backoff (exponential) counts as
+// left out.
 func WithRetry[T any](r Retry) ProtectOption[T] {
-	return func(c *protectConfig[T]) { rr := r.withDefaults(); c.retry = &rr }
+	return func(c *protectConfig[T]) { rr := r; c.retry = &rr }
 }
+
+// WithDefaultRetry adds the retry stage with the cluster's retry_defaults
+// (the built-in defaults until the cluster sets them).
+func WithDefaultRetry[T any]() ProtectOption[T] { return WithRetry[T](Retry{}) }
 
 // WithFallback serves a value when the call fails, times out or is
 // rejected. The breaker still counts the failure.
@@ -229,6 +269,10 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 		var cancel context.CancelFunc
 		callCtx, cancel = context.WithTimeout(ctx, cfg.timeout)
 		defer cancel()
+	}
+	if cfg.retry != nil {
+		r := c.config.retryFor(*cfg.retry)
+		cfg.retry = &r
 	}
 	res.Value, res.Attempts, res.Err = runAttempts(callCtx, cfg.retry, fn, st)
 	res.Outcome = OutcomeSuccess

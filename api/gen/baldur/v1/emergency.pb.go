@@ -1342,8 +1342,12 @@ type WatchEmergencyResponse struct {
 	Snapshot bool              `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	States   []*EmergencyState `protobuf:"bytes,2,rep,name=states,proto3" json:"states,omitempty"`
 	// Present in a snapshot and whenever the config changed.
-	Config        *EmergencyConfig `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
-	Revision      uint64           `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	Config   *EmergencyConfig `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
+	Revision uint64           `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The runtime configuration (ConfigService): present in a snapshot and
+	// whenever a section changed, so SDKs receive it on the stream they
+	// already hold.
+	RuntimeConfig *RuntimeConfig `protobuf:"bytes,5,opt,name=runtime_config,json=runtimeConfig,proto3" json:"runtime_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1406,11 +1410,18 @@ func (x *WatchEmergencyResponse) GetRevision() uint64 {
 	return 0
 }
 
+func (x *WatchEmergencyResponse) GetRuntimeConfig() *RuntimeConfig {
+	if x != nil {
+		return x.RuntimeConfig
+	}
+	return nil
+}
+
 var File_baldur_v1_emergency_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_emergency_proto_rawDesc = "" +
 	"\n" +
-	"\x19baldur/v1/emergency.proto\x12\tbaldur.v1\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n" +
+	"\x19baldur/v1/emergency.proto\x12\tbaldur.v1\x1a\x16baldur/v1/config.proto\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n" +
 	"\x0eEmergencyLevel\":\n" +
 	"\x05Value\x12\n" +
 	"\n" +
@@ -1509,12 +1520,13 @@ const file_baldur_v1_emergency_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"R\n" +
 	"\x15WatchEmergencyRequest\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
-	"\rfrom_revision\x18\x02 \x01(\x04R\ffromRevision\"\xb7\x01\n" +
+	"\rfrom_revision\x18\x02 \x01(\x04R\ffromRevision\"\xf8\x01\n" +
 	"\x16WatchEmergencyResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x121\n" +
 	"\x06states\x18\x02 \x03(\v2\x19.baldur.v1.EmergencyStateR\x06states\x122\n" +
 	"\x06config\x18\x03 \x01(\v2\x1a.baldur.v1.EmergencyConfigR\x06config\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision2\xad\a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12?\n" +
+	"\x0eruntime_config\x18\x05 \x01(\v2\x18.baldur.v1.RuntimeConfigR\rruntimeConfig2\xad\a\n" +
 	"\x10EmergencyService\x12l\n" +
 	"\fGetEmergency\x12\x1e.baldur.v1.GetEmergencyRequest\x1a\x1f.baldur.v1.GetEmergencyResponse\"\x1b\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/emergency\x12\x85\x01\n" +
 	"\x10TriggerEmergency\x12\".baldur.v1.TriggerEmergencyRequest\x1a#.baldur.v1.TriggerEmergencyResponse\"(\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/emergency:trigger\x12\x85\x01\n" +
@@ -1563,6 +1575,7 @@ var file_baldur_v1_emergency_proto_goTypes = []any{
 	(*WatchEmergencyResponse)(nil),        // 21: baldur.v1.WatchEmergencyResponse
 	(*timestamppb.Timestamp)(nil),         // 22: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),           // 23: google.protobuf.Duration
+	(*RuntimeConfig)(nil),                 // 24: baldur.v1.RuntimeConfig
 }
 var file_baldur_v1_emergency_proto_depIdxs = []int32{
 	0,  // 0: baldur.v1.EmergencyState.level:type_name -> baldur.v1.EmergencyLevel.Value
@@ -1592,25 +1605,26 @@ var file_baldur_v1_emergency_proto_depIdxs = []int32{
 	7,  // 24: baldur.v1.UpdateEmergencyConfigResponse.config:type_name -> baldur.v1.EmergencyConfig
 	4,  // 25: baldur.v1.WatchEmergencyResponse.states:type_name -> baldur.v1.EmergencyState
 	7,  // 26: baldur.v1.WatchEmergencyResponse.config:type_name -> baldur.v1.EmergencyConfig
-	8,  // 27: baldur.v1.EmergencyService.GetEmergency:input_type -> baldur.v1.GetEmergencyRequest
-	10, // 28: baldur.v1.EmergencyService.TriggerEmergency:input_type -> baldur.v1.TriggerEmergencyRequest
-	12, // 29: baldur.v1.EmergencyService.ReleaseEmergency:input_type -> baldur.v1.ReleaseEmergencyRequest
-	15, // 30: baldur.v1.EmergencyService.ListEmergencyHistory:input_type -> baldur.v1.ListEmergencyHistoryRequest
-	17, // 31: baldur.v1.EmergencyService.GetEmergencyConfig:input_type -> baldur.v1.GetEmergencyConfigRequest
-	18, // 32: baldur.v1.EmergencyService.UpdateEmergencyConfig:input_type -> baldur.v1.UpdateEmergencyConfigRequest
-	20, // 33: baldur.v1.EmergencyService.WatchEmergency:input_type -> baldur.v1.WatchEmergencyRequest
-	9,  // 34: baldur.v1.EmergencyService.GetEmergency:output_type -> baldur.v1.GetEmergencyResponse
-	11, // 35: baldur.v1.EmergencyService.TriggerEmergency:output_type -> baldur.v1.TriggerEmergencyResponse
-	13, // 36: baldur.v1.EmergencyService.ReleaseEmergency:output_type -> baldur.v1.ReleaseEmergencyResponse
-	16, // 37: baldur.v1.EmergencyService.ListEmergencyHistory:output_type -> baldur.v1.ListEmergencyHistoryResponse
-	7,  // 38: baldur.v1.EmergencyService.GetEmergencyConfig:output_type -> baldur.v1.EmergencyConfig
-	19, // 39: baldur.v1.EmergencyService.UpdateEmergencyConfig:output_type -> baldur.v1.UpdateEmergencyConfigResponse
-	21, // 40: baldur.v1.EmergencyService.WatchEmergency:output_type -> baldur.v1.WatchEmergencyResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	24, // 27: baldur.v1.WatchEmergencyResponse.runtime_config:type_name -> baldur.v1.RuntimeConfig
+	8,  // 28: baldur.v1.EmergencyService.GetEmergency:input_type -> baldur.v1.GetEmergencyRequest
+	10, // 29: baldur.v1.EmergencyService.TriggerEmergency:input_type -> baldur.v1.TriggerEmergencyRequest
+	12, // 30: baldur.v1.EmergencyService.ReleaseEmergency:input_type -> baldur.v1.ReleaseEmergencyRequest
+	15, // 31: baldur.v1.EmergencyService.ListEmergencyHistory:input_type -> baldur.v1.ListEmergencyHistoryRequest
+	17, // 32: baldur.v1.EmergencyService.GetEmergencyConfig:input_type -> baldur.v1.GetEmergencyConfigRequest
+	18, // 33: baldur.v1.EmergencyService.UpdateEmergencyConfig:input_type -> baldur.v1.UpdateEmergencyConfigRequest
+	20, // 34: baldur.v1.EmergencyService.WatchEmergency:input_type -> baldur.v1.WatchEmergencyRequest
+	9,  // 35: baldur.v1.EmergencyService.GetEmergency:output_type -> baldur.v1.GetEmergencyResponse
+	11, // 36: baldur.v1.EmergencyService.TriggerEmergency:output_type -> baldur.v1.TriggerEmergencyResponse
+	13, // 37: baldur.v1.EmergencyService.ReleaseEmergency:output_type -> baldur.v1.ReleaseEmergencyResponse
+	16, // 38: baldur.v1.EmergencyService.ListEmergencyHistory:output_type -> baldur.v1.ListEmergencyHistoryResponse
+	7,  // 39: baldur.v1.EmergencyService.GetEmergencyConfig:output_type -> baldur.v1.EmergencyConfig
+	19, // 40: baldur.v1.EmergencyService.UpdateEmergencyConfig:output_type -> baldur.v1.UpdateEmergencyConfigResponse
+	21, // 41: baldur.v1.EmergencyService.WatchEmergency:output_type -> baldur.v1.WatchEmergencyResponse
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_emergency_proto_init() }
@@ -1618,6 +1632,7 @@ func file_baldur_v1_emergency_proto_init() {
 	if File_baldur_v1_emergency_proto != nil {
 		return
 	}
+	file_baldur_v1_config_proto_init()
 	file_baldur_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

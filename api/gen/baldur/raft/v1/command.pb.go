@@ -94,7 +94,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -167,7 +167,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type DLQCommand_Op int32
@@ -246,7 +246,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -279,6 +279,7 @@ type Command struct {
 	//	*Command_Circuit
 	//	*Command_Coordination
 	//	*Command_Dlq
+	//	*Command_ConfigSet
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -480,6 +481,15 @@ func (x *Command) GetDlq() *DLQCommand {
 	return nil
 }
 
+func (x *Command) GetConfigSet() *ConfigSet {
+	if x != nil {
+		if x, ok := x.Body.(*Command_ConfigSet); ok {
+			return x.ConfigSet
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -536,6 +546,10 @@ type Command_Dlq struct {
 	Dlq *DLQCommand `protobuf:"bytes,64,opt,name=dlq,proto3,oneof"`
 }
 
+type Command_ConfigSet struct {
+	ConfigSet *ConfigSet `protobuf:"bytes,72,opt,name=config_set,json=configSet,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -561,6 +575,8 @@ func (*Command_Circuit) isCommand_Body() {}
 func (*Command_Coordination) isCommand_Body() {}
 
 func (*Command_Dlq) isCommand_Body() {}
+
+func (*Command_ConfigSet) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -941,6 +957,100 @@ func (x *EmergencyConfig) GetAutoDurationNanos() int64 {
 	return 0
 }
 
+// ConfigSet replaces one runtime configuration section (command version
+// 7). values_json is the section in its domain's JSON (circuit.Policy,
+// dlq.Limits, config.Retry, config.Flags, emergency.Config), complete:
+// the leader fills what the request left out. The FSM compares
+// expected_version with the section's version when check_version is set,
+// so of two writers that read the same version exactly one wins.
+type ConfigSet struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Section         string                 `protobuf:"bytes,1,opt,name=section,proto3" json:"section,omitempty"`
+	ValuesJson      []byte                 `protobuf:"bytes,2,opt,name=values_json,json=valuesJson,proto3" json:"values_json,omitempty"`
+	ExpectedVersion uint64                 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	CheckVersion    bool                   `protobuf:"varint,4,opt,name=check_version,json=checkVersion,proto3" json:"check_version,omitempty"`
+	// The section's values before, when it was never set (the leader's
+	// startup values): history and audit show what changed, and breakers on
+	// the old circuit defaults follow the new ones.
+	PreviousJson []byte `protobuf:"bytes,5,opt,name=previous_json,json=previousJson,proto3" json:"previous_json,omitempty"`
+	// The emergency section also in the form the emergency domain applies.
+	Emergency     *EmergencyConfig `protobuf:"bytes,6,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigSet) Reset() {
+	*x = ConfigSet{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigSet) ProtoMessage() {}
+
+func (x *ConfigSet) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigSet.ProtoReflect.Descriptor instead.
+func (*ConfigSet) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConfigSet) GetSection() string {
+	if x != nil {
+		return x.Section
+	}
+	return ""
+}
+
+func (x *ConfigSet) GetValuesJson() []byte {
+	if x != nil {
+		return x.ValuesJson
+	}
+	return nil
+}
+
+func (x *ConfigSet) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *ConfigSet) GetCheckVersion() bool {
+	if x != nil {
+		return x.CheckVersion
+	}
+	return false
+}
+
+func (x *ConfigSet) GetPreviousJson() []byte {
+	if x != nil {
+		return x.PreviousJson
+	}
+	return nil
+}
+
+func (x *ConfigSet) GetEmergency() *EmergencyConfig {
+	if x != nil {
+		return x.Emergency
+	}
+	return nil
+}
+
 // MemberUpsert records a node's API addresses in the replicated member table.
 type MemberUpsert struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -955,7 +1065,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1077,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1090,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1027,7 +1137,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1149,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1162,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1074,7 +1184,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1196,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1209,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -1140,7 +1250,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1262,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1275,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -1293,7 +1403,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1415,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1428,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -1498,7 +1608,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1620,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1633,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -1679,7 +1789,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1801,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1814,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -1742,7 +1852,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1864,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1877,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -1791,7 +1901,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1913,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1926,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1889,7 +1999,7 @@ type MergedReport struct {
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2011,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2024,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2010,7 +2120,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2132,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2145,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2055,7 +2165,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2177,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2190,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2099,7 +2209,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2221,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2234,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -2144,7 +2254,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2266,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2279,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2194,7 +2304,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2316,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2329,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 type ReadIndexResponse struct {
@@ -2231,7 +2341,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2353,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2366,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2274,7 +2384,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2396,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2409,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 type ProgressResponse struct {
@@ -2312,7 +2422,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2434,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2447,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2358,7 +2468,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xd8\b\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x94\t\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -2380,7 +2490,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x0faudit_retention\x18) \x01(\v2\x1e.baldur.raft.v1.AuditRetentionH\x00R\x0eauditRetention\x12:\n" +
 	"\acircuit\x180 \x01(\v2\x1e.baldur.raft.v1.CircuitCommandH\x00R\acircuit\x12I\n" +
 	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordination\x12.\n" +
-	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlqB\x06\n" +
+	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlq\x12:\n" +
+	"\n" +
+	"config_set\x18H \x01(\v2\x19.baldur.raft.v1.ConfigSetH\x00R\tconfigSetB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -2408,7 +2520,15 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x06levels\x18\x01 \x03(\v2\x1e.baldur.raft.v1.LevelAdmissionR\x06levels\x12/\n" +
 	"\x13stabilization_nanos\x18\x02 \x01(\x03R\x12stabilizationNanos\x12(\n" +
 	"\x10step_delay_nanos\x18\x03 \x01(\x03R\x0estepDelayNanos\x12.\n" +
-	"\x13auto_duration_nanos\x18\x04 \x01(\x03R\x11autoDurationNanos\"\x9e\x01\n" +
+	"\x13auto_duration_nanos\x18\x04 \x01(\x03R\x11autoDurationNanos\"\xfa\x01\n" +
+	"\tConfigSet\x12\x18\n" +
+	"\asection\x18\x01 \x01(\tR\asection\x12\x1f\n" +
+	"\vvalues_json\x18\x02 \x01(\fR\n" +
+	"valuesJson\x12)\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12#\n" +
+	"\rcheck_version\x18\x04 \x01(\bR\fcheckVersion\x12#\n" +
+	"\rprevious_json\x18\x05 \x01(\fR\fpreviousJson\x12=\n" +
+	"\temergency\x18\x06 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigR\temergency\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2602,7 +2722,7 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CircuitCommand_Op)(0),        // 0: baldur.raft.v1.CircuitCommand.Op
 	(CoordinationCommand_Op)(0),   // 1: baldur.raft.v1.CoordinationCommand.Op
@@ -2614,24 +2734,25 @@ var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(*EmergencyStep)(nil),         // 7: baldur.raft.v1.EmergencyStep
 	(*LevelAdmission)(nil),        // 8: baldur.raft.v1.LevelAdmission
 	(*EmergencyConfig)(nil),       // 9: baldur.raft.v1.EmergencyConfig
-	(*MemberUpsert)(nil),          // 10: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 11: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 12: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 13: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 14: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 15: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 16: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 17: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 18: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 19: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 20: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 21: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 22: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 23: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 24: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 25: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 26: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 27: baldur.raft.v1.ProgressResponse
+	(*ConfigSet)(nil),             // 10: baldur.raft.v1.ConfigSet
+	(*MemberUpsert)(nil),          // 11: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 12: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 13: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 14: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 15: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 16: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 17: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 18: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 19: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 20: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 21: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 22: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 23: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 24: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 25: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 26: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 27: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 28: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
@@ -2639,33 +2760,35 @@ var file_baldur_raft_v1_command_proto_depIdxs = []int32{
 	6,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
 	7,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
 	9,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	10, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	11, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	12, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	16, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	17, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	13, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	14, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	15, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	8,  // 13: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	0,  // 14: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	1,  // 15: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	2,  // 16: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	15, // 17: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	19, // 18: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	22, // 19: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	24, // 20: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	26, // 21: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	20, // 22: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	23, // 23: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	25, // 24: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	27, // 25: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	21, // 26: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	23, // [23:27] is the sub-list for method output_type
-	19, // [19:23] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	12, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	13, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	17, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	18, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	14, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	15, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	16, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	10, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	8,  // 14: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	9,  // 15: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 16: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	1,  // 17: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	2,  // 18: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	16, // 19: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	20, // 20: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	23, // 21: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	25, // 22: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	27, // 23: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	21, // 24: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	24, // 25: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	26, // 26: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	28, // 27: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	22, // 28: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -2687,6 +2810,7 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_Circuit)(nil),
 		(*Command_Coordination)(nil),
 		(*Command_Dlq)(nil),
+		(*Command_ConfigSet)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2694,7 +2818,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
