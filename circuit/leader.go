@@ -36,6 +36,11 @@ type Outcome struct {
 	// Held outcomes are successes an instance held back while healthy:
 	// older than its other outcomes of the batch, they come first.
 	Held bool
+	// Cohort names the rollout cohorts of the reporting instances
+	// (canary.CohortKey) and Latency their calls by duration; the breaker
+	// rules ignore both, the canary judgment reads them.
+	Cohort  string
+	Latency []int64
 }
 
 // InstanceOutcomes is one instance's report batch.
@@ -62,21 +67,28 @@ func Merge(batches []InstanceOutcomes) []Outcome {
 		name          string
 		revision, win uint64
 		held          bool
+		cohort        string
 	}
 	var out []Outcome
 	at := map[key]int{}
 	failing := map[key]map[string]bool{}
 	for _, b := range batches {
 		for _, o := range b.Outcomes {
-			k := key{o.Name, o.Revision, o.ProbeWindow, o.Held}
+			k := key{o.Name, o.Revision, o.ProbeWindow, o.Held, o.Cohort}
 			i, ok := at[k]
 			if !ok {
 				i = len(out)
 				at[k] = i
-				out = append(out, Outcome{Name: o.Name, Revision: o.Revision, ProbeWindow: o.ProbeWindow, Reporter: b.Instance, Held: o.Held})
+				out = append(out, Outcome{Name: o.Name, Revision: o.Revision, ProbeWindow: o.ProbeWindow, Reporter: b.Instance, Held: o.Held, Cohort: o.Cohort})
 				failing[k] = map[string]bool{}
 			}
 			m := &out[i]
+			for j, n := range o.Latency {
+				if j >= len(m.Latency) {
+					m.Latency = append(m.Latency, make([]int64, j+1-len(m.Latency))...)
+				}
+				m.Latency[j] += n
+			}
 			m.Successes += o.Successes
 			m.Failures += o.Failures
 			m.SlowCalls += o.SlowCalls

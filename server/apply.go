@@ -13,6 +13,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
@@ -173,6 +174,9 @@ func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv
 		return
 	}
 	a.metrics.changes.WithLabelValues(c.Action).Inc()
+	if r, ok := c.After.(canary.Rollout); ok {
+		a.metrics.canaryApplied(c.Action, r)
+	}
 	if after, ok := c.After.(circuit.Breaker); ok {
 		if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
 			a.metrics.transitions.WithLabelValues(a.metrics.breakerLabels.label(after.Name), after.State.String(), after.Evidence.Trigger).Inc()
@@ -228,7 +232,10 @@ var handlers = map[reflect.Type]handler{
 		return applied(dlq.Apply(kv, m, c.GetDlq()))
 	},
 	bodyType[raftv1.Command_ConfigSet](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
-		return applyConfigSet(kv, m, c.GetConfigSet())
+		return applyConfigSet(kv, m, c.GetConfigSet(), "")
+	},
+	bodyType[raftv1.Command_Canary](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applyCanary(kv, m, c.GetCanary())
 	},
 	bodyType[raftv1.Command_AuditRetention](): nil, // applier.retain (it signs with the audit key)
 	bodyType[raftv1.Command_AuditNote](): func(_ fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {

@@ -50,6 +50,8 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"DLQService/StoreEntry", "DLQService/ReplayEntry", "DLQService/ResolveEntry", "DLQService/RedriveEntry",
 		"DLQService/Purge", "DLQService/AcquireReplay", "DLQService/CompleteReplay",
 		"ConfigService/UpdateConfig",
+		"CanaryService/CreateRollout", "CanaryService/StartRollout", "CanaryService/PromoteRollout", "CanaryService/PauseRollout",
+		"CanaryService/ResumeRollout", "CanaryService/RollbackRollout", "CanaryService/CancelRollout", "CanaryService/PanicRollback",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

@@ -28,6 +28,12 @@ func (s *Server) ingest(ctx context.Context, batch []circuit.Outcome) ([]string,
 	start := time.Now()
 	var in circuit.Ingested
 	defaults := s.settings().circuit
+	now := s.now()
+	for _, o := range batch {
+		if o.Cohort != "" {
+			s.canaryTracker.Observe(o.Cohort, o.Name, o.Successes, o.Failures, o.Latency, now)
+		}
+	}
 	_ = s.store.View(func(kv raftstore.KV) error {
 		in = circuit.Ingest(kv, ev, defaults, "a member", batch, s.now(), s.breakerRoom())
 		return nil

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -253,6 +255,11 @@ func (c *circuitService) SetKillSwitch(ctx context.Context, req *pb.SetKillSwitc
 }
 
 // checkReports validates a whole batch before any of it is used.
+// maxReportRollouts bounds the rollouts one report batch names per cohort.
+const maxReportRollouts = 16
+
+var rolloutID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
 func checkReports(req *pb.ReportOutcomesRequest) error {
 	if req.InstanceId == "" || len(req.InstanceId) > maxInstanceID {
 		return invalidField("instance_id", fmt.Sprintf("is required, at most %d bytes", maxInstanceID))
@@ -262,6 +269,19 @@ func checkReports(req *pb.ReportOutcomesRequest) error {
 	}
 	if len(req.Reports) > maxReportsPerBatch {
 		return invalidField("reports", fmt.Sprintf("%d reports, at most %d per batch", len(req.Reports), maxReportsPerBatch))
+	}
+	for _, l := range []struct {
+		field string
+		ids   []string
+	}{{"canary_rollouts", req.CanaryRollouts}, {"baseline_rollouts", req.BaselineRollouts}} {
+		if len(l.ids) > maxReportRollouts {
+			return invalidField(l.field, fmt.Sprintf("%d rollouts, at most %d", len(l.ids), maxReportRollouts))
+		}
+		for i, id := range l.ids {
+			if !rolloutID.MatchString(id) {
+				return invalidField(fieldIndex(l.field, i), fmt.Sprintf("%q is not a rollout id", id))
+			}
+		}
 	}
 	for i, r := range req.Reports {
 		field := fieldIndex("reports", i)
@@ -282,6 +302,14 @@ func checkReports(req *pb.ReportOutcomesRequest) error {
 		}
 		if r.Held && r.Failures+r.SlowCalls+r.Rejections+r.ProbeSuccesses+r.ProbeFailures > 0 {
 			return invalidField(field+".held", "a held report carries successes only")
+		}
+		if len(r.LatencyHistogram) > canary.LatencyBuckets {
+			return invalidField(field+".latency_histogram", fmt.Sprintf("%d buckets, at most %d", len(r.LatencyHistogram), canary.LatencyBuckets))
+		}
+		for j, n := range r.LatencyHistogram {
+			if n < 0 || n > 1e9 {
+				return invalidField(fmt.Sprintf("%s.latency_histogram[%d]", field, j), fmt.Sprintf("%d is outside 0..1000000000", n))
+			}
 		}
 		for class, n := range r.FailuresByClass {
 			if n < 0 || len(class) > 64 {

@@ -16,6 +16,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/dlq"
@@ -44,7 +45,10 @@ type settings struct {
 	emergency emergency.Config
 	// sections are the sections as set (Version 0: never set).
 	sections map[string]config.Section
+	// revision is the newest change of a section or a rollout.
 	revision uint64
+	// rollouts are the rollouts in CANARY, as SDKs receive them.
+	rollouts []*pb.ActiveRollout
 }
 
 // startupSettings are the values of every section before it is set.
@@ -68,6 +72,8 @@ func (s *Server) settingsFrom(kv fsm.KV) *settings {
 			s.log.Error("config.decode_failed", "section", name, "err", err)
 		}
 	}
+	st.revision = max(st.revision, canary.Revision(kv))
+	st.rollouts = s.activeRollouts(kv)
 	return st
 }
 
@@ -152,7 +158,7 @@ func flagsToPB(f config.FlagSet) map[string]*pb.FeatureFlag {
 // runtimeToPB is what SDKs receive over their watch.
 func runtimeToPB(st *settings) *pb.RuntimeConfig {
 	out := &pb.RuntimeConfig{CircuitDefaults: policyToPB(st.circuit), RetryDefaults: retryToPB(st.retry), Flags: flagsToPB(st.flags),
-		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}}
+		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}, Rollouts: st.rollouts}
 	for name, sec := range st.sections {
 		out.Versions[name] = sec.Version
 	}
@@ -385,9 +391,15 @@ func (s *Server) setSection(ctx context.Context, section string, raw json.RawMes
 // new version and history, and the domains that keep a section of their
 // own follow (the emergency config; breakers on the old circuit
 // defaults). Everything is checked before anything is written.
-func applyConfigSet(kv fsm.KV, m fsm.Meta, c *raftv1.ConfigSet) (fsm.Applied, error) {
+//
+// holder is the rollout completing (it may change the section it holds);
+// any other change of a held section is refused.
+func applyConfigSet(kv fsm.KV, m fsm.Meta, c *raftv1.ConfigSet, holder string) (fsm.Applied, error) {
 	if err := config.Check(kv, c); err != nil {
 		return fsm.Applied{}, err
+	}
+	if h := canary.Holder(kv, c.GetSection()); h != "" && h != holder {
+		return fsm.Applied{}, &canary.ConflictError{Section: c.GetSection(), Holder: h}
 	}
 	var follow func() []fsm.Change
 	switch c.GetSection() {

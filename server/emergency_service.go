@@ -9,6 +9,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -232,7 +233,7 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		if cfg, cfgRev := emergency.GetConfig(kv); since == 0 || cfgRev > since {
 			msg.Config = configToPB(cfg, cfgRev)
 		}
-		if since == 0 || config.Revision(kv) > since {
+		if since == 0 || config.Revision(kv) > since || canary.Revision(kv) > since {
 			msg.RuntimeConfig = runtimeToPB(e.s.settingsFrom(kv))
 		}
 		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/coordination"
@@ -60,6 +61,8 @@ var errorTable = []errorMapping{
 	{coordination.ErrJobNotFound, codes.NotFound, "JOB_NOT_FOUND"},
 	{coordination.ErrStaleToken, codes.FailedPrecondition, "STALE_FENCING_TOKEN"},
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
+	{canary.ErrNotFound, codes.NotFound, "ROLLOUT_NOT_FOUND"},
+	{canary.ErrJudgment, codes.FailedPrecondition, "JUDGMENT_BLOCKS_PROMOTION"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
 	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},
 	{errUpgradePending, codes.FailedPrecondition, "CLUSTER_UPGRADE_PENDING"},
@@ -76,16 +79,21 @@ var errorTable = []errorMapping{
 // httpOverride gives a reason an HTTP status other than the gateway's
 // default for its code (Baldur answers 409 for a blocked recovery).
 var httpOverride = map[string]int{
-	"RECOVERY_BLOCKED":    http.StatusConflict,
-	"LEASE_HELD":          http.StatusConflict,
-	"DLQ_STATE_CONFLICT":  http.StatusConflict,
-	"VERSION_CONFLICT":    http.StatusConflict,
-	"LOCK_DELAY":          http.StatusConflict,
-	"LEASE_LOST":          http.StatusConflict,
-	"STALE_FENCING_TOKEN": http.StatusConflict,
-	"NOT_LEADER":          http.StatusServiceUnavailable,
-	"REQUEST_ID_REUSED":   http.StatusConflict,
-	"LIMIT_REACHED":       http.StatusTooManyRequests,
+	"RECOVERY_BLOCKED":          http.StatusConflict,
+	"LEASE_HELD":                http.StatusConflict,
+	"DLQ_STATE_CONFLICT":        http.StatusConflict,
+	"VERSION_CONFLICT":          http.StatusConflict,
+	"ROLLOUT_CONFLICT":          http.StatusConflict,
+	"STAGE_CONFLICT":            http.StatusConflict,
+	"INVALID_TRANSITION":        http.StatusConflict,
+	"ROLLOUT_BLOCKED":           http.StatusConflict,
+	"JUDGMENT_BLOCKS_PROMOTION": http.StatusConflict,
+	"LOCK_DELAY":                http.StatusConflict,
+	"LEASE_LOST":                http.StatusConflict,
+	"STALE_FENCING_TOKEN":       http.StatusConflict,
+	"NOT_LEADER":                http.StatusServiceUnavailable,
+	"REQUEST_ID_REUSED":         http.StatusConflict,
+	"LIMIT_REACHED":             http.StatusTooManyRequests,
 }
 
 // toStatus converts any error returned by a service method into a gRPC
@@ -114,6 +122,22 @@ func toStatus(log *slog.Logger, err error) error {
 	if errors.As(err, &version) {
 		return withInfo(codes.FailedPrecondition, "VERSION_CONFLICT", err.Error(), map[string]string{
 			"section": version.Section, "current_version": strconv.FormatUint(version.Current, 10)})
+	}
+	var rollout *canary.ConflictError
+	if errors.As(err, &rollout) {
+		return withInfo(codes.FailedPrecondition, "ROLLOUT_CONFLICT", err.Error(), map[string]string{"section": rollout.Section, "holder": rollout.Holder})
+	}
+	var stage *canary.StageConflictError
+	if errors.As(err, &stage) {
+		return withInfo(codes.FailedPrecondition, "STAGE_CONFLICT", err.Error(), map[string]string{"current_stage_index": strconv.Itoa(stage.Current)})
+	}
+	var transition *canary.TransitionError
+	if errors.As(err, &transition) {
+		return withDetails(codes.FailedPrecondition, "INVALID_TRANSITION", err.Error())
+	}
+	var blocked *canary.BlockedError
+	if errors.As(err, &blocked) {
+		return withDetails(codes.FailedPrecondition, "ROLLOUT_BLOCKED", err.Error())
 	}
 	var conflict *dlq.ConflictError
 	if errors.As(err, &conflict) {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -42,6 +43,11 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "coordination", run: s.proposeDue("coordination", coordination.Proposals,
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
+		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {
+			if c := cmd.GetCanary(); c.GetInterlock() {
+				s.metrics.canaryInterlock.WithLabelValues(strings.ToLower(c.GetOp().String())).Inc()
+			}
+		})},
 		{name: "audit", every: 2 * time.Second, run: s.auditTasks()},
 		{name: "cluster", every: 5 * time.Second, run: s.proposeDue("cluster", s.staleMembers, nil)},
 		{name: "cluster", every: max(100*time.Millisecond, min(time.Second, s.cfg.PromoteStabilization/4)), run: s.promoteStaged},

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
@@ -35,8 +36,16 @@ type metrics struct {
 	watchersDropped  prometheus.Counter
 	watchBuilds      prometheus.Counter
 	reportMergeSize  prometheus.Histogram
-	// Series per breaker and per DLQ domain are bounded.
-	breakerLabels, domainLabels labelBudget
+	canaryStarted    prometheus.Counter
+	canaryAdvanced   *prometheus.CounterVec
+	canaryCompleted  prometheus.Counter
+	canaryRollbacks  *prometheus.CounterVec
+	canaryBlocked    prometheus.Counter
+	canaryStuck      prometheus.Counter
+	canaryInterlock  *prometheus.CounterVec
+	// Series per breaker, per DLQ domain and per rollout stage name are
+	// bounded.
+	breakerLabels, domainLabels, stageLabels labelBudget
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
@@ -86,7 +95,21 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.reportMergeSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_report_merge_size",
 		Help:    "Instances' report batches this member merged into one for the leader.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}})
-	for _, c := range []prometheus.Collector{m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
+	m.canaryStarted = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_canary_rollout_started_total", Help: "Rollouts started (applied on this node)."})
+	m.canaryAdvanced = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_canary_stage_advanced_total",
+		Help: "Rollout promotions to a next stage, by the stage reached."}, []string{"stage_name"})
+	m.canaryCompleted = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_canary_rollout_completed_total", Help: "Rollouts completed (the section took the new values)."})
+	m.canaryRollbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_canary_rollback_total",
+		Help: "Rollouts rolled back, by the stage they were in."}, []string{"stage_name"})
+	m.canaryBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_canary_governance_blocked_total",
+		Help: "Rollout starts, promotions and resumes refused by the kill switch or emergency gate."})
+	m.canaryStuck = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_canary_stuck_total",
+		Help: "Rollouts the watchdog flagged as stuck (CANARY over twice its stage's duration, PAUSED over 30 minutes)."})
+	m.canaryInterlock = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_canary_interlock_total",
+		Help: "Emergency interlock actions on rollouts (warn at LEVEL_1, pause at LEVEL_2, rollback at LEVEL_3)."}, []string{"action"})
+	m.stageLabels.max = 100
+	for _, c := range []prometheus.Collector{m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
+		m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -219,4 +242,26 @@ func (b *labelBudget) label(name string) string {
 	}
 	b.names[name] = true
 	return name
+}
+
+// canaryApplied counts an applied rollout change.
+func (m *metrics) canaryApplied(action string, r canary.Rollout) {
+	stage := func(i int) string {
+		if i < 0 || i >= len(r.Stages) {
+			return "none"
+		}
+		return m.stageLabels.label(r.Stages[i].Name)
+	}
+	switch action {
+	case "canary.start":
+		m.canaryStarted.Inc()
+	case "canary.promote":
+		m.canaryAdvanced.WithLabelValues(stage(r.Stage)).Inc()
+	case "canary.complete":
+		m.canaryCompleted.Inc()
+	case "canary.rollback":
+		m.canaryRollbacks.WithLabelValues(stage(r.Stage)).Inc()
+	case "canary.stuck":
+		m.canaryStuck.Inc()
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"google.golang.org/grpc"
 )
@@ -130,7 +131,8 @@ func (s *Server) ingestMerged(merged []circuit.Outcome) ([]string, error) {
 	for i, o := range merged {
 		req.Reports[i] = &raftv1.MergedReport{Name: o.Name, Revision: o.Revision, Successes: o.Successes, Failures: o.Failures,
 			SlowCalls: o.SlowCalls, ProbeWindow: o.ProbeWindow, ProbeSuccesses: o.ProbeSuccesses, ProbeFailures: o.ProbeFailures,
-			FailingInstances: o.Failing, Instances: uint32(o.Instances), FirstInstance: o.Reporter, Held: o.Held}
+			FailingInstances: o.Failing, Instances: uint32(o.Instances), FirstInstance: o.Reporter, Held: o.Held,
+			Cohort: o.Cohort, LatencyHistogram: o.Latency}
 	}
 	local, err := s.viaLeader(ctx, writeKind(""), func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := raftv1.NewInternalClient(conn).IngestReports(forwardContext(ctx), req)
@@ -155,9 +157,13 @@ func (i *internalService) IngestReports(ctx context.Context, req *raftv1.IngestR
 		if r.Successes < 0 || r.Failures < 0 || r.SlowCalls < 0 || r.ProbeSuccesses < 0 || r.ProbeFailures < 0 {
 			return nil, invalidField("reports", "negative counts")
 		}
+		if len(r.LatencyHistogram) > canary.LatencyBuckets || len(r.Cohort) > 4096 {
+			return nil, invalidField("reports", "latency histogram or cohort too long")
+		}
 		merged[k] = circuit.Outcome{Name: r.Name, Revision: r.Revision, Successes: r.Successes, Failures: r.Failures,
 			SlowCalls: r.SlowCalls, ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures,
-			Failing: r.FailingInstances, Instances: int(r.Instances), Reporter: r.FirstInstance, Held: r.Held}
+			Failing: r.FailingInstances, Instances: int(r.Instances), Reporter: r.FirstInstance, Held: r.Held,
+			Cohort: r.Cohort, Latency: r.LatencyHistogram}
 		if merged[k].Reporter == "" {
 			merged[k].Reporter = "a member"
 		}
@@ -172,6 +178,7 @@ func (i *internalService) IngestReports(ctx context.Context, req *raftv1.IngestR
 // outcomesOf converts an instance's reports, counting them on this member.
 func (s *Server) outcomesOf(req *pb.ReportOutcomesRequest) circuit.InstanceOutcomes {
 	out := circuit.InstanceOutcomes{Instance: req.InstanceId, Outcomes: make([]circuit.Outcome, len(req.Reports))}
+	cohort := canary.CohortKey(req.CanaryRollouts, req.BaselineRollouts)
 	for i, r := range req.Reports {
 		name := s.metrics.breakerLabels.label(r.Name)
 		s.metrics.reports.WithLabelValues(name).Inc()
@@ -179,7 +186,8 @@ func (s *Server) outcomesOf(req *pb.ReportOutcomesRequest) circuit.InstanceOutco
 			s.metrics.rejections.WithLabelValues(name).Add(float64(r.Rejections))
 		}
 		out.Outcomes[i] = circuit.Outcome{Name: r.Name, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Revision: r.Revision,
-			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures, Held: r.Held}
+			ProbeWindow: r.ProbeWindow, ProbeSuccesses: r.ProbeSuccesses, ProbeFailures: r.ProbeFailures, Held: r.Held,
+			Cohort: cohort, Latency: r.LatencyHistogram}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/baldurhq/baldurd/audit"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/coordination"
@@ -32,7 +33,8 @@ const SchemaVersion = 2
 //	   AuditRetention (records removed behind a signed anchor).
 //	6: no new command: the member serves Internal.IngestReports, so the
 //	   others send it merged outcome reports (report_merge.go).
-//	7: ConfigSet (the runtime configuration, config_service.go).
+//	7: ConfigSet (the runtime configuration, config_service.go) and
+//	   CanaryCommand (rollouts, canary_service.go).
 const CommandVersion = 7
 
 // Buckets owned by the server itself.
@@ -49,5 +51,6 @@ func schemaBuckets() [][]byte {
 	b = append(b, coordination.Buckets()...)
 	b = append(b, dlq.Buckets()...)
 	b = append(b, config.Buckets()...)
+	b = append(b, canary.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

@@ -17,6 +17,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/internal/tlsconf"
@@ -58,6 +59,11 @@ type Server struct {
 	// configuration; settingsCache is the settings read at a generation.
 	configGen     atomic.Uint64
 	settingsCache atomic.Pointer[settings]
+	// canaryTracker is the leader's memory of the rollout cohorts'
+	// outcomes; canaryWarned the rollout revision last warned about at
+	// LEVEL_1.
+	canaryTracker *canary.Tracker
+	canaryWarned  atomic.Uint64
 	// promo is the leader's record of staged members' progress.
 	promo    promoter
 	watchers watchers
@@ -104,7 +110,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log.With("node_id", cfg.NodeID), now: cfg.Now, hub: newHub()}
+	s := &Server{cfg: cfg, log: log.With("node_id", cfg.NodeID), now: cfg.Now, hub: newHub(), canaryTracker: canary.NewTracker()}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -227,6 +233,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterCoordinationServiceServer(s.grpcSrv, &coordinationService{s: s})
 	pb.RegisterDLQServiceServer(s.grpcSrv, &dlqService{s: s})
 	pb.RegisterConfigServiceServer(s.grpcSrv, &configService{s: s})
+	pb.RegisterCanaryServiceServer(s.grpcSrv, &canaryService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -27,6 +27,7 @@ const (
 	topicDLQ
 	topicCluster
 	topicConfig
+	topicCanary
 	numTopics = iota
 	topicAll  = topics(1<<numTopics - 1)
 )
@@ -53,6 +54,10 @@ func topicOf(cmd *raftv1.Command) topics {
 			t |= topicCircuit
 		}
 		return t
+	case *raftv1.Command_Canary:
+		// Rollouts reach SDKs with the configuration; the last promotion
+		// sets a section (breakers may follow new circuit defaults).
+		return topicCanary | topicConfig | topicEmergency | topicCircuit
 	}
 	return 0
 }

@@ -70,7 +70,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.key, "key", os.Getenv("BALDUR_KEY"), "PEM key of --cert (env BALDUR_KEY)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline for each call")
-	root.AddCommand(clusterCmd(g), emergencyCmd(g), configCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g), certsCmd(), tokenCmd())
+	root.AddCommand(clusterCmd(g), emergencyCmd(g), configCmd(g), canaryCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g), certsCmd(), tokenCmd())
 	return root
 }
 
@@ -110,6 +110,15 @@ func (g *globals) ctx(parent context.Context) (context.Context, context.CancelFu
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+g.token)
 	}
 	return ctx, cancel
+}
+
+// streamCtx is the context of a stream that runs until it ends (no
+// --timeout), with the token.
+func (g *globals) streamCtx(parent context.Context) context.Context {
+	if g.token != "" {
+		return metadata.AppendToOutgoingContext(parent, "authorization", "Bearer "+g.token)
+	}
+	return parent
 }
 
 // oneLine renders an error as one line, led by the server's reason.

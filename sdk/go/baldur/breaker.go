@@ -182,6 +182,24 @@ type Breaker struct {
 	intervalRev                   atomic.Uint64 // fleet revision when the current report interval began
 	held                          int64         // successes of earlier intervals not yet reported (the report loop's)
 	heldRev                       uint64        // the revision the first of them began under
+	// Calls by duration while a rollout is active (latencyBounds), for
+	// the canary judgment's p95 and p99.
+	latency [len(latencyBounds) + 1]atomic.Int64
+}
+
+// latencyBounds are the latency histogram's upper bounds (the cluster's
+// canary.LatencyBounds).
+var latencyBounds = [...]time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second}
+
+func latencyBucket(d time.Duration) int {
+	for i, b := range latencyBounds {
+		if d <= b {
+			return i
+		}
+	}
+	return len(latencyBounds)
 }
 
 func newBreaker(c *Client, name string) *Breaker {
@@ -340,6 +358,9 @@ func (b *Breaker) record(err error, d time.Duration) {
 	}
 	if slow {
 		b.slow.Add(1)
+	}
+	if d > 0 && b.c.config.tracking() {
+		b.latency[latencyBucket(d)].Add(1)
 	}
 	b.recordLocal(failed, slow)
 }

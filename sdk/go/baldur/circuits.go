@@ -156,6 +156,7 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 		return nil
 	}
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
+	req.CanaryRollouts, req.BaselineRollouts = c.config.cohorts()
 	var current []*pb.OutcomeReport
 	c.breakers.Range(func(_, v any) bool {
 		b := v.(*Breaker)
@@ -166,6 +167,14 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 			Name:     b.name, Successes: b.successes.Swap(0), Failures: b.failures.Swap(0), SlowCalls: b.slow.Swap(0),
 			Rejections: b.rejections.Swap(0), ProbeSuccesses: b.probeSuccesses.Swap(0), ProbeFailures: b.probeFailures.Swap(0),
 			LocalOpen: b.LocalState() == StateOpen, ProbeWindow: b.permitWindow.Load(),
+		}
+		for i := range b.latency {
+			if n := b.latency[i].Swap(0); n > 0 {
+				if r.LatencyHistogram == nil {
+					r.LatencyHistogram = make([]int64, len(b.latency))
+				}
+				r.LatencyHistogram[i] = n
+			}
 		}
 		switch {
 		case b.held > 0 && notable:

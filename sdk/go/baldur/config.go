@@ -1,10 +1,15 @@
 package baldur
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // Config is the cluster's runtime configuration as this client last
@@ -13,7 +18,8 @@ import (
 // holds and is fail-static: while the cluster is unreachable the last
 // values stay in force (before the first, the built-in defaults).
 type Config struct {
-	snap atomic.Pointer[configSnapshot]
+	instance string
+	snap     atomic.Pointer[configSnapshot]
 }
 
 type configSnapshot struct {
@@ -23,6 +29,20 @@ type configSnapshot struct {
 	retrySet bool
 	breaker  BreakerDefaults
 	versions map[string]uint64
+	// Rollouts in CANARY, by section; the rollouts whose canary cohort
+	// this instance is in, and those whose baseline it is in (its reports
+	// carry both).
+	rollouts         map[string]*rolloutState
+	canary, baseline []string
+}
+
+type rolloutState struct {
+	id, section string
+	stage       int
+	percentage  float64
+	inCohort    bool
+	strategy    string
+	allow       map[string]bool
 }
 
 type flagState struct {
@@ -47,8 +67,8 @@ type BreakerDefaults struct {
 	ReportInterval       time.Duration
 }
 
-func newConfig() *Config {
-	c := &Config{}
+func newConfig(instance string) *Config {
+	c := &Config{instance: instance}
 	c.snap.Store(&configSnapshot{retry: Retry{}.withDefaults(), versions: map[string]uint64{}})
 	return c
 }
@@ -135,13 +155,48 @@ func (h *Config) apply(rc *pb.RuntimeConfig) {
 	if rc == nil {
 		return
 	}
-	next := &configSnapshot{flags: make(map[string]flagState, len(rc.Flags)), versions: make(map[string]uint64, len(rc.Versions))}
+	next := &configSnapshot{versions: make(map[string]uint64, len(rc.Versions)), rollouts: map[string]*rolloutState{}}
+	for _, ro := range rc.Rollouts {
+		rs := &rolloutState{id: ro.Id, section: ro.Section, stage: int(ro.StageIndex), percentage: ro.Percentage,
+			inCohort: InCohort(ro.Id, h.instance, ro.Percentage), strategy: ro.GetSelection().GetStrategy()}
+		if list := ro.GetSelection().GetAllowList(); len(list) > 0 {
+			rs.allow = make(map[string]bool, len(list))
+			for _, k := range list {
+				rs.allow[k] = true
+			}
+		}
+		next.rollouts[ro.Section] = rs
+		if !rs.inCohort {
+			next.baseline = append(next.baseline, ro.Id)
+			continue
+		}
+		// This instance is in the canary cohort: the rollout's values are
+		// its values of the section.
+		next.canary = append(next.canary, ro.Id)
+		v := ro.GetValues()
+		switch ro.Section {
+		case "flags":
+			rc = proto.Clone(rc).(*pb.RuntimeConfig)
+			rc.Flags = v.GetFlags()
+		case "retry_defaults":
+			rc = proto.Clone(rc).(*pb.RuntimeConfig)
+			rc.RetryDefaults = v.GetRetryDefaults()
+			rc.Versions["retry_defaults"] = max(rc.Versions["retry_defaults"], 1) // set, by the rollout
+		case "circuit_defaults":
+			rc = proto.Clone(rc).(*pb.RuntimeConfig)
+			rc.CircuitDefaults = v.GetCircuitDefaults()
+		}
+	}
+	next.flags = make(map[string]flagState, len(rc.Flags))
 	for name, f := range rc.Flags {
 		p := 100.0
 		if f.Percentage != nil {
 			p = f.GetPercentage()
 		}
 		next.flags[name] = flagState{enabled: f.Enabled, value: f.Value, cut: uint32(min(max(p, 0), 100)*100 + 0.5)}
+	}
+	if rc.Versions == nil {
+		rc.Versions = map[string]uint64{}
 	}
 	for k, v := range rc.Versions {
 		next.versions[k] = v
@@ -160,4 +215,106 @@ func (h *Config) apply(rc *pb.RuntimeConfig) {
 			ReportInterval: p.ReportInterval.AsDuration()}
 	}
 	h.snap.Store(next)
+}
+
+// InCohort reports whether instance is in a rollout's canary cohort at
+// percentage: sha256("{rollout id}:{instance id}")[:4] (big-endian) modulo
+// 10000 below the percentage in hundredths. It is the cluster's rule
+// (canary.InCohort): sticky, so an instance in at 5 % stays in at 50 %.
+func InCohort(rolloutID, instance string, percentage float64) bool {
+	h := sha256.Sum256([]byte(rolloutID + ":" + instance))
+	return binary.BigEndian.Uint32(h[:4])%10000 < uint32(percentage*100+0.5)
+}
+
+// CanaryView is a section's rollout as this client last received it.
+type CanaryView struct {
+	section string
+	r       *rolloutState
+}
+
+// Canary is the view of the rollout of a runtime configuration section
+// ("flags", "retry_defaults", "circuit_defaults", "dlq").
+func (c *Client) Canary(section string) CanaryView {
+	return CanaryView{section: section, r: c.config.snap.Load().rollouts[section]}
+}
+
+// Active reports whether a rollout of the section is in CANARY.
+func (v CanaryView) Active() bool { return v.r != nil }
+
+// RolloutID is the active rollout's id ("" for none).
+func (v CanaryView) RolloutID() string {
+	if v.r == nil {
+		return ""
+	}
+	return v.r.id
+}
+
+// Stage is the active rollout's stage index (-1 for none).
+func (v CanaryView) Stage() int {
+	if v.r == nil {
+		return -1
+	}
+	return v.r.stage
+}
+
+// Percentage is the active stage's share of the fleet (0 for none).
+func (v CanaryView) Percentage() float64 {
+	if v.r == nil {
+		return 0
+	}
+	return v.r.percentage
+}
+
+// InCohort reports whether this instance is in the canary cohort: its
+// Config() holds the rollout's values of the section, and its outcome
+// reports count for the canary.
+func (v CanaryView) InCohort() bool { return v.r != nil && v.r.inCohort }
+
+// Use is request-level selection (Baldur §13.5) by the rollout's
+// strategy, for requests identified by key:
+//   - user_id_hash (default): sha256("{section}:{key}")[:4] (big-endian)
+//     % 100 below the stage's percentage, as Baldur computes it, so a user
+//     is in or out in every service and language; an empty key is out;
+//   - random: a fresh draw under the percentage;
+//   - header: key is the header's value (X-Canary-Config unless the
+//     rollout names another): true, 1 or yes;
+//   - allow_list: key is on the rollout's list.
+//
+// Without an active rollout every request uses the baseline.
+func (v CanaryView) Use(key string) bool {
+	r := v.r
+	if r == nil {
+		return false
+	}
+	switch r.strategy {
+	case "random":
+		return rand.Float64()*100 < r.percentage
+	case "header":
+		return strings.EqualFold(key, "true") || key == "1" || strings.EqualFold(key, "yes")
+	case "allow_list":
+		return r.allow[key]
+	}
+	if key == "" {
+		return false
+	}
+	return float64(RequestBucket(v.section, key)) < r.percentage
+}
+
+// RequestBucket is Baldur's request bucket of key for a section:
+// sha256("{section}:{key}")[:4] as a big-endian integer, modulo 100.
+func RequestBucket(section, key string) uint32 {
+	var buf [128]byte
+	b := append(append(append(buf[:0], section...), ':'), key...)
+	h := sha256.Sum256(b)
+	return binary.BigEndian.Uint32(h[:4]) % 100
+}
+
+// tracking reports whether a rollout is active (calls' durations are
+// then reported).
+func (h *Config) tracking() bool { return len(h.snap.Load().rollouts) > 0 }
+
+// cohorts are the rollouts this instance's reports count for.
+func (h *Config) cohorts() (canary, baseline []string) {
+	s := h.snap.Load()
+	return s.canary, s.baseline
 }

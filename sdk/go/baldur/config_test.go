@@ -22,7 +22,7 @@ func TestFlagBucketIsStableAcrossLanguages(t *testing.T) {
 }
 
 func TestFlagPercentageEdges(t *testing.T) {
-	h := newConfig()
+	h := newConfig("i-1")
 	h.apply(&pb.RuntimeConfig{Flags: map[string]*pb.FeatureFlag{
 		"all":  {Enabled: true},
 		"none": {Enabled: true, Percentage: proto.Float64(0)},
@@ -48,7 +48,7 @@ func TestFlagPercentageEdges(t *testing.T) {
 // A call's retry settings win; what it leaves out comes from the
 // cluster's retry_defaults once set, from the built-in defaults before.
 func TestRetryForFillsFromTheCluster(t *testing.T) {
-	h := newConfig()
+	h := newConfig("i-1")
 	if r := h.retryFor(Retry{}); r.MaxAttempts != 3 || r.Jitter != 0.2 {
 		t.Fatalf("built-in defaults: %+v", r)
 	}

@@ -1151,9 +1151,13 @@ type OutcomeReport struct {
 	// saw nothing but successes (the SDK reports those once a second). They
 	// come before the interval's own report in the batch, and the leader
 	// counts them as older than it.
-	Held          bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Held bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
+	// Calls by duration while a rollout is active (for the cohorts' p95 and
+	// p99): counts per bucket with upper bounds 1, 2, 5, 10, 25, 50, 100,
+	// 250, 500, 1000, 2500, 5000, 10000 ms and beyond (14 buckets).
+	LatencyHistogram []int64 `protobuf:"varint,13,rep,packed,name=latency_histogram,json=latencyHistogram,proto3" json:"latency_histogram,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *OutcomeReport) Reset() {
@@ -1270,12 +1274,24 @@ func (x *OutcomeReport) GetHeld() bool {
 	return false
 }
 
+func (x *OutcomeReport) GetLatencyHistogram() []int64 {
+	if x != nil {
+		return x.LatencyHistogram
+	}
+	return nil
+}
+
 type ReportOutcomesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	Reports       []*OutcomeReport       `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Reports    []*OutcomeReport       `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
+	// The active rollouts whose canary cohort this instance is in, and those
+	// whose baseline it is in: the leader judges each rollout on its cohorts'
+	// outcomes.
+	CanaryRollouts   []string `protobuf:"bytes,3,rep,name=canary_rollouts,json=canaryRollouts,proto3" json:"canary_rollouts,omitempty"`
+	BaselineRollouts []string `protobuf:"bytes,4,rep,name=baseline_rollouts,json=baselineRollouts,proto3" json:"baseline_rollouts,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ReportOutcomesRequest) Reset() {
@@ -1318,6 +1334,20 @@ func (x *ReportOutcomesRequest) GetInstanceId() string {
 func (x *ReportOutcomesRequest) GetReports() []*OutcomeReport {
 	if x != nil {
 		return x.Reports
+	}
+	return nil
+}
+
+func (x *ReportOutcomesRequest) GetCanaryRollouts() []string {
+	if x != nil {
+		return x.CanaryRollouts
+	}
+	return nil
+}
+
+func (x *ReportOutcomesRequest) GetBaselineRollouts() []string {
+	if x != nil {
+		return x.BaselineRollouts
 	}
 	return nil
 }
@@ -1793,7 +1823,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"J\n" +
 	"\x12KillSwitchResponse\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xfd\x03\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xaa\x04\n" +
 	"\rOutcomeReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tsuccesses\x18\x02 \x01(\x03R\tsuccesses\x12\x1a\n" +
@@ -1811,14 +1841,17 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\fprobe_window\x18\n" +
 	" \x01(\x04R\vprobeWindow\x12\x1a\n" +
 	"\brevision\x18\v \x01(\x04R\brevision\x12\x12\n" +
-	"\x04held\x18\f \x01(\bR\x04held\x1aB\n" +
+	"\x04held\x18\f \x01(\bR\x04held\x12+\n" +
+	"\x11latency_histogram\x18\r \x03(\x03R\x10latencyHistogram\x1aB\n" +
 	"\x14FailuresByClassEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"l\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xc2\x01\n" +
 	"\x15ReportOutcomesRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x122\n" +
-	"\areports\x18\x02 \x03(\v2\x18.baldur.v1.OutcomeReportR\areports\"8\n" +
+	"\areports\x18\x02 \x03(\v2\x18.baldur.v1.OutcomeReportR\areports\x12'\n" +
+	"\x0fcanary_rollouts\x18\x03 \x03(\tR\x0ecanaryRollouts\x12+\n" +
+	"\x11baseline_rollouts\x18\x04 \x03(\tR\x10baselineRollouts\"8\n" +
 	"\x16ReportOutcomesResponse\x12\x1e\n" +
 	"\n" +
 	"registered\x18\x01 \x03(\tR\n" +

@@ -873,7 +873,10 @@ type RuntimeConfig struct {
 	Flags           map[string]*FeatureFlag `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Dlq             *DLQSettings            `protobuf:"bytes,4,opt,name=dlq,proto3" json:"dlq,omitempty"`
 	// Section name → version.
-	Versions      map[string]uint64 `protobuf:"bytes,5,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Versions map[string]uint64 `protobuf:"bytes,5,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Rollouts in CANARY: an instance whose bucket of (rollout id, instance
+	// id) is below the stage's percentage takes the rollout's values.
+	Rollouts      []*ActiveRollout `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,11 +946,104 @@ func (x *RuntimeConfig) GetVersions() map[string]uint64 {
 	return nil
 }
 
+func (x *RuntimeConfig) GetRollouts() []*ActiveRollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+// ActiveRollout is a rollout as SDKs need it.
+type ActiveRollout struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Section    string                 `protobuf:"bytes,2,opt,name=section,proto3" json:"section,omitempty"`
+	StageIndex int32                  `protobuf:"varint,3,opt,name=stage_index,json=stageIndex,proto3" json:"stage_index,omitempty"`
+	Percentage float64                `protobuf:"fixed64,4,opt,name=percentage,proto3" json:"percentage,omitempty"`
+	// The rollout's values of its section (the other fields are unset).
+	Values        *RuntimeConfig   `protobuf:"bytes,5,opt,name=values,proto3" json:"values,omitempty"`
+	Selection     *CanarySelection `protobuf:"bytes,6,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActiveRollout) Reset() {
+	*x = ActiveRollout{}
+	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActiveRollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActiveRollout) ProtoMessage() {}
+
+func (x *ActiveRollout) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActiveRollout.ProtoReflect.Descriptor instead.
+func (*ActiveRollout) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_config_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ActiveRollout) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ActiveRollout) GetSection() string {
+	if x != nil {
+		return x.Section
+	}
+	return ""
+}
+
+func (x *ActiveRollout) GetStageIndex() int32 {
+	if x != nil {
+		return x.StageIndex
+	}
+	return 0
+}
+
+func (x *ActiveRollout) GetPercentage() float64 {
+	if x != nil {
+		return x.Percentage
+	}
+	return 0
+}
+
+func (x *ActiveRollout) GetValues() *RuntimeConfig {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *ActiveRollout) GetSelection() *CanarySelection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
 var File_baldur_v1_config_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16baldur/v1/config.proto\x12\tbaldur.v1\x1a\x17baldur/v1/circuit.proto\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
+	"\x16baldur/v1/config.proto\x12\tbaldur.v1\x1a\x16baldur/v1/canary.proto\x1a\x17baldur/v1/circuit.proto\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
 	"\rConfigSection\x12\x18\n" +
 	"\asection\x18\x01 \x01(\tR\asection\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
@@ -1022,20 +1118,31 @@ const file_baldur_v1_config_proto_rawDesc = "" +
 	"\x10sensitive_fields\x18\n" +
 	" \x03(\tR\x0fsensitiveFields\x12\x1f\n" +
 	"\vmax_domains\x18\v \x01(\x05R\n" +
-	"maxDomains\"\xcb\x03\n" +
+	"maxDomains\"\x81\x04\n" +
 	"\rRuntimeConfig\x12C\n" +
 	"\x10circuit_defaults\x18\x01 \x01(\v2\x18.baldur.v1.CircuitPolicyR\x0fcircuitDefaults\x12=\n" +
 	"\x0eretry_defaults\x18\x02 \x01(\v2\x16.baldur.v1.RetryPolicyR\rretryDefaults\x129\n" +
 	"\x05flags\x18\x03 \x03(\v2#.baldur.v1.RuntimeConfig.FlagsEntryR\x05flags\x12(\n" +
 	"\x03dlq\x18\x04 \x01(\v2\x16.baldur.v1.DLQSettingsR\x03dlq\x12B\n" +
-	"\bversions\x18\x05 \x03(\v2&.baldur.v1.RuntimeConfig.VersionsEntryR\bversions\x1aP\n" +
+	"\bversions\x18\x05 \x03(\v2&.baldur.v1.RuntimeConfig.VersionsEntryR\bversions\x124\n" +
+	"\brollouts\x18\x06 \x03(\v2\x18.baldur.v1.ActiveRolloutR\brollouts\x1aP\n" +
 	"\n" +
 	"FlagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.baldur.v1.FeatureFlagR\x05value:\x028\x01\x1a;\n" +
 	"\rVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\xdc\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe6\x01\n" +
+	"\rActiveRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\asection\x18\x02 \x01(\tR\asection\x12\x1f\n" +
+	"\vstage_index\x18\x03 \x01(\x05R\n" +
+	"stageIndex\x12\x1e\n" +
+	"\n" +
+	"percentage\x18\x04 \x01(\x01R\n" +
+	"percentage\x120\n" +
+	"\x06values\x18\x05 \x01(\v2\x18.baldur.v1.RuntimeConfigR\x06values\x128\n" +
+	"\tselection\x18\x06 \x01(\v2\x1a.baldur.v1.CanarySelectionR\tselection2\xdc\x03\n" +
 	"\rConfigService\x12c\n" +
 	"\n" +
 	"ListConfig\x12\x1c.baldur.v1.ListConfigRequest\x1a\x1d.baldur.v1.ListConfigResponse\"\x18\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\f\x12\n" +
@@ -1056,7 +1163,7 @@ func file_baldur_v1_config_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_config_proto_rawDescData
 }
 
-var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_baldur_v1_config_proto_goTypes = []any{
 	(*ConfigSection)(nil),             // 0: baldur.v1.ConfigSection
 	(*ListConfigRequest)(nil),         // 1: baldur.v1.ListConfigRequest
@@ -1070,44 +1177,49 @@ var file_baldur_v1_config_proto_goTypes = []any{
 	(*FeatureFlag)(nil),               // 9: baldur.v1.FeatureFlag
 	(*DLQSettings)(nil),               // 10: baldur.v1.DLQSettings
 	(*RuntimeConfig)(nil),             // 11: baldur.v1.RuntimeConfig
-	nil,                               // 12: baldur.v1.RuntimeConfig.FlagsEntry
-	nil,                               // 13: baldur.v1.RuntimeConfig.VersionsEntry
-	(*structpb.Struct)(nil),           // 14: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 15: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 16: google.protobuf.Duration
-	(*CircuitPolicy)(nil),             // 17: baldur.v1.CircuitPolicy
+	(*ActiveRollout)(nil),             // 12: baldur.v1.ActiveRollout
+	nil,                               // 13: baldur.v1.RuntimeConfig.FlagsEntry
+	nil,                               // 14: baldur.v1.RuntimeConfig.VersionsEntry
+	(*structpb.Struct)(nil),           // 15: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 17: google.protobuf.Duration
+	(*CircuitPolicy)(nil),             // 18: baldur.v1.CircuitPolicy
+	(*CanarySelection)(nil),           // 19: baldur.v1.CanarySelection
 }
 var file_baldur_v1_config_proto_depIdxs = []int32{
-	14, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
-	15, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
+	16, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: baldur.v1.ListConfigResponse.sections:type_name -> baldur.v1.ConfigSection
-	14, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
-	14, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
-	14, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
-	15, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
+	15, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
+	15, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
+	15, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
+	16, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
 	5,  // 7: baldur.v1.ListConfigHistoryResponse.changes:type_name -> baldur.v1.ConfigChange
-	16, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
-	16, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
-	16, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
-	17, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
+	17, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
+	17, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
+	17, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
+	18, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
 	8,  // 12: baldur.v1.RuntimeConfig.retry_defaults:type_name -> baldur.v1.RetryPolicy
-	12, // 13: baldur.v1.RuntimeConfig.flags:type_name -> baldur.v1.RuntimeConfig.FlagsEntry
+	13, // 13: baldur.v1.RuntimeConfig.flags:type_name -> baldur.v1.RuntimeConfig.FlagsEntry
 	10, // 14: baldur.v1.RuntimeConfig.dlq:type_name -> baldur.v1.DLQSettings
-	13, // 15: baldur.v1.RuntimeConfig.versions:type_name -> baldur.v1.RuntimeConfig.VersionsEntry
-	9,  // 16: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
-	1,  // 17: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
-	3,  // 18: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
-	4,  // 19: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
-	6,  // 20: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
-	2,  // 21: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
-	0,  // 22: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
-	0,  // 23: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
-	7,  // 24: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 15: baldur.v1.RuntimeConfig.versions:type_name -> baldur.v1.RuntimeConfig.VersionsEntry
+	12, // 16: baldur.v1.RuntimeConfig.rollouts:type_name -> baldur.v1.ActiveRollout
+	11, // 17: baldur.v1.ActiveRollout.values:type_name -> baldur.v1.RuntimeConfig
+	19, // 18: baldur.v1.ActiveRollout.selection:type_name -> baldur.v1.CanarySelection
+	9,  // 19: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
+	1,  // 20: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
+	3,  // 21: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
+	4,  // 22: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
+	6,  // 23: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
+	2,  // 24: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
+	0,  // 25: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
+	0,  // 26: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
+	7,  // 27: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_config_proto_init() }
@@ -1115,6 +1227,7 @@ func file_baldur_v1_config_proto_init() {
 	if File_baldur_v1_config_proto != nil {
 		return
 	}
+	file_baldur_v1_canary_proto_init()
 	file_baldur_v1_circuit_proto_init()
 	file_baldur_v1_options_proto_init()
 	file_baldur_v1_config_proto_msgTypes[4].OneofWrappers = []any{}
@@ -1125,7 +1238,7 @@ func file_baldur_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_config_proto_rawDesc), len(file_baldur_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

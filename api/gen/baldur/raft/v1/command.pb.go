@@ -24,6 +24,76 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CanaryCommand_Op int32
+
+const (
+	CanaryCommand_OP_UNSPECIFIED CanaryCommand_Op = 0
+	CanaryCommand_CREATE         CanaryCommand_Op = 1
+	CanaryCommand_START          CanaryCommand_Op = 2
+	CanaryCommand_PROMOTE        CanaryCommand_Op = 3
+	CanaryCommand_PAUSE          CanaryCommand_Op = 4
+	CanaryCommand_RESUME         CanaryCommand_Op = 5
+	CanaryCommand_ROLLBACK       CanaryCommand_Op = 6
+	CanaryCommand_CANCEL         CanaryCommand_Op = 7
+	CanaryCommand_FLAG_STUCK     CanaryCommand_Op = 8 // the watchdog found it stuck
+	CanaryCommand_PURGE          CanaryCommand_Op = 9 // a finished rollout past retention
+)
+
+// Enum value maps for CanaryCommand_Op.
+var (
+	CanaryCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "CREATE",
+		2: "START",
+		3: "PROMOTE",
+		4: "PAUSE",
+		5: "RESUME",
+		6: "ROLLBACK",
+		7: "CANCEL",
+		8: "FLAG_STUCK",
+		9: "PURGE",
+	}
+	CanaryCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"CREATE":         1,
+		"START":          2,
+		"PROMOTE":        3,
+		"PAUSE":          4,
+		"RESUME":         5,
+		"ROLLBACK":       6,
+		"CANCEL":         7,
+		"FLAG_STUCK":     8,
+		"PURGE":          9,
+	}
+)
+
+func (x CanaryCommand_Op) Enum() *CanaryCommand_Op {
+	p := new(CanaryCommand_Op)
+	*p = x
+	return p
+}
+
+func (x CanaryCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CanaryCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[0].Descriptor()
+}
+
+func (CanaryCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[0]
+}
+
+func (x CanaryCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CanaryCommand_Op.Descriptor instead.
+func (CanaryCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8, 0}
+}
+
 type CircuitCommand_Op int32
 
 const (
@@ -81,11 +151,11 @@ func (x CircuitCommand_Op) String() string {
 }
 
 func (CircuitCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[0].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[1].Descriptor()
 }
 
 func (CircuitCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[0]
+	return &file_baldur_raft_v1_command_proto_enumTypes[1]
 }
 
 func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
@@ -94,7 +164,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -154,11 +224,11 @@ func (x CoordinationCommand_Op) String() string {
 }
 
 func (CoordinationCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[1].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
 }
 
 func (CoordinationCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[1]
+	return &file_baldur_raft_v1_command_proto_enumTypes[2]
 }
 
 func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
@@ -167,7 +237,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type DLQCommand_Op int32
@@ -233,11 +303,11 @@ func (x DLQCommand_Op) String() string {
 }
 
 func (DLQCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
 }
 
 func (DLQCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[2]
+	return &file_baldur_raft_v1_command_proto_enumTypes[3]
 }
 
 func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
@@ -246,7 +316,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -280,6 +350,7 @@ type Command struct {
 	//	*Command_Coordination
 	//	*Command_Dlq
 	//	*Command_ConfigSet
+	//	*Command_Canary
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -490,6 +561,15 @@ func (x *Command) GetConfigSet() *ConfigSet {
 	return nil
 }
 
+func (x *Command) GetCanary() *CanaryCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Canary); ok {
+			return x.Canary
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -550,6 +630,10 @@ type Command_ConfigSet struct {
 	ConfigSet *ConfigSet `protobuf:"bytes,72,opt,name=config_set,json=configSet,proto3,oneof"`
 }
 
+type Command_Canary struct {
+	Canary *CanaryCommand `protobuf:"bytes,73,opt,name=canary,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -577,6 +661,8 @@ func (*Command_Coordination) isCommand_Body() {}
 func (*Command_Dlq) isCommand_Body() {}
 
 func (*Command_ConfigSet) isCommand_Body() {}
+
+func (*Command_Canary) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1051,6 +1137,140 @@ func (x *ConfigSet) GetEmergency() *EmergencyConfig {
 	return nil
 }
 
+// CanaryCommand is every rollout change (command version 7). CREATE carries
+// the rollout as the canary package's JSON; the others name it by id.
+// Gates (kill switch, emergency level) are read from the state at apply.
+type CanaryCommand struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Op          CanaryCommand_Op       `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.CanaryCommand_Op" json:"op,omitempty"`
+	Id          string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	RolloutJson []byte                 `protobuf:"bytes,3,opt,name=rollout_json,json=rolloutJson,proto3" json:"rollout_json,omitempty"`
+	// PROMOTE: only when the rollout is at this stage.
+	ExpectedStageIndex int32  `protobuf:"varint,4,opt,name=expected_stage_index,json=expectedStageIndex,proto3" json:"expected_stage_index,omitempty"`
+	CheckStage         bool   `protobuf:"varint,5,opt,name=check_stage,json=checkStage,proto3" json:"check_stage,omitempty"`
+	Force              bool   `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	BypassReason       string `protobuf:"bytes,7,opt,name=bypass_reason,json=bypassReason,proto3" json:"bypass_reason,omitempty"`
+	// Taken by the emergency interlock.
+	Interlock bool `protobuf:"varint,8,opt,name=interlock,proto3" json:"interlock,omitempty"`
+	// The judgment behind an automatic PROMOTE or ROLLBACK (canary JSON).
+	EvidenceJson []byte `protobuf:"bytes,9,opt,name=evidence_json,json=evidenceJson,proto3" json:"evidence_json,omitempty"`
+	// Taken by the cluster itself.
+	Automatic bool `protobuf:"varint,10,opt,name=automatic,proto3" json:"automatic,omitempty"`
+	// PROMOTE/PAUSE/ROLLBACK by the cluster: only while the rollout's stage
+	// began at this time (a judgment of an earlier stage, or of the stage
+	// before a pause, is stale).
+	StageStartedUnixNano int64 `protobuf:"varint,11,opt,name=stage_started_unix_nano,json=stageStartedUnixNano,proto3" json:"stage_started_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CanaryCommand) Reset() {
+	*x = CanaryCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryCommand) ProtoMessage() {}
+
+func (x *CanaryCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryCommand.ProtoReflect.Descriptor instead.
+func (*CanaryCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CanaryCommand) GetOp() CanaryCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return CanaryCommand_OP_UNSPECIFIED
+}
+
+func (x *CanaryCommand) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CanaryCommand) GetRolloutJson() []byte {
+	if x != nil {
+		return x.RolloutJson
+	}
+	return nil
+}
+
+func (x *CanaryCommand) GetExpectedStageIndex() int32 {
+	if x != nil {
+		return x.ExpectedStageIndex
+	}
+	return 0
+}
+
+func (x *CanaryCommand) GetCheckStage() bool {
+	if x != nil {
+		return x.CheckStage
+	}
+	return false
+}
+
+func (x *CanaryCommand) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *CanaryCommand) GetBypassReason() string {
+	if x != nil {
+		return x.BypassReason
+	}
+	return ""
+}
+
+func (x *CanaryCommand) GetInterlock() bool {
+	if x != nil {
+		return x.Interlock
+	}
+	return false
+}
+
+func (x *CanaryCommand) GetEvidenceJson() []byte {
+	if x != nil {
+		return x.EvidenceJson
+	}
+	return nil
+}
+
+func (x *CanaryCommand) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
+}
+
+func (x *CanaryCommand) GetStageStartedUnixNano() int64 {
+	if x != nil {
+		return x.StageStartedUnixNano
+	}
+	return 0
+}
+
 // MemberUpsert records a node's API addresses in the replicated member table.
 type MemberUpsert struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1065,7 +1285,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1297,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1310,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1137,7 +1357,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1369,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1382,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1184,7 +1404,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1416,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1429,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -1250,7 +1470,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1482,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1495,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -1403,7 +1623,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1635,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1648,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -1608,7 +1828,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1840,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1853,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -1789,7 +2009,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2021,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2034,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -1852,7 +2072,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2084,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2097,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -1901,7 +2121,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2133,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2146,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1992,14 +2212,18 @@ type MergedReport struct {
 	FirstInstance string `protobuf:"bytes,11,opt,name=first_instance,json=firstInstance,proto3" json:"first_instance,omitempty"`
 	// Successes held back while the instances were healthy (older than the
 	// other reports of the batch).
-	Held          bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Held bool `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`
+	// The reporting instances' rollout cohorts (canary.CohortKey) and their
+	// calls by duration (OutcomeReport.latency_histogram).
+	Cohort           string  `protobuf:"bytes,13,opt,name=cohort,proto3" json:"cohort,omitempty"`
+	LatencyHistogram []int64 `protobuf:"varint,14,rep,packed,name=latency_histogram,json=latencyHistogram,proto3" json:"latency_histogram,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2235,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2248,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2111,6 +2335,20 @@ func (x *MergedReport) GetHeld() bool {
 	return false
 }
 
+func (x *MergedReport) GetCohort() string {
+	if x != nil {
+		return x.Cohort
+	}
+	return ""
+}
+
+func (x *MergedReport) GetLatencyHistogram() []int64 {
+	if x != nil {
+		return x.LatencyHistogram
+	}
+	return nil
+}
+
 type IngestReportsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reports       []*MergedReport        `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
@@ -2120,7 +2358,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2370,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2383,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2165,7 +2403,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2415,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2428,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2209,7 +2447,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2459,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2472,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -2254,7 +2492,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2504,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2517,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2304,7 +2542,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2554,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2567,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 type ReadIndexResponse struct {
@@ -2341,7 +2579,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2591,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2604,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2384,7 +2622,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2634,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2647,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 type ProgressResponse struct {
@@ -2422,7 +2660,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2672,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2685,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2468,7 +2706,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x94\t\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xcd\t\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -2492,7 +2730,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\fcoordination\x188 \x01(\v2#.baldur.raft.v1.CoordinationCommandH\x00R\fcoordination\x12.\n" +
 	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlq\x12:\n" +
 	"\n" +
-	"config_set\x18H \x01(\v2\x19.baldur.raft.v1.ConfigSetH\x00R\tconfigSetB\x06\n" +
+	"config_set\x18H \x01(\v2\x19.baldur.raft.v1.ConfigSetH\x00R\tconfigSet\x127\n" +
+	"\x06canary\x18I \x01(\v2\x1d.baldur.raft.v1.CanaryCommandH\x00R\x06canaryB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -2528,7 +2767,36 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12#\n" +
 	"\rcheck_version\x18\x04 \x01(\bR\fcheckVersion\x12#\n" +
 	"\rprevious_json\x18\x05 \x01(\fR\fpreviousJson\x12=\n" +
-	"\temergency\x18\x06 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigR\temergency\"\x9e\x01\n" +
+	"\temergency\x18\x06 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigR\temergency\"\xa5\x04\n" +
+	"\rCanaryCommand\x120\n" +
+	"\x02op\x18\x01 \x01(\x0e2 .baldur.raft.v1.CanaryCommand.OpR\x02op\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
+	"\frollout_json\x18\x03 \x01(\fR\vrolloutJson\x120\n" +
+	"\x14expected_stage_index\x18\x04 \x01(\x05R\x12expectedStageIndex\x12\x1f\n" +
+	"\vcheck_stage\x18\x05 \x01(\bR\n" +
+	"checkStage\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\x12#\n" +
+	"\rbypass_reason\x18\a \x01(\tR\fbypassReason\x12\x1c\n" +
+	"\tinterlock\x18\b \x01(\bR\tinterlock\x12#\n" +
+	"\revidence_json\x18\t \x01(\fR\fevidenceJson\x12\x1c\n" +
+	"\tautomatic\x18\n" +
+	" \x01(\bR\tautomatic\x125\n" +
+	"\x17stage_started_unix_nano\x18\v \x01(\x03R\x14stageStartedUnixNano\"\x88\x01\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06CREATE\x10\x01\x12\t\n" +
+	"\x05START\x10\x02\x12\v\n" +
+	"\aPROMOTE\x10\x03\x12\t\n" +
+	"\x05PAUSE\x10\x04\x12\n" +
+	"\n" +
+	"\x06RESUME\x10\x05\x12\f\n" +
+	"\bROLLBACK\x10\x06\x12\n" +
+	"\n" +
+	"\x06CANCEL\x10\a\x12\x0e\n" +
+	"\n" +
+	"FLAG_STUCK\x10\b\x12\t\n" +
+	"\x05PURGE\x10\t\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2668,7 +2936,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fapplied_term\x18\x04 \x01(\x04R\vappliedTerm\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\x90\x03\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\xd5\x03\n" +
 	"\fMergedReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -2683,7 +2951,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\tinstances\x18\n" +
 	" \x01(\rR\tinstances\x12%\n" +
 	"\x0efirst_instance\x18\v \x01(\tR\rfirstInstance\x12\x12\n" +
-	"\x04held\x18\f \x01(\bR\x04held\"N\n" +
+	"\x04held\x18\f \x01(\bR\x04held\x12\x16\n" +
+	"\x06cohort\x18\r \x01(\tR\x06cohort\x12+\n" +
+	"\x11latency_histogram\x18\x0e \x03(\x03R\x10latencyHistogram\"N\n" +
 	"\x14IngestReportsRequest\x126\n" +
 	"\areports\x18\x01 \x03(\v2\x1c.baldur.raft.v1.MergedReportR\areports\"7\n" +
 	"\x15IngestReportsResponse\x12\x1e\n" +
@@ -2721,74 +2991,78 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
-	(CircuitCommand_Op)(0),        // 0: baldur.raft.v1.CircuitCommand.Op
-	(CoordinationCommand_Op)(0),   // 1: baldur.raft.v1.CoordinationCommand.Op
-	(DLQCommand_Op)(0),            // 2: baldur.raft.v1.DLQCommand.Op
-	(*Command)(nil),               // 3: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),      // 4: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),      // 5: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),       // 6: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),         // 7: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),        // 8: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),       // 9: baldur.raft.v1.EmergencyConfig
-	(*ConfigSet)(nil),             // 10: baldur.raft.v1.ConfigSet
-	(*MemberUpsert)(nil),          // 11: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 12: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 13: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 14: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 15: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 16: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 17: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 18: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 19: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 20: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 21: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 22: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 23: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 24: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 25: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 26: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 27: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 28: baldur.raft.v1.ProgressResponse
+	(CanaryCommand_Op)(0),         // 0: baldur.raft.v1.CanaryCommand.Op
+	(CircuitCommand_Op)(0),        // 1: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0),   // 2: baldur.raft.v1.CoordinationCommand.Op
+	(DLQCommand_Op)(0),            // 3: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),               // 4: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),      // 5: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 6: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 7: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 8: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 9: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 10: baldur.raft.v1.EmergencyConfig
+	(*ConfigSet)(nil),             // 11: baldur.raft.v1.ConfigSet
+	(*CanaryCommand)(nil),         // 12: baldur.raft.v1.CanaryCommand
+	(*MemberUpsert)(nil),          // 13: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 14: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 15: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 16: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 17: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 18: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 19: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 20: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 21: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 22: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 23: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 24: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 25: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 26: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 27: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 28: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 29: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 30: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	4,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	5,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	6,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	7,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	9,  // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	11, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	12, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	13, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	17, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	18, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	14, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	15, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	16, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	10, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
-	8,  // 14: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	9,  // 15: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
-	0,  // 16: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	1,  // 17: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	2,  // 18: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	16, // 19: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	20, // 20: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	23, // 21: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	25, // 22: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	27, // 23: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	21, // 24: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	24, // 25: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	26, // 26: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	28, // 27: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	22, // 28: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	5,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	6,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	7,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	8,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	10, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	13, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	14, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	15, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	19, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	20, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	16, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	17, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	18, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	11, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	12, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
+	9,  // 15: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	10, // 16: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 17: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
+	1,  // 18: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	2,  // 19: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	3,  // 20: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	18, // 21: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	22, // 22: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	25, // 23: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	27, // 24: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	29, // 25: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	23, // 26: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	26, // 27: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	28, // 28: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	30, // 29: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	24, // 30: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	27, // [27:31] is the sub-list for method output_type
+	23, // [23:27] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -2811,14 +3085,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_Coordination)(nil),
 		(*Command_Dlq)(nil),
 		(*Command_ConfigSet)(nil),
+		(*Command_Canary)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   26,
+			NumEnums:      4,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
