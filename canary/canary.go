@@ -136,9 +136,11 @@ func (r Rollout) Progress() float64 {
 	return float64(r.Stage) / float64(len(r.Stages)) * 100
 }
 
-// Percentage is the canary cohort's share now (0 outside CANARY).
+// Percentage is the canary cohort's share now: its stage's in CANARY and
+// PAUSED (a pause holds the stage; it does not take the values back), 0
+// otherwise.
 func (r Rollout) Percentage() float64 {
-	if r.State != Canary || r.Stage >= len(r.Stages) {
+	if (r.State != Canary && r.State != Paused) || r.Stage >= len(r.Stages) {
 		return 0
 	}
 	return r.Stages[r.Stage].Percentage

@@ -3,6 +3,7 @@ package canary
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -142,13 +143,20 @@ type cohortSlots struct {
 // breaker, in 5-second slots over the evaluation window. It lives in the
 // leader's memory only: a new leader starts judging from the reports it
 // receives (the stage waits until it has enough).
+//
+// A rollout's figures start over when a judgment finds it in a new stage
+// (its cohorts changed): what was counted before belongs to the stage
+// before.
 type Tracker struct {
 	mu       sync.Mutex
 	rollouts map[string]map[string]*cohortSlots // rollout → breaker → slots
+	stages   map[string]time.Time               // rollout → the stage start its figures belong to
 }
 
 // NewTracker returns an empty tracker.
-func NewTracker() *Tracker { return &Tracker{rollouts: map[string]map[string]*cohortSlots{}} }
+func NewTracker() *Tracker {
+	return &Tracker{rollouts: map[string]map[string]*cohortSlots{}, stages: map[string]time.Time{}}
+}
 
 // maxBreakers bounds the breakers one rollout's figures keep.
 const maxBreakers = 10000
@@ -199,6 +207,7 @@ func (t *Tracker) Observe(key, name string, successes, failures int64, latency [
 func (t *Tracker) Forget(id string) {
 	t.mu.Lock()
 	delete(t.rollouts, id)
+	delete(t.stages, id)
 	t.mu.Unlock()
 }
 
@@ -208,19 +217,25 @@ func (t *Tracker) Keep(ids map[string]bool) {
 	for id := range t.rollouts {
 		if !ids[id] {
 			delete(t.rollouts, id)
+			delete(t.stages, id)
 		}
 	}
 	t.mu.Unlock()
 }
 
-// figures sums a rollout's slots since from, dropping older ones.
-func (t *Tracker) figures(id string, from time.Time) (canary, baseline Figures, breakers []BreakerFigures) {
+// figures sums a rollout's slots of the stage that began at stage, over
+// the window since from, dropping older ones.
+func (t *Tracker) figures(id string, stage, from time.Time) (canary, baseline Figures, breakers []BreakerFigures) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	cut := from.Truncate(slot).Unix()
-	if from.Truncate(slot).Before(from) {
-		cut += int64(slot / time.Second) // a slot that began before the window is not the stage's
+	if known, ok := t.stages[id]; !ok || !known.Equal(stage) {
+		if ok {
+			delete(t.rollouts, id) // the stage before's
+		}
+		t.stages[id] = stage
 	}
+	// Slots from before the window, or before the stage's own slot, go.
+	cut := max(from.Truncate(slot).Unix(), stage.Truncate(slot).Unix())
 	for name, cs := range t.rollouts[id] {
 		bf := BreakerFigures{Name: name}
 		for at, f := range cs.canary {
@@ -255,34 +270,51 @@ func (t *Tracker) figures(id string, from time.Time) (canary, baseline Figures, 
 // Judge compares a CANARY rollout's cohorts over its stage's evaluation
 // window (never before the stage began) with the stage's criteria:
 //   - fewer canary calls than min_requests: insufficient (the stage waits);
-//   - a criterion broken, by all breakers together or by one breaker with
-//     min_requests canary calls of its own: fail;
+//   - a criterion broken beyond doubt (with 99.5 % confidence, below), by
+//     all breakers together or by one breaker with min_requests canary
+//     calls of its own: fail;
+//   - a criterion broken by the figures seen but not beyond doubt:
+//     pending, until more calls settle it either way;
 //   - otherwise pass once the stage's duration has passed, pending before.
+//
+// The judgment runs four times a second on figures that grow call by
+// call; judging the bare ratios would roll back a healthy stage whenever
+// a handful of early calls happened to fail (3 of 62 calls at a 1 % error
+// rate: 4.8 %). So an error rate fails only when the lower bound of its
+// Wilson score interval exceeds the limit, and an increase over the
+// baseline only when the difference less its margin does (z = 2.576).
 func (t *Tracker) Judge(r Rollout, now time.Time) Evidence {
 	st := r.Stages[r.Stage]
 	crit := st.Criteria.WithFloor(r.Tier)
-	from := now.Add(-crit.EvaluationWindow)
-	if from.Before(r.StageStartedAt) {
-		from = r.StageStartedAt
-	}
-	canary, baseline, breakers := t.figures(r.ID, from)
+	canary, baseline, breakers := t.figures(r.ID, r.StageStartedAt, now.Add(-crit.EvaluationWindow))
 	ev := Evidence{Stage: r.Stage, Canary: canary, Baseline: baseline, Breakers: breakers, Time: now}
 	if canary.Requests < crit.MinRequests {
 		ev.Verdict, ev.Reason = Insufficient, fmt.Sprintf("%d canary calls of the %d a verdict needs", canary.Requests, crit.MinRequests)
 		return ev
 	}
-	if why := crit.broken("all breakers", canary, baseline); why != "" {
-		ev.Verdict, ev.Reason = Fail, why
+	doubt := ""
+	judge := func(what string, c, b Figures) bool {
+		why, sure := crit.broken(what, c, b)
+		if why != "" && sure {
+			ev.Verdict, ev.Reason = Fail, why
+			return true
+		}
+		if why != "" && doubt == "" {
+			doubt = why
+		}
+		return false
+	}
+	if judge("all breakers", canary, baseline) {
 		return ev
 	}
 	for _, b := range breakers {
-		if b.Canary.Requests < crit.MinRequests {
-			continue
-		}
-		if why := crit.broken("breaker "+b.Name, b.Canary, b.Baseline); why != "" {
-			ev.Verdict, ev.Reason = Fail, why
+		if b.Canary.Requests >= crit.MinRequests && judge("breaker "+b.Name, b.Canary, b.Baseline) {
 			return ev
 		}
+	}
+	if doubt != "" {
+		ev.Verdict, ev.Reason = Pending, doubt+", not yet beyond doubt: waiting for more calls"
+		return ev
 	}
 	if elapsed := now.Sub(r.StageStartedAt); elapsed < st.Duration {
 		ev.Verdict, ev.Reason = Pending, fmt.Sprintf("criteria hold; %v of the stage's %v left", (st.Duration - elapsed).Round(time.Second), st.Duration)
@@ -292,30 +324,53 @@ func (t *Tracker) Judge(r Rollout, now time.Time) Evidence {
 	return ev
 }
 
-// broken names the first criterion the cohorts break ("" for none). The
-// baseline is compared only when it has min_requests calls itself.
-func (c Criteria) broken(what string, canary, baseline Figures) string {
+// z is the one-sided 99.5 % normal quantile the error-rate judgments use.
+const z = 2.576
+
+// wilsonLower is the lower bound of the Wilson score interval of failures
+// in n calls.
+func wilsonLower(failures, n int64) float64 {
+	if n == 0 {
+		return 0
+	}
+	p, nf := float64(failures)/float64(n), float64(n)
+	centre := p + z*z/(2*nf)
+	margin := z * math.Sqrt(p*(1-p)/nf+z*z/(4*nf*nf))
+	return max(0, (centre-margin)/(1+z*z/nf))
+}
+
+// broken names the first criterion the cohorts break ("" for none), and
+// whether beyond doubt. The baseline is compared only when it has
+// min_requests calls itself.
+func (c Criteria) broken(what string, canary, baseline Figures) (string, bool) {
 	if canary.ErrorRate > c.ErrorRateAbsoluteMax {
-		return fmt.Sprintf("%s: canary error rate %.2f%% exceeds %.2f%%", what, canary.ErrorRate*100, c.ErrorRateAbsoluteMax*100)
+		lo := wilsonLower(canary.Failures, canary.Requests)
+		return fmt.Sprintf("%s: canary error rate %.2f%% exceeds %.2f%% (at least %.2f%% with 99.5%% confidence)", what,
+			canary.ErrorRate*100, c.ErrorRateAbsoluteMax*100, lo*100), lo > c.ErrorRateAbsoluteMax
 	}
 	if baseline.Requests < c.MinRequests {
-		return ""
+		return "", false
 	}
 	if d := canary.ErrorRate - baseline.ErrorRate; d > c.ErrorRateIncreaseMax {
-		return fmt.Sprintf("%s: canary error rate %.2f%% is %.2f points above the baseline's %.2f%% (at most %.2f)", what,
-			canary.ErrorRate*100, d*100, baseline.ErrorRate*100, c.ErrorRateIncreaseMax*100)
+		// The difference's margin, from smoothed rates so that a cohort
+		// without failures still has some spread.
+		sc := (float64(canary.Failures) + 1) / (float64(canary.Requests) + 2)
+		sb := (float64(baseline.Failures) + 1) / (float64(baseline.Requests) + 2)
+		margin := z * math.Sqrt(sc*(1-sc)/float64(canary.Requests)+sb*(1-sb)/float64(baseline.Requests))
+		return fmt.Sprintf("%s: canary error rate %.2f%% is %.2f points above the baseline's %.2f%% (at most %.2f; margin %.2f)", what,
+			canary.ErrorRate*100, d*100, baseline.ErrorRate*100, c.ErrorRateIncreaseMax*100, margin*100), d-margin > c.ErrorRateIncreaseMax
 	}
 	if canary.P95Ms == 0 || baseline.P95Ms == 0 {
-		return "" // no latency reported
+		return "", false // no latency reported
 	}
 	if d := canary.P95Ms - baseline.P95Ms; d > c.LatencyP95DeltaMs {
-		return fmt.Sprintf("%s: canary p95 %.1f ms is %.1f ms above the baseline's %.1f ms (at most %.0f)", what, canary.P95Ms, d, baseline.P95Ms, c.LatencyP95DeltaMs)
+		return fmt.Sprintf("%s: canary p95 %.1f ms is %.1f ms above the baseline's %.1f ms (at most %.0f)", what, canary.P95Ms, d, baseline.P95Ms, c.LatencyP95DeltaMs), true
 	}
 	if baseline.P99Ms > 0 && (canary.P99Ms-baseline.P99Ms)/baseline.P99Ms > c.LatencyP99DeltaPct {
 		return fmt.Sprintf("%s: canary p99 %.1f ms is %.0f%% above the baseline's %.1f ms (at most %.0f%%)", what, canary.P99Ms,
-			(canary.P99Ms-baseline.P99Ms)/baseline.P99Ms*100, baseline.P99Ms, c.LatencyP99DeltaPct*100)
+			(canary.P99Ms-baseline.P99Ms)/baseline.P99Ms*100, baseline.P99Ms, c.LatencyP99DeltaPct*100), true
 	}
-	return ""
+	return "", false
 }
 
 // SystemActor is who the cluster's own rollout steps are audited as.

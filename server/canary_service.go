@@ -112,11 +112,12 @@ func (s *Server) rolloutToPB(r canary.Rollout) *pb.Rollout {
 	return out
 }
 
-// activeRollouts are the rollouts in CANARY as SDKs receive them.
+// activeRollouts are the rollouts in CANARY or PAUSED as SDKs receive
+// them: the canary cohort keeps the rollout's values while it is paused.
 func (s *Server) activeRollouts(kv fsm.KV) []*pb.ActiveRollout {
 	var out []*pb.ActiveRollout
 	for _, r := range canary.Active(kv) {
-		if r.State != canary.Canary {
+		if r.State != canary.Canary && r.State != canary.Paused {
 			continue
 		}
 		st := s.startupSettings()

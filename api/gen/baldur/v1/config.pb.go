@@ -874,7 +874,7 @@ type RuntimeConfig struct {
 	Dlq             *DLQSettings            `protobuf:"bytes,4,opt,name=dlq,proto3" json:"dlq,omitempty"`
 	// Section name → version.
 	Versions map[string]uint64 `protobuf:"bytes,5,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	// Rollouts in CANARY: an instance whose bucket of (rollout id, instance
+	// Rollouts in CANARY or PAUSED: an instance whose bucket of (rollout id, instance
 	// id) is below the stage's percentage takes the rollout's values.
 	Rollouts      []*ActiveRollout `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
 	unknownFields protoimpl.UnknownFields
