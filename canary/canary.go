@@ -37,7 +37,9 @@ func (s State) String() string {
 }
 
 // Terminal states never change again.
-func (s State) Terminal() bool { return s == Completed || s == RolledBack || s == Cancelled || s == Failed }
+func (s State) Terminal() bool {
+	return s == Completed || s == RolledBack || s == Cancelled || s == Failed
+}
 
 // Active rollouts hold their section.
 func (s State) Active() bool { return !s.Terminal() }

@@ -26,11 +26,11 @@ const LatencyBuckets = len(LatencyBounds) + 1
 
 // Figures are one cohort's outcomes over the judged window.
 type Figures struct {
-	Requests  int64          `json:"requests"`
-	Failures  int64          `json:"failures"`
-	ErrorRate float64        `json:"error_rate"`
-	P95Ms     float64        `json:"latency_p95_ms"`
-	P99Ms     float64        `json:"latency_p99_ms"`
+	Requests  int64                 `json:"requests"`
+	Failures  int64                 `json:"failures"`
+	ErrorRate float64               `json:"error_rate"`
+	P95Ms     float64               `json:"latency_p95_ms"`
+	P99Ms     float64               `json:"latency_p99_ms"`
 	Latency   [LatencyBuckets]int64 `json:"-"`
 }
 
@@ -317,7 +317,7 @@ func (t *Tracker) Judge(r Rollout, now time.Time) Evidence {
 		return ev
 	}
 	if elapsed := now.Sub(r.StageStartedAt); elapsed < st.Duration {
-		ev.Verdict, ev.Reason = Pending, fmt.Sprintf("criteria hold; %v of the stage's %v left", (st.Duration - elapsed).Round(time.Second), st.Duration)
+		ev.Verdict, ev.Reason = Pending, fmt.Sprintf("criteria hold; %v of the stage's %v left", (st.Duration-elapsed).Round(time.Second), st.Duration)
 		return ev
 	}
 	ev.Verdict, ev.Reason = Pass, fmt.Sprintf("criteria held for the stage's %v (%d canary calls, error rate %.2f%%)", st.Duration, canary.Requests, canary.ErrorRate*100)
