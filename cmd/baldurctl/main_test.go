@@ -428,3 +428,79 @@ func TestCLIConfig(t *testing.T) {
 		t.Fatalf("config get -o json: %+v", list)
 	}
 }
+
+func TestCLICanary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	if _, errOut, code := ctl.run("canary", "create", "flags", `{"x":{"enabled":true}}`, "--stage", "a:50:1m", "--stage", "b:10:1m"); code == 0 || !strings.Contains(errOut, "stages[1].percentage") {
+		t.Fatalf("stages out of order: exit %d: %s", code, errOut)
+	}
+	var created struct {
+		Rollout struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"rollout"`
+	}
+	ctl.json(&created, "canary", "create", "flags", `{"x":{"enabled":true}}`, "--stage", "half:50:1m", "--stage", "all:100:1m:manual", "--reason", "try x", "--min-requests", "10")
+	id := created.Rollout.ID
+	if id == "" || created.Rollout.State != "CREATED" {
+		t.Fatalf("create: %+v", created)
+	}
+	out := ctl.ok("canary", "start", id, "--reason", "go")
+	if !strings.Contains(out, "state:     CANARY") || !strings.Contains(out, "▶ 0 half") || !strings.Contains(out, "manual") {
+		t.Fatalf("start:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("canary", "promote", id, "--expected-stage", "0"); code == 0 || !strings.Contains(errOut, "JUDGMENT_BLOCKS_PROMOTION") {
+		t.Fatalf("promote without evidence: exit %d: %s", code, errOut)
+	}
+	out = ctl.ok("canary", "promote", id, "--expected-stage", "0", "--force", "--reason", "looks fine")
+	if !strings.Contains(out, "✓ 0 half") || !strings.Contains(out, "▶ 1 all") || !strings.Contains(out, "progress:  [###############...............] 50%") {
+		t.Fatalf("promote:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("canary", "promote", id, "--expected-stage", "0", "--force"); code == 0 || !strings.Contains(errOut, "STAGE_CONFLICT") {
+		t.Fatalf("stale promote: exit %d: %s", code, errOut)
+	}
+	if out = ctl.ok("canary", "pause", id); !strings.Contains(out, "state:     PAUSED") {
+		t.Fatalf("pause:\n%s", out)
+	}
+	ctl.ok("canary", "resume", id)
+	if out = ctl.ok("canary", "list"); !strings.Contains(out, id) || !strings.Contains(out, "2/2 all") {
+		t.Fatalf("list:\n%s", out)
+	}
+	// watch follows the rollout until it ends; rolling it back ends it.
+	watch := exec.Command(bin, "--addr", c.Nodes[0].GRPCAddr, "canary", "watch", id)
+	var wout strings.Builder
+	watch.Stdout, watch.Stderr = &wout, &wout
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	ctl.ok("canary", "rollback", id, "--reason", "enough")
+	done := make(chan error, 1)
+	go func() { done <- watch.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(wout.String(), "CANARY stage 2/2") || !strings.Contains(wout.String(), "ended ROLLED_BACK") {
+			t.Fatalf("watch: %v\n%s", err, wout.String())
+		}
+	case <-time.After(10 * time.Second):
+		watch.Process.Kill()
+		t.Fatalf("watch did not end with the rollout:\n%s", wout.String())
+	}
+	out = ctl.ok("canary", "history", id)
+	for _, a := range []string{"create", "start", "promote", "pause", "resume", "rollback"} {
+		if !strings.Contains(out, a) {
+			t.Fatalf("history lacks %s:\n%s", a, out)
+		}
+	}
+	if out = ctl.ok("canary", "get", id); !strings.Contains(out, "state:     ROLLED_BACK") || !strings.Contains(out, "by anonymous") {
+		t.Fatalf("get:\n%s", out)
+	}
+	if out = ctl.ok("canary", "panic-rollback", "--reason", "drill"); !strings.Contains(out, "no active rollout") {
+		t.Fatalf("panic-rollback:\n%s", out)
+	}
+}

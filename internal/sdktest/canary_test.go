@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -289,4 +290,143 @@ func TestCanaryCohortsAgree(t *testing.T) {
 	if share := float64(in) / 100; math.Abs(share-10) > 1 {
 		t.Fatalf("%.2f%% of request keys in at 10%%", share)
 	}
+}
+
+// BenchmarkCanaryUse is request-level selection with an active rollout
+// (Baldur's sha256 bucket), beside Flag(name).Enabled.
+func BenchmarkCanaryUse(b *testing.B) {
+	c := testcluster.New(b, 1)
+	leader := c.WaitForLeader(10 * time.Second)
+	conn := benchConn(b, leader.GRPCAddr)
+	v, _ := structpb.NewStruct(map[string]any{"new-path": map[string]any{"enabled": true}})
+	cl := pb.NewCanaryServiceClient(conn)
+	resp, err := cl.CreateRollout(context.Background(), &pb.CreateRolloutRequest{Section: "flags", NewValues: v,
+		Stages: []*pb.CanaryStage{{Name: "a", Percentage: 10, Duration: durationpb.New(time.Hour)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cl.StartRollout(context.Background(), &pb.RolloutActionRequest{Id: resp.Rollout.Id}); err != nil {
+		b.Fatal(err)
+	}
+	sdk, err := baldur.Dial(context.Background(), leader.GRPCAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sdk.Close()
+	if !testcluster.Eventually(10*time.Second, func() bool { return sdk.Canary("flags").Active() }) {
+		b.Fatal("the rollout never reached the SDK")
+	}
+	for _, bc := range []struct {
+		name string
+		keys int
+	}{{"1024-recurring-keys", 1024}, {"a-new-key-each-call", 1 << 20}} {
+		keys := make([]string, bc.keys)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("user-%d", i)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for i := 0; b.Loop(); i++ {
+				if sdk.Canary("flags").Use(keys[i%len(keys)]) {
+					n++
+				}
+			}
+			if n == 0 {
+				b.Fatal("no key used the canary")
+			}
+		})
+	}
+}
+
+// BenchmarkCanaryRollback measures a failing canary's cost: from the
+// rollout's start (the canary cohort, half of 100 SDK clients on 3 nodes,
+// starts failing 20 % of its calls against 1 % for the baseline) to the
+// moment every client is back on the old values. Each iteration is one
+// rollout; p50 and p99 over the iterations are reported.
+func BenchmarkCanaryRollback(b *testing.B) {
+	c := testcluster.New(b, 3)
+	leader := c.WaitForLeader(10 * time.Second)
+	cfg := pb.NewConfigServiceClient(benchConn(b, leader.GRPCAddr))
+	v, _ := structpb.NewStruct(map[string]any{"failure_threshold": 1000, "failure_rate_threshold": 95})
+	if _, err := cfg.UpdateConfig(context.Background(), &pb.UpdateConfigRequest{Section: "circuit_defaults", Values: v, Force: true}); err != nil {
+		b.Fatal(err)
+	}
+	var clients []*baldur.Client
+	for i := range 100 {
+		cl, err := baldur.Dial(context.Background(), endpoints(c), baldur.WithInstanceID(fmt.Sprintf("bench-%d", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		clients = append(clients, cl)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(40 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				p := 0.01
+				if cl.Config().Flag("new-path").On() {
+					p = 0.2
+				}
+				_, _ = baldur.Protect(context.Background(), cl, "checkout", func(context.Context) (int, error) {
+					if rand.Float64() < p {
+						return 0, errors.New("dependency failed")
+					}
+					return 1, nil
+				})
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	cl := pb.NewCanaryServiceClient(benchConn(b, c.Followers()[0].GRPCAddr))
+	nv, _ := structpb.NewStruct(map[string]any{"new-path": map[string]any{"enabled": true}})
+	min := int64(50)
+	var took []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := cl.CreateRollout(context.Background(), &pb.CreateRolloutRequest{Section: "flags", NewValues: nv,
+			Stages: []*pb.CanaryStage{{Name: "half", Percentage: 50, Duration: durationpb.New(time.Hour),
+				PassCriteria: &pb.PassCriteria{MinRequests: &min, EvaluationWindow: durationpb.New(10 * time.Second)}}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := cl.StartRollout(context.Background(), &pb.RolloutActionRequest{Id: resp.Rollout.Id}); err != nil {
+			b.Fatal(err)
+		}
+		if !testcluster.Eventually(10*time.Second, func() bool { return clients[0].Canary("flags").RolloutID() == resp.Rollout.Id }) {
+			b.Fatal("the rollout never reached the clients")
+		}
+		if !testcluster.Eventually(60*time.Second, func() bool {
+			for _, c := range clients {
+				if c.Canary("flags").RolloutID() == resp.Rollout.Id || c.Config().Flag("new-path").On() {
+					return false
+				}
+			}
+			return true
+		}) {
+			b.Fatal("the failing rollout was not rolled back on every client")
+		}
+		took = append(took, time.Since(start))
+		r, err := cl.GetRollout(context.Background(), &pb.GetRolloutRequest{Id: resp.Rollout.Id})
+		if err != nil || r.Rollout.State != pb.RolloutState_ROLLED_BACK {
+			b.Fatalf("rollout ended %v %v", r, err)
+		}
+	}
+	b.StopTimer()
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(took[(len(took)*99)/100].Milliseconds()), "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }

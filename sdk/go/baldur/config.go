@@ -3,6 +3,7 @@ package baldur
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"hash/maphash"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
@@ -20,6 +21,35 @@ import (
 type Config struct {
 	instance string
 	snap     atomic.Pointer[configSnapshot]
+	// buckets remembers request keys' buckets (RequestBucket costs a
+	// SHA-256; the keys a service sees recur): a direct-mapped cache,
+	// lock-free, an entry replaced when another key maps to its slot;
+	// made on the first Use (128 KiB).
+	buckets atomic.Pointer[[bucketSlots]atomic.Pointer[bucketEntry]]
+	seed    maphash.Seed
+}
+
+const bucketSlots = 16384
+
+type bucketEntry struct {
+	section, key string
+	bucket       uint32
+}
+
+// requestBucket is RequestBucket through the cache.
+func (h *Config) requestBucket(section, key string) uint32 {
+	cache := h.buckets.Load()
+	if cache == nil {
+		h.buckets.CompareAndSwap(nil, new([bucketSlots]atomic.Pointer[bucketEntry]))
+		cache = h.buckets.Load()
+	}
+	slot := &cache[(maphash.String(h.seed, key)+uint64(len(section)))%bucketSlots]
+	if e := slot.Load(); e != nil && e.key == key && e.section == section {
+		return e.bucket
+	}
+	b := RequestBucket(section, key)
+	slot.Store(&bucketEntry{section: section, key: key, bucket: b})
+	return b
 }
 
 type configSnapshot struct {
@@ -68,7 +98,7 @@ type BreakerDefaults struct {
 }
 
 func newConfig(instance string) *Config {
-	c := &Config{instance: instance}
+	c := &Config{instance: instance, seed: maphash.MakeSeed()}
 	c.snap.Store(&configSnapshot{retry: Retry{}.withDefaults(), versions: map[string]uint64{}})
 	return c
 }
@@ -230,12 +260,13 @@ func InCohort(rolloutID, instance string, percentage float64) bool {
 type CanaryView struct {
 	section string
 	r       *rolloutState
+	h       *Config
 }
 
 // Canary is the view of the rollout of a runtime configuration section
 // ("flags", "retry_defaults", "circuit_defaults", "dlq").
 func (c *Client) Canary(section string) CanaryView {
-	return CanaryView{section: section, r: c.config.snap.Load().rollouts[section]}
+	return CanaryView{section: section, r: c.config.snap.Load().rollouts[section], h: c.config}
 }
 
 // Active reports whether a rollout of the section is in CANARY.
@@ -297,7 +328,7 @@ func (v CanaryView) Use(key string) bool {
 	if key == "" {
 		return false
 	}
-	return float64(RequestBucket(v.section, key)) < r.percentage
+	return float64(v.h.requestBucket(v.section, key)) < r.percentage
 }
 
 // RequestBucket is Baldur's request bucket of key for a section:
