@@ -44,8 +44,16 @@
 //
 // Each primitive has a handle named like the cluster's service:
 // [Client.Circuits], [Client.Emergency], [Client.DLQ], [Client.Leases],
-// [Client.Elections], [Client.Scheduler].
+// [Client.Elections], [Client.Scheduler], [Client.Config], [Client.Canary].
 //
+//   - Runtime configuration ([Client.Config]): feature flags
+//     ([Config.Flag], [Flag.Enabled]), the retry defaults [WithRetry] and
+//     [WithDefaultRetry] fill in, the breaker defaults; received on the
+//     emergency watch, fail-static. See docs/config.md.
+//   - Canary rollouts ([Client.Canary]): whether this instance is in a
+//     rollout's canary cohort (its Config then holds the rollout's values,
+//     and its reports count for the canary) and request-level selection
+//     ([CanaryView.Use]). See docs/canary.md.
 //   - Dead-letter queue ([Client.DLQ]): [DLQ.Store] with a bounded durable
 //     spool (delivered in order, deduplicated by the client-chosen id) and
 //     [DLQ.HandleReplay] workers that lease entries (one at a time, or a
