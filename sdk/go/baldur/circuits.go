@@ -137,9 +137,13 @@ func (c *Client) notable() bool {
 // Held successes go first, as a report of their own marked held: when an
 // interval with failures ends a quiet second, the leader counts that
 // second's successes as older than the failures, not mixed with them.
+//
+// While a canary rollout is active nothing is held: the leader judges the
+// cohorts on the share of failing calls, and intervals with failures sent
+// at once while quiet ones wait would inflate it.
 func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	notable := c.notable()
-	if now.Sub(c.lastReport) < c.opts.idleReports && !notable {
+	if now.Sub(c.lastReport) < c.opts.idleReports && !notable && !c.config.tracking() {
 		c.breakers.Range(func(_, v any) bool {
 			b := v.(*Breaker)
 			// The interval ends here, unreported: its successes are held
