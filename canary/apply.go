@@ -132,6 +132,9 @@ type Gate struct {
 	KillSwitch bool
 	// Level is the global emergency level (0..3).
 	Level int
+	// BreakGlass: an admin's break glass is engaged; the gates let
+	// everything through and the rollout is flagged for review.
+	BreakGlass bool
 }
 
 // blocked says why the gate refuses an operator's start, promotion or
@@ -203,6 +206,10 @@ func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.CanaryCommand, gate Gate) (Result, e
 	gated := func() error {
 		why := gate.blocked()
 		if why == "" || c.GetAutomatic() && c.GetOp() != raftv1.CanaryCommand_PROMOTE {
+			return nil
+		}
+		if gate.BreakGlass && !c.GetAutomatic() {
+			next.Flagged = true
 			return nil
 		}
 		if c.GetAutomatic() || bypass == "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -18,6 +19,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
@@ -177,6 +179,9 @@ func (a *applier) record(kv raftstore.KV, index uint64, at time.Time, cmd *raftv
 	if r, ok := c.After.(canary.Rollout); ok {
 		a.metrics.canaryApplied(c.Action, r)
 	}
+	if strings.HasPrefix(c.Action, "governance.") || c.Action == "circuit.kill_switch" {
+		a.metrics.systemChanges.WithLabelValues(c.Action).Inc()
+	}
 	if after, ok := c.After.(circuit.Breaker); ok {
 		if before, ok := c.Before.(circuit.Breaker); !ok || before.State != after.State {
 			a.metrics.transitions.WithLabelValues(a.metrics.breakerLabels.label(after.Name), after.State.String(), after.Evidence.Trigger).Inc()
@@ -233,6 +238,9 @@ var handlers = map[reflect.Type]handler{
 	},
 	bodyType[raftv1.Command_ConfigSet](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applyConfigSet(kv, m, c.GetConfigSet(), "")
+	},
+	bodyType[raftv1.Command_Governance](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(governance.Apply(kv, m, c.GetGovernance()))
 	},
 	bodyType[raftv1.Command_Canary](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applyCanary(kv, m, c.GetCanary())

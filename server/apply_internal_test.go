@@ -52,6 +52,8 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"ConfigService/UpdateConfig",
 		"CanaryService/CreateRollout", "CanaryService/StartRollout", "CanaryService/PromoteRollout", "CanaryService/PauseRollout",
 		"CanaryService/ResumeRollout", "CanaryService/RollbackRollout", "CanaryService/CancelRollout", "CanaryService/PanicRollback",
+		"SystemService/DisableSystem", "SystemService/EnableSystem", "SystemService/SetDryRun", "SystemService/SetLive",
+		"SystemService/SetStrict", "SystemService/SetNormal", "SystemService/BreakGlass", "SystemService/EndBreakGlass",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -27,9 +28,14 @@ type canaryService struct {
 }
 
 // canaryGate reads what the rollout gates and the interlock look at.
-func canaryGate(kv fsm.KV) canary.Gate {
+func canaryGate(kv fsm.KV, now time.Time) canary.Gate {
 	ks, _ := circuit.KillSwitch(kv)
-	return canary.Gate{KillSwitch: ks, Level: int(emergency.Get(kv, emergency.GlobalScope).Level)}
+	g := emergency.Get(kv, emergency.GlobalScope)
+	level := 0
+	if g.Active {
+		level = int(g.Level)
+	}
+	return canary.Gate{KillSwitch: ks, Level: level, BreakGlass: governance.Get(kv).BreakGlassActive(now)}
 }
 
 // applyCanary is the dispatcher's handler of CanaryCommand: the rollout's
@@ -44,7 +50,7 @@ func applyCanary(kv fsm.KV, m fsm.Meta, c *raftv1.CanaryCommand) (fsm.Applied, e
 			}
 		}
 	}
-	r, err := canary.Apply(kv, m, c, canaryGate(kv))
+	r, err := canary.Apply(kv, m, c, canaryGate(kv, m.Time))
 	if err != nil {
 		return fsm.Applied{}, err
 	}
@@ -469,7 +475,7 @@ func (c *canaryService) WatchRollouts(req *pb.WatchRolloutsRequest, stream pb.Ca
 // tracker's figures for rollouts no longer active dropped.
 func (s *Server) canaryDue(kv fsm.KV, now time.Time) []*raftv1.Command {
 	active := map[string]bool{}
-	gate := canaryGate(kv)
+	gate := canaryGate(kv, now)
 	for _, r := range canary.Active(kv) {
 		active[r.ID] = true
 		if gate.Level == 1 && r.State == canary.Canary && s.canaryWarned.Load() != r.Revision {

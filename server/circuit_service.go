@@ -222,6 +222,12 @@ func (c *circuitService) ForceOpen(ctx context.Context, req *pb.ForceRequest) (*
 }
 
 func (c *circuitService) ForceClose(ctx context.Context, req *pb.ForceRequest) (*pb.CircuitResponse, error) {
+	if err := circuit.CheckName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := c.s.gate(ctx, "circuit.force_close"); err != nil {
+		return nil, err
+	}
 	return c.force(ctx, req, circuit.Closed)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -49,6 +50,8 @@ type settings struct {
 	revision uint64
 	// rollouts are the rollouts in CANARY, as SDKs receive them.
 	rollouts []*pb.ActiveRollout
+	// system is the system control as SDKs receive it.
+	system *pb.SystemControl
 }
 
 // startupSettings are the values of every section before it is set.
@@ -72,8 +75,11 @@ func (s *Server) settingsFrom(kv fsm.KV) *settings {
 			s.log.Error("config.decode_failed", "section", name, "err", err)
 		}
 	}
-	st.revision = max(st.revision, canary.Revision(kv))
+	st.revision = max(st.revision, canary.Revision(kv), systemRevision(kv))
 	st.rollouts = s.activeRollouts(kv)
+	ks, _ := circuit.KillSwitch(kv)
+	sys := governance.Get(kv)
+	st.system = &pb.SystemControl{Enabled: !ks, DryRun: sys.DryRun, Mode: sys.Mode()}
 	return st
 }
 
@@ -128,6 +134,13 @@ func (s *Server) settings() *settings {
 	return st
 }
 
+// systemRevision is the newest change of the system control (the kill
+// switch or a governance change).
+func systemRevision(kv fsm.KV) uint64 {
+	_, ks := circuit.KillSwitch(kv)
+	return max(ks, governance.Get(kv).Revision)
+}
+
 // dlqLimits is the DLQ settings in force (the stores' Limits).
 func (s *Server) dlqLimits() dlq.Limits { return s.settings().dlq }
 
@@ -158,7 +171,7 @@ func flagsToPB(f config.FlagSet) map[string]*pb.FeatureFlag {
 // runtimeToPB is what SDKs receive over their watch.
 func runtimeToPB(st *settings) *pb.RuntimeConfig {
 	out := &pb.RuntimeConfig{CircuitDefaults: policyToPB(st.circuit), RetryDefaults: retryToPB(st.retry), Flags: flagsToPB(st.flags),
-		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}, Rollouts: st.rollouts}
+		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}, Rollouts: st.rollouts, System: st.system}
 	for name, sec := range st.sections {
 		out.Versions[name] = sec.Version
 	}

@@ -24,6 +24,9 @@ func (d *dlqService) ReplayBatch(req *pb.ReplayBatchRequest, stream pb.DLQServic
 	if req.Domain == "" {
 		return invalidField("domain", "is required")
 	}
+	if err := d.s.gate(ctx, "dlq.replay_batch"); err != nil {
+		return err
+	}
 	maxItems := int(req.MaxItems)
 	switch {
 	case maxItems == 0:

@@ -14,6 +14,7 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -52,6 +53,9 @@ func (d *dlqService) notePause(ctx context.Context, domain, why string) {
 		action, detail = "dlq.replay_resumed", "replay resumed after: "+prev
 	} else {
 		d.s.metrics.dlqReplayBlocked.Inc()
+		if gate, _, ok := strings.Cut(why, ": "); ok && (gate == governance.BlockedKillSwitch || gate == governance.BlockedEmergency) {
+			d.s.metrics.governanceBlocked.WithLabelValues("dlq.replay_automatic", gate).Inc()
+		}
 		d.s.log.Info("dlq.replay_blocked", "domain", domain, "reason", why)
 	}
 	d.s.auditNote(ctx, caller(ctx, detail), action, "dlq/domain/"+domain)
@@ -240,6 +244,9 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 }
 
 func (d *dlqService) ReplayEntry(ctx context.Context, req *pb.EntryActionRequest) (*pb.DLQEntry, error) {
+	if err := d.s.gate(ctx, "dlq.replay"); err != nil {
+		return nil, err
+	}
 	return d.action(ctx, req, raftv1.DLQCommand_REPLAY, false)
 }
 
@@ -294,8 +301,15 @@ func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (
 func (s *Server) replayPause(domain string) string {
 	var why string
 	_ = s.store.View(func(kv raftstore.KV) error {
+		// The pre-action gate first (automatic replay is a guarded
+		// operation); break glass lets it through the emergency pause too.
+		d := governance.Gate(gateInput(kv, s.now()))
+		if !d.Allowed {
+			why = d.Reason + ": " + d.Message
+			return nil
+		}
 		level := ""
-		if st := emergency.Get(kv, emergency.GlobalScope); st.PausesReplay() {
+		if st := emergency.Get(kv, emergency.GlobalScope); st.PausesReplay() && d.Reason != governance.AllowedBreakGlass {
 			level = st.Level.String()
 		}
 		why = dlq.PauseReason(domain, s.cfg.DLQBreakers[domain], level, func(name string) string {

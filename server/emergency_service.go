@@ -97,6 +97,11 @@ func (e *emergencyService) TriggerEmergency(ctx context.Context, req *pb.Trigger
 		return nil, err
 	}
 	scope, _ := emergency.CheckScope(req.Scope)
+	if req.Auto {
+		if err := e.s.gate(ctx, "emergency.auto_trigger"); err != nil {
+			return nil, err
+		}
+	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyTrigger{EmergencyTrigger: &raftv1.EmergencyTrigger{Scope: scope, Level: int32(level), DurationNanos: int64(d), Auto: req.Auto}}
 	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))
@@ -233,7 +238,7 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		if cfg, cfgRev := emergency.GetConfig(kv); since == 0 || cfgRev > since {
 			msg.Config = configToPB(cfg, cfgRev)
 		}
-		if since == 0 || config.Revision(kv) > since || canary.Revision(kv) > since {
+		if since == 0 || config.Revision(kv) > since || canary.Revision(kv) > since || systemRevision(kv) > since {
 			msg.RuntimeConfig = runtimeToPB(e.s.settingsFrom(kv))
 		}
 		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil

@@ -87,6 +87,7 @@ var httpOverride = map[string]int{
 	"STAGE_CONFLICT":            http.StatusConflict,
 	"INVALID_TRANSITION":        http.StatusConflict,
 	"ROLLOUT_BLOCKED":           http.StatusConflict,
+	"GOVERNANCE_BLOCKED":        http.StatusConflict,
 	"JUDGMENT_BLOCKS_PROMOTION": http.StatusConflict,
 	"LOCK_DELAY":                http.StatusConflict,
 	"LEASE_LOST":                http.StatusConflict,
@@ -122,6 +123,10 @@ func toStatus(log *slog.Logger, err error) error {
 	if errors.As(err, &version) {
 		return withInfo(codes.FailedPrecondition, "VERSION_CONFLICT", err.Error(), map[string]string{
 			"section": version.Section, "current_version": strconv.FormatUint(version.Current, 10)})
+	}
+	var gate *gateError
+	if errors.As(err, &gate) {
+		return withInfo(codes.FailedPrecondition, "GOVERNANCE_BLOCKED", err.Error(), map[string]string{"gate": gate.d.Reason, "operation": gate.operation})
 	}
 	var rollout *canary.ConflictError
 	if errors.As(err, &rollout) {

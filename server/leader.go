@@ -10,6 +10,7 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -43,6 +44,7 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "coordination", run: s.proposeDue("coordination", coordination.Proposals,
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
+		{name: "governance", every: time.Second, run: s.proposeDue("governance", governance.Proposals, nil)},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {
 			if c := cmd.GetCanary(); c.GetInterlock() {
 				s.metrics.canaryInterlock.WithLabelValues(strings.ToLower(c.GetOp().String())).Inc()

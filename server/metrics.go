@@ -10,6 +10,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,24 +26,27 @@ type metrics struct {
 	leases      *prometheus.CounterVec
 	jobs        *prometheus.CounterVec
 
-	dlqCreated       *prometheus.CounterVec
-	dlqEvicted       prometheus.Counter
-	dlqRedrives      prometheus.Counter
-	dlqReplays       *prometheus.CounterVec
-	dlqReplayBlocked prometheus.Counter
-	dlqGroupSize     prometheus.Histogram
-	limitRefusals    *prometheus.CounterVec
-	auditExported    prometheus.Gauge
-	watchersDropped  prometheus.Counter
-	watchBuilds      prometheus.Counter
-	reportMergeSize  prometheus.Histogram
-	canaryStarted    prometheus.Counter
-	canaryAdvanced   *prometheus.CounterVec
-	canaryCompleted  prometheus.Counter
-	canaryRollbacks  *prometheus.CounterVec
-	canaryBlocked    prometheus.Counter
-	canaryStuck      prometheus.Counter
-	canaryInterlock  *prometheus.CounterVec
+	dlqCreated           *prometheus.CounterVec
+	dlqEvicted           prometheus.Counter
+	dlqRedrives          prometheus.Counter
+	dlqReplays           *prometheus.CounterVec
+	dlqReplayBlocked     prometheus.Counter
+	dlqGroupSize         prometheus.Histogram
+	limitRefusals        *prometheus.CounterVec
+	auditExported        prometheus.Gauge
+	watchersDropped      prometheus.Counter
+	watchBuilds          prometheus.Counter
+	reportMergeSize      prometheus.Histogram
+	canaryStarted        prometheus.Counter
+	canaryAdvanced       *prometheus.CounterVec
+	canaryCompleted      prometheus.Counter
+	canaryRollbacks      *prometheus.CounterVec
+	canaryBlocked        prometheus.Counter
+	canaryStuck          prometheus.Counter
+	canaryInterlock      *prometheus.CounterVec
+	governanceBlocked    *prometheus.CounterVec
+	governanceBreakGlass *prometheus.CounterVec
+	systemChanges        *prometheus.CounterVec
 	// Series per breaker, per DLQ domain and per rollout stage name are
 	// bounded.
 	breakerLabels, domainLabels, stageLabels labelBudget
@@ -107,8 +111,14 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Help: "Rollouts the watchdog flagged as stuck (CANARY over twice its stage's duration, PAUSED over 30 minutes)."})
 	m.canaryInterlock = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_canary_interlock_total",
 		Help: "Emergency interlock actions on rollouts (warn at LEVEL_1, pause at LEVEL_2, rollback at LEVEL_3)."}, []string{"action"})
+	m.governanceBlocked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_governance_blocked_total",
+		Help: "Operations the pre-action gate refused, by operation and reason (kill_switch, emergency_mode)."}, []string{"operation", "reason"})
+	m.governanceBreakGlass = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_governance_break_glass_actions_total",
+		Help: "Gated operations allowed by break glass (flagged for review), by operation."}, []string{"operation"})
+	m.systemChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_system_control_state_changes_total",
+		Help: "System control changes applied on this node, by action."}, []string{"action"})
 	m.stageLabels.max = 100
-	for _, c := range []prometheus.Collector{m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
+	for _, c := range []prometheus.Collector{m.governanceBlocked, m.governanceBreakGlass, m.systemChanges, m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
 		m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
@@ -138,10 +148,14 @@ var (
 	descDLQStatus       = prometheus.NewDesc("baldur_dlq_items_by_status", "DLQ entries by status.", []string{"status"}, nil)
 	descDLQDomain       = prometheus.NewDesc("baldur_dlq_items_by_domain", "DLQ entries by domain.", []string{"domain"}, nil)
 	descWatchers        = prometheus.NewDesc("baldur_watchers", "Watch streams this node serves.", nil, nil)
+	descSystemEnabled   = prometheus.NewDesc("baldur_system_control_enabled", "1 while the system is enabled (the kill switch off).", nil, nil)
+	descSystemDryRun    = prometheus.NewDesc("baldur_system_control_dry_run", "1 while the system is in dry run.", nil, nil)
+	descSystemStrict    = prometheus.NewDesc("baldur_system_control_strict", "1 while the operating mode is STRICT.", nil, nil)
+	descBreakGlass      = prometheus.NewDesc("baldur_governance_break_glass_active", "1 while break glass is engaged.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers, descSystemEnabled, descSystemDryRun, descSystemStrict, descBreakGlass} {
 		ch <- d
 	}
 }
@@ -167,6 +181,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(len(servers)))
 	}
 	_ = st.View(func(kv raftstore.KV) error {
+		ks, _ := circuit.KillSwitch(kv)
+		sys := governance.Get(kv)
+		ch <- prometheus.MustNewConstMetric(descSystemEnabled, prometheus.GaugeValue, b2f(!ks))
+		ch <- prometheus.MustNewConstMetric(descSystemDryRun, prometheus.GaugeValue, b2f(sys.DryRun))
+		ch <- prometheus.MustNewConstMetric(descSystemStrict, prometheus.GaugeValue, b2f(sys.Strict))
+		ch <- prometheus.MustNewConstMetric(descBreakGlass, prometheus.GaugeValue, b2f(sys.BreakGlassActive(c.s.now())))
 		for _, s := range emergency.List(kv) {
 			level := s.Level
 			if !s.Active {

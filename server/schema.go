@@ -8,6 +8,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 )
 
 // SchemaVersion is the version of the bbolt layout below. Bump it when a
@@ -34,7 +35,8 @@ const SchemaVersion = 2
 //	6: no new command: the member serves Internal.IngestReports, so the
 //	   others send it merged outcome reports (report_merge.go).
 //	7: ConfigSet (the runtime configuration, config_service.go) and
-//	   CanaryCommand (rollouts, canary_service.go).
+//	   CanaryCommand (rollouts, canary_service.go), GovernanceCommand
+//	   (system control, system_service.go).
 const CommandVersion = 7
 
 // Buckets owned by the server itself.
@@ -52,5 +54,6 @@ func schemaBuckets() [][]byte {
 	b = append(b, dlq.Buckets()...)
 	b = append(b, config.Buckets()...)
 	b = append(b, canary.Buckets()...)
+	b = append(b, governance.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

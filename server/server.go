@@ -234,6 +234,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterDLQServiceServer(s.grpcSrv, &dlqService{s: s})
 	pb.RegisterConfigServiceServer(s.grpcSrv, &configService{s: s})
 	pb.RegisterCanaryServiceServer(s.grpcSrv, &canaryService{s: s})
+	pb.RegisterSystemServiceServer(s.grpcSrv, &systemService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -39,7 +39,13 @@ func topicOf(cmd *raftv1.Command) topics {
 		*raftv1.Command_EmergencyStep, *raftv1.Command_EmergencyConfig:
 		return topicEmergency
 	case *raftv1.Command_Circuit:
+		if cmd.GetCircuit().GetOp() == raftv1.CircuitCommand_KILL_SWITCH {
+			// The system control reaches SDKs with the configuration too.
+			return topicCircuit | topicConfig | topicEmergency
+		}
 		return topicCircuit
+	case *raftv1.Command_Governance:
+		return topicConfig | topicEmergency
 	case *raftv1.Command_Coordination:
 		return topicCoordination
 	case *raftv1.Command_Dlq:

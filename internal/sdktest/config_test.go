@@ -12,6 +12,7 @@ import (
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -142,5 +143,73 @@ func BenchmarkFlagEnabled(b *testing.B) {
 	}
 	if n == 0 {
 		b.Fatal("no key was in")
+	}
+}
+
+// The SDK honours the system control: disabled (the kill switch), calls
+// pass through (breakers admit, no automatic retries, emergency admission
+// admits); in dry run an OPEN breaker and a shedding level are counted
+// but admit.
+func TestSystemControlInTheSDK(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := testcluster.New(t, 1)
+	leader := c.WaitForLeader(10 * time.Second)
+	conn := dialConn(t, leader.GRPCAddr)
+	sys := pb.NewSystemServiceClient(conn)
+	cl := dialSDK(t, leader.GRPCAddr)
+	if _, err := pb.NewCircuitServiceClient(conn).ReportOutcomes(ctxT(t), &pb.ReportOutcomesRequest{InstanceId: "i-0", Reports: []*pb.OutcomeReport{{Name: "pay", Successes: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.NewCircuitServiceClient(conn).ForceOpen(ctxT(t), &pb.ForceRequest{Name: "pay", Reason: "vendor down", Ttl: durationpb.New(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin(t, leader.GRPCAddr).TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_3, Reason: "outage", Duration: durationpb.New(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	call := func(attempts *int) error {
+		_, err := baldur.Protect(ctxT(t), cl, "pay", func(context.Context) (int, error) { *attempts++; return 0, errors.New("down") },
+			baldur.WithRetry[int](baldur.Retry{MaxAttempts: 3, BaseDelay: time.Millisecond}))
+		return err
+	}
+	if !testcluster.Eventually(5*time.Second, func() bool { n := 0; return errors.Is(call(&n), baldur.ErrCircuitOpen) && n == 0 }) {
+		t.Fatal("the forced-open breaker never rejected")
+	}
+	if cl.Emergency().Admit(baldur.TierNonEssential) {
+		t.Fatal("LEVEL_3 admitted a non-essential request")
+	}
+
+	if _, err := sys.SetDryRun(ctxT(t), &pb.SystemActionRequest{Reason: "observe"}); err != nil {
+		t.Fatal(err)
+	}
+	if !testcluster.Eventually(5*time.Second, cl.Config().DryRun) {
+		t.Fatal("dry run never reached the SDK")
+	}
+	n := 0
+	if err := call(&n); errors.Is(err, baldur.ErrCircuitOpen) || n != 3 {
+		t.Fatalf("dry run: %v after %d attempts, want the call made (and retried)", err, n)
+	}
+	if cl.Breaker("pay").Stats().WouldReject == 0 {
+		t.Fatal("dry run did not count the rejection it skipped")
+	}
+	if !cl.Emergency().Admit(baldur.TierNonEssential) || cl.Emergency().WouldShed() == 0 {
+		t.Fatal("dry run: emergency admission shed or did not count")
+	}
+	if _, err := sys.SetLive(ctxT(t), &pb.SystemActionRequest{Confirm: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sys.DisableSystem(ctxT(t), &pb.SystemActionRequest{Reason: "stop everything"}); err != nil {
+		t.Fatal(err)
+	}
+	if !testcluster.Eventually(5*time.Second, func() bool { return cl.KillSwitch() && !cl.Config().DryRun() }) {
+		t.Fatal("disable never reached the SDK")
+	}
+	n = 0
+	if err := call(&n); errors.Is(err, baldur.ErrCircuitOpen) || n != 1 {
+		t.Fatalf("disabled: %v after %d attempts, want one attempt and no rejection", err, n)
+	}
+	if !cl.Emergency().Admit(baldur.TierNonEssential) {
+		t.Fatal("disabled: emergency admission shed")
 	}
 }

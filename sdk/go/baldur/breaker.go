@@ -288,7 +288,7 @@ func (b *Breaker) Allow() error {
 }
 
 func (b *Breaker) reject(err *CircuitOpenError) error {
-	if b.policy().dryRun {
+	if b.policy().dryRun || b.c.config.dryRun.Load() {
 		b.wouldReject.Add(1)
 		return nil
 	}

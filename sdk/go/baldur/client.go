@@ -150,6 +150,7 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
 	c.emergency = newEmergency(o.staleAfter)
 	c.config = newConfig(o.instanceID)
+	c.emergency.disabled, c.emergency.dryRun = &c.killSwitch, &c.config.dryRun
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.runCtx, c.cancel = runCtx, cancel
 	if c.dlq, err = newDLQ(c); err != nil {

@@ -27,6 +27,22 @@ type Config struct {
 	// made on the first Use (128 KiB).
 	buckets atomic.Pointer[[bucketSlots]atomic.Pointer[bucketEntry]]
 	seed    maphash.Seed
+	// dryRun is the system control's dry run: breakers and emergency
+	// admission decide and count, and let every call through.
+	dryRun atomic.Bool
+	mode   atomic.Pointer[string]
+}
+
+// DryRun reports whether the cluster's system control is in dry run.
+func (h *Config) DryRun() bool { return h.dryRun.Load() }
+
+// Mode is the cluster's operating mode, NORMAL or STRICT ("" before the
+// first configuration arrives).
+func (h *Config) Mode() string {
+	if m := h.mode.Load(); m != nil {
+		return *m
+	}
+	return ""
 }
 
 const bucketSlots = 16384
@@ -184,6 +200,11 @@ var backoffs = map[string]Backoff{"exponential": BackoffExponential, "linear": B
 func (h *Config) apply(rc *pb.RuntimeConfig) {
 	if rc == nil {
 		return
+	}
+	if sys := rc.System; sys != nil {
+		h.dryRun.Store(sys.DryRun)
+		mode := sys.Mode
+		h.mode.Store(&mode)
 	}
 	next := &configSnapshot{versions: make(map[string]uint64, len(rc.Versions)), rollouts: map[string]*rolloutState{}}
 	for _, ro := range rc.Rollouts {

@@ -286,6 +286,15 @@ func WithReplayBatch(n int) ReplayOption {
 func (d *DLQ) replayLoop(ctx context.Context, domain string, h ReplayHandler, cfg replayConfig) {
 	client := pb.NewDLQServiceClient(d.c.conn)
 	for ctx.Err() == nil {
+		if d.c.killSwitch.Load() {
+			// The system is disabled: replay stops until it is enabled.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(cfg.idle):
+			}
+			continue
+		}
 		resp, err := client.AcquireReplay(d.c.callContext(ctx), &pb.AcquireReplayRequest{Domains: []string{domain}, Worker: cfg.worker,
 			Lease: durationpb.New(cfg.lease), MaxEntries: int32(cfg.batch)})
 		if err != nil || resp.Entry == nil {

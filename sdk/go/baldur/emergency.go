@@ -50,6 +50,9 @@ type emergencySnapshot struct {
 type Emergency struct {
 	snap       atomic.Pointer[emergencySnapshot]
 	staleAfter time.Duration
+	// The client's system control: disabled (the kill switch) and dry run.
+	disabled, dryRun *atomic.Bool
+	wouldShed        atomic.Uint64
 }
 
 func newEmergency(staleAfter time.Duration) *Emergency {
@@ -84,20 +87,30 @@ func (e *Emergency) Stale() bool {
 func (e *Emergency) Admit(t Tier) bool { return e.AdmitIn(GlobalScope, t) }
 
 // AdmitIn is Admit for a named scope.
+//
+// While the system is disabled (the kill switch) every request is
+// admitted; in dry run the decision is counted (WouldShed) and the
+// request admitted.
 func (e *Emergency) AdmitIn(scope string, t Tier) bool {
 	if t < TierCritical || t > TierNonEssential {
 		t = TierStandard
 	}
 	s := e.snap.Load()
 	f := s.rules[s.levels[scope]][t-1]
-	switch {
-	case f >= 1:
+	admit := f >= 1 || (f > 0 && rand.Float64() < f)
+	if admit || e.disabled != nil && e.disabled.Load() {
 		return true
-	case f <= 0:
-		return false
 	}
-	return rand.Float64() < f
+	if e.dryRun != nil && e.dryRun.Load() {
+		e.wouldShed.Add(1)
+		return true
+	}
+	return false
 }
+
+// WouldShed counts the requests Admit let through in dry run that it
+// would have shed.
+func (e *Emergency) WouldShed() uint64 { return e.wouldShed.Load() }
 
 // apply merges a watch message into a new snapshot.
 func (e *Emergency) apply(msg *pb.WatchEmergencyResponse) {

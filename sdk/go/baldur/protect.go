@@ -270,7 +270,10 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 		callCtx, cancel = context.WithTimeout(ctx, cfg.timeout)
 		defer cancel()
 	}
-	if cfg.retry != nil {
+	switch {
+	case cfg.retry != nil && c.killSwitch.Load():
+		cfg.retry = nil // the system is disabled: no automatic retries
+	case cfg.retry != nil:
 		r := c.config.retryFor(*cfg.retry)
 		cfg.retry = &r
 	}

@@ -876,7 +876,10 @@ type RuntimeConfig struct {
 	Versions map[string]uint64 `protobuf:"bytes,5,rep,name=versions,proto3" json:"versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Rollouts in CANARY or PAUSED: an instance whose bucket of (rollout id, instance
 	// id) is below the stage's percentage takes the rollout's values.
-	Rollouts      []*ActiveRollout `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Rollouts []*ActiveRollout `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	// The system control (SystemService): SDKs pass everything through while
+	// it is disabled and enforce nothing in dry run.
+	System        *SystemControl `protobuf:"bytes,7,opt,name=system,proto3" json:"system,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -953,6 +956,73 @@ func (x *RuntimeConfig) GetRollouts() []*ActiveRollout {
 	return nil
 }
 
+func (x *RuntimeConfig) GetSystem() *SystemControl {
+	if x != nil {
+		return x.System
+	}
+	return nil
+}
+
+type SystemControl struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Mode          string                 `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SystemControl) Reset() {
+	*x = SystemControl{}
+	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SystemControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SystemControl) ProtoMessage() {}
+
+func (x *SystemControl) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SystemControl.ProtoReflect.Descriptor instead.
+func (*SystemControl) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_config_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SystemControl) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *SystemControl) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *SystemControl) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 // ActiveRollout is a rollout as SDKs need it.
 type ActiveRollout struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -969,7 +1039,7 @@ type ActiveRollout struct {
 
 func (x *ActiveRollout) Reset() {
 	*x = ActiveRollout{}
-	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	mi := &file_baldur_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1051,7 @@ func (x *ActiveRollout) String() string {
 func (*ActiveRollout) ProtoMessage() {}
 
 func (x *ActiveRollout) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_v1_config_proto_msgTypes[12]
+	mi := &file_baldur_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1064,7 @@ func (x *ActiveRollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActiveRollout.ProtoReflect.Descriptor instead.
 func (*ActiveRollout) Descriptor() ([]byte, []int) {
-	return file_baldur_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_baldur_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ActiveRollout) GetId() string {
@@ -1118,21 +1188,26 @@ const file_baldur_v1_config_proto_rawDesc = "" +
 	"\x10sensitive_fields\x18\n" +
 	" \x03(\tR\x0fsensitiveFields\x12\x1f\n" +
 	"\vmax_domains\x18\v \x01(\x05R\n" +
-	"maxDomains\"\x81\x04\n" +
+	"maxDomains\"\xb3\x04\n" +
 	"\rRuntimeConfig\x12C\n" +
 	"\x10circuit_defaults\x18\x01 \x01(\v2\x18.baldur.v1.CircuitPolicyR\x0fcircuitDefaults\x12=\n" +
 	"\x0eretry_defaults\x18\x02 \x01(\v2\x16.baldur.v1.RetryPolicyR\rretryDefaults\x129\n" +
 	"\x05flags\x18\x03 \x03(\v2#.baldur.v1.RuntimeConfig.FlagsEntryR\x05flags\x12(\n" +
 	"\x03dlq\x18\x04 \x01(\v2\x16.baldur.v1.DLQSettingsR\x03dlq\x12B\n" +
 	"\bversions\x18\x05 \x03(\v2&.baldur.v1.RuntimeConfig.VersionsEntryR\bversions\x124\n" +
-	"\brollouts\x18\x06 \x03(\v2\x18.baldur.v1.ActiveRolloutR\brollouts\x1aP\n" +
+	"\brollouts\x18\x06 \x03(\v2\x18.baldur.v1.ActiveRolloutR\brollouts\x120\n" +
+	"\x06system\x18\a \x01(\v2\x18.baldur.v1.SystemControlR\x06system\x1aP\n" +
 	"\n" +
 	"FlagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.baldur.v1.FeatureFlagR\x05value:\x028\x01\x1a;\n" +
 	"\rVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe6\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"V\n" +
+	"\rSystemControl\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\"\xe6\x01\n" +
 	"\rActiveRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asection\x18\x02 \x01(\tR\asection\x12\x1f\n" +
@@ -1163,7 +1238,7 @@ func file_baldur_v1_config_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_config_proto_rawDescData
 }
 
-var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_baldur_v1_config_proto_goTypes = []any{
 	(*ConfigSection)(nil),             // 0: baldur.v1.ConfigSection
 	(*ListConfigRequest)(nil),         // 1: baldur.v1.ListConfigRequest
@@ -1177,49 +1252,51 @@ var file_baldur_v1_config_proto_goTypes = []any{
 	(*FeatureFlag)(nil),               // 9: baldur.v1.FeatureFlag
 	(*DLQSettings)(nil),               // 10: baldur.v1.DLQSettings
 	(*RuntimeConfig)(nil),             // 11: baldur.v1.RuntimeConfig
-	(*ActiveRollout)(nil),             // 12: baldur.v1.ActiveRollout
-	nil,                               // 13: baldur.v1.RuntimeConfig.FlagsEntry
-	nil,                               // 14: baldur.v1.RuntimeConfig.VersionsEntry
-	(*structpb.Struct)(nil),           // 15: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 17: google.protobuf.Duration
-	(*CircuitPolicy)(nil),             // 18: baldur.v1.CircuitPolicy
-	(*CanarySelection)(nil),           // 19: baldur.v1.CanarySelection
+	(*SystemControl)(nil),             // 12: baldur.v1.SystemControl
+	(*ActiveRollout)(nil),             // 13: baldur.v1.ActiveRollout
+	nil,                               // 14: baldur.v1.RuntimeConfig.FlagsEntry
+	nil,                               // 15: baldur.v1.RuntimeConfig.VersionsEntry
+	(*structpb.Struct)(nil),           // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 18: google.protobuf.Duration
+	(*CircuitPolicy)(nil),             // 19: baldur.v1.CircuitPolicy
+	(*CanarySelection)(nil),           // 20: baldur.v1.CanarySelection
 }
 var file_baldur_v1_config_proto_depIdxs = []int32{
-	15, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
-	16, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
+	16, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
+	17, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: baldur.v1.ListConfigResponse.sections:type_name -> baldur.v1.ConfigSection
-	15, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
-	15, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
-	15, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
-	16, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
+	16, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
+	16, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
+	16, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
+	17, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
 	5,  // 7: baldur.v1.ListConfigHistoryResponse.changes:type_name -> baldur.v1.ConfigChange
-	17, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
-	17, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
-	17, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
-	18, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
+	18, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
+	18, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
+	18, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
+	19, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
 	8,  // 12: baldur.v1.RuntimeConfig.retry_defaults:type_name -> baldur.v1.RetryPolicy
-	13, // 13: baldur.v1.RuntimeConfig.flags:type_name -> baldur.v1.RuntimeConfig.FlagsEntry
+	14, // 13: baldur.v1.RuntimeConfig.flags:type_name -> baldur.v1.RuntimeConfig.FlagsEntry
 	10, // 14: baldur.v1.RuntimeConfig.dlq:type_name -> baldur.v1.DLQSettings
-	14, // 15: baldur.v1.RuntimeConfig.versions:type_name -> baldur.v1.RuntimeConfig.VersionsEntry
-	12, // 16: baldur.v1.RuntimeConfig.rollouts:type_name -> baldur.v1.ActiveRollout
-	11, // 17: baldur.v1.ActiveRollout.values:type_name -> baldur.v1.RuntimeConfig
-	19, // 18: baldur.v1.ActiveRollout.selection:type_name -> baldur.v1.CanarySelection
-	9,  // 19: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
-	1,  // 20: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
-	3,  // 21: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
-	4,  // 22: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
-	6,  // 23: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
-	2,  // 24: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
-	0,  // 25: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
-	0,  // 26: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
-	7,  // 27: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
-	24, // [24:28] is the sub-list for method output_type
-	20, // [20:24] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	15, // 15: baldur.v1.RuntimeConfig.versions:type_name -> baldur.v1.RuntimeConfig.VersionsEntry
+	13, // 16: baldur.v1.RuntimeConfig.rollouts:type_name -> baldur.v1.ActiveRollout
+	12, // 17: baldur.v1.RuntimeConfig.system:type_name -> baldur.v1.SystemControl
+	11, // 18: baldur.v1.ActiveRollout.values:type_name -> baldur.v1.RuntimeConfig
+	20, // 19: baldur.v1.ActiveRollout.selection:type_name -> baldur.v1.CanarySelection
+	9,  // 20: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
+	1,  // 21: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
+	3,  // 22: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
+	4,  // 23: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
+	6,  // 24: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
+	2,  // 25: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
+	0,  // 26: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
+	0,  // 27: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
+	7,  // 28: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_config_proto_init() }
@@ -1238,7 +1315,7 @@ func file_baldur_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_config_proto_rawDesc), len(file_baldur_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -94,6 +94,73 @@ func (CanaryCommand_Op) EnumDescriptor() ([]byte, []int) {
 	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8, 0}
 }
 
+type GovernanceCommand_Op int32
+
+const (
+	GovernanceCommand_OP_UNSPECIFIED  GovernanceCommand_Op = 0
+	GovernanceCommand_DRY_RUN         GovernanceCommand_Op = 1
+	GovernanceCommand_LIVE            GovernanceCommand_Op = 2 // needs confirm
+	GovernanceCommand_STRICT          GovernanceCommand_Op = 3
+	GovernanceCommand_NORMAL          GovernanceCommand_Op = 4
+	GovernanceCommand_STRICT_EXPIRE   GovernanceCommand_Op = 5 // the leader, 8h after since
+	GovernanceCommand_STRICT_WARN     GovernanceCommand_Op = 6 // the leader: warning number `warning` of the STRICT period since
+	GovernanceCommand_BREAK_GLASS     GovernanceCommand_Op = 7
+	GovernanceCommand_END_BREAK_GLASS GovernanceCommand_Op = 8 // since set: the leader's expiry of that break glass
+)
+
+// Enum value maps for GovernanceCommand_Op.
+var (
+	GovernanceCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "DRY_RUN",
+		2: "LIVE",
+		3: "STRICT",
+		4: "NORMAL",
+		5: "STRICT_EXPIRE",
+		6: "STRICT_WARN",
+		7: "BREAK_GLASS",
+		8: "END_BREAK_GLASS",
+	}
+	GovernanceCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED":  0,
+		"DRY_RUN":         1,
+		"LIVE":            2,
+		"STRICT":          3,
+		"NORMAL":          4,
+		"STRICT_EXPIRE":   5,
+		"STRICT_WARN":     6,
+		"BREAK_GLASS":     7,
+		"END_BREAK_GLASS": 8,
+	}
+)
+
+func (x GovernanceCommand_Op) Enum() *GovernanceCommand_Op {
+	p := new(GovernanceCommand_Op)
+	*p = x
+	return p
+}
+
+func (x GovernanceCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GovernanceCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[1].Descriptor()
+}
+
+func (GovernanceCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[1]
+}
+
+func (x GovernanceCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GovernanceCommand_Op.Descriptor instead.
+func (GovernanceCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
+}
+
 type CircuitCommand_Op int32
 
 const (
@@ -151,11 +218,11 @@ func (x CircuitCommand_Op) String() string {
 }
 
 func (CircuitCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[1].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
 }
 
 func (CircuitCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[1]
+	return &file_baldur_raft_v1_command_proto_enumTypes[2]
 }
 
 func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
@@ -164,7 +231,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -224,11 +291,11 @@ func (x CoordinationCommand_Op) String() string {
 }
 
 func (CoordinationCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
 }
 
 func (CoordinationCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[2]
+	return &file_baldur_raft_v1_command_proto_enumTypes[3]
 }
 
 func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
@@ -237,7 +304,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type DLQCommand_Op int32
@@ -303,11 +370,11 @@ func (x DLQCommand_Op) String() string {
 }
 
 func (DLQCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[4].Descriptor()
 }
 
 func (DLQCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[3]
+	return &file_baldur_raft_v1_command_proto_enumTypes[4]
 }
 
 func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
@@ -316,7 +383,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -351,6 +418,7 @@ type Command struct {
 	//	*Command_Dlq
 	//	*Command_ConfigSet
 	//	*Command_Canary
+	//	*Command_Governance
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -570,6 +638,15 @@ func (x *Command) GetCanary() *CanaryCommand {
 	return nil
 }
 
+func (x *Command) GetGovernance() *GovernanceCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Governance); ok {
+			return x.Governance
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -634,6 +711,10 @@ type Command_Canary struct {
 	Canary *CanaryCommand `protobuf:"bytes,73,opt,name=canary,proto3,oneof"`
 }
 
+type Command_Governance struct {
+	Governance *GovernanceCommand `protobuf:"bytes,74,opt,name=governance,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -663,6 +744,8 @@ func (*Command_Dlq) isCommand_Body() {}
 func (*Command_ConfigSet) isCommand_Body() {}
 
 func (*Command_Canary) isCommand_Body() {}
+
+func (*Command_Governance) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1271,6 +1354,84 @@ func (x *CanaryCommand) GetStageStartedUnixNano() int64 {
 	return 0
 }
 
+// GovernanceCommand is every system control change but the kill switch
+// (the circuit domain's KILL_SWITCH) (command version 7).
+type GovernanceCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            GovernanceCommand_Op   `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.GovernanceCommand_Op" json:"op,omitempty"`
+	Confirm       bool                   `protobuf:"varint,2,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	TtlNanos      int64                  `protobuf:"varint,3,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	SinceUnixNano int64                  `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	Warning       int32                  `protobuf:"varint,5,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceCommand) Reset() {
+	*x = GovernanceCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceCommand) ProtoMessage() {}
+
+func (x *GovernanceCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceCommand.ProtoReflect.Descriptor instead.
+func (*GovernanceCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GovernanceCommand) GetOp() GovernanceCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return GovernanceCommand_OP_UNSPECIFIED
+}
+
+func (x *GovernanceCommand) GetConfirm() bool {
+	if x != nil {
+		return x.Confirm
+	}
+	return false
+}
+
+func (x *GovernanceCommand) GetTtlNanos() int64 {
+	if x != nil {
+		return x.TtlNanos
+	}
+	return 0
+}
+
+func (x *GovernanceCommand) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *GovernanceCommand) GetWarning() int32 {
+	if x != nil {
+		return x.Warning
+	}
+	return 0
+}
+
 // MemberUpsert records a node's API addresses in the replicated member table.
 type MemberUpsert struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1285,7 +1446,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1458,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1471,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1357,7 +1518,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1530,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1543,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1404,7 +1565,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1577,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1590,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -1470,7 +1631,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1643,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1656,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -1623,7 +1784,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1796,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1809,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -1828,7 +1989,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2001,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2014,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -2009,7 +2170,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2182,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2195,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -2072,7 +2233,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2245,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2258,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -2121,7 +2282,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2294,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2307,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2223,7 +2384,7 @@ type MergedReport struct {
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2396,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2409,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2358,7 +2519,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2531,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2544,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2403,7 +2564,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2576,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2589,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2447,7 +2608,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2620,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2633,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -2492,7 +2653,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2665,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2678,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2542,7 +2703,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2715,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2728,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 type ReadIndexResponse struct {
@@ -2579,7 +2740,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2752,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2765,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2622,7 +2783,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2795,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2808,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 type ProgressResponse struct {
@@ -2660,7 +2821,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2833,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2846,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2706,7 +2867,8 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xcd\t\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x92\n" +
+	"\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -2731,7 +2893,10 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x03dlq\x18@ \x01(\v2\x1a.baldur.raft.v1.DLQCommandH\x00R\x03dlq\x12:\n" +
 	"\n" +
 	"config_set\x18H \x01(\v2\x19.baldur.raft.v1.ConfigSetH\x00R\tconfigSet\x127\n" +
-	"\x06canary\x18I \x01(\v2\x1d.baldur.raft.v1.CanaryCommandH\x00R\x06canaryB\x06\n" +
+	"\x06canary\x18I \x01(\v2\x1d.baldur.raft.v1.CanaryCommandH\x00R\x06canary\x12C\n" +
+	"\n" +
+	"governance\x18J \x01(\v2!.baldur.raft.v1.GovernanceCommandH\x00R\n" +
+	"governanceB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -2796,7 +2961,25 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x06CANCEL\x10\a\x12\x0e\n" +
 	"\n" +
 	"FLAG_STUCK\x10\b\x12\t\n" +
-	"\x05PURGE\x10\t\"\x9e\x01\n" +
+	"\x05PURGE\x10\t\"\xd6\x02\n" +
+	"\x11GovernanceCommand\x124\n" +
+	"\x02op\x18\x01 \x01(\x0e2$.baldur.raft.v1.GovernanceCommand.OpR\x02op\x12\x18\n" +
+	"\aconfirm\x18\x02 \x01(\bR\aconfirm\x12\x1b\n" +
+	"\tttl_nanos\x18\x03 \x01(\x03R\bttlNanos\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12\x18\n" +
+	"\awarning\x18\x05 \x01(\x05R\awarning\"\x91\x01\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aDRY_RUN\x10\x01\x12\b\n" +
+	"\x04LIVE\x10\x02\x12\n" +
+	"\n" +
+	"\x06STRICT\x10\x03\x12\n" +
+	"\n" +
+	"\x06NORMAL\x10\x04\x12\x11\n" +
+	"\rSTRICT_EXPIRE\x10\x05\x12\x0f\n" +
+	"\vSTRICT_WARN\x10\x06\x12\x0f\n" +
+	"\vBREAK_GLASS\x10\a\x12\x13\n" +
+	"\x0fEND_BREAK_GLASS\x10\b\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2991,78 +3174,82 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CanaryCommand_Op)(0),         // 0: baldur.raft.v1.CanaryCommand.Op
-	(CircuitCommand_Op)(0),        // 1: baldur.raft.v1.CircuitCommand.Op
-	(CoordinationCommand_Op)(0),   // 2: baldur.raft.v1.CoordinationCommand.Op
-	(DLQCommand_Op)(0),            // 3: baldur.raft.v1.DLQCommand.Op
-	(*Command)(nil),               // 4: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),      // 5: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),      // 6: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),       // 7: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),         // 8: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),        // 9: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),       // 10: baldur.raft.v1.EmergencyConfig
-	(*ConfigSet)(nil),             // 11: baldur.raft.v1.ConfigSet
-	(*CanaryCommand)(nil),         // 12: baldur.raft.v1.CanaryCommand
-	(*MemberUpsert)(nil),          // 13: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 14: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 15: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 16: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 17: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 18: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 19: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 20: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 21: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 22: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 23: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 24: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 25: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 26: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 27: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 28: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 29: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 30: baldur.raft.v1.ProgressResponse
+	(GovernanceCommand_Op)(0),     // 1: baldur.raft.v1.GovernanceCommand.Op
+	(CircuitCommand_Op)(0),        // 2: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0),   // 3: baldur.raft.v1.CoordinationCommand.Op
+	(DLQCommand_Op)(0),            // 4: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),               // 5: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),      // 6: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 7: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 8: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 9: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 10: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 11: baldur.raft.v1.EmergencyConfig
+	(*ConfigSet)(nil),             // 12: baldur.raft.v1.ConfigSet
+	(*CanaryCommand)(nil),         // 13: baldur.raft.v1.CanaryCommand
+	(*GovernanceCommand)(nil),     // 14: baldur.raft.v1.GovernanceCommand
+	(*MemberUpsert)(nil),          // 15: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 16: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 17: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 18: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 19: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 20: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 21: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 22: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 23: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 24: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 25: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 26: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 27: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 28: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 29: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 30: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 31: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 32: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	5,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	6,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	7,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	8,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	10, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	13, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	14, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	15, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	19, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	20, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	16, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	17, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	18, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	11, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
-	12, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
-	9,  // 15: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	10, // 16: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
-	0,  // 17: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
-	1,  // 18: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	2,  // 19: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	3,  // 20: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	18, // 21: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	22, // 22: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	25, // 23: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	27, // 24: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	29, // 25: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	23, // 26: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	26, // 27: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	28, // 28: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	30, // 29: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	24, // 30: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	27, // [27:31] is the sub-list for method output_type
-	23, // [23:27] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	7,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	8,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	9,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	11, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	15, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	16, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	17, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	21, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	22, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	18, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	19, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	20, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	12, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	13, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
+	14, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
+	10, // 16: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	11, // 17: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 18: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
+	1,  // 19: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
+	2,  // 20: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	3,  // 21: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	4,  // 22: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	20, // 23: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	24, // 24: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	27, // 25: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	29, // 26: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	31, // 27: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	25, // 28: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	28, // 29: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	30, // 30: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	32, // 31: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	26, // 32: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	29, // [29:33] is the sub-list for method output_type
+	25, // [25:29] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -3086,14 +3273,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_Dlq)(nil),
 		(*Command_ConfigSet)(nil),
 		(*Command_Canary)(nil),
+		(*Command_Governance)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   27,
+			NumEnums:      5,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
