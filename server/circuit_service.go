@@ -214,6 +214,13 @@ func (c *circuitService) force(ctx context.Context, req *pb.ForceRequest, state 
 	if _, ok := c.s.breaker(req.Name); !ok {
 		return nil, fmt.Errorf("%w: %q", circuit.ErrNotFound, req.Name)
 	}
+	if state == circuit.Closed {
+		// Forcing a breaker closed is corrective: the pre-action gate
+		// decides (after the request is known to be valid).
+		if err := c.s.gate(ctx, "circuit.force_close"); err != nil {
+			return nil, err
+		}
+	}
 	return c.change(ctx, req.Reason, &raftv1.CircuitCommand{Op: raftv1.CircuitCommand_FORCE, Name: req.Name, State: int32(state), TtlNanos: int64(ttl)})
 }
 
@@ -222,12 +229,6 @@ func (c *circuitService) ForceOpen(ctx context.Context, req *pb.ForceRequest) (*
 }
 
 func (c *circuitService) ForceClose(ctx context.Context, req *pb.ForceRequest) (*pb.CircuitResponse, error) {
-	if err := circuit.CheckName(req.Name); err != nil {
-		return nil, err
-	}
-	if err := c.s.gate(ctx, "circuit.force_close"); err != nil {
-		return nil, err
-	}
 	return c.force(ctx, req, circuit.Closed)
 }
 

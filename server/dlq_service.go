@@ -53,8 +53,11 @@ func (d *dlqService) notePause(ctx context.Context, domain, why string) {
 		action, detail = "dlq.replay_resumed", "replay resumed after: "+prev
 	} else {
 		d.s.metrics.dlqReplayBlocked.Inc()
-		if gate, _, ok := strings.Cut(why, ": "); ok && (gate == governance.BlockedKillSwitch || gate == governance.BlockedEmergency) {
-			d.s.metrics.governanceBlocked.WithLabelValues("dlq.replay_automatic", gate).Inc()
+		switch {
+		case why == replayPausedKillSwitch:
+			d.s.metrics.governanceBlocked.WithLabelValues("dlq.replay_automatic", governance.BlockedKillSwitch).Inc()
+		case strings.HasPrefix(why, "paused: emergency"):
+			d.s.metrics.governanceBlocked.WithLabelValues("dlq.replay_automatic", governance.BlockedEmergency).Inc()
 		}
 		d.s.log.Info("dlq.replay_blocked", "domain", domain, "reason", why)
 	}
@@ -233,6 +236,11 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dlq.ErrNotFound, req.Id)
 	}
+	if op == raftv1.DLQCommand_REPLAY {
+		if err := d.s.gate(ctx, "dlq.replay"); err != nil {
+			return nil, err
+		}
+	}
 	if err := dlq.Check(e, op, ""); err != nil {
 		return nil, err // refused without spending a log entry; the store checks again
 	}
@@ -244,9 +252,6 @@ func (d *dlqService) action(ctx context.Context, req *pb.EntryActionRequest, op 
 }
 
 func (d *dlqService) ReplayEntry(ctx context.Context, req *pb.EntryActionRequest) (*pb.DLQEntry, error) {
-	if err := d.s.gate(ctx, "dlq.replay"); err != nil {
-		return nil, err
-	}
 	return d.action(ctx, req, raftv1.DLQCommand_REPLAY, false)
 }
 
@@ -298,14 +303,18 @@ func (d *dlqService) GetStats(ctx context.Context, req *pb.GetDLQStatsRequest) (
 
 // replayPause asks dlq.PauseReason about domain, given the replicated
 // emergency level and breakers.
+// replayPausedKillSwitch is the replay pause of a disabled system.
+const replayPausedKillSwitch = "paused: system disabled (kill switch)"
+
 func (s *Server) replayPause(domain string) string {
 	var why string
 	_ = s.store.View(func(kv raftstore.KV) error {
-		// The pre-action gate first (automatic replay is a guarded
-		// operation); break glass lets it through the emergency pause too.
+		// The pre-action gate (automatic replay is a guarded operation):
+		// the kill switch pauses replay; the emergency level does through
+		// the DLQ's own pause below; break glass lets replay through both.
 		d := governance.Gate(gateInput(kv, s.now()))
-		if !d.Allowed {
-			why = d.Reason + ": " + d.Message
+		if d.Reason == governance.BlockedKillSwitch {
+			why = replayPausedKillSwitch
 			return nil
 		}
 		level := ""

@@ -504,3 +504,43 @@ func TestCLICanary(t *testing.T) {
 		t.Fatalf("panic-rollback:\n%s", out)
 	}
 }
+
+func TestCLISystem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	if out := ctl.ok("system", "status"); !strings.Contains(out, "system:       enabled") || !strings.Contains(out, "break glass:  off") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("system", "disable"); code == 0 || !strings.Contains(errOut, "reason") {
+		t.Fatalf("disable without a reason: exit %d: %s", code, errOut)
+	}
+	if out := ctl.ok("system", "disable", "--reason", "stop"); !strings.Contains(out, "DISABLED") {
+		t.Fatalf("disable:\n%s", out)
+	}
+	ctl.ok("system", "enable", "--reason", "go")
+	ctl.ok("system", "dry-run")
+	if _, errOut, code := ctl.run("system", "live"); code == 0 || !strings.Contains(errOut, "confirm") {
+		t.Fatalf("live without --confirm: exit %d: %s", code, errOut)
+	}
+	ctl.ok("system", "live", "--confirm")
+	if out := ctl.ok("system", "strict", "--reason", "audit week"); !strings.Contains(out, "mode:         STRICT since") {
+		t.Fatalf("strict:\n%s", out)
+	}
+	if out := ctl.ok("system", "break-glass", "--reason", "incident 42 hotfix", "--ttl", "30m"); !strings.Contains(out, "ENGAGED by") {
+		t.Fatalf("break-glass:\n%s", out)
+	}
+	var st struct {
+		Mode       string `json:"mode"`
+		BreakGlass struct {
+			Active bool `json:"active"`
+		} `json:"break_glass"`
+	}
+	ctl.json(&st, "system", "end-break-glass")
+	if st.Mode != "STRICT" || st.BreakGlass.Active {
+		t.Fatalf("end-break-glass: %+v", st)
+	}
+}
