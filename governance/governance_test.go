@@ -60,7 +60,9 @@ func (s *state) proposals(at time.Duration) []*raftv1.Command {
 	return out
 }
 
-func op(o raftv1.GovernanceCommand_Op) *raftv1.GovernanceCommand { return &raftv1.GovernanceCommand{Op: o} }
+func op(o raftv1.GovernanceCommand_Op) *raftv1.GovernanceCommand {
+	return &raftv1.GovernanceCommand{Op: o}
+}
 
 // The gate's fixed order: break glass allows (flagged) before anything
 // else; the kill switch blocks before the emergency level; below the
