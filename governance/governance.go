@@ -65,7 +65,7 @@ var (
 )
 
 // Buckets lists this domain's buckets.
-func Buckets() [][]byte { return [][]byte{BucketSystem} }
+func Buckets() [][]byte { return [][]byte{BucketSystem, BucketApprovals} }
 
 // Get returns the system control (zero: live, NORMAL, no break glass).
 func Get(kv fsm.KV) System {

@@ -14,7 +14,7 @@ func command(reason string, body *raftv1.GovernanceCommand) *raftv1.Command {
 
 // Proposals are the system control's steps due at now: a STRICT mode is
 // warned about at 4h and 6h and returns to NORMAL at 8h; break glass ends
-// at its TTL.
+// at its TTL; change requests expire after 24h.
 func Proposals(kv fsm.KV, now time.Time) []*raftv1.Command {
 	s := Get(kv)
 	var out []*raftv1.Command
@@ -33,5 +33,5 @@ func Proposals(kv fsm.KV, now time.Time) []*raftv1.Command {
 	if s.BreakGlass != nil && !now.Before(s.BreakGlass.Until) {
 		out = append(out, command("break glass TTL ended", &raftv1.GovernanceCommand{Op: raftv1.GovernanceCommand_END_BREAK_GLASS, SinceUnixNano: s.BreakGlass.Since.UnixNano()}))
 	}
-	return out
+	return append(out, ApprovalProposals(kv, now)...)
 }

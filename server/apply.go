@@ -240,6 +240,9 @@ var handlers = map[reflect.Type]handler{
 		return applyConfigSet(kv, m, c.GetConfigSet(), "")
 	},
 	bodyType[raftv1.Command_Governance](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		if c.GetGovernance().GetOp() >= raftv1.GovernanceCommand_APPROVAL_CREATE {
+			return applied(governance.ApplyApproval(kv, m, c.GetGovernance()))
+		}
 		return applied(governance.Apply(kv, m, c.GetGovernance()))
 	},
 	bodyType[raftv1.Command_Canary](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {

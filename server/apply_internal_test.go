@@ -54,6 +54,7 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"CanaryService/ResumeRollout", "CanaryService/RollbackRollout", "CanaryService/CancelRollout", "CanaryService/PanicRollback",
 		"SystemService/DisableSystem", "SystemService/EnableSystem", "SystemService/SetDryRun", "SystemService/SetLive",
 		"SystemService/SetStrict", "SystemService/SetNormal", "SystemService/BreakGlass", "SystemService/EndBreakGlass",
+		"ApprovalService/ApproveApproval", "ApprovalService/RejectApproval",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

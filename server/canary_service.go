@@ -279,6 +279,12 @@ func (c *canaryService) action(ctx context.Context, op raftv1.CanaryCommand_Op, 
 }
 
 func (c *canaryService) StartRollout(ctx context.Context, req *pb.RolloutActionRequest) (*pb.RolloutResponse, error) {
+	if err := checkRolloutID(req.Id); err != nil {
+		return nil, err
+	}
+	if err := c.s.holdForApproval(ctx, "canary.start", req, "start rollout "+req.Id, req.Reason); err != nil {
+		return nil, err
+	}
 	return c.action(ctx, raftv1.CanaryCommand_START, req)
 }
 
@@ -300,6 +306,9 @@ func (c *canaryService) CancelRollout(ctx context.Context, req *pb.RolloutAction
 
 func (c *canaryService) PromoteRollout(ctx context.Context, req *pb.PromoteRolloutRequest) (*pb.RolloutResponse, error) {
 	if err := checkRolloutID(req.Id); err != nil {
+		return nil, err
+	}
+	if err := c.s.holdForApproval(ctx, "canary.promote", req, "promote rollout "+req.Id, req.Reason); err != nil {
 		return nil, err
 	}
 	body := &raftv1.CanaryCommand{Op: raftv1.CanaryCommand_PROMOTE, Id: req.Id, Force: req.Force, BypassReason: req.BypassReason}

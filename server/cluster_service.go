@@ -166,6 +166,9 @@ func (c *clusterService) RemoveMember(ctx context.Context, req *pb.RemoveMemberR
 	if err := checkMembershipReason(req.Reason); err != nil {
 		return nil, err
 	}
+	if err := c.s.holdForApproval(ctx, "cluster.remove_member", req, "remove member "+req.Id+" from the Raft configuration", req.Reason); err != nil {
+		return nil, err
+	}
 	if err := c.s.store.RemoveServer(ctx, req.Id); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 )
@@ -73,6 +74,10 @@ type Config struct {
 
 	LogLevel  string
 	LogFormat string
+
+	// ApprovalOperations need a second person's approval (dual control);
+	// StrictApprovalOperations too in STRICT mode (governance.Operations).
+	ApprovalOperations, StrictApprovalOperations []string
 
 	// CircuitDefaults is the policy of breakers registered on first report
 	// and the base for partial policies (BALDUR_CB_*).
@@ -170,6 +175,8 @@ func Defaults() Config {
 		ShutdownTimeout: 10 * time.Second,
 		LeaderTick:      100 * time.Millisecond,
 		CircuitDefaults: circuit.DefaultPolicy(),
+		ApprovalOperations:       append([]string{}, governance.DefaultApproval...),
+		StrictApprovalOperations: append([]string{}, governance.StrictApproval...),
 		DLQ:             dlq.DefaultLimits(),
 		DLQStore:        "raft",
 	}
@@ -240,6 +247,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.SuccessThreshold, "cb-success-threshold", cb.SuccessThreshold, "default breaker policy: trial successes that close")
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
+	fs.Var(csvList{&c.ApprovalOperations}, "approval-operations", "operations that need a second person's approval (dual control): "+strings.Join(governance.Operations, ", "))
+	fs.Var(csvList{&c.StrictApprovalOperations}, "strict-approval-operations", "operations that need approval in STRICT mode too")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "a REST request (headers and body) must arrive within this (a snapshot restore gets an hour)")
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "a REST answer must be written within this (streams excepted)")
@@ -358,6 +367,13 @@ func (c *Config) Validate() error {
 	}
 	if err := checkDLQ(c.DLQ); err != nil {
 		return err
+	}
+	for flag, ops := range map[string][]string{"--approval-operations": c.ApprovalOperations, "--strict-approval-operations": c.StrictApprovalOperations} {
+		for _, op := range ops {
+			if !slices.Contains(governance.Operations, op) {
+				return fmt.Errorf("%s: %q is not an operation dual control holds; use %s", flag, op, strings.Join(governance.Operations, ", "))
+			}
+		}
 	}
 	switch c.DLQStore {
 	case "raft":

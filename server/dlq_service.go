@@ -283,6 +283,13 @@ func (d *dlqService) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.Purge
 			return nil, invalidField(fieldIndex("ids", i), err.Error())
 		}
 	}
+	summary := fmt.Sprintf("purge ARCHIVED entries archived longer than %v ago", older)
+	if len(req.Ids) > 0 {
+		summary = fmt.Sprintf("purge %d ARCHIVED entries by id (first %s)", len(req.Ids), req.Ids[0])
+	}
+	if err := d.s.holdForApproval(ctx, "dlq.purge", req, summary, "purge"); err != nil {
+		return nil, err
+	}
 	n, rev, err := d.s.dlq.Purge(ctx, caller(ctx, "purge"), req.Ids, older)
 	if err != nil {
 		return nil, err

@@ -125,6 +125,11 @@ func (e *emergencyService) ReleaseEmergency(ctx context.Context, req *pb.Release
 	if err := emergency.CheckRelease(e.s.emergencyState(scope)); err != nil {
 		return nil, err
 	}
+	if req.Force {
+		if err := e.s.holdForApproval(ctx, "emergency.force_release", req, "force the release of the emergency of scope "+scope, req.Reason); err != nil {
+			return nil, err
+		}
+	}
 	cmd := newCommand(ctx, req.Reason)
 	cmd.Body = &raftv1.Command_EmergencyRelease{EmergencyRelease: &raftv1.EmergencyRelease{Scope: scope, Force: req.Force, Gradual: req.Gradual}}
 	_, rev, err := proposed[any](e.s.writes.propose(ctx, cmd, anyNode))

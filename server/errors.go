@@ -16,6 +16,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
+	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -62,6 +63,8 @@ var errorTable = []errorMapping{
 	{coordination.ErrStaleToken, codes.FailedPrecondition, "STALE_FENCING_TOKEN"},
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
 	{canary.ErrNotFound, codes.NotFound, "ROLLOUT_NOT_FOUND"},
+	{governance.ErrApprovalNotFound, codes.NotFound, "APPROVAL_NOT_FOUND"},
+	{governance.ErrSelfApproval, codes.PermissionDenied, "SELF_APPROVAL"},
 	{canary.ErrJudgment, codes.FailedPrecondition, "JUDGMENT_BLOCKS_PROMOTION"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
 	{emergency.ErrAlreadyRecovering, codes.FailedPrecondition, "ALREADY_RECOVERING"},
@@ -88,6 +91,7 @@ var httpOverride = map[string]int{
 	"INVALID_TRANSITION":        http.StatusConflict,
 	"ROLLOUT_BLOCKED":           http.StatusConflict,
 	"GOVERNANCE_BLOCKED":        http.StatusConflict,
+	"APPROVAL_DECIDED":          http.StatusConflict,
 	"JUDGMENT_BLOCKS_PROMOTION": http.StatusConflict,
 	"LOCK_DELAY":                http.StatusConflict,
 	"LEASE_LOST":                http.StatusConflict,
@@ -123,6 +127,14 @@ func toStatus(log *slog.Logger, err error) error {
 	if errors.As(err, &version) {
 		return withInfo(codes.FailedPrecondition, "VERSION_CONFLICT", err.Error(), map[string]string{
 			"section": version.Section, "current_version": strconv.FormatUint(version.Current, 10)})
+	}
+	var approval *approvalRequiredError
+	if errors.As(err, &approval) {
+		return approval.status()
+	}
+	var decided *governance.DecidedError
+	if errors.As(err, &decided) {
+		return withDetails(codes.FailedPrecondition, "APPROVAL_DECIDED", err.Error())
 	}
 	var gate *gateError
 	if errors.As(err, &gate) {

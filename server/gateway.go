@@ -64,7 +64,12 @@ func upperSnake(s string) string {
 	return strings.ToUpper(b.String())
 }
 
-func writeHTTPError(w http.ResponseWriter, err error) { writeHTTPStatus(w, 0, err) }
+func writeHTTPError(w http.ResponseWriter, err error) {
+	if writeApprovalRequired(w, err) {
+		return
+	}
+	writeHTTPStatus(w, 0, err)
+}
 
 // writeHTTPStatus writes err as the REST error body with HTTP status code
 // (0: the one its gRPC code and reason map to).
@@ -178,7 +183,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterClusterServiceHandler, gw.RegisterEmergencyServiceHandler, gw.RegisterAuditServiceHandler,
-		gw.RegisterCircuitServiceHandler, gw.RegisterCoordinationServiceHandler, gw.RegisterDLQServiceHandler, gw.RegisterConfigServiceHandler, gw.RegisterCanaryServiceHandler, gw.RegisterSystemServiceHandler,
+		gw.RegisterCircuitServiceHandler, gw.RegisterCoordinationServiceHandler, gw.RegisterDLQServiceHandler, gw.RegisterConfigServiceHandler, gw.RegisterCanaryServiceHandler, gw.RegisterSystemServiceHandler, gw.RegisterApprovalServiceHandler,
 	} {
 		if err := reg(ctx, gwmux, conn); err != nil {
 			return nil, fmt.Errorf("register gateway: %w", err)

@@ -45,6 +45,7 @@ func (s *Server) leaderTasks() []leaderTask {
 			func(*raftv1.Command) { s.metrics.leases.WithLabelValues("expired").Inc() })},
 		{name: "dlq", every: time.Second, run: s.dlqDue},
 		{name: "governance", every: time.Second, run: s.proposeDue("governance", governance.Proposals, nil)},
+		{name: "governance", run: s.carryOutApprovals},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {
 			if c := cmd.GetCanary(); c.GetInterlock() {
 				s.metrics.canaryInterlock.WithLabelValues(strings.ToLower(c.GetOp().String())).Inc()

@@ -152,10 +152,12 @@ var (
 	descSystemDryRun    = prometheus.NewDesc("baldur_system_control_dry_run", "1 while the system is in dry run.", nil, nil)
 	descSystemStrict    = prometheus.NewDesc("baldur_system_control_strict", "1 while the operating mode is STRICT.", nil, nil)
 	descBreakGlass      = prometheus.NewDesc("baldur_governance_break_glass_active", "1 while break glass is engaged.", nil, nil)
+	descPendingApproval = prometheus.NewDesc("baldur_governance_pending_approval_requests", "Change requests waiting for a second person.", nil, nil)
+	descOldestApproval  = prometheus.NewDesc("baldur_governance_oldest_pending_approval_age_seconds", "Age of the oldest change request still pending (0: none).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers, descSystemEnabled, descSystemDryRun, descSystemStrict, descBreakGlass} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers, descSystemEnabled, descSystemDryRun, descSystemStrict, descBreakGlass, descPendingApproval, descOldestApproval} {
 		ch <- d
 	}
 }
@@ -187,6 +189,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSystemDryRun, prometheus.GaugeValue, b2f(sys.DryRun))
 		ch <- prometheus.MustNewConstMetric(descSystemStrict, prometheus.GaugeValue, b2f(sys.Strict))
 		ch <- prometheus.MustNewConstMetric(descBreakGlass, prometheus.GaugeValue, b2f(sys.BreakGlassActive(c.s.now())))
+		pending, oldest := 0, 0.0
+		for _, a := range governance.ListApprovals(kv) {
+			if a.State == governance.Pending {
+				pending++
+				oldest = max(oldest, c.s.now().Sub(a.RequestedAt).Seconds())
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descPendingApproval, prometheus.GaugeValue, float64(pending))
+		ch <- prometheus.MustNewConstMetric(descOldestApproval, prometheus.GaugeValue, oldest)
 		for _, s := range emergency.List(kv) {
 			level := s.Level
 			if !s.Active {

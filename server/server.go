@@ -235,6 +235,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterConfigServiceServer(s.grpcSrv, &configService{s: s})
 	pb.RegisterCanaryServiceServer(s.grpcSrv, &canaryService{s: s})
 	pb.RegisterSystemServiceServer(s.grpcSrv, &systemService{s: s})
+	pb.RegisterApprovalServiceServer(s.grpcSrv, &approvalService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

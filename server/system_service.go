@@ -71,6 +71,12 @@ func (g *systemService) killSwitch(ctx context.Context, on bool, reason string) 
 }
 
 func (g *systemService) DisableSystem(ctx context.Context, req *pb.SystemActionRequest) (*pb.SystemState, error) {
+	if err := governance.CheckReason(req.Reason, true, 1); err != nil {
+		return nil, err
+	}
+	if err := g.s.holdForApproval(ctx, "system.disable", req, "disable the system (kill switch on): SDK primitives pass through", req.Reason); err != nil {
+		return nil, err
+	}
 	return g.killSwitch(ctx, true, req.Reason)
 }
 

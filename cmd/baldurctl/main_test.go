@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/server"
 )
 
 // buildCLI builds the real baldurctl binary once per test binary.
@@ -542,5 +543,42 @@ func TestCLISystem(t *testing.T) {
 	ctl.json(&st, "system", "end-break-glass")
 	if st.Mode != "STRICT" || st.BreakGlass.Active {
 		t.Fatalf("end-break-glass: %+v", st)
+	}
+}
+
+func TestCLIApproval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("alice tok-alice-0123456789abcdef admin\nbob tok-bob-0123456789abcdef admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.TokenFile = file }))
+	alice := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	run := func(token string, args ...string) (string, string, int) {
+		return alice.run(append([]string{"--token", token}, args...)...)
+	}
+	_, errOut, code := run("tok-alice-0123456789abcdef", "system", "disable", "--reason", "stop")
+	if code == 0 || !strings.Contains(errOut, "APPROVAL_REQUIRED") || !strings.Contains(errOut, "change request apr-") {
+		t.Fatalf("disable by alice: exit %d: %s", code, errOut)
+	}
+	out, _, _ := run("tok-bob-0123456789abcdef", "approval", "list", "--state", "PENDING")
+	fields := strings.Fields(strings.Split(out, "\n")[1])
+	if len(fields) < 4 || !strings.HasPrefix(fields[0], "apr-") || fields[1] != "system.disable" || fields[3] != "alice" {
+		t.Fatalf("approval list:\n%s", out)
+	}
+	if _, errOut, code := run("tok-alice-0123456789abcdef", "approval", "approve", fields[0]); code == 0 || !strings.Contains(errOut, "SELF_APPROVAL") {
+		t.Fatalf("self-approval: exit %d: %s", code, errOut)
+	}
+	if out, errOut, code := run("tok-bob-0123456789abcdef", "approval", "approve", fields[0], "--reason", "ok"); code != 0 || !strings.Contains(out, "APPROVED") {
+		t.Fatalf("approve: exit %d: %s %s", code, out, errOut)
+	}
+	if !testcluster.Eventually(5*time.Second, func() bool {
+		out, _, _ := run("tok-bob-0123456789abcdef", "system", "status")
+		return strings.Contains(out, "DISABLED")
+	}) {
+		t.Fatal("the approved disable did not apply")
 	}
 }

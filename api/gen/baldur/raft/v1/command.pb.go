@@ -105,21 +105,29 @@ const (
 	GovernanceCommand_STRICT_EXPIRE   GovernanceCommand_Op = 5 // the leader, 8h after since
 	GovernanceCommand_STRICT_WARN     GovernanceCommand_Op = 6 // the leader: warning number `warning` of the STRICT period since
 	GovernanceCommand_BREAK_GLASS     GovernanceCommand_Op = 7
-	GovernanceCommand_END_BREAK_GLASS GovernanceCommand_Op = 8 // since set: the leader's expiry of that break glass
+	GovernanceCommand_END_BREAK_GLASS GovernanceCommand_Op = 8  // since set: the leader's expiry of that break glass
+	GovernanceCommand_APPROVAL_CREATE GovernanceCommand_Op = 9  // approval_json: a pending change request
+	GovernanceCommand_APPROVAL_DECIDE GovernanceCommand_Op = 10 // approval_id, approve; the actor decides
+	GovernanceCommand_APPROVAL_EXPIRE GovernanceCommand_Op = 11 // the leader, past expires_at
+	GovernanceCommand_APPROVAL_DONE   GovernanceCommand_Op = 12 // the leader carried it out: result, failed
 )
 
 // Enum value maps for GovernanceCommand_Op.
 var (
 	GovernanceCommand_Op_name = map[int32]string{
-		0: "OP_UNSPECIFIED",
-		1: "DRY_RUN",
-		2: "LIVE",
-		3: "STRICT",
-		4: "NORMAL",
-		5: "STRICT_EXPIRE",
-		6: "STRICT_WARN",
-		7: "BREAK_GLASS",
-		8: "END_BREAK_GLASS",
+		0:  "OP_UNSPECIFIED",
+		1:  "DRY_RUN",
+		2:  "LIVE",
+		3:  "STRICT",
+		4:  "NORMAL",
+		5:  "STRICT_EXPIRE",
+		6:  "STRICT_WARN",
+		7:  "BREAK_GLASS",
+		8:  "END_BREAK_GLASS",
+		9:  "APPROVAL_CREATE",
+		10: "APPROVAL_DECIDE",
+		11: "APPROVAL_EXPIRE",
+		12: "APPROVAL_DONE",
 	}
 	GovernanceCommand_Op_value = map[string]int32{
 		"OP_UNSPECIFIED":  0,
@@ -131,6 +139,10 @@ var (
 		"STRICT_WARN":     6,
 		"BREAK_GLASS":     7,
 		"END_BREAK_GLASS": 8,
+		"APPROVAL_CREATE": 9,
+		"APPROVAL_DECIDE": 10,
+		"APPROVAL_EXPIRE": 11,
+		"APPROVAL_DONE":   12,
 	}
 )
 
@@ -1363,6 +1375,11 @@ type GovernanceCommand struct {
 	TtlNanos      int64                  `protobuf:"varint,3,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
 	SinceUnixNano int64                  `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	Warning       int32                  `protobuf:"varint,5,opt,name=warning,proto3" json:"warning,omitempty"`
+	ApprovalJson  []byte                 `protobuf:"bytes,6,opt,name=approval_json,json=approvalJson,proto3" json:"approval_json,omitempty"`
+	ApprovalId    string                 `protobuf:"bytes,7,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	Approve       bool                   `protobuf:"varint,8,opt,name=approve,proto3" json:"approve,omitempty"`
+	Result        string                 `protobuf:"bytes,9,opt,name=result,proto3" json:"result,omitempty"`
+	Failed        bool                   `protobuf:"varint,10,opt,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1430,6 +1447,41 @@ func (x *GovernanceCommand) GetWarning() int32 {
 		return x.Warning
 	}
 	return 0
+}
+
+func (x *GovernanceCommand) GetApprovalJson() []byte {
+	if x != nil {
+		return x.ApprovalJson
+	}
+	return nil
+}
+
+func (x *GovernanceCommand) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+func (x *GovernanceCommand) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+func (x *GovernanceCommand) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *GovernanceCommand) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
 }
 
 // MemberUpsert records a node's API addresses in the replicated member table.
@@ -2961,13 +3013,20 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x06CANCEL\x10\a\x12\x0e\n" +
 	"\n" +
 	"FLAG_STUCK\x10\b\x12\t\n" +
-	"\x05PURGE\x10\t\"\xd6\x02\n" +
+	"\x05PURGE\x10\t\"\xb8\x04\n" +
 	"\x11GovernanceCommand\x124\n" +
 	"\x02op\x18\x01 \x01(\x0e2$.baldur.raft.v1.GovernanceCommand.OpR\x02op\x12\x18\n" +
 	"\aconfirm\x18\x02 \x01(\bR\aconfirm\x12\x1b\n" +
 	"\tttl_nanos\x18\x03 \x01(\x03R\bttlNanos\x12&\n" +
 	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12\x18\n" +
-	"\awarning\x18\x05 \x01(\x05R\awarning\"\x91\x01\n" +
+	"\awarning\x18\x05 \x01(\x05R\awarning\x12#\n" +
+	"\rapproval_json\x18\x06 \x01(\fR\fapprovalJson\x12\x1f\n" +
+	"\vapproval_id\x18\a \x01(\tR\n" +
+	"approvalId\x12\x18\n" +
+	"\aapprove\x18\b \x01(\bR\aapprove\x12\x16\n" +
+	"\x06result\x18\t \x01(\tR\x06result\x12\x16\n" +
+	"\x06failed\x18\n" +
+	" \x01(\bR\x06failed\"\xe3\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aDRY_RUN\x10\x01\x12\b\n" +
@@ -2979,7 +3038,12 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\rSTRICT_EXPIRE\x10\x05\x12\x0f\n" +
 	"\vSTRICT_WARN\x10\x06\x12\x0f\n" +
 	"\vBREAK_GLASS\x10\a\x12\x13\n" +
-	"\x0fEND_BREAK_GLASS\x10\b\"\x9e\x01\n" +
+	"\x0fEND_BREAK_GLASS\x10\b\x12\x13\n" +
+	"\x0fAPPROVAL_CREATE\x10\t\x12\x13\n" +
+	"\x0fAPPROVAL_DECIDE\x10\n" +
+	"\x12\x13\n" +
+	"\x0fAPPROVAL_EXPIRE\x10\v\x12\x11\n" +
+	"\rAPPROVAL_DONE\x10\f\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
