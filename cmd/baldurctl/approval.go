@@ -35,7 +35,9 @@ func approvalCmd(g *globals) *cobra.Command {
 	}
 	return group("approval", "Dual control: change requests waiting for a second person",
 		unary[*pb.ListApprovalsResponse]{Use: "list", Short: "Change requests (PENDING ones with --state PENDING)", Args: cobra.NoArgs,
-			Flags: func(f *pflag.FlagSet) { f.StringVar(&state, "state", "", "PENDING, APPROVED, EXECUTED, FAILED, REJECTED or EXPIRED") },
+			Flags: func(f *pflag.FlagSet) {
+				f.StringVar(&state, "state", "", "PENDING, APPROVED, EXECUTED, FAILED, REJECTED or EXPIRED")
+			},
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, _ []string) (*pb.ListApprovalsResponse, error) {
 				return pb.NewApprovalServiceClient(conn).ListApprovals(ctx, &pb.ListApprovalsRequest{State: state})
 			},
