@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -174,10 +175,11 @@ func scanEntry(row pgx.Row) (dlq.Entry, error) {
 }
 
 // Store inserts a prepared entry (or returns the existing one with that
-// id), enforcing the capacity limits. Stores are not serialised: under
-// concurrency the count can miss a limit, either way, by up to the number
-// of stores in flight, and later stores bring it back (Baldur PRO's
-// background "water level" eviction makes the same trade).
+// id), enforcing the capacity limits. Stores under the limits are not
+// serialised; a store that finds a limit reached takes a transaction
+// advisory lock on it (the DLQ's, then the domain's, always in that order)
+// and counts again under it, so that concurrent stores at capacity evict
+// one entry each instead of racing each other below the limit.
 func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.Time) (dlq.Result, error) {
 	var res dlq.Result
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
@@ -217,7 +219,13 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 			reason string
 		}{{"total", total, "", nil, lim.MaxSize, "the DLQ"}, {"d/" + e.Domain, inDomain, "AND domain = $1", []any{e.Domain}, lim.MaxPerDomain, "domain " + e.Domain}} {
 			contended := 0
-			for counted := false; ; counted = true {
+			if l.max > 0 && l.n >= l.max {
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, advisoryKey(l.key)); err != nil {
+					return err
+				}
+			}
+			// Under the lock the count is read again (counted: true).
+			for counted := l.max > 0 && l.n >= l.max; ; counted = true {
 				n := l.n
 				if counted { // after an eviction
 					if err := tx.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM baldur_dlq_counts WHERE key = $1`, l.key).Scan(&n); err != nil {
@@ -277,6 +285,14 @@ func (d *DLQ) Store(ctx context.Context, e dlq.Entry, lim dlq.Limits, now time.T
 }
 
 var errRetryAsExisting = errors.New("postgres: entry stored concurrently")
+
+// advisoryKey is the advisory lock of a capacity counter ("total",
+// "d/<domain>").
+func advisoryKey(counter string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("baldur_dlq:" + counter))
+	return int64(h.Sum64())
+}
 
 // Get returns an entry.
 func (d *DLQ) Get(ctx context.Context, id string) (dlq.Entry, bool, error) {
