@@ -21,6 +21,7 @@ import (
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
+	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/proto"
 )
@@ -244,6 +245,9 @@ var handlers = map[reflect.Type]handler{
 			return applied(governance.ApplyApproval(kv, m, c.GetGovernance()))
 		}
 		return applied(governance.Apply(kv, m, c.GetGovernance()))
+	},
+	bodyType[raftv1.Command_Notify](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(notify.Apply(kv, m, c.GetNotify()))
 	},
 	bodyType[raftv1.Command_Canary](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applyCanary(kv, m, c.GetCanary())

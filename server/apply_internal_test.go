@@ -55,6 +55,7 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"SystemService/DisableSystem", "SystemService/EnableSystem", "SystemService/SetDryRun", "SystemService/SetLive",
 		"SystemService/SetStrict", "SystemService/SetNormal", "SystemService/BreakGlass", "SystemService/EndBreakGlass",
 		"ApprovalService/ApproveApproval", "ApprovalService/RejectApproval",
+		"NotifyService/PutChannel", "NotifyService/DeleteChannel",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

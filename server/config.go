@@ -75,6 +75,13 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
+	// NotifyCooldown is how long after a notification another event of the
+	// same episode (dedup key and category) is suppressed;
+	// NotifyRetryDelay the wait between delivery attempts.
+	NotifyCooldown, NotifyRetryDelay time.Duration
+	// NotifyPerMinute and NotifyPerHour bound each channel's messages.
+	NotifyPerMinute, NotifyPerHour int
+
 	// ApprovalOperations need a second person's approval (dual control);
 	// StrictApprovalOperations too in STRICT mode (governance.Operations).
 	ApprovalOperations, StrictApprovalOperations []string
@@ -175,6 +182,10 @@ func Defaults() Config {
 		ShutdownTimeout:          10 * time.Second,
 		LeaderTick:               100 * time.Millisecond,
 		CircuitDefaults:          circuit.DefaultPolicy(),
+		NotifyCooldown:           5 * time.Minute,
+		NotifyRetryDelay:         30 * time.Second,
+		NotifyPerMinute:          60,
+		NotifyPerHour:            300,
 		ApprovalOperations:       append([]string{}, governance.DefaultApproval...),
 		StrictApprovalOperations: append([]string{}, governance.StrictApproval...),
 		DLQ:                      dlq.DefaultLimits(),
@@ -247,6 +258,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cb.SuccessThreshold, "cb-success-threshold", cb.SuccessThreshold, "default breaker policy: trial successes that close")
 	fs.IntVar(&cb.MinReporters, "cb-min-reporters", cb.MinReporters, "default breaker policy: distinct instances a fleet trip needs")
 	fs.Var(seconds{&cb.ReportInterval}, "cb-report-interval", "default breaker policy: SDK outcome batch interval")
+	fs.DurationVar(&c.NotifyCooldown, "notify-cooldown", c.NotifyCooldown, "after a notification, events of the same episode (dedup key and category) are suppressed for this long")
+	fs.DurationVar(&c.NotifyRetryDelay, "notify-retry-delay", c.NotifyRetryDelay, "wait between notification delivery attempts (3 retries)")
+	fs.IntVar(&c.NotifyPerMinute, "notify-rate-per-minute", c.NotifyPerMinute, "messages one notification channel may receive a minute")
+	fs.IntVar(&c.NotifyPerHour, "notify-rate-per-hour", c.NotifyPerHour, "messages one notification channel may receive an hour")
 	fs.Var(csvList{&c.ApprovalOperations}, "approval-operations", "operations that need a second person's approval (dual control): "+strings.Join(governance.Operations, ", "))
 	fs.Var(csvList{&c.StrictApprovalOperations}, "strict-approval-operations", "operations that need approval in STRICT mode too")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
@@ -367,6 +382,15 @@ func (c *Config) Validate() error {
 	}
 	if err := checkDLQ(c.DLQ); err != nil {
 		return err
+	}
+	if c.NotifyCooldown < 0 || c.NotifyCooldown > 24*time.Hour {
+		return fmt.Errorf("--notify-cooldown %v: use 0..24h", c.NotifyCooldown)
+	}
+	if c.NotifyPerMinute < 1 || c.NotifyPerHour < c.NotifyPerMinute {
+		return fmt.Errorf("--notify-rate-per-minute %d, --notify-rate-per-hour %d: use 1 or more, the hour's at least the minute's", c.NotifyPerMinute, c.NotifyPerHour)
+	}
+	if c.NotifyRetryDelay < 10*time.Millisecond || c.NotifyRetryDelay > 10*time.Minute {
+		return fmt.Errorf("--notify-retry-delay %v: use 10ms..10m", c.NotifyRetryDelay)
 	}
 	for flag, ops := range map[string][]string{"--approval-operations": c.ApprovalOperations, "--strict-approval-operations": c.StrictApprovalOperations} {
 		for _, op := range ops {

@@ -18,6 +18,7 @@ import (
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
+	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -64,6 +65,7 @@ var errorTable = []errorMapping{
 	{emergency.ErrNotActive, codes.FailedPrecondition, "NOT_ACTIVE"},
 	{canary.ErrNotFound, codes.NotFound, "ROLLOUT_NOT_FOUND"},
 	{governance.ErrApprovalNotFound, codes.NotFound, "APPROVAL_NOT_FOUND"},
+	{notify.ErrChannelNotFound, codes.NotFound, "CHANNEL_NOT_FOUND"},
 	{governance.ErrSelfApproval, codes.PermissionDenied, "SELF_APPROVAL"},
 	{canary.ErrJudgment, codes.FailedPrecondition, "JUDGMENT_BLOCKS_PROMOTION"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},

@@ -46,6 +46,7 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "dlq", every: time.Second, run: s.dlqDue},
 		{name: "governance", every: time.Second, run: s.proposeDue("governance", governance.Proposals, nil)},
 		{name: "governance", run: s.carryOutApprovals},
+		{name: "notify", run: s.notifyTask},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {
 			if c := cmd.GetCanary(); c.GetInterlock() {
 				s.metrics.canaryInterlock.WithLabelValues(strings.ToLower(c.GetOp().String())).Inc()
@@ -64,6 +65,7 @@ func (s *Server) onLeader(ctx context.Context) {
 	// Fleet windows start empty under every new leader (DESIGN principle 6).
 	s.eval.Store(circuit.NewEvaluator())
 	defer s.eval.Store(nil)
+	defer s.notes.wg.Wait() // notifications in flight end with leadership
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
 	tasks := s.leaderTasks()

@@ -47,6 +47,8 @@ type metrics struct {
 	governanceBlocked    *prometheus.CounterVec
 	governanceBreakGlass *prometheus.CounterVec
 	systemChanges        *prometheus.CounterVec
+	notifySent           *prometheus.CounterVec
+	notifySuppressed     *prometheus.CounterVec
 	// Series per breaker, per DLQ domain and per rollout stage name are
 	// bounded.
 	breakerLabels, domainLabels, stageLabels labelBudget
@@ -117,8 +119,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		Help: "Gated operations allowed by break glass (flagged for review), by operation."}, []string{"operation"})
 	m.systemChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_system_control_state_changes_total",
 		Help: "System control changes applied on this node, by action."}, []string{"action"})
+	m.notifySent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_notification_sent_total",
+		Help: "Notification deliveries by channel, priority and result (sent, failed)."}, []string{"channel", "priority", "result"})
+	m.notifySuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_notification_suppressed_total",
+		Help: "Notifications not sent, by reason (cooldown, rate_limit, stale)."}, []string{"reason"})
 	m.stageLabels.max = 100
-	for _, c := range []prometheus.Collector{m.governanceBlocked, m.governanceBreakGlass, m.systemChanges, m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
+	for _, c := range []prometheus.Collector{m.notifySent, m.notifySuppressed, m.governanceBlocked, m.governanceBreakGlass, m.systemChanges, m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
 		m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
 		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
+	"github.com/baldurhq/baldurd/notify"
 )
 
 // SchemaVersion is the version of the bbolt layout below. Bump it when a
@@ -36,7 +37,8 @@ const SchemaVersion = 2
 //	   others send it merged outcome reports (report_merge.go).
 //	7: ConfigSet (the runtime configuration, config_service.go) and
 //	   CanaryCommand (rollouts, canary_service.go), GovernanceCommand
-//	   (system control, system_service.go).
+//	   (system control, system_service.go), NotifyCommand (notifications,
+//	   notify_service.go).
 const CommandVersion = 7
 
 // Buckets owned by the server itself.
@@ -55,5 +57,6 @@ func schemaBuckets() [][]byte {
 	b = append(b, config.Buckets()...)
 	b = append(b, canary.Buckets()...)
 	b = append(b, governance.Buckets()...)
+	b = append(b, notify.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

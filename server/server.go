@@ -64,6 +64,8 @@ type Server struct {
 	// LEVEL_1.
 	canaryTracker *canary.Tracker
 	canaryWarned  atomic.Uint64
+	// notes is the leader's notification sending state.
+	notes notifier
 	// promo is the leader's record of staged members' progress.
 	promo    promoter
 	watchers watchers
@@ -111,6 +113,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log.With("node_id", cfg.NodeID), now: cfg.Now, hub: newHub(), canaryTracker: canary.NewTracker()}
+	s.notes.client = &http.Client{}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -236,6 +239,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterCanaryServiceServer(s.grpcSrv, &canaryService{s: s})
 	pb.RegisterSystemServiceServer(s.grpcSrv, &systemService{s: s})
 	pb.RegisterApprovalServiceServer(s.grpcSrv, &approvalService{s: s})
+	pb.RegisterNotifyServiceServer(s.grpcSrv, &notifyService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -173,6 +173,61 @@ func (GovernanceCommand_Op) EnumDescriptor() ([]byte, []int) {
 	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
 }
 
+type NotifyCommand_Op int32
+
+const (
+	NotifyCommand_OP_UNSPECIFIED NotifyCommand_Op = 0
+	NotifyCommand_PUT_CHANNEL    NotifyCommand_Op = 1
+	NotifyCommand_DELETE_CHANNEL NotifyCommand_Op = 2
+	NotifyCommand_CLAIM          NotifyCommand_Op = 3
+	NotifyCommand_RECORD         NotifyCommand_Op = 4
+)
+
+// Enum value maps for NotifyCommand_Op.
+var (
+	NotifyCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "PUT_CHANNEL",
+		2: "DELETE_CHANNEL",
+		3: "CLAIM",
+		4: "RECORD",
+	}
+	NotifyCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"PUT_CHANNEL":    1,
+		"DELETE_CHANNEL": 2,
+		"CLAIM":          3,
+		"RECORD":         4,
+	}
+)
+
+func (x NotifyCommand_Op) Enum() *NotifyCommand_Op {
+	p := new(NotifyCommand_Op)
+	*p = x
+	return p
+}
+
+func (x NotifyCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NotifyCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
+}
+
+func (NotifyCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[2]
+}
+
+func (x NotifyCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NotifyCommand_Op.Descriptor instead.
+func (NotifyCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
+}
+
 type CircuitCommand_Op int32
 
 const (
@@ -230,11 +285,11 @@ func (x CircuitCommand_Op) String() string {
 }
 
 func (CircuitCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[2].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
 }
 
 func (CircuitCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[2]
+	return &file_baldur_raft_v1_command_proto_enumTypes[3]
 }
 
 func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
@@ -243,7 +298,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -303,11 +358,11 @@ func (x CoordinationCommand_Op) String() string {
 }
 
 func (CoordinationCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[4].Descriptor()
 }
 
 func (CoordinationCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[3]
+	return &file_baldur_raft_v1_command_proto_enumTypes[4]
 }
 
 func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
@@ -316,7 +371,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type DLQCommand_Op int32
@@ -382,11 +437,11 @@ func (x DLQCommand_Op) String() string {
 }
 
 func (DLQCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[4].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[5].Descriptor()
 }
 
 func (DLQCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[4]
+	return &file_baldur_raft_v1_command_proto_enumTypes[5]
 }
 
 func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
@@ -395,7 +450,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -431,6 +486,7 @@ type Command struct {
 	//	*Command_ConfigSet
 	//	*Command_Canary
 	//	*Command_Governance
+	//	*Command_Notify
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -659,6 +715,15 @@ func (x *Command) GetGovernance() *GovernanceCommand {
 	return nil
 }
 
+func (x *Command) GetNotify() *NotifyCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Notify); ok {
+			return x.Notify
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -727,6 +792,10 @@ type Command_Governance struct {
 	Governance *GovernanceCommand `protobuf:"bytes,74,opt,name=governance,proto3,oneof"`
 }
 
+type Command_Notify struct {
+	Notify *NotifyCommand `protobuf:"bytes,75,opt,name=notify,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -758,6 +827,8 @@ func (*Command_ConfigSet) isCommand_Body() {}
 func (*Command_Canary) isCommand_Body() {}
 
 func (*Command_Governance) isCommand_Body() {}
+
+func (*Command_Notify) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1484,6 +1555,102 @@ func (x *GovernanceCommand) GetFailed() bool {
 	return false
 }
 
+// NotifyCommand is the replicated part of notifications (command version
+// 7): channels, the claim of an event for sending (the cooldown of its
+// dedup key, and the audit cursor the leader resumes from) and delivery
+// records.
+type NotifyCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            NotifyCommand_Op       `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.NotifyCommand_Op" json:"op,omitempty"`
+	ChannelJson   []byte                 `protobuf:"bytes,2,opt,name=channel_json,json=channelJson,proto3" json:"channel_json,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	AuditSeq      uint64                 `protobuf:"varint,4,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	DedupKey      string                 `protobuf:"bytes,5,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`
+	CooldownNanos int64                  `protobuf:"varint,6,opt,name=cooldown_nanos,json=cooldownNanos,proto3" json:"cooldown_nanos,omitempty"`
+	DeliveryJson  []byte                 `protobuf:"bytes,7,opt,name=delivery_json,json=deliveryJson,proto3" json:"delivery_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyCommand) Reset() {
+	*x = NotifyCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyCommand) ProtoMessage() {}
+
+func (x *NotifyCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyCommand.ProtoReflect.Descriptor instead.
+func (*NotifyCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NotifyCommand) GetOp() NotifyCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return NotifyCommand_OP_UNSPECIFIED
+}
+
+func (x *NotifyCommand) GetChannelJson() []byte {
+	if x != nil {
+		return x.ChannelJson
+	}
+	return nil
+}
+
+func (x *NotifyCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NotifyCommand) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
+}
+
+func (x *NotifyCommand) GetDedupKey() string {
+	if x != nil {
+		return x.DedupKey
+	}
+	return ""
+}
+
+func (x *NotifyCommand) GetCooldownNanos() int64 {
+	if x != nil {
+		return x.CooldownNanos
+	}
+	return 0
+}
+
+func (x *NotifyCommand) GetDeliveryJson() []byte {
+	if x != nil {
+		return x.DeliveryJson
+	}
+	return nil
+}
+
 // MemberUpsert records a node's API addresses in the replicated member table.
 type MemberUpsert struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1498,7 +1665,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1677,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1690,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1570,7 +1737,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1749,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1762,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1617,7 +1784,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1796,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1809,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -1683,7 +1850,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1862,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1875,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -1836,7 +2003,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2015,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2028,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -2041,7 +2208,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2220,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2233,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -2222,7 +2389,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2401,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2414,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -2285,7 +2452,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2464,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2477,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -2334,7 +2501,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2513,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2526,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2436,7 +2603,7 @@ type MergedReport struct {
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2615,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2628,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2571,7 +2738,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2750,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2763,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2616,7 +2783,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +2795,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +2808,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2660,7 +2827,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2839,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2852,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -2705,7 +2872,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +2884,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +2897,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2755,7 +2922,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2934,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2947,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 type ReadIndexResponse struct {
@@ -2792,7 +2959,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2971,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2984,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2835,7 +3002,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2847,7 +3014,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2860,7 +3027,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 type ProgressResponse struct {
@@ -2873,7 +3040,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +3052,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +3065,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -2919,7 +3086,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x92\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xcb\n" +
 	"\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
@@ -2948,7 +3115,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x06canary\x18I \x01(\v2\x1d.baldur.raft.v1.CanaryCommandH\x00R\x06canary\x12C\n" +
 	"\n" +
 	"governance\x18J \x01(\v2!.baldur.raft.v1.GovernanceCommandH\x00R\n" +
-	"governanceB\x06\n" +
+	"governance\x127\n" +
+	"\x06notify\x18K \x01(\v2\x1d.baldur.raft.v1.NotifyCommandH\x00R\x06notifyB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -3043,7 +3211,22 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x0fAPPROVAL_DECIDE\x10\n" +
 	"\x12\x13\n" +
 	"\x0fAPPROVAL_EXPIRE\x10\v\x12\x11\n" +
-	"\rAPPROVAL_DONE\x10\f\"\x9e\x01\n" +
+	"\rAPPROVAL_DONE\x10\f\"\xd4\x02\n" +
+	"\rNotifyCommand\x120\n" +
+	"\x02op\x18\x01 \x01(\x0e2 .baldur.raft.v1.NotifyCommand.OpR\x02op\x12!\n" +
+	"\fchannel_json\x18\x02 \x01(\fR\vchannelJson\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n" +
+	"\taudit_seq\x18\x04 \x01(\x04R\bauditSeq\x12\x1b\n" +
+	"\tdedup_key\x18\x05 \x01(\tR\bdedupKey\x12%\n" +
+	"\x0ecooldown_nanos\x18\x06 \x01(\x03R\rcooldownNanos\x12#\n" +
+	"\rdelivery_json\x18\a \x01(\fR\fdeliveryJson\"T\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vPUT_CHANNEL\x10\x01\x12\x12\n" +
+	"\x0eDELETE_CHANNEL\x10\x02\x12\t\n" +
+	"\x05CLAIM\x10\x03\x12\n" +
+	"\n" +
+	"\x06RECORD\x10\x04\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -3238,82 +3421,86 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CanaryCommand_Op)(0),         // 0: baldur.raft.v1.CanaryCommand.Op
 	(GovernanceCommand_Op)(0),     // 1: baldur.raft.v1.GovernanceCommand.Op
-	(CircuitCommand_Op)(0),        // 2: baldur.raft.v1.CircuitCommand.Op
-	(CoordinationCommand_Op)(0),   // 3: baldur.raft.v1.CoordinationCommand.Op
-	(DLQCommand_Op)(0),            // 4: baldur.raft.v1.DLQCommand.Op
-	(*Command)(nil),               // 5: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),      // 6: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),      // 7: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),       // 8: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),         // 9: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),        // 10: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),       // 11: baldur.raft.v1.EmergencyConfig
-	(*ConfigSet)(nil),             // 12: baldur.raft.v1.ConfigSet
-	(*CanaryCommand)(nil),         // 13: baldur.raft.v1.CanaryCommand
-	(*GovernanceCommand)(nil),     // 14: baldur.raft.v1.GovernanceCommand
-	(*MemberUpsert)(nil),          // 15: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 16: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 17: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 18: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 19: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 20: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 21: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 22: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 23: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 24: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 25: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 26: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 27: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 28: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 29: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 30: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 31: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 32: baldur.raft.v1.ProgressResponse
+	(NotifyCommand_Op)(0),         // 2: baldur.raft.v1.NotifyCommand.Op
+	(CircuitCommand_Op)(0),        // 3: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0),   // 4: baldur.raft.v1.CoordinationCommand.Op
+	(DLQCommand_Op)(0),            // 5: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),               // 6: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),      // 7: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 8: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 9: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 10: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 11: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 12: baldur.raft.v1.EmergencyConfig
+	(*ConfigSet)(nil),             // 13: baldur.raft.v1.ConfigSet
+	(*CanaryCommand)(nil),         // 14: baldur.raft.v1.CanaryCommand
+	(*GovernanceCommand)(nil),     // 15: baldur.raft.v1.GovernanceCommand
+	(*NotifyCommand)(nil),         // 16: baldur.raft.v1.NotifyCommand
+	(*MemberUpsert)(nil),          // 17: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 18: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 19: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 20: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 21: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 22: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 23: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 24: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 25: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 26: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 27: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 28: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 29: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 30: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 31: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 32: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 33: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 34: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	6,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	7,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	8,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	9,  // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	11, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	15, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	16, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	17, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	21, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	22, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	18, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	19, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	20, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	12, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
-	13, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
-	14, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
-	10, // 16: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	11, // 17: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
-	0,  // 18: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
-	1,  // 19: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
-	2,  // 20: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	3,  // 21: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	4,  // 22: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	20, // 23: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	24, // 24: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	27, // 25: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	29, // 26: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	31, // 27: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	25, // 28: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	28, // 29: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	30, // 30: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	32, // 31: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	26, // 32: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	29, // [29:33] is the sub-list for method output_type
-	25, // [25:29] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	7,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	8,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	9,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	10, // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	12, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	17, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	18, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	19, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	23, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	24, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	20, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	21, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	22, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	13, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	14, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
+	15, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
+	16, // 16: baldur.raft.v1.Command.notify:type_name -> baldur.raft.v1.NotifyCommand
+	11, // 17: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	12, // 18: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 19: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
+	1,  // 20: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
+	2,  // 21: baldur.raft.v1.NotifyCommand.op:type_name -> baldur.raft.v1.NotifyCommand.Op
+	3,  // 22: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	4,  // 23: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	5,  // 24: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	22, // 25: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	26, // 26: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	29, // 27: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	31, // 28: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	33, // 29: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	27, // 30: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	30, // 31: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	32, // 32: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	34, // 33: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	28, // 34: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -3338,14 +3525,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_ConfigSet)(nil),
 		(*Command_Canary)(nil),
 		(*Command_Governance)(nil),
+		(*Command_Notify)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   28,
+			NumEnums:      6,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,71 @@
+package notify_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/baldurhq/baldurd/internal/fsm"
+	"github.com/baldurhq/baldurd/notify"
+)
+
+func TestClassifyRouteEscalate(t *testing.T) {
+	at := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	ev, ok := notify.Classify(7, "circuit.open", "circuit/payments", "system:leader", "failure threshold", at)
+	if !ok || ev.Category != "circuit" || ev.Priority != "high" || ev.Title != "Breaker payments is OPEN" || ev.DedupKey != "circuit/payments/state" || ev.AuditSeq != 7 {
+		t.Fatalf("classify: %+v", ev)
+	}
+	if _, ok := notify.Classify(8, "dlq.store", "dlq/x", "", "", at); ok {
+		t.Fatal("a DLQ store is not an event")
+	}
+	chans := []notify.Channel{
+		{Name: "all", MinPriority: "low"},
+		{Name: "circuit-crit", Categories: []string{"circuit"}, MinPriority: "critical"},
+		{Name: "emergency", Categories: []string{"emergency"}, MinPriority: "low"},
+	}
+	names := func(cs []notify.Channel) (out []string) {
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	if got := names(notify.Route(chans, ev)); len(got) != 1 || got[0] != "all" {
+		t.Fatalf("route: %v", got)
+	}
+	up := notify.Escalate(ev, 2)
+	if up.Priority != "critical" || notify.Escalate(ev, 1).Priority != "high" || notify.Escalate(up, 3).Priority != "critical" {
+		t.Fatalf("escalate: %+v", up)
+	}
+	if got := names(notify.Route(chans, up)); len(got) != 2 {
+		t.Fatalf("route escalated: %v", got)
+	}
+}
+
+func TestChannelValidation(t *testing.T) {
+	ok := notify.Channel{Name: "ops", Type: "webhook", URL: "https://hooks.example.com/x", Secret: "0123456789abcdef", MinPriority: "low"}
+	if err := ok.Validate(); err != nil || ok.Host() != "hooks.example.com" {
+		t.Fatalf("%v %s", err, ok.Host())
+	}
+	for field, mut := range map[string]func(*notify.Channel){
+		"name":          func(c *notify.Channel) { c.Name = "Ops!" },
+		"type":          func(c *notify.Channel) { c.Type = "pager" },
+		"url":           func(c *notify.Channel) { c.URL = "hooks.example.com" },
+		"secret":        func(c *notify.Channel) { c.Secret = "x" },
+		"categories[0]": func(c *notify.Channel) { c.Categories = []string{"weather"} },
+		"min_priority":  func(c *notify.Channel) { c.MinPriority = "urgent" },
+	} {
+		c := ok
+		mut(&c)
+		var ae *fsm.ArgumentError
+		if err := c.Validate(); !errors.As(err, &ae) || ae.FieldName != field {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}
+
+func TestSignature(t *testing.T) {
+	// echo -n "1700000000.{}" | openssl dgst -sha256 -hmac key
+	if got := notify.Signature("key", 1700000000, []byte("{}")); got != "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae" {
+		t.Fatalf("signature %s", got)
+	}
+}
