@@ -92,6 +92,16 @@ func TestDualControl(t *testing.T) {
 	if code, body = bob.do("POST", "/v1/approvals/"+id+":approve", `{}`); code != http.StatusConflict || body["reason"] != "APPROVAL_DECIDED" {
 		t.Fatalf("a second approval: %d %v", code, body)
 	}
+	// A purge waits too; once approved it runs once.
+	code, body = alice.do("POST", "/v1/dlq:purge", `{"older_than":"0s","confirm":true}`)
+	pid, _ := dig(body, "approval", "id").(string)
+	if code != http.StatusAccepted || dig(body, "approval", "operation") != "dlq.purge" {
+		t.Fatalf("purge by alice: %d %v", code, body)
+	}
+	bob.do("POST", "/v1/approvals/"+pid+":approve", `{}`)
+	if !testcluster.Eventually(5*time.Second, func() bool { return approvalState(bob, pid)["state"] == "EXECUTED" }) {
+		t.Fatalf("the approved purge was not carried out: %v", approvalState(bob, pid))
+	}
 	// A rejected request is never carried out.
 	bob.do("POST", "/v1/system:enable", `{"reason":"fixed"}`)
 	_, body = alice.do("POST", "/v1/system:disable", `{"reason":"again"}`)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -15,6 +16,7 @@ import (
 	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
@@ -244,7 +246,11 @@ func (c *canaryService) propose(ctx context.Context, reason string, body *raftv1
 	r, rev, err := proposed[canary.Result](c.s.writes.propose(ctx, cmd, onLeader))
 	var blocked *canary.BlockedError
 	if errors.As(err, &blocked) {
+		// Every gate refusal is audited (the refused command changed
+		// nothing, so the note is the record of it).
 		c.s.metrics.canaryBlocked.Inc()
+		c.s.auditNote(ctx, dlq.Caller{Actor: identityFrom(ctx).Name, Reason: err.Error()}, "governance.blocked",
+			"canary."+strings.ToLower(body.Op.String())+"/"+body.Id)
 	}
 	if err != nil {
 		return nil, err

@@ -138,6 +138,10 @@ func TestPreActionGate(t *testing.T) {
 	if _, body = r.do("GET", "/v1/canary/rollouts/"+id, ""); dig(body, "rollout", "state") != "CREATED" {
 		t.Fatalf("a blocked start moved the rollout: %v", body)
 	}
+	_, body = r.do("GET", "/v1/audit?action=governance.blocked&target=canary.start/"+id, "")
+	if recs, _ := body["records"].([]any); len(recs) != 1 {
+		t.Fatalf("the blocked canary start was not audited: %v", body)
+	}
 	r.do("POST", "/v1/system:breakGlass", `{"reason":"incident 42: the fix must ship","ttl":"600s"}`)
 	if code, body = r.do("POST", "/v1/canary/rollouts/"+id+":start", `{}`); code != 200 || dig(body, "rollout", "flagged_for_review") != true {
 		t.Fatalf("canary start under break glass: %d %v", code, body)
