@@ -70,6 +70,12 @@ var rules = map[string]rule{
 	"emergency.recovery_start":       {"emergency", "medium", "Emergency %s recovering", "level"},
 	"governance.strict_expired":      {"governance", "medium", "STRICT mode ended (%s)", "strict"},
 	"cluster.member_added":           {"cluster", "medium", "Member %s added", "member"},
+	"cluster.leader_elected":         {"cluster", "medium", "Member %s leads", "leader"},
+	"cluster.member_unreachable":     {"cluster", "high", "Member %s unreachable", "unreachable"},
+	"cluster.member_reachable":       {"cluster", "medium", "Member %s reachable again", "reachable"},
+	"audit.verify_failed":            {"audit", "critical", "Audit trail verification failed (%s)", "verify"},
+	"dlq.threshold_exceeded":         {"dlq", "high", "DLQ %s over its PENDING threshold", "threshold"},
+	"dlq.replay_lease_expired":       {"dlq", "high", "DLQ entry %s stuck in REPLAYING (lease expired)", "stuck"},
 	"cluster.leadership_transferred": {"cluster", "medium", "Leadership transferred (%s)", "leader"},
 }
 

@@ -98,6 +98,9 @@ func (a *auditService) VerifyAudit(ctx context.Context, req *pb.VerifyAuditReque
 		}
 		bySeq[m.HeadSeq] = m
 	}
+	if !resp.Ok {
+		a.s.note(ctx, "audit.verify_failed", "audit", resp.Problem)
+	}
 	return resp, nil
 }
 

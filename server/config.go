@@ -81,6 +81,9 @@ type Config struct {
 	NotifyCooldown, NotifyRetryDelay time.Duration
 	// NotifyPerMinute and NotifyPerHour bound each channel's messages.
 	NotifyPerMinute, NotifyPerHour int
+	// NotifyDLQPendingThreshold: a DLQ domain with this many PENDING entries
+	// is an event (0: none).
+	NotifyDLQPendingThreshold int
 
 	// ApprovalOperations need a second person's approval (dual control);
 	// StrictApprovalOperations too in STRICT mode (governance.Operations).
@@ -175,21 +178,22 @@ func Defaults() Config {
 		AuditRetentionDays: 90,
 		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second,
 		RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond, RaftLeaderLeaseTimeout: 250 * time.Millisecond, RaftCommitTimeout: 10 * time.Millisecond,
-		HTTPAddr:                 "127.0.0.1:7401",
-		RaftAddr:                 "127.0.0.1:7402",
-		LogLevel:                 "info",
-		LogFormat:                "text",
-		ShutdownTimeout:          10 * time.Second,
-		LeaderTick:               100 * time.Millisecond,
-		CircuitDefaults:          circuit.DefaultPolicy(),
-		NotifyCooldown:           5 * time.Minute,
-		NotifyRetryDelay:         30 * time.Second,
-		NotifyPerMinute:          60,
-		NotifyPerHour:            300,
-		ApprovalOperations:       append([]string{}, governance.DefaultApproval...),
-		StrictApprovalOperations: append([]string{}, governance.StrictApproval...),
-		DLQ:                      dlq.DefaultLimits(),
-		DLQStore:                 "raft",
+		HTTPAddr:                  "127.0.0.1:7401",
+		RaftAddr:                  "127.0.0.1:7402",
+		LogLevel:                  "info",
+		LogFormat:                 "text",
+		ShutdownTimeout:           10 * time.Second,
+		LeaderTick:                100 * time.Millisecond,
+		CircuitDefaults:           circuit.DefaultPolicy(),
+		NotifyCooldown:            5 * time.Minute,
+		NotifyRetryDelay:          30 * time.Second,
+		NotifyPerMinute:           60,
+		NotifyPerHour:             300,
+		NotifyDLQPendingThreshold: 1000,
+		ApprovalOperations:        append([]string{}, governance.DefaultApproval...),
+		StrictApprovalOperations:  append([]string{}, governance.StrictApproval...),
+		DLQ:                       dlq.DefaultLimits(),
+		DLQStore:                  "raft",
 	}
 }
 
@@ -261,6 +265,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.NotifyCooldown, "notify-cooldown", c.NotifyCooldown, "after a notification, events of the same episode (dedup key and category) are suppressed for this long")
 	fs.DurationVar(&c.NotifyRetryDelay, "notify-retry-delay", c.NotifyRetryDelay, "wait between notification delivery attempts (3 retries)")
 	fs.IntVar(&c.NotifyPerMinute, "notify-rate-per-minute", c.NotifyPerMinute, "messages one notification channel may receive a minute")
+	fs.IntVar(&c.NotifyDLQPendingThreshold, "notify-dlq-pending-threshold", c.NotifyDLQPendingThreshold, "a DLQ domain with this many PENDING entries is a notification event (0: never)")
 	fs.IntVar(&c.NotifyPerHour, "notify-rate-per-hour", c.NotifyPerHour, "messages one notification channel may receive an hour")
 	fs.Var(csvList{&c.ApprovalOperations}, "approval-operations", "operations that need a second person's approval (dual control): "+strings.Join(governance.Operations, ", "))
 	fs.Var(csvList{&c.StrictApprovalOperations}, "strict-approval-operations", "operations that need approval in STRICT mode too")
@@ -385,6 +390,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NotifyCooldown < 0 || c.NotifyCooldown > 24*time.Hour {
 		return fmt.Errorf("--notify-cooldown %v: use 0..24h", c.NotifyCooldown)
+	}
+	if c.NotifyDLQPendingThreshold < 0 || c.NotifyDLQPendingThreshold > 10_000_000 {
+		return fmt.Errorf("--notify-dlq-pending-threshold %d: use 0..10000000", c.NotifyDLQPendingThreshold)
 	}
 	if c.NotifyPerMinute < 1 || c.NotifyPerHour < c.NotifyPerMinute {
 		return fmt.Errorf("--notify-rate-per-minute %d, --notify-rate-per-hour %d: use 1 or more, the hour's at least the minute's", c.NotifyPerMinute, c.NotifyPerHour)

@@ -47,6 +47,8 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "governance", every: time.Second, run: s.proposeDue("governance", governance.Proposals, nil)},
 		{name: "governance", run: s.carryOutApprovals},
 		{name: "notify", run: s.notifyTask},
+		{name: "notify", every: 5 * time.Second, run: s.probeMembers},
+		{name: "notify", every: 5 * time.Second, run: s.dlqThresholds},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {
 			if c := cmd.GetCanary(); c.GetInterlock() {
 				s.metrics.canaryInterlock.WithLabelValues(strings.ToLower(c.GetOp().String())).Inc()
@@ -66,6 +68,8 @@ func (s *Server) onLeader(ctx context.Context) {
 	s.eval.Store(circuit.NewEvaluator())
 	defer s.eval.Store(nil)
 	defer s.notes.wg.Wait() // notifications in flight end with leadership
+	s.events = eventNotes{} // a new leader probes afresh
+	s.note(ctx, "cluster.leader_elected", "member/"+s.cfg.NodeID, fmt.Sprintf("elected in term %d", s.store.Term()))
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
 	tasks := s.leaderTasks()

@@ -177,7 +177,7 @@ func TestNotificationsSurviveLeaderLoss(t *testing.T) {
 	c.WaitForLeader(10 * time.Second)
 	follower := c.Followers()[0]
 	r := restClient{t: t, base: "http://" + follower.HTTPAddr}
-	r.do("PUT", "/v1/notify/channels/ops", `{"type":"webhook","url":"`+hook.srv.URL+`/h","secret":"`+hookSecret+`"}`)
+	r.do("PUT", "/v1/notify/channels/ops", `{"type":"webhook","url":"`+hook.srv.URL+`/h","secret":"`+hookSecret+`","categories":["circuit"]}`)
 	tripBreaker(t, r, "payments")
 	if !testcluster.Eventually(5*time.Second, func() bool { return len(hook.messages()) == 1 }) {
 		t.Fatal("no message")
@@ -237,5 +237,44 @@ func sortDurations(d []time.Duration) {
 		for j := i; j > 0 && d[j] < d[j-1]; j-- {
 			d[j], d[j-1] = d[j-1], d[j]
 		}
+	}
+}
+
+// Events the leader notes itself: its election, a member that stops
+// answering, a DLQ domain over its PENDING threshold.
+func TestLeaderNotedEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	hook := newReceiver(t)
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.NotifyDLQPendingThreshold = 5 }))
+	c.WaitForLeader(10 * time.Second)
+	follower := c.Followers()[0]
+	r := restClient{t: t, base: "http://" + follower.HTTPAddr}
+	r.do("PUT", "/v1/notify/channels/ops", `{"type":"webhook","url":"`+hook.srv.URL+`/h","secret":"`+hookSecret+`","categories":["cluster","dlq"]}`)
+	for i := range 5 {
+		r.do("POST", "/v1/dlq/entries", fmt.Sprintf(`{"id":"e-%d","domain":"orders","failure_type":"X"}`, i))
+	}
+	titles := func() string {
+		var out []string
+		for _, m := range hook.messages() {
+			var env notify.Envelope
+			json.Unmarshal(m.body, &env)
+			out = append(out, env.Title)
+		}
+		return strings.Join(out, "|")
+	}
+	if !testcluster.Eventually(10*time.Second, func() bool { return strings.Contains(titles(), "DLQ orders over its PENDING threshold") }) {
+		t.Fatalf("no DLQ threshold event: %s", titles())
+	}
+	old := c.LeaderIndex()
+	c.Kill(old)
+	leader := c.WaitForLeader(10 * time.Second)
+	want := []string{"Member " + leader.ID + " leads", "Member " + c.Nodes[old].ID + " unreachable"}
+	if !testcluster.Eventually(30*time.Second, func() bool {
+		got := titles()
+		return strings.Contains(got, want[0]) && strings.Contains(got, want[1])
+	}) {
+		t.Fatalf("events after the leader's loss: %s, want %v", titles(), want)
 	}
 }

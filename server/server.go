@@ -64,8 +64,10 @@ type Server struct {
 	// LEVEL_1.
 	canaryTracker *canary.Tracker
 	canaryWarned  atomic.Uint64
-	// notes is the leader's notification sending state.
-	notes notifier
+	// notes is the leader's notification sending state; events the episodes
+	// of events the leader notes itself.
+	notes  notifier
+	events eventNotes
 	// promo is the leader's record of staged members' progress.
 	promo    promoter
 	watchers watchers
