@@ -25,10 +25,10 @@ const ApprovalTTL = 24 * time.Hour
 
 // Operations that dual control can hold, with Baldur's defaults.
 var (
-	Operations = []string{"dlq.purge", "cluster.remove_member", "system.disable", "emergency.force_release", "canary.start", "canary.promote"}
+	Operations = []string{"dlq.purge", "cluster.remove_member", "cluster.restore_snapshot", "system.disable", "emergency.force_release", "canary.start", "canary.promote"}
 	// DefaultApproval is what needs a second person always; StrictApproval
 	// what needs one in STRICT mode too.
-	DefaultApproval = []string{"dlq.purge", "cluster.remove_member", "system.disable", "emergency.force_release"}
+	DefaultApproval = []string{"dlq.purge", "cluster.remove_member", "cluster.restore_snapshot", "system.disable", "emergency.force_release"}
 	StrictApproval  = []string{"canary.start", "canary.promote"}
 )
 

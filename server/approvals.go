@@ -3,10 +3,15 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -56,6 +61,10 @@ func approvalOps() map[string]approvalOp {
 			func(ctx context.Context, s *Server, req proto.Message) error {
 				_, err := (&clusterService{s: s}).RemoveMember(ctx, req.(*pb.RemoveMemberRequest))
 				return err
+			}},
+		"cluster.restore_snapshot": {pb.ClusterService_RestoreSnapshot_FullMethodName, func() proto.Message { return &pb.RestoreSnapshotResponse{} },
+			func(ctx context.Context, s *Server, req proto.Message) error {
+				return s.runRestore(ctx, req.(*pb.RestoreSnapshotResponse))
 			}},
 		"system.disable": {pb.SystemService_DisableSystem_FullMethodName, func() proto.Message { return &pb.SystemActionRequest{} },
 			func(ctx context.Context, s *Server, req proto.Message) error {
@@ -311,4 +320,73 @@ func (x *approvalService) ApproveApproval(ctx context.Context, req *pb.DecideApp
 
 func (x *approvalService) RejectApproval(ctx context.Context, req *pb.DecideApprovalRequest) (*pb.Approval, error) {
 	return x.decide(ctx, req, false)
+}
+
+// A snapshot restore held for approval: its body (up to
+// --max-restore-bytes) is not kept in the replicated state. The leader that
+// received it keeps the file under the data directory, named by the
+// approval, and the change request records its size and SHA-256; once
+// approved, the restore runs from that file after checking the hash. A
+// leader change in between leaves the file on the old leader: the approved
+// request then fails, asking for the upload again.
+
+func (s *Server) pendingRestore(id string) string {
+	return filepath.Join(s.cfg.DataDir, "pending-restores", id+".snap")
+}
+
+// holdRestore receives a restore's snapshot into a file and holds it for
+// approval.
+func (s *Server) holdRestore(ctx context.Context, r io.Reader) error {
+	dir := filepath.Join(s.cfg.DataDir, "pending-restores")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "upload-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // renamed when held
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	herr := s.holdForApproval(ctx, "cluster.restore_snapshot", &pb.RestoreSnapshotResponse{Size: uint64(n), Sha256: sum},
+		fmt.Sprintf("restore a snapshot of %d bytes (sha256 %.16s…) over the whole state", n, sum), "snapshot restore")
+	var held *approvalRequiredError
+	if errors.As(herr, &held) {
+		if err := os.Rename(f.Name(), s.pendingRestore(held.a.Id)); err != nil {
+			return err
+		}
+	}
+	return herr
+}
+
+// runRestore carries out an approved restore from the file its upload left.
+func (s *Server) runRestore(ctx context.Context, want *pb.RestoreSnapshotResponse) error {
+	id, _ := ctx.Value(approvedKey{}).(string)
+	path := s.pendingRestore(id)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("the uploaded snapshot is not on this node (%s leads now; the upload stayed with the leader that received it): upload it again", s.cfg.NodeID)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want.Sha256 {
+		return fmt.Errorf("the uploaded snapshot's sha256 is %s, not the approved %s", got, want.Sha256)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := s.restore(ctx, f); err != nil {
+		return err
+	}
+	return os.Remove(path)
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -162,5 +163,49 @@ func TestApprovedRequestSurvivesLeaderLoss(t *testing.T) {
 	}
 	if _, em := bob.do("GET", "/v1/emergency", ""); dig(em, "state", "active") != false {
 		t.Fatalf("the emergency is still active: %v", em)
+	}
+}
+
+// A snapshot restore waits for approval; the leader keeps the upload and
+// restores it once approved, after checking its hash.
+func TestRestoreNeedsApproval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c, tokens := approvalCluster(t)
+	r := restClient{t: t, base: "http://" + c.Leader().HTTPAddr}
+	alice, bob := asUser{r, tokens["alice"]}, asUser{r, tokens["bob"]}
+	req, _ := http.NewRequest("GET", r.base+"/v1/cluster/snapshot", nil)
+	req.Header.Set("Authorization", "Bearer "+tokens["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("save: %v %v", resp, err)
+	}
+	snap, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	alice.do("POST", "/v1/emergency:trigger", `{"level":"LEVEL_1","reason":"after the snapshot","duration":"3600s"}`)
+	code, _, body := r.doAs("POST", "/v1/cluster/snapshot:restore", "application/octet-stream", string(snap), map[string]string{"Authorization": "Bearer " + tokens["alice"]})
+	id, _ := dig(body, "approval", "id").(string)
+	if code != http.StatusAccepted || dig(body, "approval", "operation") != "cluster.restore_snapshot" || !strings.Contains(dig(body, "approval", "summary").(string), "sha256") {
+		t.Fatalf("restore by alice: %d %v", code, body)
+	}
+	if _, em := bob.do("GET", "/v1/emergency", ""); dig(em, "state", "level") != "LEVEL_1" {
+		t.Fatalf("the state changed before approval: %v", em)
+	}
+	if code, body = bob.do("POST", "/v1/approvals/"+id+":approve", `{}`); code != 200 {
+		t.Fatalf("approve: %d %v", code, body)
+	}
+	if !testcluster.Eventually(10*time.Second, func() bool {
+		_, em := bob.do("GET", "/v1/emergency", "")
+		return dig(em, "state", "level") == "NORMAL"
+	}) {
+		t.Fatal("the approved restore did not bring the state back")
+	}
+	if !testcluster.Eventually(5*time.Second, func() bool {
+		_, body := bob.do("GET", "/v1/audit?action=cluster.snapshot_restore", "")
+		recs, _ := body["records"].([]any)
+		return len(recs) == 1
+	}) {
+		t.Fatal("the restore was not audited once")
 	}
 }

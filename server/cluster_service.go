@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -263,9 +264,22 @@ func (r *restoreReader) Read(p []byte) (int, error) {
 
 func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapshotServer) error {
 	ctx := stream.Context() // on the leader: the call is leader-only (api/proto)
-	hdr, err := c.s.store.Restore(ctx, &restoreReader{stream: stream, max: c.s.cfg.MaxRestoreBytes})
+	if c.s.approvalNeeded(ctx, "cluster.restore_snapshot") {
+		return c.s.holdRestore(ctx, &restoreReader{stream: stream, max: c.s.cfg.MaxRestoreBytes})
+	}
+	resp, err := c.s.restore(ctx, &restoreReader{stream: stream, max: c.s.cfg.MaxRestoreBytes})
 	if err != nil {
 		return err
+	}
+	return stream.SendAndClose(resp)
+}
+
+// restore replaces the state with a snapshot and records it.
+func (s *Server) restore(ctx context.Context, r io.Reader) (*pb.RestoreSnapshotResponse, error) {
+	c := &clusterService{s: s}
+	hdr, err := c.s.store.Restore(ctx, r)
+	if err != nil {
+		return nil, err
 	}
 	c.s.log.Warn("cluster.snapshot_restored", "applied_index", hdr.AppliedIndex, "size", hdr.Size, "actor", identityFrom(ctx).Name)
 	// Record the restore in the (restored) audit trail; this also moves
@@ -276,5 +290,5 @@ func (c *clusterService) RestoreSnapshot(stream pb.ClusterService_RestoreSnapsho
 	if _, err := c.s.writes.propose(ctx, note, anyNode); err != nil {
 		c.s.log.Warn("cluster.snapshot_restore_note_failed", "err", err)
 	}
-	return stream.SendAndClose(&pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)})
+	return &pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)}, nil
 }
