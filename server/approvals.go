@@ -17,6 +17,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -154,10 +155,15 @@ func (s *Server) approvalNeeded(ctx context.Context, op string) bool {
 	}
 	var sys governance.System
 	_ = s.store.View(func(kv raftstore.KV) error { sys = governance.Get(kv); return nil })
-	if sys.BreakGlassActive(s.now()) {
+	needed := slices.Contains(s.cfg.ApprovalOperations, op) || (sys.Strict && slices.Contains(s.cfg.StrictApprovalOperations, op))
+	if needed && sys.BreakGlassActive(s.now()) {
+		// Break glass bypasses the second person: audited and flagged.
+		s.metrics.governanceBreakGlass.WithLabelValues(op).Inc()
+		s.auditNote(ctx, dlq.Caller{Actor: identityFrom(ctx).Name, Reason: "approval bypassed under break glass: " + sys.BreakGlass.Reason},
+			"governance.break_glass_used", op)
 		return false
 	}
-	return slices.Contains(s.cfg.ApprovalOperations, op) || (sys.Strict && slices.Contains(s.cfg.StrictApprovalOperations, op))
+	return needed
 }
 
 // holdForApproval creates the change request of op (req as received) when

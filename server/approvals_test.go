@@ -128,6 +128,15 @@ func TestDualControl(t *testing.T) {
 	if list, _ := body["approvals"].([]any); len(list) != 0 {
 		t.Fatalf("pending approvals left: %v", list)
 	}
+	// Under break glass no second person is needed: the bypass is audited.
+	bob.do("POST", "/v1/system:breakGlass", `{"reason":"incident 7: stop the fleet now","ttl":"600s"}`)
+	if code, body = alice.do("POST", "/v1/system:disable", `{"reason":"incident 7"}`); code != 200 || body["enabled"] != false {
+		t.Fatalf("disable under break glass: %d %v", code, body)
+	}
+	_, body = bob.do("GET", "/v1/audit?action=governance.break_glass_used", "")
+	if recs, _ := body["records"].([]any); len(recs) != 1 || recs[0].(map[string]any)["target"] != "system.disable" {
+		t.Fatalf("the bypass was not audited: %v", body)
+	}
 }
 
 // The leader is killed right after an approval: the request is carried out

@@ -12,6 +12,7 @@ import (
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
+	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/encoding/prototext"
 )
@@ -69,7 +70,14 @@ func (s *Server) onLeader(ctx context.Context) {
 	defer s.eval.Store(nil)
 	defer s.notes.wg.Wait() // notifications in flight end with leadership
 	s.events = eventNotes{} // a new leader probes afresh
-	s.note(ctx, "cluster.leader_elected", "member/"+s.cfg.NodeID, fmt.Sprintf("elected in term %d", s.store.Term()))
+	// The election is an event but no change of the replicated state (a
+	// restart must not add to the audit trail): it goes to the notifier
+	// directly.
+	if ev, ok := notify.Classify(0, "cluster.leader_elected", "member/"+s.cfg.NodeID, systemActor, fmt.Sprintf("elected in term %d", s.store.Term()), s.now()); ok {
+		s.notes.mu.Lock()
+		s.notes.pending = append(s.notes.pending, ev)
+		s.notes.mu.Unlock()
+	}
 	tick := time.NewTicker(s.cfg.LeaderTick)
 	defer tick.Stop()
 	tasks := s.leaderTasks()

@@ -42,10 +42,13 @@ const (
 // notifier is the leader's sending state.
 type notifier struct {
 	mu     sync.Mutex
-	cursor uint64                 // what this leader handled (≥ the replicated cursor)
-	sent   map[string][]time.Time // channel → send times within the last hour
-	wg     sync.WaitGroup
-	client *http.Client
+	cursor uint64 // what this leader handled (≥ the replicated cursor)
+	// pending are events that are not in the audit trail (the leader's
+	// own election), sent with the next tick.
+	pending []notify.Event
+	sent    map[string][]time.Time // channel → send times within the last hour
+	wg      sync.WaitGroup
+	client  *http.Client
 }
 
 func (n *notifier) allow(channel string, now time.Time, perMinute, perHour int) bool {
@@ -89,6 +92,15 @@ func (s *Server) notifyTask(ctx context.Context, now time.Time) error {
 		}
 		return nil
 	})
+	s.notes.mu.Lock()
+	pending := s.notes.pending
+	s.notes.pending = nil
+	s.notes.mu.Unlock()
+	for _, ev := range pending {
+		if err := s.notifyEvent(ctx, channels, ev, level, now); err != nil {
+			return err
+		}
+	}
 	for _, rec := range recs {
 		if err := s.notifyRecord(ctx, channels, rec, level, now); err != nil {
 			return err
@@ -105,21 +117,26 @@ func (s *Server) notifyRecord(ctx context.Context, channels []notify.Channel, re
 	if !ok {
 		return nil
 	}
+	return s.notifyEvent(ctx, channels, ev, level, now)
+}
+
+// notifyEvent escalates, routes, claims and sends one event.
+func (s *Server) notifyEvent(ctx context.Context, channels []notify.Channel, ev notify.Event, level int, now time.Time) error {
 	ev = notify.Escalate(ev, level)
 	targets := notify.Route(channels, ev)
 	if len(targets) == 0 {
 		return nil
 	}
-	if now.Sub(rec.Time) > notifyStale {
+	if now.Sub(ev.Time) > notifyStale {
 		s.metrics.notifySuppressed.WithLabelValues("stale").Inc()
 		return nil
 	}
 	claim := &raftv1.Command{Actor: systemActor, Reason: "notification claimed", Version: configVersion,
-		Body: &raftv1.Command_Notify{Notify: &raftv1.NotifyCommand{Op: raftv1.NotifyCommand_CLAIM, AuditSeq: rec.Seq,
+		Body: &raftv1.Command_Notify{Notify: &raftv1.NotifyCommand{Op: raftv1.NotifyCommand_CLAIM, AuditSeq: ev.AuditSeq,
 			DedupKey: ev.DedupKey + "/" + ev.Category, CooldownNanos: int64(s.cfg.NotifyCooldown)}}}
 	res, err := s.writes.propose(ctx, claim, onLeader)
 	if err != nil {
-		return fmt.Errorf("claim notification for audit record %d: %w", rec.Seq, err)
+		return fmt.Errorf("claim notification %q: %w", ev.DedupKey, err)
 	}
 	if !resultOf[notify.Result](res).Claimed {
 		s.metrics.notifySuppressed.WithLabelValues("cooldown").Inc()

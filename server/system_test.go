@@ -104,11 +104,14 @@ func TestPreActionGate(t *testing.T) {
 	if _, body := r.do("GET", "/v1/dlq/entries/e-1", ""); body["status"] != "PENDING" {
 		t.Fatalf("a blocked replay changed the entry: %v", body)
 	}
+	if code, body := r.do("POST", "/v1/dlq:replay", `{"domain":"orders","status":"PENDING","reason":"batch"}`); code != http.StatusConflict || body["reason"] != "GOVERNANCE_BLOCKED" {
+		t.Fatalf("batch replay under LEVEL_2: %d %v", code, body)
+	}
 	if _, body := r.do("GET", "/v1/circuits/payments", ""); body["pinned"] != false {
 		t.Fatalf("a blocked force-close pinned the breaker: %v", body)
 	}
 	_, body := r.do("GET", "/v1/audit?action=governance.blocked", "")
-	if recs, _ := body["records"].([]any); len(recs) != 3 {
+	if recs, _ := body["records"].([]any); len(recs) != 4 {
 		t.Fatalf("audited blocks: %v", body)
 	}
 	r.do("POST", "/v1/system:breakGlass", `{"reason":"incident 42: the fix must ship","ttl":"600s"}`)
@@ -128,6 +131,10 @@ func TestPreActionGate(t *testing.T) {
 	code, body := r.do("POST", "/v1/circuits/payments:forceClose", `{"reason":"again","ttl":"600s"}`)
 	if code != http.StatusConflict || !strings.Contains(body["message"].(string), "kill_switch") {
 		t.Fatalf("force-close under the kill switch: %d %v", code, body)
+	}
+	// Automatic replay (workers' leases) pauses while the system is disabled.
+	if code, body = r.do("POST", "/v1/dlq:acquire", `{"worker":"w-1","domains":["orders"]}`); code != 200 || body["blocked_reason"] != "paused: system disabled (kill switch)" || body["entry"] != nil {
+		t.Fatalf("replay lease under the kill switch: %d %v", code, body)
 	}
 	// A canary start is refused by the same gate (and stays CREATED).
 	r.do("POST", "/v1/system:enable", `{"reason":"back"}`)
