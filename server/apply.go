@@ -20,6 +20,7 @@ import (
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
+	"github.com/baldurhq/baldurd/idempotency"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -245,6 +246,9 @@ var handlers = map[reflect.Type]handler{
 			return applied(governance.ApplyApproval(kv, m, c.GetGovernance()))
 		}
 		return applied(governance.Apply(kv, m, c.GetGovernance()))
+	},
+	bodyType[raftv1.Command_Idempotency](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
+		return applied(idempotency.Apply(kv, m, c.GetIdempotency()))
 	},
 	bodyType[raftv1.Command_Notify](): func(kv fsm.KV, m fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		return applied(notify.Apply(kv, m, c.GetNotify()))

@@ -56,6 +56,7 @@ func TestLeaderOnlyMethodsAreDeclaredInTheAPI(t *testing.T) {
 		"SystemService/SetStrict", "SystemService/SetNormal", "SystemService/BreakGlass", "SystemService/EndBreakGlass",
 		"ApprovalService/ApproveApproval", "ApprovalService/RejectApproval",
 		"NotifyService/PutChannel", "NotifyService/DeleteChannel",
+		"IdempotencyService/AcquireIdempotency", "IdempotencyService/CompleteIdempotency", "IdempotencyService/FailIdempotency",
 		// streaming, relayed by forwardStream
 		"ClusterService/RestoreSnapshot", "DLQService/ReplayBatch",
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
+	"github.com/baldurhq/baldurd/idempotency"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -66,6 +67,7 @@ var errorTable = []errorMapping{
 	{canary.ErrNotFound, codes.NotFound, "ROLLOUT_NOT_FOUND"},
 	{governance.ErrApprovalNotFound, codes.NotFound, "APPROVAL_NOT_FOUND"},
 	{notify.ErrChannelNotFound, codes.NotFound, "CHANNEL_NOT_FOUND"},
+	{idempotency.ErrNotFound, codes.NotFound, "IDEMPOTENCY_KEY_NOT_FOUND"},
 	{governance.ErrSelfApproval, codes.PermissionDenied, "SELF_APPROVAL"},
 	{canary.ErrJudgment, codes.FailedPrecondition, "JUDGMENT_BLOCKS_PROMOTION"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},
@@ -94,6 +96,7 @@ var httpOverride = map[string]int{
 	"ROLLOUT_BLOCKED":           http.StatusConflict,
 	"GOVERNANCE_BLOCKED":        http.StatusConflict,
 	"APPROVAL_DECIDED":          http.StatusConflict,
+	"NOT_EXECUTION_HOLDER":      http.StatusConflict,
 	"JUDGMENT_BLOCKS_PROMOTION": http.StatusConflict,
 	"LOCK_DELAY":                http.StatusConflict,
 	"LEASE_LOST":                http.StatusConflict,
@@ -137,6 +140,10 @@ func toStatus(log *slog.Logger, err error) error {
 	var decided *governance.DecidedError
 	if errors.As(err, &decided) {
 		return withDetails(codes.FailedPrecondition, "APPROVAL_DECIDED", err.Error())
+	}
+	var token *idempotency.TokenError
+	if errors.As(err, &token) {
+		return withDetails(codes.FailedPrecondition, "NOT_EXECUTION_HOLDER", err.Error())
 	}
 	var gate *gateError
 	if errors.As(err, &gate) {

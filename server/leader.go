@@ -11,6 +11,7 @@ import (
 	"github.com/baldurhq/baldurd/coordination"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
+	"github.com/baldurhq/baldurd/idempotency"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/notify"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -48,6 +49,7 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "governance", every: time.Second, run: s.proposeDue("governance", governance.Proposals, nil)},
 		{name: "governance", run: s.carryOutApprovals},
 		{name: "notify", run: s.notifyTask},
+		{name: "idempotency", every: time.Second, run: s.proposeDue("idempotency", idempotency.Proposals, nil)},
 		{name: "notify", every: 5 * time.Second, run: s.probeMembers},
 		{name: "notify", every: 5 * time.Second, run: s.dlqThresholds},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {

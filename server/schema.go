@@ -9,6 +9,7 @@ import (
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
+	"github.com/baldurhq/baldurd/idempotency"
 	"github.com/baldurhq/baldurd/notify"
 )
 
@@ -38,7 +39,7 @@ const SchemaVersion = 2
 //	7: ConfigSet (the runtime configuration, config_service.go) and
 //	   CanaryCommand (rollouts, canary_service.go), GovernanceCommand
 //	   (system control, system_service.go), NotifyCommand (notifications,
-//	   notify_service.go).
+//	   notify_service.go), IdempotencyCommand (idempotency_service.go).
 const CommandVersion = 7
 
 // Buckets owned by the server itself.
@@ -58,5 +59,6 @@ func schemaBuckets() [][]byte {
 	b = append(b, canary.Buckets()...)
 	b = append(b, governance.Buckets()...)
 	b = append(b, notify.Buckets()...)
+	b = append(b, idempotency.Buckets()...)
 	return append(b, emergency.Buckets()...)
 }

@@ -242,6 +242,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterSystemServiceServer(s.grpcSrv, &systemService{s: s})
 	pb.RegisterApprovalServiceServer(s.grpcSrv, &approvalService{s: s})
 	pb.RegisterNotifyServiceServer(s.grpcSrv, &notifyService{s: s})
+	pb.RegisterIdempotencyServiceServer(s.grpcSrv, &idempotencyService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

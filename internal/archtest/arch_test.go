@@ -43,7 +43,7 @@ func list(t *testing.T, patterns ...string) []pkg {
 func isStd(path string) bool { return !strings.Contains(strings.Split(path, "/")[0], ".") }
 
 func TestDomainsImportOnlyStdlibAndTheInternalProto(t *testing.T) {
-	for _, p := range list(t, module+"/emergency", module+"/audit", module+"/circuit", module+"/coordination", module+"/dlq", module+"/config", module+"/canary", module+"/governance", module+"/notify") {
+	for _, p := range list(t, module+"/emergency", module+"/audit", module+"/circuit", module+"/coordination", module+"/dlq", module+"/config", module+"/canary", module+"/governance", module+"/notify", module+"/idempotency") {
 		for _, imp := range p.Imports {
 			if isStd(imp) || imp == module+"/api/gen/baldur/raft/v1" || imp == module+"/internal/jsonw" || imp == module+"/internal/fsm" {
 				continue

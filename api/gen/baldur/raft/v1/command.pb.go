@@ -228,6 +228,61 @@ func (NotifyCommand_Op) EnumDescriptor() ([]byte, []int) {
 	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
 }
 
+type IdempotencyCommand_Op int32
+
+const (
+	IdempotencyCommand_OP_UNSPECIFIED IdempotencyCommand_Op = 0
+	IdempotencyCommand_ACQUIRE        IdempotencyCommand_Op = 1
+	IdempotencyCommand_COMPLETE       IdempotencyCommand_Op = 2
+	IdempotencyCommand_FAIL           IdempotencyCommand_Op = 3
+	IdempotencyCommand_EXPIRE         IdempotencyCommand_Op = 4 // the leader: a record past its memory window
+)
+
+// Enum value maps for IdempotencyCommand_Op.
+var (
+	IdempotencyCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "ACQUIRE",
+		2: "COMPLETE",
+		3: "FAIL",
+		4: "EXPIRE",
+	}
+	IdempotencyCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"ACQUIRE":        1,
+		"COMPLETE":       2,
+		"FAIL":           3,
+		"EXPIRE":         4,
+	}
+)
+
+func (x IdempotencyCommand_Op) Enum() *IdempotencyCommand_Op {
+	p := new(IdempotencyCommand_Op)
+	*p = x
+	return p
+}
+
+func (x IdempotencyCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IdempotencyCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
+}
+
+func (IdempotencyCommand_Op) Type() protoreflect.EnumType {
+	return &file_baldur_raft_v1_command_proto_enumTypes[3]
+}
+
+func (x IdempotencyCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IdempotencyCommand_Op.Descriptor instead.
+func (IdempotencyCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+}
+
 type CircuitCommand_Op int32
 
 const (
@@ -285,11 +340,11 @@ func (x CircuitCommand_Op) String() string {
 }
 
 func (CircuitCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[3].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[4].Descriptor()
 }
 
 func (CircuitCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[3]
+	return &file_baldur_raft_v1_command_proto_enumTypes[4]
 }
 
 func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
@@ -298,7 +353,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -358,11 +413,11 @@ func (x CoordinationCommand_Op) String() string {
 }
 
 func (CoordinationCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[4].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[5].Descriptor()
 }
 
 func (CoordinationCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[4]
+	return &file_baldur_raft_v1_command_proto_enumTypes[5]
 }
 
 func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
@@ -371,7 +426,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type DLQCommand_Op int32
@@ -437,11 +492,11 @@ func (x DLQCommand_Op) String() string {
 }
 
 func (DLQCommand_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_baldur_raft_v1_command_proto_enumTypes[5].Descriptor()
+	return file_baldur_raft_v1_command_proto_enumTypes[6].Descriptor()
 }
 
 func (DLQCommand_Op) Type() protoreflect.EnumType {
-	return &file_baldur_raft_v1_command_proto_enumTypes[5]
+	return &file_baldur_raft_v1_command_proto_enumTypes[6]
 }
 
 func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
@@ -450,7 +505,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -487,6 +542,7 @@ type Command struct {
 	//	*Command_Canary
 	//	*Command_Governance
 	//	*Command_Notify
+	//	*Command_Idempotency
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -724,6 +780,15 @@ func (x *Command) GetNotify() *NotifyCommand {
 	return nil
 }
 
+func (x *Command) GetIdempotency() *IdempotencyCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Idempotency); ok {
+			return x.Idempotency
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -796,6 +861,10 @@ type Command_Notify struct {
 	Notify *NotifyCommand `protobuf:"bytes,75,opt,name=notify,proto3,oneof"`
 }
 
+type Command_Idempotency struct {
+	Idempotency *IdempotencyCommand `protobuf:"bytes,76,opt,name=idempotency,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -829,6 +898,8 @@ func (*Command_Canary) isCommand_Body() {}
 func (*Command_Governance) isCommand_Body() {}
 
 func (*Command_Notify) isCommand_Body() {}
+
+func (*Command_Idempotency) isCommand_Body() {}
 
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1651,6 +1722,99 @@ func (x *NotifyCommand) GetDeliveryJson() []byte {
 	return nil
 }
 
+// IdempotencyCommand is the idempotency gate (command version 7).
+type IdempotencyCommand struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Op                IdempotencyCommand_Op  `protobuf:"varint,1,opt,name=op,proto3,enum=baldur.raft.v1.IdempotencyCommand_Op" json:"op,omitempty"`
+	Key               string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	ExecutionTtlNanos int64                  `protobuf:"varint,3,opt,name=execution_ttl_nanos,json=executionTtlNanos,proto3" json:"execution_ttl_nanos,omitempty"`
+	MemoryTtlNanos    int64                  `protobuf:"varint,4,opt,name=memory_ttl_nanos,json=memoryTtlNanos,proto3" json:"memory_ttl_nanos,omitempty"`
+	Token             uint64                 `protobuf:"varint,5,opt,name=token,proto3" json:"token,omitempty"`
+	ResultJson        []byte                 `protobuf:"bytes,6,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	Error             string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *IdempotencyCommand) Reset() {
+	*x = IdempotencyCommand{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdempotencyCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdempotencyCommand) ProtoMessage() {}
+
+func (x *IdempotencyCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdempotencyCommand.ProtoReflect.Descriptor instead.
+func (*IdempotencyCommand) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *IdempotencyCommand) GetOp() IdempotencyCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return IdempotencyCommand_OP_UNSPECIFIED
+}
+
+func (x *IdempotencyCommand) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IdempotencyCommand) GetExecutionTtlNanos() int64 {
+	if x != nil {
+		return x.ExecutionTtlNanos
+	}
+	return 0
+}
+
+func (x *IdempotencyCommand) GetMemoryTtlNanos() int64 {
+	if x != nil {
+		return x.MemoryTtlNanos
+	}
+	return 0
+}
+
+func (x *IdempotencyCommand) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *IdempotencyCommand) GetResultJson() []byte {
+	if x != nil {
+		return x.ResultJson
+	}
+	return nil
+}
+
+func (x *IdempotencyCommand) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // MemberUpsert records a node's API addresses in the replicated member table.
 type MemberUpsert struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1665,7 +1829,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1841,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1854,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1737,7 +1901,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1913,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1926,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1784,7 +1948,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1960,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1973,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -1850,7 +2014,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2026,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2039,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -2003,7 +2167,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2179,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2192,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -2208,7 +2372,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2384,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2397,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -2389,7 +2553,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2565,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2578,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -2452,7 +2616,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2628,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2641,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -2501,7 +2665,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2677,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2690,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2603,7 +2767,7 @@ type MergedReport struct {
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2779,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2792,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2738,7 +2902,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2914,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2927,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2783,7 +2947,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2959,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2972,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2827,7 +2991,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +3003,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +3016,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -2872,7 +3036,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +3048,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +3061,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2922,7 +3086,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3098,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3111,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 type ReadIndexResponse struct {
@@ -2959,7 +3123,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3135,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3148,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3002,7 +3166,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3178,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3191,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 type ProgressResponse struct {
@@ -3040,7 +3204,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3216,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3229,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -3086,8 +3250,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xcb\n" +
-	"\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x93\v\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -3116,7 +3279,8 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"governance\x18J \x01(\v2!.baldur.raft.v1.GovernanceCommandH\x00R\n" +
 	"governance\x127\n" +
-	"\x06notify\x18K \x01(\v2\x1d.baldur.raft.v1.NotifyCommandH\x00R\x06notifyB\x06\n" +
+	"\x06notify\x18K \x01(\v2\x1d.baldur.raft.v1.NotifyCommandH\x00R\x06notify\x12F\n" +
+	"\vidempotency\x18L \x01(\v2\".baldur.raft.v1.IdempotencyCommandH\x00R\vidempotencyB\x06\n" +
 	"\x04body\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
@@ -3226,7 +3390,23 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x0eDELETE_CHANNEL\x10\x02\x12\t\n" +
 	"\x05CLAIM\x10\x03\x12\n" +
 	"\n" +
-	"\x06RECORD\x10\x04\"\x9e\x01\n" +
+	"\x06RECORD\x10\x04\"\xcf\x02\n" +
+	"\x12IdempotencyCommand\x125\n" +
+	"\x02op\x18\x01 \x01(\x0e2%.baldur.raft.v1.IdempotencyCommand.OpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12.\n" +
+	"\x13execution_ttl_nanos\x18\x03 \x01(\x03R\x11executionTtlNanos\x12(\n" +
+	"\x10memory_ttl_nanos\x18\x04 \x01(\x03R\x0ememoryTtlNanos\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\x04R\x05token\x12\x1f\n" +
+	"\vresult_json\x18\x06 \x01(\fR\n" +
+	"resultJson\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"I\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aACQUIRE\x10\x01\x12\f\n" +
+	"\bCOMPLETE\x10\x02\x12\b\n" +
+	"\x04FAIL\x10\x03\x12\n" +
+	"\n" +
+	"\x06EXPIRE\x10\x04\"\x9e\x01\n" +
 	"\fMemberUpsert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -3421,86 +3601,90 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 	return file_baldur_raft_v1_command_proto_rawDescData
 }
 
-var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CanaryCommand_Op)(0),         // 0: baldur.raft.v1.CanaryCommand.Op
 	(GovernanceCommand_Op)(0),     // 1: baldur.raft.v1.GovernanceCommand.Op
 	(NotifyCommand_Op)(0),         // 2: baldur.raft.v1.NotifyCommand.Op
-	(CircuitCommand_Op)(0),        // 3: baldur.raft.v1.CircuitCommand.Op
-	(CoordinationCommand_Op)(0),   // 4: baldur.raft.v1.CoordinationCommand.Op
-	(DLQCommand_Op)(0),            // 5: baldur.raft.v1.DLQCommand.Op
-	(*Command)(nil),               // 6: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),      // 7: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),      // 8: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),       // 9: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),         // 10: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),        // 11: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),       // 12: baldur.raft.v1.EmergencyConfig
-	(*ConfigSet)(nil),             // 13: baldur.raft.v1.ConfigSet
-	(*CanaryCommand)(nil),         // 14: baldur.raft.v1.CanaryCommand
-	(*GovernanceCommand)(nil),     // 15: baldur.raft.v1.GovernanceCommand
-	(*NotifyCommand)(nil),         // 16: baldur.raft.v1.NotifyCommand
-	(*MemberUpsert)(nil),          // 17: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 18: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 19: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 20: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 21: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 22: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 23: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 24: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 25: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 26: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 27: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 28: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 29: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 30: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 31: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 32: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 33: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 34: baldur.raft.v1.ProgressResponse
+	(IdempotencyCommand_Op)(0),    // 3: baldur.raft.v1.IdempotencyCommand.Op
+	(CircuitCommand_Op)(0),        // 4: baldur.raft.v1.CircuitCommand.Op
+	(CoordinationCommand_Op)(0),   // 5: baldur.raft.v1.CoordinationCommand.Op
+	(DLQCommand_Op)(0),            // 6: baldur.raft.v1.DLQCommand.Op
+	(*Command)(nil),               // 7: baldur.raft.v1.Command
+	(*EmergencyTrigger)(nil),      // 8: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 9: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 10: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 11: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 12: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 13: baldur.raft.v1.EmergencyConfig
+	(*ConfigSet)(nil),             // 14: baldur.raft.v1.ConfigSet
+	(*CanaryCommand)(nil),         // 15: baldur.raft.v1.CanaryCommand
+	(*GovernanceCommand)(nil),     // 16: baldur.raft.v1.GovernanceCommand
+	(*NotifyCommand)(nil),         // 17: baldur.raft.v1.NotifyCommand
+	(*IdempotencyCommand)(nil),    // 18: baldur.raft.v1.IdempotencyCommand
+	(*MemberUpsert)(nil),          // 19: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 20: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 21: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 22: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 23: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 24: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 25: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 26: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 27: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 28: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 29: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 30: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 31: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 32: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 33: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 34: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 35: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 36: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	7,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	8,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	9,  // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	10, // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	12, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	17, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	18, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	19, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	23, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	24, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	20, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	21, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	22, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	13, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
-	14, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
-	15, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
-	16, // 16: baldur.raft.v1.Command.notify:type_name -> baldur.raft.v1.NotifyCommand
-	11, // 17: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	12, // 18: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
-	0,  // 19: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
-	1,  // 20: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
-	2,  // 21: baldur.raft.v1.NotifyCommand.op:type_name -> baldur.raft.v1.NotifyCommand.Op
-	3,  // 22: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	4,  // 23: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	5,  // 24: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	22, // 25: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	26, // 26: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	29, // 27: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	31, // 28: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	33, // 29: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	27, // 30: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	30, // 31: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	32, // 32: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	34, // 33: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	28, // 34: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	31, // [31:35] is the sub-list for method output_type
-	27, // [27:31] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	8,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	9,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	10, // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	11, // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	13, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	19, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	20, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	21, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	25, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	26, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	22, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	23, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	24, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	14, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	15, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
+	16, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
+	17, // 16: baldur.raft.v1.Command.notify:type_name -> baldur.raft.v1.NotifyCommand
+	18, // 17: baldur.raft.v1.Command.idempotency:type_name -> baldur.raft.v1.IdempotencyCommand
+	12, // 18: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	13, // 19: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 20: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
+	1,  // 21: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
+	2,  // 22: baldur.raft.v1.NotifyCommand.op:type_name -> baldur.raft.v1.NotifyCommand.Op
+	3,  // 23: baldur.raft.v1.IdempotencyCommand.op:type_name -> baldur.raft.v1.IdempotencyCommand.Op
+	4,  // 24: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	5,  // 25: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	6,  // 26: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	24, // 27: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	28, // 28: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	31, // 29: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	33, // 30: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	35, // 31: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	29, // 32: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	32, // 33: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	34, // 34: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	36, // 35: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	30, // 36: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	33, // [33:37] is the sub-list for method output_type
+	29, // [29:33] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -3526,14 +3710,15 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_Canary)(nil),
 		(*Command_Governance)(nil),
 		(*Command_Notify)(nil),
+		(*Command_Idempotency)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   29,
+			NumEnums:      7,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
