@@ -133,7 +133,11 @@ func TestNotificationsReachAWebhook(t *testing.T) {
 	if err := json.Unmarshal(slack.messages()[0].body, &sb); err != nil || sb.Text != "[CRITICAL] Breaker search is OPEN" || len(sb.Blocks) != 2 || sb.Blocks[0]["type"] != "section" {
 		t.Fatalf("slack body %s: %v", slack.messages()[0].body, err)
 	}
-	if _, body = r.do("GET", "/v1/notifications", ""); len(body["notifications"].([]any)) < 2 {
+	if !testcluster.Eventually(5*time.Second, func() bool {
+		_, body = r.do("GET", "/v1/notifications", "")
+		list, _ := body["notifications"].([]any)
+		return len(list) >= 2
+	}) {
 		t.Fatalf("deliveries: %v", body)
 	}
 }

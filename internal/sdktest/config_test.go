@@ -176,6 +176,9 @@ func TestSystemControlInTheSDK(t *testing.T) {
 	if !testcluster.Eventually(5*time.Second, func() bool { n := 0; return errors.Is(call(&n), baldur.ErrCircuitOpen) && n == 0 }) {
 		t.Fatal("the forced-open breaker never rejected")
 	}
+	if !testcluster.Eventually(5*time.Second, func() bool { return cl.Emergency().Level() == baldur.Level3 }) {
+		t.Fatal("LEVEL_3 never reached the SDK")
+	}
 	if cl.Emergency().Admit(baldur.TierNonEssential) {
 		t.Fatal("LEVEL_3 admitted a non-essential request")
 	}
