@@ -49,7 +49,9 @@ type IdempotencyOption func(*idemConfig)
 
 // WithExecutionTTL is how long the call may run before another caller may
 // take the key over (default 1800 s, plus 5 s of clock-skew tolerance).
-func WithExecutionTTL(d time.Duration) IdempotencyOption { return func(c *idemConfig) { c.execTTL = d } }
+func WithExecutionTTL(d time.Duration) IdempotencyOption {
+	return func(c *idemConfig) { c.execTTL = d }
+}
 
 // WithMemoryTTL is how long the outcome is remembered (default 1800 s).
 func WithMemoryTTL(d time.Duration) IdempotencyOption { return func(c *idemConfig) { c.memTTL = d } }
