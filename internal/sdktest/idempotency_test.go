@@ -143,3 +143,39 @@ func TestIdempotencyBadInput(t *testing.T) {
 		t.Errorf("an 8-day window: %v", err)
 	}
 }
+
+// Protect's idempotency stage: inside the fallback, around the circuit and
+// retry stages.
+func TestProtectWithIdempotencyKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := testcluster.New(t, 1)
+	cl := dialSDK(t, c.Nodes[0].GRPCAddr)
+	calls := 0
+	charge := func(context.Context) (string, error) { calls++; return "ch_1", nil }
+	v, err := baldur.Protect(ctxT(t), cl, "psp", charge, baldur.WithIdempotencyKey[string]("order-9"), baldur.WithDefaultRetry[string]())
+	if err != nil || v != "ch_1" || calls != 1 {
+		t.Fatalf("first call: %q %v after %d calls", v, err, calls)
+	}
+	v, err = baldur.Protect(ctxT(t), cl, "psp", charge, baldur.WithIdempotencyKey[string]("order-9"))
+	var dup *baldur.DuplicateError
+	if !errors.As(err, &dup) || dup.Decision != baldur.DecisionSkip || v != "ch_1" || calls != 1 {
+		t.Fatalf("second call: %q %v after %d calls, want SKIP with the stored ch_1", v, err, calls)
+	}
+	// A call running elsewhere (ABORT) reaches the fallback.
+	gate := pb.NewIdempotencyServiceClient(dialConn(t, c.Nodes[0].GRPCAddr))
+	if _, err := gate.AcquireIdempotency(ctxT(t), &pb.AcquireIdempotencyRequest{Key: "order-10"}); err != nil {
+		t.Fatal(err)
+	}
+	r := baldur.ProtectWithMeta(ctxT(t), cl, "psp", charge, baldur.WithIdempotencyKey[string]("order-10"),
+		baldur.WithFallback(func(_ context.Context, err error) (string, error) {
+			if errors.As(err, &dup) && dup.Decision == baldur.DecisionAbort {
+				return "pending", nil
+			}
+			return "", err
+		}))
+	if r.Err != nil || r.Value != "pending" || !r.FallbackUsed || calls != 1 {
+		t.Fatalf("ABORT through the fallback: %+v after %d calls", r, calls)
+	}
+}

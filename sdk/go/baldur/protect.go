@@ -184,6 +184,8 @@ type protectConfig[T any] struct {
 	fallback func(context.Context, error) (T, error)
 	noBreak  bool
 	dlq      *Entry
+	idemKey  string
+	idemOpts []IdempotencyOption
 }
 
 // ProtectOption configures Protect.
@@ -228,6 +230,16 @@ func WithDLQ[T any](domain string, payload map[string]any) ProtectOption[T] {
 	}
 }
 
+// WithIdempotencyKey runs the call at most once across the fleet for key
+// (the cluster's idempotency gate, docs/idempotency.md). The stage sits
+// inside the fallback (Baldur §2.3) and around the circuit, timeout and
+// retry stages: a call the gate does not run returns a *DuplicateError
+// (SKIP, with the stored result as the value; ABORT), which the fallback
+// sees like any error.
+func WithIdempotencyKey[T any](key string, opts ...IdempotencyOption) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.idemKey, c.idemOpts = key, opts }
+}
+
 // WithoutBreaker skips the circuit stage.
 func WithoutBreaker[T any]() ProtectOption[T] { return func(c *protectConfig[T]) { c.noBreak = true } }
 
@@ -247,6 +259,40 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.idemKey != "" {
+		return protectIdempotent(ctx, c, name, fn, cfg)
+	}
+	return protectWith(ctx, c, name, fn, cfg)
+}
+
+// protectIdempotent is Protect with the idempotency stage: the gate around
+// the circuit, timeout and retry stages, the fallback and DLQ capture
+// outside it.
+func protectIdempotent[T any](ctx context.Context, c *Client, name string, fn func(context.Context) (T, error), cfg protectConfig[T]) Result[T] {
+	start := time.Now()
+	inner := cfg
+	inner.idemKey, inner.fallback, inner.dlq = "", nil, nil
+	var res Result[T]
+	ran := false
+	v, err := Idempotent(ctx, c, cfg.idemKey, func(ctx context.Context) (T, error) {
+		ran = true
+		res = protectWith(ctx, c, name, fn, inner)
+		return res.Value, res.Err
+	}, cfg.idemOpts...)
+	if !ran {
+		res = Result[T]{Value: v, Err: err, Outcome: OutcomeRejected}
+	} else if res.Err == nil && err != nil {
+		res.Err = err // it ran, but its completion was not recorded
+	}
+	res = finish(ctx, cfg, res, start)
+	if cfg.dlq != nil && res.Outcome == OutcomeFailure && cfg.retry != nil {
+		res = captureExhausted(ctx, c, cfg, res)
+	}
+	return res
+}
+
+// protectWith is the pipeline of fallback, circuit, timeout and retry.
+func protectWith[T any](ctx context.Context, c *Client, name string, fn func(context.Context) (T, error), cfg protectConfig[T]) Result[T] {
 	start := time.Now()
 	res := Result[T]{}
 	var b *Breaker
