@@ -126,28 +126,22 @@ func appendHistory(kv fsm.KV, t Transition) {
 	kv.Put(BucketHistory, binary.BigEndian.AppendUint64(nil, seq), marshal(t))
 }
 
-// Gate is the state the start, promotion and resume gates read (the
-// dispatcher reads it from the other domains in the same transaction).
+// Gate is what the start, promotion and resume gates and the interlock
+// read (the dispatcher fills it from the other domains in the same
+// transaction; the rule of what blocks is the pre-action gate's,
+// governance.Gate).
 type Gate struct {
-	KillSwitch bool
-	// Level is the global emergency level (0..3).
+	// Blocked says why the pre-action gate refuses an operator's start,
+	// promotion or resume, break glass left aside ("" when it does not).
+	Blocked string
+	// Level is the global emergency level (0..3), for the interlock.
 	Level int
 	// BreakGlass: an admin's break glass is engaged; the gates let
 	// everything through and the rollout is flagged for review.
 	BreakGlass bool
 }
 
-// blocked says why the gate refuses an operator's start, promotion or
-// resume ("" when it does not).
-func (g Gate) blocked() string {
-	switch {
-	case g.KillSwitch:
-		return "the kill switch is on"
-	case g.Level >= 2:
-		return fmt.Sprintf("the emergency level is LEVEL_%d", g.Level)
-	}
-	return ""
-}
+func (g Gate) blocked() string { return g.Blocked }
 
 // Result is what Apply did.
 type Result struct {

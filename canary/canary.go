@@ -296,5 +296,5 @@ func (e *TransitionError) Error() string {
 type BlockedError struct{ Why string }
 
 func (e *BlockedError) Error() string {
-	return fmt.Sprintf("canary: refused while %s; give bypass_reason (at least %d characters) to go ahead anyway", e.Why, MinBypassReason)
+	return fmt.Sprintf("canary: refused by the pre-action gate: %s Give bypass_reason (at least %d characters) to go ahead anyway.", e.Why, MinBypassReason)
 }

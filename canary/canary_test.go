@@ -204,33 +204,33 @@ func TestGates(t *testing.T) {
 	s := newState(t)
 	s.create(rollout("r1", "flags", 10, 50))
 	var blocked *canary.BlockedError
-	for _, g := range []canary.Gate{{KillSwitch: true}, {Level: 2}, {Level: 3}} {
+	for _, g := range []canary.Gate{{Blocked: "The system is disabled (kill switch)."}, {Level: 2, Blocked: "Emergency mode LEVEL_2 is active."}, {Level: 3, Blocked: "Emergency mode LEVEL_3 is active."}} {
 		if _, err := s.apply(op(raftv1.CanaryCommand_START, "r1"), g); !errors.As(err, &blocked) {
 			t.Fatalf("start under %+v: %v", g, err)
 		}
 	}
 	short := &raftv1.CanaryCommand{Op: raftv1.CanaryCommand_START, Id: "r1", BypassReason: "urgent"}
 	var ae *fsm.ArgumentError
-	if _, err := s.apply(short, canary.Gate{Level: 2}); !errors.As(err, &ae) || ae.FieldName != "bypass_reason" {
+	if _, err := s.apply(short, canary.Gate{Level: 2, Blocked: "Emergency mode LEVEL_2 is active."}); !errors.As(err, &ae) || ae.FieldName != "bypass_reason" {
 		t.Fatalf("short bypass: %v", err)
 	}
 	if r, err := s.apply(op(raftv1.CanaryCommand_START, "r1"), canary.Gate{Level: 1}); err != nil || r.Rollout.Flagged {
 		t.Fatalf("start at LEVEL_1: %+v %v", r.Rollout, err)
 	}
-	if _, err := s.apply(op(raftv1.CanaryCommand_PROMOTE, "r1"), canary.Gate{KillSwitch: true}); !errors.As(err, &blocked) {
+	if _, err := s.apply(op(raftv1.CanaryCommand_PROMOTE, "r1"), canary.Gate{Blocked: "The system is disabled (kill switch)."}); !errors.As(err, &blocked) {
 		t.Fatalf("promote under the kill switch: %v", err)
 	}
 	bypass := &raftv1.CanaryCommand{Op: raftv1.CanaryCommand_PROMOTE, Id: "r1", BypassReason: "vendor fix must ship now"}
-	if r, err := s.apply(bypass, canary.Gate{KillSwitch: true}); err != nil || !r.Rollout.Flagged || !strings.Contains(r.Reason, "gate bypassed") {
+	if r, err := s.apply(bypass, canary.Gate{Blocked: "The system is disabled (kill switch)."}); err != nil || !r.Rollout.Flagged || !strings.Contains(r.Reason, "gate bypassed") {
 		t.Fatalf("bypassed promotion: %+v %v", r, err)
 	}
-	if _, err := s.apply(op(raftv1.CanaryCommand_PAUSE, "r1"), canary.Gate{Level: 3}); err != nil {
+	if _, err := s.apply(op(raftv1.CanaryCommand_PAUSE, "r1"), canary.Gate{Level: 3, Blocked: "Emergency mode LEVEL_3 is active."}); err != nil {
 		t.Fatalf("pause under LEVEL_3: %v", err)
 	}
-	if _, err := s.apply(op(raftv1.CanaryCommand_RESUME, "r1"), canary.Gate{Level: 2}); !errors.As(err, &blocked) {
+	if _, err := s.apply(op(raftv1.CanaryCommand_RESUME, "r1"), canary.Gate{Level: 2, Blocked: "Emergency mode LEVEL_2 is active."}); !errors.As(err, &blocked) {
 		t.Fatalf("resume under LEVEL_2: %v", err)
 	}
-	if r, err := s.apply(op(raftv1.CanaryCommand_ROLLBACK, "r1"), canary.Gate{Level: 3, KillSwitch: true}); err != nil || r.Rollout.State != canary.RolledBack {
+	if r, err := s.apply(op(raftv1.CanaryCommand_ROLLBACK, "r1"), canary.Gate{Level: 3, Blocked: "The system is disabled (kill switch)."}); err != nil || r.Rollout.State != canary.RolledBack {
 		t.Fatalf("rollback under every gate: %v", err)
 	}
 }

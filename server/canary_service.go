@@ -14,14 +14,11 @@ import (
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/canary"
-	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/dlq"
-	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 type canaryService struct {
@@ -30,14 +27,16 @@ type canaryService struct {
 }
 
 // canaryGate reads what the rollout gates and the interlock look at.
+// The block is the pre-action gate's decision with break glass left aside:
+// the rollout is flagged when break glass lets a blocked action through.
 func canaryGate(kv fsm.KV, now time.Time) canary.Gate {
-	ks, _ := circuit.KillSwitch(kv)
-	g := emergency.Get(kv, emergency.GlobalScope)
-	level := 0
-	if g.Active {
-		level = int(g.Level)
+	in := gateInput(kv, now)
+	g := canary.Gate{Level: in.Level, BreakGlass: in.System.BreakGlassActive(now)}
+	in.System.BreakGlass = nil
+	if d := governance.Gate(in); !d.Allowed {
+		g.Blocked = d.Message
 	}
-	return canary.Gate{KillSwitch: ks, Level: level, BreakGlass: governance.Get(kv).BreakGlassActive(now)}
+	return g
 }
 
 // applyCanary is the dispatcher's handler of CanaryCommand: the rollout's
@@ -97,11 +96,6 @@ func evidenceToPB(e *canary.Evidence) *pb.CanaryEvidence {
 		out.Breakers = append(out.Breakers, &pb.BreakerCohorts{Name: b.Name, Canary: figuresToPB(b.Canary), Baseline: figuresToPB(b.Baseline)})
 	}
 	return out
-}
-
-// sectionValues renders a section's domain JSON in the API's form.
-func (s *Server) sectionValues(section string, raw json.RawMessage) *structpb.Struct {
-	return s.historyValues(section, raw)
 }
 
 func (s *Server) rolloutToPB(r canary.Rollout) *pb.Rollout {

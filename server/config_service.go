@@ -565,15 +565,15 @@ func (c *configService) ListConfigHistory(ctx context.Context, req *pb.ListConfi
 		out.NextPageToken = strconv.FormatUint(changes[size-1].Version, 10)
 	}
 	for _, ch := range changes {
-		out.Changes = append(out.Changes, &pb.ConfigChange{Version: ch.Version, Before: c.s.historyValues(req.Section, ch.Before),
-			After: c.s.historyValues(req.Section, ch.After), Time: ts(ch.Time), Actor: ch.Actor, Reason: ch.Reason, Revision: ch.Revision})
+		out.Changes = append(out.Changes, &pb.ConfigChange{Version: ch.Version, Before: c.s.sectionValues(req.Section, ch.Before),
+			After: c.s.sectionValues(req.Section, ch.After), Time: ts(ch.Time), Actor: ch.Actor, Reason: ch.Reason, Revision: ch.Revision})
 	}
 	return out, nil
 }
 
-// historyValues renders a section's domain JSON from its history in the
-// API's form (nil when there is none).
-func (s *Server) historyValues(section string, raw json.RawMessage) *structpb.Struct {
+// sectionValues renders a section's domain JSON (from its history, or a
+// rollout's values) in the API's form (nil when there is none).
+func (s *Server) sectionValues(section string, raw json.RawMessage) *structpb.Struct {
 	if len(raw) == 0 {
 		return nil
 	}

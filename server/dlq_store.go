@@ -60,9 +60,14 @@ func (s *Server) proposeDLQ(ctx context.Context, c dlq.Caller, body *raftv1.DLQC
 // auditNote records an action taken outside the replicated state (a
 // PostgreSQL DLQ change, a replay pause) in the audit trail.
 func (s *Server) auditNote(ctx context.Context, c dlq.Caller, action, target string) {
+	s.auditNoteVia(ctx, c, action, target, onLeader)
+}
+
+// auditNoteVia is auditNote proposed by route (anyNode: from any member).
+func (s *Server) auditNoteVia(ctx context.Context, c dlq.Caller, action, target string, r route) {
 	cmd := &raftv1.Command{Actor: c.Actor, Reason: c.Reason, Version: 1,
 		Body: &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: action, Target: target, Detail: c.Reason}}}
-	if _, err := s.writes.propose(ctx, cmd, onLeader); err != nil {
+	if _, err := s.writes.propose(ctx, cmd, r); err != nil {
 		s.log.Warn("audit.note_failed", "action", action, "target", target, "err", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/dlq"
 	"github.com/baldurhq/baldurd/raftstore"
 )
@@ -28,13 +27,9 @@ type eventNotes struct {
 // unreachable.
 const memberUnreachableAfter = 3
 
-// note appends an audit note as the leader.
+// note appends an audit note in the cluster's own name, from any member.
 func (s *Server) note(ctx context.Context, action, target, reason string) {
-	cmd := &raftv1.Command{Actor: systemActor, Reason: reason, Version: 1,
-		Body: &raftv1.Command_AuditNote{AuditNote: &raftv1.AuditNote{Action: action, Target: target, Detail: reason}}}
-	if _, err := s.writes.propose(ctx, cmd, anyNode); err != nil {
-		s.log.Warn("audit.note_failed", "action", action, "target", target, "err", err)
-	}
+	s.auditNoteVia(ctx, dlq.Caller{Actor: systemActor, Reason: reason}, action, target, anyNode)
 }
 
 // probeMembers is the leader task that notes a member it cannot reach
