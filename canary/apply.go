@@ -124,6 +124,9 @@ func appendHistory(kv fsm.KV, t Transition) {
 	t.Seq = seq
 	kv.Put(BucketMeta, keySeq, binary.BigEndian.AppendUint64(nil, seq))
 	kv.Put(BucketHistory, binary.BigEndian.AppendUint64(nil, seq), marshal(t))
+	if seq > MaxHistory {
+		kv.Delete(BucketHistory, binary.BigEndian.AppendUint64(nil, seq-MaxHistory))
+	}
 }
 
 // Gate is what the start, promotion and resume gates and the interlock
@@ -336,6 +339,9 @@ func create(kv fsm.KV, m fsm.Meta, c *raftv1.CanaryCommand) (Result, error) {
 	}
 	if h := Holder(kv, r.Section); h != "" {
 		return Result{}, &ConflictError{Section: r.Section, Holder: h}
+	}
+	if n := len(List(kv)); n >= MaxRollouts {
+		return Result{}, invalid("section", fmt.Sprintf("the cluster keeps %d rollouts (finished ones for 7 days), as many as it may: try again when older ones are purged", n))
 	}
 	r.State, r.Stage, r.Version, r.Revision = Created, 0, 1, m.Index
 	r.CreatedBy, r.CreatedAt, r.Reason = m.Actor, m.Time, m.Reason

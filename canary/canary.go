@@ -156,8 +156,12 @@ const (
 	MaxAllowList    = 1000
 	MinBypassReason = 10
 	MaxStageTime    = 7 * 24 * time.Hour
-	// Retention is how long a finished rollout is kept.
-	Retention = 7 * 24 * time.Hour
+	// Retention is how long a finished rollout is kept; MaxRollouts how
+	// many are kept at most (a create beyond is refused); MaxHistory how
+	// many transitions.
+	Retention   = 7 * 24 * time.Hour
+	MaxRollouts = 1000
+	MaxHistory  = 10000
 	// StuckPaused is how long a rollout may stay PAUSED before the
 	// watchdog flags it.
 	StuckPaused = 30 * time.Minute

@@ -20,8 +20,29 @@ const (
 	Expired  = "EXPIRED"
 )
 
-// ApprovalTTL is how long a request waits for a decision.
-const ApprovalTTL = 24 * time.Hour
+// ApprovalTTL is how long a request waits for a decision;
+// ApprovalRetention how long a decided one is kept.
+const (
+	ApprovalTTL       = 24 * time.Hour
+	ApprovalRetention = 7 * 24 * time.Hour
+	// MaxPending bounds the change requests waiting at once.
+	MaxPending = 1000
+)
+
+// ended is when a decided request last changed (zero while it is pending
+// or being carried out).
+func (a Approval) ended() time.Time {
+	switch a.State {
+	case Pending, Approved:
+		return time.Time{}
+	case Expired:
+		return a.ExpiresAt
+	}
+	if a.ExecutedAt.After(a.DecidedAt) {
+		return a.ExecutedAt
+	}
+	return a.DecidedAt
+}
 
 // Operations that dual control can hold, with Baldur's defaults.
 var (
@@ -130,6 +151,15 @@ func ApplyApproval(kv fsm.KV, m fsm.Meta, c *raftv1.GovernanceCommand) (Approval
 		if _, exists := GetApproval(kv, a.ID); exists {
 			return ApprovalResult{}, invalid("approval", "INVALID_ARGUMENT", fmt.Sprintf("approval %s exists", a.ID))
 		}
+		pending := 0
+		for _, p := range ListApprovals(kv) {
+			if p.State == Pending {
+				pending++
+			}
+		}
+		if pending >= MaxPending {
+			return ApprovalResult{}, invalid("approval", "LIMIT_REACHED", fmt.Sprintf("%d change requests are pending, as many as the cluster keeps: decide some first", pending))
+		}
 		a.State, a.RequestedBy, a.Reason, a.RequestedAt, a.ExpiresAt, a.Revision = Pending, m.Actor, m.Reason, m.Time, m.Time.Add(ApprovalTTL), m.Index
 		putApproval(kv, a)
 		return ApprovalResult{Change: fsm.Change{Changed: true, Action: "approval_requested", After: a}, Approval: a}, nil
@@ -161,6 +191,10 @@ func ApplyApproval(kv fsm.KV, m fsm.Meta, c *raftv1.GovernanceCommand) (Approval
 			next.State, action = Rejected, "approval_rejected"
 		}
 	case raftv1.GovernanceCommand_APPROVAL_EXPIRE:
+		if end := cur.ended(); !end.IsZero() && m.Time.Sub(end) >= ApprovalRetention {
+			kv.Delete(BucketApprovals, []byte(cur.ID)) // decided a week ago: forgotten
+			return ApprovalResult{Approval: cur}, nil
+		}
 		if cur.State != Pending || m.Time.Before(cur.ExpiresAt) {
 			return ApprovalResult{Approval: cur}, nil
 		}
@@ -182,13 +216,15 @@ func ApplyApproval(kv fsm.KV, m fsm.Meta, c *raftv1.GovernanceCommand) (Approval
 }
 
 // ApprovalProposals are the change requests' steps due at now: expiry of
-// those still pending after 24h
-// (decided requests are kept: the list is bounded by who may ask).
+// those still pending after 24h, and removal of decided ones after a week.
 func ApprovalProposals(kv fsm.KV, now time.Time) []*raftv1.Command {
 	var out []*raftv1.Command
 	for _, a := range ListApprovals(kv) {
-		if a.State == Pending && !now.Before(a.ExpiresAt) {
+		switch end := a.ended(); {
+		case a.State == Pending && !now.Before(a.ExpiresAt):
 			out = append(out, command("change request expired after 24h", &raftv1.GovernanceCommand{Op: raftv1.GovernanceCommand_APPROVAL_EXPIRE, ApprovalId: a.ID}))
+		case !end.IsZero() && now.Sub(end) >= ApprovalRetention:
+			out = append(out, command("decided change request kept a week", &raftv1.GovernanceCommand{Op: raftv1.GovernanceCommand_APPROVAL_EXPIRE, ApprovalId: a.ID}))
 		}
 	}
 	return out

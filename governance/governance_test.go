@@ -42,6 +42,15 @@ func newState(t *testing.T) *state {
 }
 
 func (s *state) apply(at time.Duration, reason string, c *raftv1.GovernanceCommand) (governance.Result, error) {
+	if c.GetOp() >= raftv1.GovernanceCommand_APPROVAL_CREATE {
+		s.index++
+		var err error
+		_ = s.db.Update(func(tx *bolt.Tx) error {
+			_, err = governance.ApplyApproval(raftstore.NewKV(tx), fsm.Meta{Index: s.index, Time: t0.Add(at), Actor: "alice", Reason: reason}, c)
+			return nil
+		})
+		return governance.Result{}, err
+	}
 	s.index++
 	var r governance.Result
 	var err error
@@ -186,5 +195,42 @@ func TestStrictModeLifecycle(t *testing.T) {
 	next := s.proposals(15 * time.Hour)
 	if r, _ := s.apply(15*time.Hour, "", next[0].GetGovernance()); !r.Changed || r.System.Mode() != "NORMAL" || r.Applied().Action != "governance.strict_expired" {
 		t.Fatalf("expiry of the new period: %+v", r)
+	}
+}
+
+// A decided change request is kept a week, then removed by the leader.
+func TestDecidedApprovalsAreRemovedAfterAWeek(t *testing.T) {
+	s := newState(t)
+	if _, err := s.apply(0, "purge", &raftv1.GovernanceCommand{Op: raftv1.GovernanceCommand_APPROVAL_CREATE,
+		ApprovalJson: []byte(`{"id":"apr-1","operation":"dlq.purge","method":"/baldur.v1.DLQService/Purge"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// The requester is alice (state.apply's actor); another identity decides.
+	s.index++
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		_, err := governance.ApplyApproval(raftstore.NewKV(tx), fsm.Meta{Index: s.index, Time: t0.Add(time.Minute), Actor: "bob"},
+			&raftv1.GovernanceCommand{Op: raftv1.GovernanceCommand_APPROVAL_DECIDE, ApprovalId: "apr-1"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(at time.Duration) (n int, cmds []*raftv1.Command) {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			n = len(governance.ListApprovals(raftstore.NewKV(tx)))
+			cmds = governance.ApprovalProposals(raftstore.NewKV(tx), t0.Add(at))
+			return nil
+		})
+		return n, cmds
+	}
+	if n, cmds := count(6 * 24 * time.Hour); n != 1 || len(cmds) != 0 {
+		t.Fatalf("after 6 days: %d kept, %d proposals", n, len(cmds))
+	}
+	_, cmds := count(7*24*time.Hour + time.Minute)
+	if len(cmds) != 1 {
+		t.Fatalf("after a week: %d proposals", len(cmds))
+	}
+	s.apply(7*24*time.Hour+time.Minute, "", cmds[0].GetGovernance())
+	if n, _ := count(8 * 24 * time.Hour); n != 0 {
+		t.Fatalf("%d decided requests kept after a week", n)
 	}
 }

@@ -100,16 +100,29 @@ func (c Channel) Validate() error {
 
 // Buckets.
 var (
-	BucketChannels   = []byte("notify_channels")   // name → Channel JSON
-	BucketClaims     = []byte("notify_claims")     // dedup key → Claim JSON
-	BucketDeliveries = []byte("notify_deliveries") // seq (8 bytes BE) → Delivery JSON
-	BucketMeta       = []byte("notify_meta")       // "cursor" → audit seq; "seq" → delivery seq
+	BucketChannels   = []byte("notify_channels")    // name → Channel JSON
+	BucketClaims     = []byte("notify_claims")      // dedup key → Claim JSON
+	BucketDeliveries = []byte("notify_deliveries")  // seq (8 bytes BE) → Delivery JSON
+	BucketMeta       = []byte("notify_meta")        // "cursor" → audit seq; "seq" → delivery seq
+	BucketClaimTimes = []byte("notify_claim_times") // until (8 bytes BE unix nanos) + dedup key → nil
 	keyCursor        = []byte("cursor")
 	keySeq           = []byte("seq")
 )
 
 // Buckets lists this domain's buckets.
-func Buckets() [][]byte { return [][]byte{BucketChannels, BucketClaims, BucketDeliveries, BucketMeta} }
+func Buckets() [][]byte {
+	return [][]byte{BucketChannels, BucketClaims, BucketDeliveries, BucketMeta, BucketClaimTimes}
+}
+
+// MaxChannels bounds the channels a cluster keeps.
+const MaxChannels = 100
+
+// claimSweep bounds the expired claims one claim removes.
+const claimSweep = 16
+
+func claimTimeKey(until time.Time, key string) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, uint64(until.UnixNano())), key...)
+}
 
 // Channels returns every channel, by name.
 func Channels(kv fsm.KV) []Channel {
@@ -196,6 +209,9 @@ func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.NotifyCommand) (Result, error) {
 		if err := ch.Validate(); err != nil {
 			return Result{}, err
 		}
+		if kv.Get(BucketChannels, []byte(ch.Name)) == nil && len(Channels(kv)) >= MaxChannels {
+			return Result{}, invalid("name", fmt.Sprintf("the cluster has %d channels, as many as it keeps", MaxChannels))
+		}
 		ch.Revision, ch.UpdatedAt = m.Index, m.Time
 		b, _ := json.Marshal(ch)
 		kv.Put(BucketChannels, []byte(ch.Name), b)
@@ -215,14 +231,35 @@ func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.NotifyCommand) (Result, error) {
 		if c.GetDedupKey() == "" {
 			return Result{}, nil
 		}
+		// Claims whose cooldown ended are forgotten, a few per claim, so
+		// the claims kept are those of the last cooldown.
+		var gone [][]byte
+		kv.Scan(BucketClaimTimes, nil, false, func(k, _ []byte) bool {
+			if len(k) < 8 || int64(binary.BigEndian.Uint64(k[:8])) > m.Time.UnixNano() || len(gone) >= claimSweep {
+				return false
+			}
+			gone = append(gone, append([]byte{}, k...))
+			return true
+		})
+		for _, k := range gone {
+			kv.Delete(BucketClaimTimes, k)
+			if v := kv.Get(BucketClaims, k[8:]); v != nil {
+				var cl Claim
+				if json.Unmarshal(v, &cl) == nil && !m.Time.Before(cl.Until) {
+					kv.Delete(BucketClaims, k[8:])
+				}
+			}
+		}
 		if v := kv.Get(BucketClaims, []byte(c.GetDedupKey())); v != nil {
 			var cl Claim
 			if json.Unmarshal(v, &cl) == nil && m.Time.Before(cl.Until) {
 				return Result{}, nil // cooling down: suppressed
 			}
 		}
-		b, _ := json.Marshal(Claim{Key: c.GetDedupKey(), Until: m.Time.Add(time.Duration(c.GetCooldownNanos())), Seq: c.GetAuditSeq()})
-		kv.Put(BucketClaims, []byte(c.GetDedupKey()), b)
+		cl := Claim{Key: c.GetDedupKey(), Until: m.Time.Add(time.Duration(c.GetCooldownNanos())), Seq: c.GetAuditSeq()}
+		b, _ := json.Marshal(cl)
+		kv.Put(BucketClaims, []byte(cl.Key), b)
+		kv.Put(BucketClaimTimes, claimTimeKey(cl.Until, cl.Key), nil)
 		return Result{Claimed: true}, nil
 	case raftv1.NotifyCommand_RECORD:
 		var d Delivery
