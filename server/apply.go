@@ -108,6 +108,28 @@ func (a *applier) Apply(kv raftstore.KV, index, term uint64, data []byte) any {
 		// replicas that understand this command.
 		panic(fmt.Sprintf("server: entry %d: %v; upgrade this node", index, err))
 	}
+	if b := cmd.GetBatch(); b != nil {
+		// Group commit: each command as if it were its own entry at this
+		// index; the batch's outcome is theirs, in order.
+		out := make([]applyResult, len(b.GetCommands()))
+		for i, sub := range b.GetCommands() {
+			if sub.GetBatch() != nil || sub.Body == nil {
+				out[i] = applyResult{Err: invalidField("command", "a batch holds commands, not batches")}
+				continue
+			}
+			if sub.Version > CommandVersion {
+				panic(fmt.Sprintf("server: entry %d: a batched command of version %d (this binary applies up to %d); upgrade this node", index, sub.Version, CommandVersion))
+			}
+			out[i] = a.applyOne(kv, index, sub)
+		}
+		return applyResult{Revision: index, Value: out}
+	}
+	return a.applyOne(kv, index, cmd)
+}
+
+// applyOne applies one command (alone in its entry or part of a batch).
+func (a *applier) applyOne(kv raftstore.KV, index uint64, cmd *raftv1.Command) applyResult {
+	var err error
 	if id := cmd.RequestId; id != "" {
 		if v := kv.Get(bucketRequests, []byte(id)); len(v) >= 8 {
 			// A retry of the same write is answered with its revision; the
@@ -257,6 +279,7 @@ var handlers = map[reflect.Type]handler{
 		return applyCanary(kv, m, c.GetCanary())
 	},
 	bodyType[raftv1.Command_AuditRetention](): nil, // applier.retain (it signs with the audit key)
+	bodyType[raftv1.Command_Batch]():          nil, // applier.Apply: each command of the batch
 	bodyType[raftv1.Command_AuditNote](): func(_ fsm.KV, _ fsm.Meta, c *raftv1.Command) (fsm.Applied, error) {
 		n := c.GetAuditNote()
 		return fsm.Applied{Change: fsm.Change{Changed: true, Action: n.GetAction(), Target: n.GetTarget(), After: n.GetDetail()}}, nil

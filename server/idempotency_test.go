@@ -3,6 +3,9 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
@@ -47,4 +50,49 @@ func TestIdempotencyREST(t *testing.T) {
 	if code, _ := r.do("GET", "/v1/idempotency/never", ""); code != http.StatusNotFound {
 		t.Fatalf("an unknown key: %d", code)
 	}
+}
+
+// Concurrent gate commands share Raft entries (group commit), each with
+// its own outcome; two acquires of one key never share an entry, so of
+// those exactly one is told to run.
+func TestIdempotencyGroupCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	r := restClient{t: t, base: "http://" + c.Nodes[0].HTTPAddr}
+	const callers = 64
+	decisions := make(chan string, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("order-%d", i%32) // two callers per key
+			code, body := r.do("POST", "/v1/idempotency/"+key+":acquire", `{}`)
+			if code != 200 {
+				t.Errorf("acquire %s: %d %v", key, code, body)
+				return
+			}
+			decisions <- key + "=" + body["decision"].(string)
+		}()
+	}
+	wg.Wait()
+	close(decisions)
+	perKey := map[string][]string{}
+	for d := range decisions {
+		k, dec, _ := strings.Cut(d, "=")
+		perKey[k] = append(perKey[k], dec)
+	}
+	for k, ds := range perKey {
+		slices.Sort(ds)
+		if !slices.Equal(ds, []string{"ABORT", "CONTINUE"}) {
+			t.Errorf("%s: decisions %v, want one CONTINUE and one ABORT", k, ds)
+		}
+	}
+	sum, count := testcluster.MetricSum(t, c.Nodes[0].HTTPAddr, "baldur_command_group_size")
+	if sum != callers || count >= callers {
+		t.Fatalf("group sizes: %v commands in %v entries; want %d commands in fewer entries", sum, count, callers)
+	}
+	t.Logf("%v gate commands in %v entries", sum, count)
 }

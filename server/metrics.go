@@ -32,6 +32,7 @@ type metrics struct {
 	dlqReplays           *prometheus.CounterVec
 	dlqReplayBlocked     prometheus.Counter
 	dlqGroupSize         prometheus.Histogram
+	commandGroupSize     prometheus.Histogram
 	limitRefusals        *prometheus.CounterVec
 	auditExported        prometheus.Gauge
 	watchersDropped      prometheus.Counter
@@ -88,6 +89,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.dlqReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_dlq_replay_dispatch_total", Help: "Replay attempts completed, by outcome."}, []string{"outcome"})
 	m.dlqGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_dlq_store_group_size", Help: "DLQ stores committed per Raft entry on the leader (group commit; 1 when alone).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.commandGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_command_group_size", Help: "Idempotency gate commands committed per Raft entry on the leader (group commit; 1 when alone).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay pauses: a domain's replay blocked by emergency >= LEVEL_2 or an OPEN breaker, counted when the pause starts or its reason changes."})
 	m.breakerLabels.max, m.domainLabels.max = s.cfg.MetricsMaxNames, s.cfg.MetricsMaxNames
 	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_limit_refusals_total",
@@ -126,7 +129,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.stageLabels.max = 100
 	for _, c := range []prometheus.Collector{m.notifySent, m.notifySuppressed, m.governanceBlocked, m.governanceBreakGlass, m.systemChanges, m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
 		m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
-		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.limitRefusals, &stateCollector{s: s}} {
+		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.commandGroupSize, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

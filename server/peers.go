@@ -112,5 +112,13 @@ func validCommand(cmd *raftv1.Command) error {
 	if cmd.Actor == "" {
 		return invalidField("command", "has no actor")
 	}
+	for _, sub := range cmd.GetBatch().GetCommands() {
+		if sub.GetBatch() != nil {
+			return invalidField("command", "a batch holds commands, not batches")
+		}
+		if err := validCommand(sub); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -30,13 +30,17 @@ const (
 // Group commit is a property of the command kind (groupable), not a
 // separate road.
 type proposer struct {
-	s      *Server
-	groups *storeGroups
+	s       *Server
+	groups  *storeGroups // DLQ stores and replay completions
+	batches *storeGroups // idempotency gate commands
 }
 
 func newProposer(s *Server) *proposer {
 	p := &proposer{s: s}
 	p.groups = &storeGroups{p: p, observe: func(n int) { s.metrics.dlqGroupSize.Observe(float64(n)) }}
+	p.groups.commitGroup = p.groups.commitDLQ
+	p.batches = &storeGroups{p: p, keyOf: batchedKey, observe: func(n int) { s.metrics.commandGroupSize.Observe(float64(n)) }}
+	p.batches.commitGroup = p.batches.commitCommands
 	return p
 }
 
@@ -109,6 +113,9 @@ func (p *proposer) forward(ctx context.Context, cmd *raftv1.Command) (applyResul
 func (p *proposer) local(ctx context.Context, cmd *raftv1.Command) (applyResult, error) {
 	if groupable(cmd) {
 		return p.groups.submit(ctx, cmd)
+	}
+	if batchedKey(cmd) != "" {
+		return p.batches.submit(ctx, cmd)
 	}
 	return p.commit(ctx, cmd)
 }

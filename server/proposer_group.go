@@ -30,8 +30,9 @@ const (
 	groupMaxBytes = 768 << 10
 	// Command versions: STORE_BATCH needs 2, BATCH 3; while a voter runs an
 	// older binary, commands go one per entry.
-	storeBatchVersion uint32 = 2
-	batchVersion      uint32 = 3
+	storeBatchVersion   uint32 = 2
+	batchVersion        uint32 = 3
+	commandBatchVersion uint32 = 8
 )
 
 type groupedStore struct {
@@ -55,13 +56,29 @@ func groupable(cmd *raftv1.Command) bool {
 	return false
 }
 
-// storeGroups queues stores for the committer goroutines.
+// storeGroups queues commands of one kind for the committer goroutines.
 type storeGroups struct {
 	p        *proposer
 	mu       sync.Mutex
 	queue    []*groupedStore
 	inFlight int
 	observe  func(stores int) // group sizes, for baldur_dlq_store_group_size
+	// commitGroup commits a group: DLQ stores and completions as a DLQ
+	// BATCH (commitDLQ), anything else as a CommandBatch (commitCommands).
+	commitGroup func(group []*groupedStore)
+	// keyOf, when set, names what a command changes: two commands with the
+	// same key never share a group (an idempotency acquire's token is the
+	// entry's index, so it must be the only acquire of its key there).
+	keyOf func(cmd *raftv1.Command) string
+}
+
+// batchedKey is the key of a command the generic groups take ("" for
+// any other: it is committed on its own).
+func batchedKey(cmd *raftv1.Command) string {
+	if c := cmd.GetIdempotency(); c != nil && c.GetOp() != raftv1.IdempotencyCommand_EXPIRE {
+		return c.GetKey()
+	}
+	return ""
 }
 
 // submit queues a groupable command (a store built by dlq.StoreCommand,
@@ -92,25 +109,51 @@ func (g *storeGroups) submit(ctx context.Context, cmd *raftv1.Command) (applyRes
 func (g *storeGroups) commitLoop() {
 	for {
 		g.mu.Lock()
-		n, bytes := 0, 0
-		for n < len(g.queue) && n < groupMaxItems && (n == 0 || bytes+g.queue[n].size <= groupMaxBytes) {
-			bytes += g.queue[n].size
-			n++
-		}
-		if n == 0 {
+		group := g.take()
+		if len(group) == 0 {
 			g.inFlight--
 			g.mu.Unlock()
 			return
 		}
-		group := make([]*groupedStore, n)
-		copy(group, g.queue)
-		g.queue = append(g.queue[:0], g.queue[n:]...)
 		g.mu.Unlock()
-		g.commit(group)
+		g.commitGroup(group)
 	}
 }
 
-func (g *storeGroups) commit(group []*groupedStore) {
+// take removes the next group from the queue (g.mu held): the oldest
+// commands up to groupMaxItems and groupMaxBytes, leaving in the queue, in
+// order, a command whose key the group already has.
+func (g *storeGroups) take() []*groupedStore {
+	var group []*groupedStore
+	var keys map[string]bool
+	bytes, kept := 0, g.queue[:0]
+	for i, it := range g.queue {
+		if len(group) == groupMaxItems || (len(group) > 0 && bytes+it.size > groupMaxBytes) {
+			kept = append(kept, g.queue[i:]...)
+			break
+		}
+		if g.keyOf != nil {
+			if k := g.keyOf(it.cmd); k != "" {
+				if keys[k] {
+					kept = append(kept, it)
+					continue
+				}
+				if keys == nil {
+					keys = map[string]bool{}
+				}
+				keys[k] = true
+			}
+		}
+		group = append(group, it)
+		bytes += it.size
+	}
+	clear(g.queue[len(kept):])
+	g.queue = kept
+	return group
+}
+
+// commitDLQ commits a group of DLQ stores and completions.
+func (g *storeGroups) commitDLQ(group []*groupedStore) {
 	if len(group) == 1 {
 		g.commitOne(group[0])
 		return
@@ -131,15 +174,7 @@ func (g *storeGroups) commit(group []*groupedStore) {
 	}
 	// Voters that cannot apply the batch yet: one entry per command,
 	// concurrently, as before groups existed.
-	var wg sync.WaitGroup
-	for _, it := range group {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g.commitOne(it)
-		}()
-	}
-	wg.Wait()
+	g.commitEach(group)
 }
 
 func onlyStores(group []*groupedStore) bool {
@@ -185,6 +220,56 @@ func (g *storeGroups) commitBatch(group []*groupedStore, op raftv1.DLQCommand_Op
 		item := applied[i]
 		it.done <- groupOutcome{res: applyResult{Revision: res.Revision, Value: item.Result, Err: item.Err}, err: item.Err}
 	}
+}
+
+// commitCommands commits a group as one CommandBatch entry (one entry
+// per command while a voter runs a binary without batches).
+func (g *storeGroups) commitCommands(group []*groupedStore) {
+	if len(group) == 1 {
+		g.commitOne(group[0])
+		return
+	}
+	switch err := g.p.s.checkCommandVersion(commandBatchVersion); {
+	case errors.Is(err, errUpgradePending):
+		g.commitEach(group)
+		return
+	case err != nil:
+		for _, it := range group {
+			it.done <- groupOutcome{err: err}
+		}
+		return
+	}
+	batch := &raftv1.CommandBatch{Commands: make([]*raftv1.Command, len(group))}
+	for i, it := range group {
+		batch.Commands[i] = it.cmd
+	}
+	res, err := g.p.commit(context.Background(), &raftv1.Command{Actor: systemActor, Reason: "group commit",
+		Version: commandBatchVersion, Body: &raftv1.Command_Batch{Batch: batch}})
+	g.count(len(group))
+	applied := resultOf[[]applyResult](res)
+	if err == nil && len(applied) != len(group) {
+		err = fmt.Errorf("server: a batch of %d commands applied as %d", len(group), len(applied))
+	}
+	for i, it := range group {
+		if err != nil {
+			it.done <- groupOutcome{err: err}
+			continue
+		}
+		it.done <- groupOutcome{res: applied[i], err: applied[i].Err}
+	}
+}
+
+// commitEach sends each command of a group as its own entry, concurrently.
+func (g *storeGroups) commitEach(group []*groupedStore) {
+	var wg sync.WaitGroup
+	for _, it := range group {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.commitOne(it)
+		}()
+	}
+	wg.Wait()
 }
 
 func (g *storeGroups) count(stores int) {

@@ -40,7 +40,10 @@ const SchemaVersion = 2
 //	   CanaryCommand (rollouts, canary_service.go), GovernanceCommand
 //	   (system control, system_service.go), NotifyCommand (notifications,
 //	   notify_service.go), IdempotencyCommand (idempotency_service.go).
-const CommandVersion = 7
+//	8: CommandBatch (group commit of any commands, proposer_group.go);
+//	   ConfigSet entry (one named entry of a map section: rate limits,
+//	   bulkheads, throttles; admission_service.go).
+const CommandVersion = 8
 
 // Buckets owned by the server itself.
 var (

@@ -91,7 +91,7 @@ func (x CanaryCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CanaryCommand_Op.Descriptor instead.
 func (CanaryCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type GovernanceCommand_Op int32
@@ -170,7 +170,7 @@ func (x GovernanceCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GovernanceCommand_Op.Descriptor instead.
 func (GovernanceCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type NotifyCommand_Op int32
@@ -225,7 +225,7 @@ func (x NotifyCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NotifyCommand_Op.Descriptor instead.
 func (NotifyCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type IdempotencyCommand_Op int32
@@ -280,7 +280,7 @@ func (x IdempotencyCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IdempotencyCommand_Op.Descriptor instead.
 func (IdempotencyCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type CircuitCommand_Op int32
@@ -353,7 +353,7 @@ func (x CircuitCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitCommand_Op.Descriptor instead.
 func (CircuitCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type CoordinationCommand_Op int32
@@ -426,7 +426,7 @@ func (x CoordinationCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CoordinationCommand_Op.Descriptor instead.
 func (CoordinationCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17, 0}
 }
 
 type DLQCommand_Op int32
@@ -505,7 +505,7 @@ func (x DLQCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DLQCommand_Op.Descriptor instead.
 func (DLQCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17, 0}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18, 0}
 }
 
 // Command is the one message written to the Raft log. The leader stamps
@@ -543,6 +543,7 @@ type Command struct {
 	//	*Command_Governance
 	//	*Command_Notify
 	//	*Command_Idempotency
+	//	*Command_Batch
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -789,6 +790,15 @@ func (x *Command) GetIdempotency() *IdempotencyCommand {
 	return nil
 }
 
+func (x *Command) GetBatch() *CommandBatch {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -865,6 +875,10 @@ type Command_Idempotency struct {
 	Idempotency *IdempotencyCommand `protobuf:"bytes,76,opt,name=idempotency,proto3,oneof"`
 }
 
+type Command_Batch struct {
+	Batch *CommandBatch `protobuf:"bytes,90,opt,name=batch,proto3,oneof"`
+}
+
 func (*Command_EmergencyTrigger) isCommand_Body() {}
 
 func (*Command_EmergencyRelease) isCommand_Body() {}
@@ -901,6 +915,56 @@ func (*Command_Notify) isCommand_Body() {}
 
 func (*Command_Idempotency) isCommand_Body() {}
 
+func (*Command_Batch) isCommand_Body() {}
+
+// CommandBatch is several commands committed as one entry (group commit,
+// command version 8): each is applied as if it were its own entry at this
+// index, with its own request id, actor, time and audit record, and its
+// own outcome. A batch never holds a batch.
+type CommandBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandBatch) Reset() {
+	*x = CommandBatch{}
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandBatch) ProtoMessage() {}
+
+func (x *CommandBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandBatch.ProtoReflect.Descriptor instead.
+func (*CommandBatch) Descriptor() ([]byte, []int) {
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CommandBatch) GetCommands() []*Command {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
 type EmergencyTrigger struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Scope         string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -913,7 +977,7 @@ type EmergencyTrigger struct {
 
 func (x *EmergencyTrigger) Reset() {
 	*x = EmergencyTrigger{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[1]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +989,7 @@ func (x *EmergencyTrigger) String() string {
 func (*EmergencyTrigger) ProtoMessage() {}
 
 func (x *EmergencyTrigger) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[1]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1002,7 @@ func (x *EmergencyTrigger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmergencyTrigger.ProtoReflect.Descriptor instead.
 func (*EmergencyTrigger) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EmergencyTrigger) GetScope() string {
@@ -980,7 +1044,7 @@ type EmergencyRelease struct {
 
 func (x *EmergencyRelease) Reset() {
 	*x = EmergencyRelease{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[2]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1056,7 @@ func (x *EmergencyRelease) String() string {
 func (*EmergencyRelease) ProtoMessage() {}
 
 func (x *EmergencyRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[2]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1069,7 @@ func (x *EmergencyRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmergencyRelease.ProtoReflect.Descriptor instead.
 func (*EmergencyRelease) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EmergencyRelease) GetScope() string {
@@ -1041,7 +1105,7 @@ type EmergencyExpire struct {
 
 func (x *EmergencyExpire) Reset() {
 	*x = EmergencyExpire{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[3]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1117,7 @@ func (x *EmergencyExpire) String() string {
 func (*EmergencyExpire) ProtoMessage() {}
 
 func (x *EmergencyExpire) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[3]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1130,7 @@ func (x *EmergencyExpire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmergencyExpire.ProtoReflect.Descriptor instead.
 func (*EmergencyExpire) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EmergencyExpire) GetScope() string {
@@ -1095,7 +1159,7 @@ type EmergencyStep struct {
 
 func (x *EmergencyStep) Reset() {
 	*x = EmergencyStep{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[4]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1171,7 @@ func (x *EmergencyStep) String() string {
 func (*EmergencyStep) ProtoMessage() {}
 
 func (x *EmergencyStep) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[4]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1184,7 @@ func (x *EmergencyStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmergencyStep.ProtoReflect.Descriptor instead.
 func (*EmergencyStep) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EmergencyStep) GetScope() string {
@@ -1156,7 +1220,7 @@ type LevelAdmission struct {
 
 func (x *LevelAdmission) Reset() {
 	*x = LevelAdmission{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[5]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1232,7 @@ func (x *LevelAdmission) String() string {
 func (*LevelAdmission) ProtoMessage() {}
 
 func (x *LevelAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[5]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1245,7 @@ func (x *LevelAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LevelAdmission.ProtoReflect.Descriptor instead.
 func (*LevelAdmission) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LevelAdmission) GetLevel() int32 {
@@ -1224,7 +1288,7 @@ type EmergencyConfig struct {
 
 func (x *EmergencyConfig) Reset() {
 	*x = EmergencyConfig{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[6]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1300,7 @@ func (x *EmergencyConfig) String() string {
 func (*EmergencyConfig) ProtoMessage() {}
 
 func (x *EmergencyConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[6]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1313,7 @@ func (x *EmergencyConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmergencyConfig.ProtoReflect.Descriptor instead.
 func (*EmergencyConfig) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EmergencyConfig) GetLevels() []*LevelAdmission {
@@ -1297,14 +1361,19 @@ type ConfigSet struct {
 	// the old circuit defaults follow the new ones.
 	PreviousJson []byte `protobuf:"bytes,5,opt,name=previous_json,json=previousJson,proto3" json:"previous_json,omitempty"`
 	// The emergency section also in the form the emergency domain applies.
-	Emergency     *EmergencyConfig `protobuf:"bytes,6,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	Emergency *EmergencyConfig `protobuf:"bytes,6,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	// entry (command version 8): values_json is one entry of a section that
+	// is a map of named entries (rate_limits, bulkheads, throttles), set or,
+	// with delete_entry, removed; the rest of the section is unchanged.
+	Entry         string `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"`
+	DeleteEntry   bool   `protobuf:"varint,8,opt,name=delete_entry,json=deleteEntry,proto3" json:"delete_entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigSet) Reset() {
 	*x = ConfigSet{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1385,7 @@ func (x *ConfigSet) String() string {
 func (*ConfigSet) ProtoMessage() {}
 
 func (x *ConfigSet) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[7]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1398,7 @@ func (x *ConfigSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigSet.ProtoReflect.Descriptor instead.
 func (*ConfigSet) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConfigSet) GetSection() string {
@@ -1374,6 +1443,20 @@ func (x *ConfigSet) GetEmergency() *EmergencyConfig {
 	return nil
 }
 
+func (x *ConfigSet) GetEntry() string {
+	if x != nil {
+		return x.Entry
+	}
+	return ""
+}
+
+func (x *ConfigSet) GetDeleteEntry() bool {
+	if x != nil {
+		return x.DeleteEntry
+	}
+	return false
+}
+
 // CanaryCommand is every rollout change (command version 7). CREATE carries
 // the rollout as the canary package's JSON; the others name it by id.
 // Gates (kill switch, emergency level) are read from the state at apply.
@@ -1403,7 +1486,7 @@ type CanaryCommand struct {
 
 func (x *CanaryCommand) Reset() {
 	*x = CanaryCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1498,7 @@ func (x *CanaryCommand) String() string {
 func (*CanaryCommand) ProtoMessage() {}
 
 func (x *CanaryCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[8]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1511,7 @@ func (x *CanaryCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryCommand.ProtoReflect.Descriptor instead.
 func (*CanaryCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CanaryCommand) GetOp() CanaryCommand_Op {
@@ -1528,7 +1611,7 @@ type GovernanceCommand struct {
 
 func (x *GovernanceCommand) Reset() {
 	*x = GovernanceCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1623,7 @@ func (x *GovernanceCommand) String() string {
 func (*GovernanceCommand) ProtoMessage() {}
 
 func (x *GovernanceCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[9]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1636,7 @@ func (x *GovernanceCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceCommand.ProtoReflect.Descriptor instead.
 func (*GovernanceCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GovernanceCommand) GetOp() GovernanceCommand_Op {
@@ -1645,7 +1728,7 @@ type NotifyCommand struct {
 
 func (x *NotifyCommand) Reset() {
 	*x = NotifyCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1740,7 @@ func (x *NotifyCommand) String() string {
 func (*NotifyCommand) ProtoMessage() {}
 
 func (x *NotifyCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[10]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1753,7 @@ func (x *NotifyCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCommand.ProtoReflect.Descriptor instead.
 func (*NotifyCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NotifyCommand) GetOp() NotifyCommand_Op {
@@ -1738,7 +1821,7 @@ type IdempotencyCommand struct {
 
 func (x *IdempotencyCommand) Reset() {
 	*x = IdempotencyCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1833,7 @@ func (x *IdempotencyCommand) String() string {
 func (*IdempotencyCommand) ProtoMessage() {}
 
 func (x *IdempotencyCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[11]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1846,7 @@ func (x *IdempotencyCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdempotencyCommand.ProtoReflect.Descriptor instead.
 func (*IdempotencyCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IdempotencyCommand) GetOp() IdempotencyCommand_Op {
@@ -1829,7 +1912,7 @@ type MemberUpsert struct {
 
 func (x *MemberUpsert) Reset() {
 	*x = MemberUpsert{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1924,7 @@ func (x *MemberUpsert) String() string {
 func (*MemberUpsert) ProtoMessage() {}
 
 func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[12]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1937,7 @@ func (x *MemberUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberUpsert.ProtoReflect.Descriptor instead.
 func (*MemberUpsert) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MemberUpsert) GetId() string {
@@ -1901,7 +1984,7 @@ type MemberRemove struct {
 
 func (x *MemberRemove) Reset() {
 	*x = MemberRemove{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +1996,7 @@ func (x *MemberRemove) String() string {
 func (*MemberRemove) ProtoMessage() {}
 
 func (x *MemberRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[13]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2009,7 @@ func (x *MemberRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemove.ProtoReflect.Descriptor instead.
 func (*MemberRemove) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberRemove) GetId() string {
@@ -1948,7 +2031,7 @@ type MemberPromotion struct {
 
 func (x *MemberPromotion) Reset() {
 	*x = MemberPromotion{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2043,7 @@ func (x *MemberPromotion) String() string {
 func (*MemberPromotion) ProtoMessage() {}
 
 func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[14]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2056,7 @@ func (x *MemberPromotion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromotion.ProtoReflect.Descriptor instead.
 func (*MemberPromotion) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberPromotion) GetId() string {
@@ -2014,7 +2097,7 @@ type CircuitCommand struct {
 
 func (x *CircuitCommand) Reset() {
 	*x = CircuitCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2109,7 @@ func (x *CircuitCommand) String() string {
 func (*CircuitCommand) ProtoMessage() {}
 
 func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[15]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2122,7 @@ func (x *CircuitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitCommand.ProtoReflect.Descriptor instead.
 func (*CircuitCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CircuitCommand) GetOp() CircuitCommand_Op {
@@ -2167,7 +2250,7 @@ type CoordinationCommand struct {
 
 func (x *CoordinationCommand) Reset() {
 	*x = CoordinationCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2262,7 @@ func (x *CoordinationCommand) String() string {
 func (*CoordinationCommand) ProtoMessage() {}
 
 func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[16]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2275,7 @@ func (x *CoordinationCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinationCommand.ProtoReflect.Descriptor instead.
 func (*CoordinationCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CoordinationCommand) GetOp() CoordinationCommand_Op {
@@ -2372,7 +2455,7 @@ type DLQCommand struct {
 
 func (x *DLQCommand) Reset() {
 	*x = DLQCommand{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2467,7 @@ func (x *DLQCommand) String() string {
 func (*DLQCommand) ProtoMessage() {}
 
 func (x *DLQCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[17]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2480,7 @@ func (x *DLQCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DLQCommand.ProtoReflect.Descriptor instead.
 func (*DLQCommand) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DLQCommand) GetOp() DLQCommand_Op {
@@ -2553,7 +2636,7 @@ type AuditNote struct {
 
 func (x *AuditNote) Reset() {
 	*x = AuditNote{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2648,7 @@ func (x *AuditNote) String() string {
 func (*AuditNote) ProtoMessage() {}
 
 func (x *AuditNote) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[18]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2661,7 @@ func (x *AuditNote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditNote.ProtoReflect.Descriptor instead.
 func (*AuditNote) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditNote) GetAction() string {
@@ -2616,7 +2699,7 @@ type AuditRetention struct {
 
 func (x *AuditRetention) Reset() {
 	*x = AuditRetention{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +2711,7 @@ func (x *AuditRetention) String() string {
 func (*AuditRetention) ProtoMessage() {}
 
 func (x *AuditRetention) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[19]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +2724,7 @@ func (x *AuditRetention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
 func (*AuditRetention) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AuditRetention) GetThroughSeq() uint64 {
@@ -2665,7 +2748,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2760,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[20]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2773,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -2767,7 +2850,7 @@ type MergedReport struct {
 
 func (x *MergedReport) Reset() {
 	*x = MergedReport{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +2862,7 @@ func (x *MergedReport) String() string {
 func (*MergedReport) ProtoMessage() {}
 
 func (x *MergedReport) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[21]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +2875,7 @@ func (x *MergedReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergedReport.ProtoReflect.Descriptor instead.
 func (*MergedReport) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MergedReport) GetName() string {
@@ -2902,7 +2985,7 @@ type IngestReportsRequest struct {
 
 func (x *IngestReportsRequest) Reset() {
 	*x = IngestReportsRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +2997,7 @@ func (x *IngestReportsRequest) String() string {
 func (*IngestReportsRequest) ProtoMessage() {}
 
 func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[22]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3010,7 @@ func (x *IngestReportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsRequest.ProtoReflect.Descriptor instead.
 func (*IngestReportsRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IngestReportsRequest) GetReports() []*MergedReport {
@@ -2947,7 +3030,7 @@ type IngestReportsResponse struct {
 
 func (x *IngestReportsResponse) Reset() {
 	*x = IngestReportsResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3042,7 @@ func (x *IngestReportsResponse) String() string {
 func (*IngestReportsResponse) ProtoMessage() {}
 
 func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[23]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3055,7 @@ func (x *IngestReportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestReportsResponse.ProtoReflect.Descriptor instead.
 func (*IngestReportsResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IngestReportsResponse) GetRegistered() []string {
@@ -2991,7 +3074,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3086,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[24]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3099,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -3036,7 +3119,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3048,7 +3131,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[25]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3061,7 +3144,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -3086,7 +3169,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3098,7 +3181,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[26]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3111,7 +3194,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 type ReadIndexResponse struct {
@@ -3123,7 +3206,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3218,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[27]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3231,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3166,7 +3249,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3261,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[28]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3274,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 type ProgressResponse struct {
@@ -3204,7 +3287,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3299,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baldur_raft_v1_command_proto_msgTypes[29]
+	mi := &file_baldur_raft_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3312,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_baldur_raft_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ProgressResponse) GetLastIndex() uint64 {
@@ -3250,7 +3333,7 @@ var File_baldur_raft_v1_command_proto protoreflect.FileDescriptor
 
 const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\x93\v\n" +
+	"\x1cbaldur/raft/v1/command.proto\x12\x0ebaldur.raft.v1\"\xc9\v\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -3280,8 +3363,11 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"governance\x18J \x01(\v2!.baldur.raft.v1.GovernanceCommandH\x00R\n" +
 	"governance\x127\n" +
 	"\x06notify\x18K \x01(\v2\x1d.baldur.raft.v1.NotifyCommandH\x00R\x06notify\x12F\n" +
-	"\vidempotency\x18L \x01(\v2\".baldur.raft.v1.IdempotencyCommandH\x00R\vidempotencyB\x06\n" +
-	"\x04body\"y\n" +
+	"\vidempotency\x18L \x01(\v2\".baldur.raft.v1.IdempotencyCommandH\x00R\vidempotency\x124\n" +
+	"\x05batch\x18Z \x01(\v2\x1c.baldur.raft.v1.CommandBatchH\x00R\x05batchB\x06\n" +
+	"\x04body\"C\n" +
+	"\fCommandBatch\x123\n" +
+	"\bcommands\x18\x01 \x03(\v2\x17.baldur.raft.v1.CommandR\bcommands\"y\n" +
 	"\x10EmergencyTrigger\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\x05R\x05level\x12%\n" +
@@ -3308,7 +3394,7 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x06levels\x18\x01 \x03(\v2\x1e.baldur.raft.v1.LevelAdmissionR\x06levels\x12/\n" +
 	"\x13stabilization_nanos\x18\x02 \x01(\x03R\x12stabilizationNanos\x12(\n" +
 	"\x10step_delay_nanos\x18\x03 \x01(\x03R\x0estepDelayNanos\x12.\n" +
-	"\x13auto_duration_nanos\x18\x04 \x01(\x03R\x11autoDurationNanos\"\xfa\x01\n" +
+	"\x13auto_duration_nanos\x18\x04 \x01(\x03R\x11autoDurationNanos\"\xb3\x02\n" +
 	"\tConfigSet\x12\x18\n" +
 	"\asection\x18\x01 \x01(\tR\asection\x12\x1f\n" +
 	"\vvalues_json\x18\x02 \x01(\fR\n" +
@@ -3316,7 +3402,9 @@ const file_baldur_raft_v1_command_proto_rawDesc = "" +
 	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12#\n" +
 	"\rcheck_version\x18\x04 \x01(\bR\fcheckVersion\x12#\n" +
 	"\rprevious_json\x18\x05 \x01(\fR\fpreviousJson\x12=\n" +
-	"\temergency\x18\x06 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigR\temergency\"\xa5\x04\n" +
+	"\temergency\x18\x06 \x01(\v2\x1f.baldur.raft.v1.EmergencyConfigR\temergency\x12\x14\n" +
+	"\x05entry\x18\a \x01(\tR\x05entry\x12!\n" +
+	"\fdelete_entry\x18\b \x01(\bR\vdeleteEntry\"\xa5\x04\n" +
 	"\rCanaryCommand\x120\n" +
 	"\x02op\x18\x01 \x01(\x0e2 .baldur.raft.v1.CanaryCommand.OpR\x02op\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
@@ -3602,7 +3690,7 @@ func file_baldur_raft_v1_command_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_raft_v1_command_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_baldur_raft_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CanaryCommand_Op)(0),         // 0: baldur.raft.v1.CanaryCommand.Op
 	(GovernanceCommand_Op)(0),     // 1: baldur.raft.v1.GovernanceCommand.Op
@@ -3612,79 +3700,82 @@ var file_baldur_raft_v1_command_proto_goTypes = []any{
 	(CoordinationCommand_Op)(0),   // 5: baldur.raft.v1.CoordinationCommand.Op
 	(DLQCommand_Op)(0),            // 6: baldur.raft.v1.DLQCommand.Op
 	(*Command)(nil),               // 7: baldur.raft.v1.Command
-	(*EmergencyTrigger)(nil),      // 8: baldur.raft.v1.EmergencyTrigger
-	(*EmergencyRelease)(nil),      // 9: baldur.raft.v1.EmergencyRelease
-	(*EmergencyExpire)(nil),       // 10: baldur.raft.v1.EmergencyExpire
-	(*EmergencyStep)(nil),         // 11: baldur.raft.v1.EmergencyStep
-	(*LevelAdmission)(nil),        // 12: baldur.raft.v1.LevelAdmission
-	(*EmergencyConfig)(nil),       // 13: baldur.raft.v1.EmergencyConfig
-	(*ConfigSet)(nil),             // 14: baldur.raft.v1.ConfigSet
-	(*CanaryCommand)(nil),         // 15: baldur.raft.v1.CanaryCommand
-	(*GovernanceCommand)(nil),     // 16: baldur.raft.v1.GovernanceCommand
-	(*NotifyCommand)(nil),         // 17: baldur.raft.v1.NotifyCommand
-	(*IdempotencyCommand)(nil),    // 18: baldur.raft.v1.IdempotencyCommand
-	(*MemberUpsert)(nil),          // 19: baldur.raft.v1.MemberUpsert
-	(*MemberRemove)(nil),          // 20: baldur.raft.v1.MemberRemove
-	(*MemberPromotion)(nil),       // 21: baldur.raft.v1.MemberPromotion
-	(*CircuitCommand)(nil),        // 22: baldur.raft.v1.CircuitCommand
-	(*CoordinationCommand)(nil),   // 23: baldur.raft.v1.CoordinationCommand
-	(*DLQCommand)(nil),            // 24: baldur.raft.v1.DLQCommand
-	(*AuditNote)(nil),             // 25: baldur.raft.v1.AuditNote
-	(*AuditRetention)(nil),        // 26: baldur.raft.v1.AuditRetention
-	(*SnapshotHeader)(nil),        // 27: baldur.raft.v1.SnapshotHeader
-	(*MergedReport)(nil),          // 28: baldur.raft.v1.MergedReport
-	(*IngestReportsRequest)(nil),  // 29: baldur.raft.v1.IngestReportsRequest
-	(*IngestReportsResponse)(nil), // 30: baldur.raft.v1.IngestReportsResponse
-	(*ApplyRequest)(nil),          // 31: baldur.raft.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 32: baldur.raft.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),      // 33: baldur.raft.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 34: baldur.raft.v1.ReadIndexResponse
-	(*ProgressRequest)(nil),       // 35: baldur.raft.v1.ProgressRequest
-	(*ProgressResponse)(nil),      // 36: baldur.raft.v1.ProgressResponse
+	(*CommandBatch)(nil),          // 8: baldur.raft.v1.CommandBatch
+	(*EmergencyTrigger)(nil),      // 9: baldur.raft.v1.EmergencyTrigger
+	(*EmergencyRelease)(nil),      // 10: baldur.raft.v1.EmergencyRelease
+	(*EmergencyExpire)(nil),       // 11: baldur.raft.v1.EmergencyExpire
+	(*EmergencyStep)(nil),         // 12: baldur.raft.v1.EmergencyStep
+	(*LevelAdmission)(nil),        // 13: baldur.raft.v1.LevelAdmission
+	(*EmergencyConfig)(nil),       // 14: baldur.raft.v1.EmergencyConfig
+	(*ConfigSet)(nil),             // 15: baldur.raft.v1.ConfigSet
+	(*CanaryCommand)(nil),         // 16: baldur.raft.v1.CanaryCommand
+	(*GovernanceCommand)(nil),     // 17: baldur.raft.v1.GovernanceCommand
+	(*NotifyCommand)(nil),         // 18: baldur.raft.v1.NotifyCommand
+	(*IdempotencyCommand)(nil),    // 19: baldur.raft.v1.IdempotencyCommand
+	(*MemberUpsert)(nil),          // 20: baldur.raft.v1.MemberUpsert
+	(*MemberRemove)(nil),          // 21: baldur.raft.v1.MemberRemove
+	(*MemberPromotion)(nil),       // 22: baldur.raft.v1.MemberPromotion
+	(*CircuitCommand)(nil),        // 23: baldur.raft.v1.CircuitCommand
+	(*CoordinationCommand)(nil),   // 24: baldur.raft.v1.CoordinationCommand
+	(*DLQCommand)(nil),            // 25: baldur.raft.v1.DLQCommand
+	(*AuditNote)(nil),             // 26: baldur.raft.v1.AuditNote
+	(*AuditRetention)(nil),        // 27: baldur.raft.v1.AuditRetention
+	(*SnapshotHeader)(nil),        // 28: baldur.raft.v1.SnapshotHeader
+	(*MergedReport)(nil),          // 29: baldur.raft.v1.MergedReport
+	(*IngestReportsRequest)(nil),  // 30: baldur.raft.v1.IngestReportsRequest
+	(*IngestReportsResponse)(nil), // 31: baldur.raft.v1.IngestReportsResponse
+	(*ApplyRequest)(nil),          // 32: baldur.raft.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 33: baldur.raft.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),      // 34: baldur.raft.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 35: baldur.raft.v1.ReadIndexResponse
+	(*ProgressRequest)(nil),       // 36: baldur.raft.v1.ProgressRequest
+	(*ProgressResponse)(nil),      // 37: baldur.raft.v1.ProgressResponse
 }
 var file_baldur_raft_v1_command_proto_depIdxs = []int32{
-	8,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
-	9,  // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
-	10, // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
-	11, // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
-	13, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
-	19, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
-	20, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
-	21, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
-	25, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
-	26, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
-	22, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
-	23, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
-	24, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
-	14, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
-	15, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
-	16, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
-	17, // 16: baldur.raft.v1.Command.notify:type_name -> baldur.raft.v1.NotifyCommand
-	18, // 17: baldur.raft.v1.Command.idempotency:type_name -> baldur.raft.v1.IdempotencyCommand
-	12, // 18: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
-	13, // 19: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
-	0,  // 20: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
-	1,  // 21: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
-	2,  // 22: baldur.raft.v1.NotifyCommand.op:type_name -> baldur.raft.v1.NotifyCommand.Op
-	3,  // 23: baldur.raft.v1.IdempotencyCommand.op:type_name -> baldur.raft.v1.IdempotencyCommand.Op
-	4,  // 24: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
-	5,  // 25: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
-	6,  // 26: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
-	24, // 27: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
-	28, // 28: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
-	31, // 29: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
-	33, // 30: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
-	35, // 31: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
-	29, // 32: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
-	32, // 33: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
-	34, // 34: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
-	36, // 35: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
-	30, // 36: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
-	33, // [33:37] is the sub-list for method output_type
-	29, // [29:33] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	9,  // 0: baldur.raft.v1.Command.emergency_trigger:type_name -> baldur.raft.v1.EmergencyTrigger
+	10, // 1: baldur.raft.v1.Command.emergency_release:type_name -> baldur.raft.v1.EmergencyRelease
+	11, // 2: baldur.raft.v1.Command.emergency_expire:type_name -> baldur.raft.v1.EmergencyExpire
+	12, // 3: baldur.raft.v1.Command.emergency_step:type_name -> baldur.raft.v1.EmergencyStep
+	14, // 4: baldur.raft.v1.Command.emergency_config:type_name -> baldur.raft.v1.EmergencyConfig
+	20, // 5: baldur.raft.v1.Command.member_upsert:type_name -> baldur.raft.v1.MemberUpsert
+	21, // 6: baldur.raft.v1.Command.member_remove:type_name -> baldur.raft.v1.MemberRemove
+	22, // 7: baldur.raft.v1.Command.member_promotion:type_name -> baldur.raft.v1.MemberPromotion
+	26, // 8: baldur.raft.v1.Command.audit_note:type_name -> baldur.raft.v1.AuditNote
+	27, // 9: baldur.raft.v1.Command.audit_retention:type_name -> baldur.raft.v1.AuditRetention
+	23, // 10: baldur.raft.v1.Command.circuit:type_name -> baldur.raft.v1.CircuitCommand
+	24, // 11: baldur.raft.v1.Command.coordination:type_name -> baldur.raft.v1.CoordinationCommand
+	25, // 12: baldur.raft.v1.Command.dlq:type_name -> baldur.raft.v1.DLQCommand
+	15, // 13: baldur.raft.v1.Command.config_set:type_name -> baldur.raft.v1.ConfigSet
+	16, // 14: baldur.raft.v1.Command.canary:type_name -> baldur.raft.v1.CanaryCommand
+	17, // 15: baldur.raft.v1.Command.governance:type_name -> baldur.raft.v1.GovernanceCommand
+	18, // 16: baldur.raft.v1.Command.notify:type_name -> baldur.raft.v1.NotifyCommand
+	19, // 17: baldur.raft.v1.Command.idempotency:type_name -> baldur.raft.v1.IdempotencyCommand
+	8,  // 18: baldur.raft.v1.Command.batch:type_name -> baldur.raft.v1.CommandBatch
+	7,  // 19: baldur.raft.v1.CommandBatch.commands:type_name -> baldur.raft.v1.Command
+	13, // 20: baldur.raft.v1.EmergencyConfig.levels:type_name -> baldur.raft.v1.LevelAdmission
+	14, // 21: baldur.raft.v1.ConfigSet.emergency:type_name -> baldur.raft.v1.EmergencyConfig
+	0,  // 22: baldur.raft.v1.CanaryCommand.op:type_name -> baldur.raft.v1.CanaryCommand.Op
+	1,  // 23: baldur.raft.v1.GovernanceCommand.op:type_name -> baldur.raft.v1.GovernanceCommand.Op
+	2,  // 24: baldur.raft.v1.NotifyCommand.op:type_name -> baldur.raft.v1.NotifyCommand.Op
+	3,  // 25: baldur.raft.v1.IdempotencyCommand.op:type_name -> baldur.raft.v1.IdempotencyCommand.Op
+	4,  // 26: baldur.raft.v1.CircuitCommand.op:type_name -> baldur.raft.v1.CircuitCommand.Op
+	5,  // 27: baldur.raft.v1.CoordinationCommand.op:type_name -> baldur.raft.v1.CoordinationCommand.Op
+	6,  // 28: baldur.raft.v1.DLQCommand.op:type_name -> baldur.raft.v1.DLQCommand.Op
+	25, // 29: baldur.raft.v1.DLQCommand.stores:type_name -> baldur.raft.v1.DLQCommand
+	29, // 30: baldur.raft.v1.IngestReportsRequest.reports:type_name -> baldur.raft.v1.MergedReport
+	32, // 31: baldur.raft.v1.Internal.Apply:input_type -> baldur.raft.v1.ApplyRequest
+	34, // 32: baldur.raft.v1.Internal.ReadIndex:input_type -> baldur.raft.v1.ReadIndexRequest
+	36, // 33: baldur.raft.v1.Internal.Progress:input_type -> baldur.raft.v1.ProgressRequest
+	30, // 34: baldur.raft.v1.Internal.IngestReports:input_type -> baldur.raft.v1.IngestReportsRequest
+	33, // 35: baldur.raft.v1.Internal.Apply:output_type -> baldur.raft.v1.ApplyResponse
+	35, // 36: baldur.raft.v1.Internal.ReadIndex:output_type -> baldur.raft.v1.ReadIndexResponse
+	37, // 37: baldur.raft.v1.Internal.Progress:output_type -> baldur.raft.v1.ProgressResponse
+	31, // 38: baldur.raft.v1.Internal.IngestReports:output_type -> baldur.raft.v1.IngestReportsResponse
+	35, // [35:39] is the sub-list for method output_type
+	31, // [31:35] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_baldur_raft_v1_command_proto_init() }
@@ -3711,6 +3802,7 @@ func file_baldur_raft_v1_command_proto_init() {
 		(*Command_Governance)(nil),
 		(*Command_Notify)(nil),
 		(*Command_Idempotency)(nil),
+		(*Command_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3718,7 +3810,7 @@ func file_baldur_raft_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_raft_v1_command_proto_rawDesc), len(file_baldur_raft_v1_command_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
