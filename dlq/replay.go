@@ -21,6 +21,10 @@ func Capture(e Entry, lim Limits, now time.Time) (Entry, error) {
 	return e, nil
 }
 
+// DuplicateSkip is the resolution of a replay whose attempt the
+// idempotency gate found done already (Baldur §5.3).
+const DuplicateSkip = "duplicate_skip"
+
 // IdempotencyKey is the key a worker sends with a replayed call: one per
 // entry and attempt, so the target can drop a duplicate of the same
 // attempt.

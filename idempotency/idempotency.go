@@ -143,72 +143,116 @@ func (r Record) stale(now time.Time) bool {
 	return now.Sub(r.StartedAt) >= r.ExecutionTTL+ClockSkew
 }
 
-// Apply applies one gate command.
+// Live reports whether a stored record still counts at now: an outcome
+// is forgotten after its memory window; an execution is never forgotten
+// while it runs (it is taken over when stale, and removed by expiry).
+func Live(r Record, now time.Time) bool {
+	return r.Status == Executing || now.Before(r.ExpiresAt)
+}
+
+// Windows fills the defaults of an acquire's windows (0: the default).
+func Windows(execTTL, memTTL time.Duration) (time.Duration, time.Duration) {
+	if execTTL <= 0 {
+		execTTL = DefaultExecutionTTL
+	}
+	if memTTL <= 0 {
+		memTTL = DefaultMemoryTTL
+	}
+	return execTTL, memTTL
+}
+
+// Acquire decides an acquire of key at now against the current record
+// (cur is nil when there is none, or it is no longer live): the decision
+// and, for CONTINUE, the record to store under token. This is the gate of
+// §6.3; every store decides with it.
+func Acquire(cur *Record, key string, token uint64, now time.Time, execTTL, memTTL time.Duration, actor string) (string, Record) {
+	execTTL, memTTL = Windows(execTTL, memTTL)
+	next := Record{Key: key, Status: Executing, Token: token, StartedAt: now, UpdatedAt: now, ExecutionTTL: execTTL,
+		MemoryTTL: memTTL, ExpiresAt: now.Add(execTTL + ClockSkew + memTTL), Actor: actor}
+	if cur != nil {
+		switch {
+		case cur.Status == Completed:
+			return Skip, *cur
+		case cur.Status == Executing && !cur.stale(now):
+			return Abort, *cur
+		}
+		// Failed, or executing past its window: this racer takes over.
+		next.RetryCount = cur.RetryCount + 1
+	}
+	return Continue, next
+}
+
+// Finish decides a complete (failMsg nil) or a fail of the execution
+// token names: a compare-and-set from executing. cur is nil when there is
+// no live record.
+func Finish(cur *Record, key string, token uint64, now time.Time, result json.RawMessage, failMsg *string) (Record, error) {
+	if cur == nil {
+		return Record{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if cur.Status != Executing || cur.Token != token {
+		return Record{}, &TokenError{Key: cur.Key, Status: cur.Status}
+	}
+	next := *cur
+	next.UpdatedAt, next.ExpiresAt = now, now.Add(cur.MemoryTTL)
+	if failMsg == nil {
+		if len(result) > MaxResult || (len(result) > 0 && !json.Valid(result)) {
+			return Record{}, invalid("result", fmt.Sprintf("must be JSON of at most %d bytes", MaxResult))
+		}
+		next.Status, next.Result = Completed, result
+	} else {
+		if len(*failMsg) > MaxError {
+			return Record{}, invalid("error", fmt.Sprintf("at most %d bytes", MaxError))
+		}
+		next.Status, next.Error = Failed, *failMsg
+	}
+	return next, nil
+}
+
+// Apply applies one gate command to the replicated state.
 func Apply(kv fsm.KV, m fsm.Meta, c *raftv1.IdempotencyCommand) (Result, error) {
 	if err := CheckKey(c.GetKey()); err != nil {
 		return Result{}, err
 	}
-	cur, exists := Get(kv, c.GetKey())
-	if exists && !m.Time.Before(cur.ExpiresAt) && cur.Status != Executing {
-		exists = false // forgotten: past its memory window
+	stored, exists := Get(kv, c.GetKey())
+	var cur *Record
+	if exists && Live(stored, m.Time) {
+		cur = &stored
 	}
 	switch c.GetOp() {
 	case raftv1.IdempotencyCommand_ACQUIRE:
-		execTTL, memTTL := time.Duration(c.GetExecutionTtlNanos()), time.Duration(c.GetMemoryTtlNanos())
-		if execTTL <= 0 {
-			execTTL = DefaultExecutionTTL
+		decision, next := Acquire(cur, c.GetKey(), m.Index, m.Time, time.Duration(c.GetExecutionTtlNanos()), time.Duration(c.GetMemoryTtlNanos()), m.Actor)
+		if decision != Continue {
+			return Result{Decision: decision, Record: next}, nil
 		}
-		if memTTL <= 0 {
-			memTTL = DefaultMemoryTTL
-		}
-		next := Record{Key: c.GetKey(), Status: Executing, Token: m.Index, StartedAt: m.Time, UpdatedAt: m.Time, ExecutionTTL: execTTL,
-			MemoryTTL: memTTL, ExpiresAt: m.Time.Add(execTTL + ClockSkew + memTTL), Actor: m.Actor}
-		var old *Record
-		if exists {
-			switch {
-			case cur.Status == Completed:
-				return Result{Decision: Skip, Record: cur}, nil
-			case cur.Status == Executing && !cur.stale(m.Time):
-				return Result{Decision: Abort, Record: cur}, nil
-			}
-			// Failed, or executing past its window: this racer takes over.
-			next.RetryCount = cur.RetryCount + 1
-			old = &cur
-		} else if kv.Get(BucketRecords, []byte(c.GetKey())) != nil {
-			old = &cur
-		}
-		put(kv, old, next)
+		put(kv, existing(stored, exists), next)
 		return Result{Decision: Continue, Record: next}, nil
 	case raftv1.IdempotencyCommand_COMPLETE, raftv1.IdempotencyCommand_FAIL:
-		if !exists {
-			return Result{}, fmt.Errorf("%w: %q", ErrNotFound, c.GetKey())
+		var failMsg *string
+		if c.GetOp() == raftv1.IdempotencyCommand_FAIL {
+			msg := c.GetError()
+			failMsg = &msg
 		}
-		if cur.Status != Executing || cur.Token != c.GetToken() {
-			return Result{}, &TokenError{Key: cur.Key, Status: cur.Status}
+		next, err := Finish(cur, c.GetKey(), c.GetToken(), m.Time, c.GetResultJson(), failMsg)
+		if err != nil {
+			return Result{}, err
 		}
-		next := cur
-		next.UpdatedAt, next.ExpiresAt = m.Time, m.Time.Add(cur.MemoryTTL)
-		if c.GetOp() == raftv1.IdempotencyCommand_COMPLETE {
-			if len(c.GetResultJson()) > MaxResult || (len(c.GetResultJson()) > 0 && !json.Valid(c.GetResultJson())) {
-				return Result{}, invalid("result", fmt.Sprintf("must be JSON of at most %d bytes", MaxResult))
-			}
-			next.Status, next.Result = Completed, json.RawMessage(c.GetResultJson())
-		} else {
-			if len(c.GetError()) > MaxError {
-				return Result{}, invalid("error", fmt.Sprintf("at most %d bytes", MaxError))
-			}
-			next.Status, next.Error = Failed, c.GetError()
-		}
-		put(kv, &cur, next)
+		put(kv, &stored, next)
 		return Result{Record: next}, nil
 	case raftv1.IdempotencyCommand_EXPIRE:
-		if raw, ok := Get(kv, c.GetKey()); ok && !m.Time.Before(raw.ExpiresAt) {
-			kv.Delete(BucketRecords, []byte(raw.Key))
-			kv.Delete(BucketExpiry, expiryKey(raw.ExpiresAt, raw.Key))
+		if exists && !m.Time.Before(stored.ExpiresAt) {
+			kv.Delete(BucketRecords, []byte(stored.Key))
+			kv.Delete(BucketExpiry, expiryKey(stored.ExpiresAt, stored.Key))
 		}
 		return Result{}, nil
 	}
 	return Result{}, invalid("op", fmt.Sprintf("unknown idempotency op %v", c.GetOp()))
+}
+
+func existing(r Record, ok bool) *Record {
+	if !ok {
+		return nil
+	}
+	return &r
 }
 
 // Proposals are the records past their memory window at now (completed and

@@ -74,6 +74,15 @@ var migrations = []string{
 		record text NOT NULL
 	);
 	CREATE INDEX IF NOT EXISTS baldur_audit_time ON baldur_audit (time);`,
+	// 4: the idempotency gate (idempotency.go).
+	`CREATE TABLE IF NOT EXISTS baldur_idempotency (
+		key        text PRIMARY KEY,
+		expires_at timestamptz NOT NULL,
+		request_id text NOT NULL DEFAULT '',
+		doc        jsonb NOT NULL
+	);
+	CREATE INDEX IF NOT EXISTS baldur_idempotency_expiry ON baldur_idempotency (expires_at);
+	CREATE SEQUENCE IF NOT EXISTS baldur_idempotency_token;`,
 }
 
 // defaultMaxConns is the connection pool size unless the DSN sets

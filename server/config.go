@@ -101,6 +101,8 @@ type Config struct {
 	DLQBreakers map[string][]string
 	// DLQStore is "raft" (default) or "postgres" (PostgresDSN).
 	DLQStore    string
+	// IdempotencyStore is "raft" (default) or "postgres" (PostgresDSN).
+	IdempotencyStore string
 	PostgresDSN string
 
 	// MaxRestoreBytes caps a snapshot upload.
@@ -194,6 +196,7 @@ func Defaults() Config {
 		StrictApprovalOperations:  append([]string{}, governance.StrictApproval...),
 		DLQ:                       dlq.DefaultLimits(),
 		DLQStore:                  "raft",
+		IdempotencyStore:          "raft",
 	}
 }
 
@@ -270,6 +273,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(csvList{&c.ApprovalOperations}, "approval-operations", "operations that need a second person's approval (dual control): "+strings.Join(governance.Operations, ", "))
 	fs.Var(csvList{&c.StrictApprovalOperations}, "strict-approval-operations", "operations that need approval in STRICT mode too")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.StringVar(&c.IdempotencyStore, "idempotency-store", c.IdempotencyStore, "where idempotency gate records live: raft (replicated state) or postgres")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "a REST request (headers and body) must arrive within this (a snapshot restore gets an hour)")
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "a REST answer must be written within this (streams excepted)")
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.HTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this")
@@ -290,7 +294,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
-	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN: the DLQ store with --dlq-store=postgres, and the audit trail's export")
+	fs.StringVar(&c.PostgresDSN, "postgres-dsn", c.PostgresDSN, "PostgreSQL DSN: the DLQ store with --dlq-store=postgres, the idempotency gate with --idempotency-store=postgres, and the audit trail's export")
 	d := &c.DLQ
 	fs.Int64Var(&d.MaxSize, "dlq-max-size", d.MaxSize, "DLQ entries kept in total")
 	fs.Int64Var(&d.MaxPerDomain, "dlq-max-size-per-domain", d.MaxPerDomain, "DLQ entries kept per domain")
@@ -407,14 +411,16 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	switch c.DLQStore {
-	case "raft":
-	case "postgres":
-		if c.PostgresDSN == "" {
-			return errors.New("--dlq-store=postgres needs --postgres-dsn")
+	for _, st := range []struct{ flag, value string }{{"dlq-store", c.DLQStore}, {"idempotency-store", c.IdempotencyStore}} {
+		switch st.value {
+		case "raft":
+		case "postgres":
+			if c.PostgresDSN == "" {
+				return fmt.Errorf("--%s=postgres needs --postgres-dsn", st.flag)
+			}
+		default:
+			return fmt.Errorf("--%s %q: use raft or postgres", st.flag, st.value)
 		}
-	default:
-		return fmt.Errorf("--dlq-store %q: use raft or postgres", c.DLQStore)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)

@@ -415,7 +415,11 @@ func (d *dlqService) CompleteReplay(ctx context.Context, req *pb.CompleteReplayR
 	if err := dlq.Check(e, raftv1.DLQCommand_COMPLETE, req.Worker); err != nil {
 		return nil, err
 	}
-	next, err := d.s.dlq.Transition(ctx, caller(ctx, "replay result"), &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker, Success: req.Success, Note: req.Note})
+	if req.ResolutionType != "" && (req.ResolutionType != dlq.DuplicateSkip || !req.Success) {
+		return nil, invalidField("resolution_type", fmt.Sprintf("%q: only %q, with success", req.ResolutionType, dlq.DuplicateSkip))
+	}
+	next, err := d.s.dlq.Transition(ctx, caller(ctx, "replay result"), &raftv1.DLQCommand{Op: raftv1.DLQCommand_COMPLETE, Id: req.Id, Worker: req.Worker,
+		Success: req.Success, Note: req.Note, ResolutionType: req.ResolutionType})
 	if err != nil {
 		return nil, err
 	}

@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/idempotency"
+	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -30,7 +32,11 @@ func idemRecordToPB(r idempotency.Record) *pb.IdempotencyRecord {
 	return out
 }
 
-func (x *idempotencyService) propose(ctx context.Context, body *raftv1.IdempotencyCommand) (idempotency.Result, error) {
+// raftIdempotency is the gate's records in the replicated state (the
+// default store): each call is a command, grouped with concurrent ones.
+type raftIdempotency struct{ s *Server }
+
+func (x raftIdempotency) propose(ctx context.Context, body *raftv1.IdempotencyCommand) (idempotency.Result, error) {
 	if err := x.s.checkCommandVersion(configVersion); err != nil {
 		return idempotency.Result{}, err
 	}
@@ -57,6 +63,57 @@ func (x *idempotencyService) propose(ctx context.Context, body *raftv1.Idempoten
 	return r, nil
 }
 
+func (x raftIdempotency) Acquire(ctx context.Context, _ idempotency.Caller, key string, execTTL, memTTL time.Duration) (string, idempotency.Record, error) {
+	r, err := x.propose(ctx, &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_ACQUIRE, Key: key,
+		ExecutionTtlNanos: int64(execTTL), MemoryTtlNanos: int64(memTTL)})
+	return r.Decision, r.Record, err
+}
+
+func (x raftIdempotency) Finish(ctx context.Context, _ idempotency.Caller, key string, token uint64, result json.RawMessage, failMsg *string) (idempotency.Record, error) {
+	body := &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_COMPLETE, Key: key, Token: token, ResultJson: result}
+	if failMsg != nil {
+		body = &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_FAIL, Key: key, Token: token, Error: *failMsg}
+	}
+	r, err := x.propose(ctx, body)
+	return r.Record, err
+}
+
+func (x raftIdempotency) Get(ctx context.Context, key, consistency string) (idempotency.Record, error) {
+	if err := x.s.readBarrier(ctx, consistency); err != nil {
+		return idempotency.Record{}, err
+	}
+	var r idempotency.Record
+	var ok bool
+	_ = x.s.store.View(func(kv raftstore.KV) error { r, ok = idempotency.Get(kv, key); return nil })
+	if !ok || !idempotency.Live(r, x.s.now()) {
+		return idempotency.Record{}, fmt.Errorf("%w: %q", idempotency.ErrNotFound, key)
+	}
+	return r, nil
+}
+
+// newIdempotencyStore wires the configured store.
+func (s *Server) newIdempotencyStore() idempotency.Store {
+	if s.cfg.IdempotencyStore == "postgres" {
+		return &postgres.Idempotency{DB: s.pg, Now: s.now}
+	}
+	return raftIdempotency{s: s}
+}
+
+// expireIdempotencyPG is the leader's sweep of the PostgreSQL store.
+func (s *Server) expireIdempotencyPG(ctx context.Context, now time.Time) error {
+	pg, ok := s.idem.(*postgres.Idempotency)
+	if !ok {
+		return nil
+	}
+	_, err := pg.Expire(ctx, now, 1000)
+	return err
+}
+
+func gateCaller(ctx context.Context) idempotency.Caller {
+	cmd := newCommand(ctx, "")
+	return idempotency.Caller{Actor: cmd.Actor, RequestID: cmd.RequestId}
+}
+
 // checkWindow reads an optional window (0: the default).
 func checkWindow(field string, v *durationpb.Duration) (time.Duration, error) {
 	d, err := checkedDuration(field, v)
@@ -78,12 +135,11 @@ func (x *idempotencyService) AcquireIdempotency(ctx context.Context, req *pb.Acq
 	if err != nil {
 		return nil, err
 	}
-	r, err := x.propose(ctx, &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_ACQUIRE, Key: req.Key,
-		ExecutionTtlNanos: int64(exec), MemoryTtlNanos: int64(mem)})
+	decision, r, err := x.s.idem.Acquire(ctx, gateCaller(ctx), req.Key, exec, mem)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.AcquireIdempotencyResponse{Decision: r.Decision, Record: idemRecordToPB(r.Record)}, nil
+	return &pb.AcquireIdempotencyResponse{Decision: decision, Record: idemRecordToPB(r)}, nil
 }
 
 func (x *idempotencyService) CompleteIdempotency(ctx context.Context, req *pb.CompleteIdempotencyRequest) (*pb.IdempotencyRecord, error) {
@@ -101,11 +157,11 @@ func (x *idempotencyService) CompleteIdempotency(ctx context.Context, req *pb.Co
 		}
 		raw = b
 	}
-	r, err := x.propose(ctx, &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_COMPLETE, Key: req.Key, Token: req.Token, ResultJson: raw})
+	r, err := x.s.idem.Finish(ctx, gateCaller(ctx), req.Key, req.Token, raw, nil)
 	if err != nil {
 		return nil, err
 	}
-	return idemRecordToPB(r.Record), nil
+	return idemRecordToPB(r), nil
 }
 
 func (x *idempotencyService) FailIdempotency(ctx context.Context, req *pb.FailIdempotencyRequest) (*pb.IdempotencyRecord, error) {
@@ -115,26 +171,20 @@ func (x *idempotencyService) FailIdempotency(ctx context.Context, req *pb.FailId
 	if len(req.Error) > idempotency.MaxError {
 		return nil, invalidField("error", fmt.Sprintf("is %d bytes: at most %d", len(req.Error), idempotency.MaxError))
 	}
-	r, err := x.propose(ctx, &raftv1.IdempotencyCommand{Op: raftv1.IdempotencyCommand_FAIL, Key: req.Key, Token: req.Token, Error: req.Error})
+	r, err := x.s.idem.Finish(ctx, gateCaller(ctx), req.Key, req.Token, nil, &req.Error)
 	if err != nil {
 		return nil, err
 	}
-	return idemRecordToPB(r.Record), nil
+	return idemRecordToPB(r), nil
 }
 
 func (x *idempotencyService) GetIdempotency(ctx context.Context, req *pb.GetIdempotencyRequest) (*pb.IdempotencyRecord, error) {
 	if err := idempotency.CheckKey(req.Key); err != nil {
 		return nil, err
 	}
-	if err := x.s.readBarrier(ctx, req.Consistency); err != nil {
+	r, err := x.s.idem.Get(ctx, req.Key, req.Consistency)
+	if err != nil {
 		return nil, err
-	}
-	var r idempotency.Record
-	var ok bool
-	now := x.s.now()
-	_ = x.s.store.View(func(kv raftstore.KV) error { r, ok = idempotency.Get(kv, req.Key); return nil })
-	if !ok || (r.Status != idempotency.Executing && !now.Before(r.ExpiresAt)) {
-		return nil, fmt.Errorf("%w: %q", idempotency.ErrNotFound, req.Key)
 	}
 	return idemRecordToPB(r), nil
 }

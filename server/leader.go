@@ -50,6 +50,7 @@ func (s *Server) leaderTasks() []leaderTask {
 		{name: "governance", run: s.carryOutApprovals},
 		{name: "notify", run: s.notifyTask},
 		{name: "idempotency", every: time.Second, run: s.proposeDue("idempotency", idempotency.Proposals, nil)},
+		{name: "idempotency", every: 5 * time.Second, run: s.expireIdempotencyPG},
 		{name: "notify", every: 5 * time.Second, run: s.probeMembers},
 		{name: "notify", every: 5 * time.Second, run: s.dlqThresholds},
 		{name: "canary", every: 250 * time.Millisecond, run: s.proposeDue("canary", s.canaryDue, func(cmd *raftv1.Command) {

@@ -20,6 +20,7 @@ import (
 	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/dlq"
+	"github.com/baldurhq/baldurd/idempotency"
 	"github.com/baldurhq/baldurd/internal/tlsconf"
 	"github.com/baldurhq/baldurd/postgres"
 	"github.com/baldurhq/baldurd/raftstore"
@@ -84,6 +85,7 @@ type Server struct {
 	writes  *proposer
 	eval    atomic.Pointer[circuit.Evaluator]
 	dlq     dlq.Store
+	idem    idempotency.Store
 	pg      *postgres.DLQ
 	hub     *hub
 	frames  [numTopics]*frameCache // encoded watch messages, per topic
@@ -214,6 +216,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		}
 	}
 	s.dlq = s.newDLQStore()
+	s.idem = s.newIdempotencyStore()
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.mapErrors, checkDecoded, s.authenticate, s.forwardToLeader),

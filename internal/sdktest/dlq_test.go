@@ -409,3 +409,47 @@ func TestStorePayloadRoundTripAndNonJSONValues(t *testing.T) {
 		t.Fatalf("a refused store left an entry: %v", err)
 	}
 }
+
+// Replay attempts run through the idempotency gate under their
+// per-attempt key (Baldur §5.3): an attempt done already is reported a
+// success without running again.
+func TestReplayRunsThroughTheGate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	producer := dialSDK(t, endpoints(c), baldur.WithSpoolDir(t.TempDir(), 100))
+	admin := dlqAdmin(t, c.Leader().GRPCAddr)
+	gate := pb.NewIdempotencyServiceClient(dialConn(t, c.Leader().GRPCAddr))
+	ran, done := storeEntry(t, producer, "gated"), storeEntry(t, producer, "gated")
+	// done's first attempt ran before (say, on a worker that lost its
+	// lease after the side effect): its gate record is completed.
+	doneKey := baldur.ReplayGateKey(fmt.Sprintf("gated:%s:1", done))
+	acq, err := gate.AcquireIdempotency(ctxT(t), &pb.AcquireIdempotencyRequest{Key: doneKey})
+	if err != nil || acq.Decision != "CONTINUE" {
+		t.Fatal(acq, err)
+	}
+	if _, err := gate.CompleteIdempotency(ctxT(t), &pb.CompleteIdempotencyRequest{Key: doneKey, Token: acq.Record.Token}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	w := dialSDK(t, endpoints(c), baldur.WithInstanceID("gated-worker"), baldur.WithSpoolDir(t.TempDir(), 100))
+	w.DLQ().HandleReplay("gated", func(ctx context.Context, e *baldur.Entry, key string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[e.Id]++
+		return nil
+	}, baldur.WithReplayPoll(50*time.Millisecond))
+	waitStatus(t, admin, ran, "RESOLVED", 10*time.Second)
+	e := waitStatus(t, admin, done, "RESOLVED", 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls[ran] != 1 || calls[done] != 0 || e.ResolutionType != "duplicate_skip" {
+		t.Fatalf("handler calls %v; the done attempt: %v", calls, e)
+	}
+	rec, err := gate.GetIdempotency(ctxT(t), &pb.GetIdempotencyRequest{Key: baldur.ReplayGateKey(fmt.Sprintf("gated:%s:1", ran))})
+	if err != nil || rec.Status != "completed" {
+		t.Fatalf("the replayed attempt's gate record: %v %v", rec, err)
+	}
+}

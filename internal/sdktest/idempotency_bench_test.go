@@ -9,15 +9,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"github.com/baldurhq/baldurd/server"
 )
 
 // BenchmarkIdempotency is acquire + complete of fresh keys through the
 // SDK (baldur.Idempotent, two Raft writes each) by 64 concurrent callers
-// on 3 nodes: operations a second and p99.
+// on 3 nodes: operations a second and p99, with the records in the
+// replicated state and in PostgreSQL.
 func BenchmarkIdempotency(b *testing.B) {
-	c := testcluster.New(b, 3)
+	b.Run("store=raft", func(b *testing.B) { benchIdempotency(b, testcluster.New(b, 3)) })
+	b.Run("store=postgres", func(b *testing.B) {
+		dsn := pgtest.Schema(b, "baldur_bench")
+		benchIdempotency(b, testcluster.New(b, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+			cfg.IdempotencyStore, cfg.PostgresDSN = "postgres", dsn
+		})))
+	})
+}
+
+func benchIdempotency(b *testing.B, c *testcluster.Cluster) {
 	c.WaitForLeader(10 * time.Second)
 	var clients []*baldur.Client
 	for i := range 4 {

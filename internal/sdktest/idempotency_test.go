@@ -9,8 +9,10 @@ import (
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/pgtest"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"github.com/baldurhq/baldurd/server"
 )
 
 // race runs n callers of one key at once, spread over the clients, and
@@ -52,11 +54,21 @@ func race(t *testing.T, clients []*baldur.Client, n int, key string, fn func(con
 // it fails exactly one takes over; once done every caller gets the stored
 // result; the leader killed during the run gives nobody a second run; an
 // execution past its window is taken over (cluster clock).
+// It runs against both stores: the replicated state and PostgreSQL.
 func TestIdempotencyGate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
 	}
-	c := testcluster.New(t, 3)
+	t.Run("store=raft", func(t *testing.T) { gateSuite(t, testcluster.New(t, 3)) })
+	t.Run("store=postgres", func(t *testing.T) {
+		dsn := pgtest.Schema(t, "baldur_idem")
+		gateSuite(t, testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+			cfg.IdempotencyStore, cfg.PostgresDSN = "postgres", dsn
+		})))
+	})
+}
+
+func gateSuite(t *testing.T, c *testcluster.Cluster) {
 	c.WaitForLeader(10 * time.Second)
 	var clients []*baldur.Client
 	for _, n := range c.Nodes {
@@ -177,5 +189,42 @@ func TestProtectWithIdempotencyKey(t *testing.T) {
 		}))
 	if r.Err != nil || r.Value != "pending" || !r.FallbackUsed || calls != 1 {
 		t.Fatalf("ABORT through the fallback: %+v after %d calls", r, calls)
+	}
+}
+
+// c.Idempotency().Do: a call without a result, once across the fleet.
+func TestIdempotencyDo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := testcluster.New(t, 1)
+	cl := dialSDK(t, c.Nodes[0].GRPCAddr)
+	var sent atomic.Int32
+	send := func(context.Context) error { sent.Add(1); return nil }
+	if err := cl.Idempotency().Do(ctxT(t), "email-42", send); err != nil || sent.Load() != 1 {
+		t.Fatalf("first: %v, sent %d", err, sent.Load())
+	}
+	var dup *baldur.DuplicateError
+	if err := cl.Idempotency().Do(ctxT(t), "email-42", send); !errors.As(err, &dup) || dup.Decision != baldur.DecisionSkip || sent.Load() != 1 {
+		t.Fatalf("second: %v, sent %d", err, sent.Load())
+	}
+	boom := errors.New("smtp down")
+	if err := cl.Idempotency().Do(ctxT(t), "email-43", func(context.Context) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("a failing call: %v", err)
+	}
+	if err := cl.Idempotency().Do(ctxT(t), "email-43", send); err != nil || sent.Load() != 2 {
+		t.Fatalf("after a failure the next call runs: %v, sent %d", err, sent.Load())
+	}
+	// Unreachable gate: fail-closed, unless fail-open.
+	c.Kill(0)
+	ctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second)
+	defer cancel()
+	if err := cl.Idempotency().Do(ctx, "email-44", send); !errors.Is(err, baldur.ErrGateUnavailable) || sent.Load() != 2 {
+		t.Fatalf("fail-closed: %v, sent %d", err, sent.Load())
+	}
+	ctx2, cancel2 := context.WithTimeout(ctxT(t), 2*time.Second)
+	defer cancel2()
+	if err := cl.Idempotency().Do(ctx2, "email-44", send, baldur.WithFailOpen()); err != nil || sent.Load() != 3 {
+		t.Fatalf("fail-open: %v, sent %d", err, sent.Load())
 	}
 }

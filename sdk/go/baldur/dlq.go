@@ -247,7 +247,7 @@ type ReplayHandler func(ctx context.Context, e *Entry, idempotencyKey string) er
 // emergency level is LEVEL_2 or higher. A worker that dies mid-replay loses
 // its lease; the entry returns to PENDING after the lease timeout.
 func (d *DLQ) HandleReplay(domain string, h ReplayHandler, opts ...ReplayOption) {
-	cfg := replayConfig{lease: 30 * time.Second, idle: 500 * time.Millisecond, worker: d.c.opts.instanceID, batch: 1}
+	cfg := replayConfig{lease: 30 * time.Second, idle: 500 * time.Millisecond, worker: d.c.opts.instanceID, batch: 1, gate: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -263,7 +263,16 @@ type replayConfig struct {
 	idle   time.Duration
 	worker string
 	batch  int
+	gate   bool
 }
+
+// ReplayGateKey is the idempotency gate key a replay attempt runs under.
+func ReplayGateKey(attemptKey string) string { return "dlq-replay:" + attemptKey }
+
+// WithoutReplayGate runs replay attempts without the idempotency gate (one
+// Raft write less before and after each; the handler alone must then make
+// a repeated attempt harmless).
+func WithoutReplayGate() ReplayOption { return func(c *replayConfig) { c.gate = false } }
 
 // ReplayOption configures HandleReplay.
 type ReplayOption func(*replayConfig)
@@ -322,16 +331,38 @@ func (d *DLQ) replayLoop(ctx context.Context, domain string, h ReplayHandler, cf
 }
 
 // replayOne runs the handler on one leased entry and reports its outcome.
+//
+// Unless WithoutReplayGate was given, the attempt runs through the
+// fleet's idempotency gate under "dlq-replay:" + its per-attempt key
+// (Baldur §5.3): an attempt already done (SKIP) is reported a success
+// without running again ("duplicate_skip"); one running elsewhere (ABORT)
+// is left to that runner; a gate that cannot be reached does not stop the
+// replay (fail-open).
 func (d *DLQ) replayOne(ctx context.Context, client pb.DLQServiceClient, h ReplayHandler, cfg replayConfig, l *pb.LeasedEntry) {
 	hctx, cancel := context.WithTimeout(ctx, cfg.lease)
-	herr := safeReplay(hctx, h, l.Entry, l.IdempotencyKey)
+	var herr error
+	note, resolution := "", ""
+	if cfg.gate && l.IdempotencyKey != "" {
+		_, herr = Idempotent(hctx, d.c, ReplayGateKey(l.IdempotencyKey), func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, safeReplay(ctx, h, l.Entry, l.IdempotencyKey)
+		}, WithFailOpen(), WithExecutionTTL(cfg.lease))
+		var dup *DuplicateError
+		if errors.As(herr, &dup) {
+			if dup.Decision != DecisionSkip {
+				cancel()
+				return // running elsewhere: that runner reports it
+			}
+			herr, resolution = nil, "duplicate_skip"
+		}
+	} else {
+		herr = safeReplay(hctx, h, l.Entry, l.IdempotencyKey)
+	}
 	cancel()
-	note := ""
 	if herr != nil {
 		note = herr.Error()
 	}
 	cctx, ccancel := context.WithTimeout(d.c.callContext(context.WithoutCancel(ctx)), 5*time.Second)
-	_, _ = client.CompleteReplay(cctx, &pb.CompleteReplayRequest{Id: l.Entry.Id, Worker: cfg.worker, Success: herr == nil, Note: note})
+	_, _ = client.CompleteReplay(cctx, &pb.CompleteReplayRequest{Id: l.Entry.Id, Worker: cfg.worker, Success: herr == nil, Note: note, ResolutionType: resolution})
 	ccancel()
 }
 

@@ -131,6 +131,22 @@ func Idempotent[T any](ctx context.Context, c *Client, key string, fn func(conte
 	return v, nil
 }
 
+// IdempotencyGate is the client's handle on the fleet's idempotency gate.
+type IdempotencyGate struct{ c *Client }
+
+// Idempotency returns the gate (Baldur §6).
+func (c *Client) Idempotency() *IdempotencyGate { return &IdempotencyGate{c: c} }
+
+// Do runs fn at most once across the fleet for key, like Idempotent for
+// a call without a result: nil when fn ran and succeeded here, fn's error
+// when it failed, a *DuplicateError (SKIP: done already; ABORT: running
+// elsewhere) when the gate did not run it, ErrGateUnavailable when the
+// gate cannot be reached (unless WithFailOpen).
+func (g *IdempotencyGate) Do(ctx context.Context, key string, fn func(context.Context) error, opts ...IdempotencyOption) error {
+	_, err := Idempotent(ctx, g.c, key, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) }, opts...)
+	return err
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -1081,13 +1081,17 @@ func (x *LeasedEntry) GetIdempotencyKey() string {
 }
 
 type CompleteReplayRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Worker        string                 `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
-	Success       bool                   `protobuf:"varint,3,opt,name=success,proto3" json:"success,omitempty"`
-	Note          string                 `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Worker  string                 `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Success bool                   `protobuf:"varint,3,opt,name=success,proto3" json:"success,omitempty"`
+	Note    string                 `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	// With success: "duplicate_skip" when the idempotency gate found the
+	// attempt done already (empty: the replay's origin, e.g.
+	// automatic_replay).
+	ResolutionType string `protobuf:"bytes,5,opt,name=resolution_type,json=resolutionType,proto3" json:"resolution_type,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CompleteReplayRequest) Reset() {
@@ -1144,6 +1148,13 @@ func (x *CompleteReplayRequest) GetSuccess() bool {
 func (x *CompleteReplayRequest) GetNote() string {
 	if x != nil {
 		return x.Note
+	}
+	return ""
+}
+
+func (x *CompleteReplayRequest) GetResolutionType() string {
+	if x != nil {
+		return x.ResolutionType
 	}
 	return ""
 }
@@ -1478,12 +1489,13 @@ const file_baldur_v1_dlq_proto_rawDesc = "" +
 	"\x06leased\x18\x04 \x03(\v2\x16.baldur.v1.LeasedEntryR\x06leased\"a\n" +
 	"\vLeasedEntry\x12)\n" +
 	"\x05entry\x18\x01 \x01(\v2\x13.baldur.v1.DLQEntryR\x05entry\x12'\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"m\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"\x96\x01\n" +
 	"\x15CompleteReplayRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\x18\n" +
 	"\asuccess\x18\x03 \x01(\bR\asuccess\x12\x12\n" +
-	"\x04note\x18\x04 \x01(\tR\x04note\"\x8a\x02\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\x12'\n" +
+	"\x0fresolution_type\x18\x05 \x01(\tR\x0eresolutionType\"\x8a\x02\n" +
 	"\x12ReplayBatchRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12!\n" +
 	"\ffailure_type\x18\x02 \x01(\tR\vfailureType\x12\x16\n" +
