@@ -100,10 +100,10 @@ type Config struct {
 	// breaker of its own name too.
 	DLQBreakers map[string][]string
 	// DLQStore is "raft" (default) or "postgres" (PostgresDSN).
-	DLQStore    string
+	DLQStore string
 	// IdempotencyStore is "raft" (default) or "postgres" (PostgresDSN).
 	IdempotencyStore string
-	PostgresDSN string
+	PostgresDSN      string
 
 	// MaxRestoreBytes caps a snapshot upload.
 	MaxRestoreBytes int64
