@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,15 +18,28 @@ import (
 
 // Section names.
 const (
+	Bulkheads       = "bulkheads"
 	CircuitDefaults = "circuit_defaults"
 	DLQ             = "dlq"
 	Emergency       = "emergency"
 	Flags           = "flags"
+	RateLimits      = "rate_limits"
 	RetryDefaults   = "retry_defaults"
+	Throttles       = "throttles"
 )
 
 // Sections is every section, sorted.
-var Sections = []string{CircuitDefaults, DLQ, Emergency, Flags, RetryDefaults}
+var Sections = []string{Bulkheads, CircuitDefaults, DLQ, Emergency, Flags, RateLimits, RetryDefaults, Throttles}
+
+// EntrySections are the sections that are maps of named entries, each of
+// which may be set or removed on its own (ConfigSet.entry).
+var EntrySections = []string{Bulkheads, RateLimits, Throttles}
+
+// MaxEntries is how many entries one such section holds.
+const MaxEntries = 1000
+
+// ErrEntryNotFound is the removal of an entry the section does not have.
+var ErrEntryNotFound = errors.New("config: no such entry")
 
 // MaxHistory is how many changes of one section are kept.
 const MaxHistory = 100
@@ -155,7 +170,8 @@ func Check(kv fsm.KV, c *raftv1.ConfigSet) error {
 	if err := CheckSection(c.GetSection()); err != nil {
 		return err
 	}
-	if !json.Valid(c.GetValuesJson()) || len(c.GetValuesJson()) == 0 || c.GetValuesJson()[0] != '{' {
+	removal := c.GetDeleteEntry() && c.GetEntry() != ""
+	if v := c.GetValuesJson(); !removal && (!json.Valid(v) || len(v) == 0 || v[0] != '{') {
 		return &fsm.ArgumentError{Domain: "config", FieldName: "values", Code: "INVALID_CONFIG", Msg: "is not a JSON object"}
 	}
 	cur, _ := Get(kv, c.GetSection())
@@ -165,8 +181,36 @@ func Check(kv fsm.KV, c *raftv1.ConfigSet) error {
 	return nil
 }
 
-// Set replaces a section's values: version + 1, a history entry, the
-// oldest entries beyond MaxHistory removed.
+// withEntry is a map section's values with one entry set (or removed).
+func withEntry(kv fsm.KV, c *raftv1.ConfigSet) (json.RawMessage, error) {
+	if !slices.Contains(EntrySections, c.GetSection()) {
+		return nil, &fsm.ArgumentError{Domain: "config", FieldName: "section", Code: "INVALID_ARGUMENT",
+			Msg: fmt.Sprintf("%s is not a section of named entries (%s are)", c.GetSection(), strings.Join(EntrySections, ", "))}
+	}
+	entries := map[string]json.RawMessage{}
+	if cur, ok := Get(kv, c.GetSection()); ok {
+		if err := json.Unmarshal(cur.Values, &entries); err != nil {
+			panic(fmt.Sprintf("config: decode section %s: %v", c.GetSection(), err))
+		}
+	}
+	_, exists := entries[c.GetEntry()]
+	switch {
+	case c.GetDeleteEntry() && !exists:
+		return nil, fmt.Errorf("%w: %s has no %q", ErrEntryNotFound, c.GetSection(), c.GetEntry())
+	case c.GetDeleteEntry():
+		delete(entries, c.GetEntry())
+	case !exists && len(entries) >= MaxEntries:
+		return nil, &fsm.ArgumentError{Domain: "config", FieldName: "name", Code: "LIMIT_EXCEEDED",
+			Msg: fmt.Sprintf("section %s holds %d entries already, the most it may", c.GetSection(), MaxEntries)}
+	default:
+		entries[c.GetEntry()] = json.RawMessage(c.GetValuesJson())
+	}
+	return marshal(entries), nil
+}
+
+// Set replaces a section's values (or, with an entry, one entry of a map
+// section): version + 1, a history entry, the oldest entries beyond
+// MaxHistory removed.
 func Set(kv fsm.KV, m fsm.Meta, c *raftv1.ConfigSet) (Result, error) {
 	if err := Check(kv, c); err != nil {
 		return Result{}, err
@@ -176,7 +220,15 @@ func Set(kv fsm.KV, m fsm.Meta, c *raftv1.ConfigSet) (Result, error) {
 	if prev := c.GetPreviousJson(); !set && json.Valid(prev) {
 		before = json.RawMessage(prev)
 	}
-	next := Section{Name: c.GetSection(), Version: cur.Version + 1, Values: json.RawMessage(c.GetValuesJson()),
+	values := json.RawMessage(c.GetValuesJson())
+	if c.GetEntry() != "" {
+		v, err := withEntry(kv, c)
+		if err != nil {
+			return Result{}, err
+		}
+		values = v
+	}
+	next := Section{Name: c.GetSection(), Version: cur.Version + 1, Values: values,
 		Revision: m.Index, Time: m.Time, Actor: m.Actor, Reason: m.Reason}
 	kv.Put(BucketSections, []byte(next.Name), marshal(next))
 	kv.Put(BucketHistory, historyKey(next.Name, next.Version), marshal(Change{

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -157,6 +158,9 @@ func (c *canaryService) rolloutFromRequest(req *pb.CreateRolloutRequest) (canary
 	}
 	if req.Section == config.Emergency {
 		return canary.Rollout{}, invalidField("section", "emergency cannot be rolled out in stages: change it with PUT /v1/config/emergency")
+	}
+	if slices.Contains(config.EntrySections, req.Section) {
+		return canary.Rollout{}, invalidField("section", req.Section+" is not rolled out in stages (an instance's admission would differ from the fleet's): change it with PUT /v1/config/"+req.Section)
 	}
 	if req.NewValues == nil {
 		return canary.Rollout{}, invalidField("new_values", "is required: the section's values after the rollout")

@@ -103,6 +103,10 @@ type Config struct {
 	DLQStore string
 	// IdempotencyStore is "raft" (default) or "postgres" (PostgresDSN).
 	IdempotencyStore string
+	// AdmissionRenewInterval is how often SDK instances renew their rate
+	// limit shares and report bulkheads and throttles; a share's lease is
+	// three of them.
+	AdmissionRenewInterval time.Duration
 	PostgresDSN      string
 
 	// MaxRestoreBytes caps a snapshot upload.
@@ -197,6 +201,7 @@ func Defaults() Config {
 		DLQ:                       dlq.DefaultLimits(),
 		DLQStore:                  "raft",
 		IdempotencyStore:          "raft",
+		AdmissionRenewInterval:    2 * time.Second,
 	}
 }
 
@@ -273,6 +278,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(csvList{&c.ApprovalOperations}, "approval-operations", "operations that need a second person's approval (dual control): "+strings.Join(governance.Operations, ", "))
 	fs.Var(csvList{&c.StrictApprovalOperations}, "strict-approval-operations", "operations that need approval in STRICT mode too")
 	fs.StringVar(&c.DLQStore, "dlq-store", c.DLQStore, "where DLQ entries live: raft (replicated state) or postgres")
+	fs.DurationVar(&c.AdmissionRenewInterval, "admission-renew-interval", c.AdmissionRenewInterval, "how often SDK instances renew rate-limit shares (a share's lease is 3 intervals) and report bulkheads and throttles")
 	fs.StringVar(&c.IdempotencyStore, "idempotency-store", c.IdempotencyStore, "where idempotency gate records live: raft (replicated state) or postgres")
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "a REST request (headers and body) must arrive within this (a snapshot restore gets an hour)")
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "a REST answer must be written within this (streams excepted)")
@@ -421,6 +427,9 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("--%s %q: use raft or postgres", st.flag, st.value)
 		}
+	}
+	if c.AdmissionRenewInterval < 50*time.Millisecond || c.AdmissionRenewInterval > time.Minute {
+		return fmt.Errorf("--admission-renew-interval %v: must be 50ms..1m", c.AdmissionRenewInterval)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)

@@ -16,6 +16,7 @@ import (
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/admission"
 	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"
@@ -44,6 +45,10 @@ type settings struct {
 	retry     config.Retry
 	flags     config.FlagSet
 	emergency emergency.Config
+	// The admission primitives by name (admission_service.go).
+	rateLimits map[string]admission.RateLimit
+	bulkheads  map[string]admission.Bulkhead
+	throttles  map[string]admission.Throttle
 	// sections are the sections as set (Version 0: never set).
 	sections map[string]config.Section
 	// revision is the newest change of a section or a rollout.
@@ -57,7 +62,8 @@ type settings struct {
 // startupSettings are the values of every section before it is set.
 func (s *Server) startupSettings() *settings {
 	return &settings{circuit: s.cfg.CircuitDefaults, dlq: s.cfg.DLQ, retry: config.DefaultRetry(),
-		flags: config.FlagSet{}, emergency: emergency.DefaultConfig(), sections: map[string]config.Section{}}
+		flags: config.FlagSet{}, emergency: emergency.DefaultConfig(), sections: map[string]config.Section{},
+		rateLimits: map[string]admission.RateLimit{}, bulkheads: map[string]admission.Bulkhead{}, throttles: map[string]admission.Throttle{}}
 }
 
 // settingsFrom reads the settings in force from a view of the state.
@@ -97,6 +103,15 @@ func (st *settings) decode(section string, raw []byte) error {
 		return json.Unmarshal(raw, &st.flags)
 	case config.Emergency:
 		return json.Unmarshal(raw, &st.emergency)
+	case config.RateLimits:
+		st.rateLimits = map[string]admission.RateLimit{}
+		return json.Unmarshal(raw, &st.rateLimits)
+	case config.Bulkheads:
+		st.bulkheads = map[string]admission.Bulkhead{}
+		return json.Unmarshal(raw, &st.bulkheads)
+	case config.Throttles:
+		st.throttles = map[string]admission.Throttle{}
+		return json.Unmarshal(raw, &st.throttles)
 	}
 	return fmt.Errorf("config: unknown section %q", section)
 }
@@ -115,6 +130,12 @@ func (st *settings) domainJSON(section string) json.RawMessage {
 		v = st.flags
 	case config.Emergency:
 		v = st.emergency
+	case config.RateLimits:
+		v = st.rateLimits
+	case config.Bulkheads:
+		v = st.bulkheads
+	case config.Throttles:
+		v = st.throttles
 	}
 	b, _ := json.Marshal(v)
 	return b
@@ -171,7 +192,8 @@ func flagsToPB(f config.FlagSet) map[string]*pb.FeatureFlag {
 // runtimeToPB is what SDKs receive over their watch.
 func runtimeToPB(st *settings) *pb.RuntimeConfig {
 	out := &pb.RuntimeConfig{CircuitDefaults: policyToPB(st.circuit), RetryDefaults: retryToPB(st.retry), Flags: flagsToPB(st.flags),
-		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}, Rollouts: st.rollouts, System: st.system}
+		Dlq: dlqToPB(st.dlq), Versions: map[string]uint64{}, Rollouts: st.rollouts, System: st.system,
+		RateLimits: rateLimitsToPB(st.rateLimits), Bulkheads: bulkheadsToPB(st.bulkheads), Throttles: throttlesToPB(st.throttles)}
 	for name, sec := range st.sections {
 		out.Versions[name] = sec.Version
 	}
@@ -189,10 +211,26 @@ func publicMessage(section string, st *settings) proto.Message {
 		return retryToPB(st.retry)
 	case config.Flags:
 		return &pb.RuntimeConfig{Flags: flagsToPB(st.flags)}
+	case config.RateLimits:
+		return &pb.RuntimeConfig{RateLimits: rateLimitsToPB(st.rateLimits)}
+	case config.Bulkheads:
+		return &pb.RuntimeConfig{Bulkheads: bulkheadsToPB(st.bulkheads)}
+	case config.Throttles:
+		return &pb.RuntimeConfig{Throttles: throttlesToPB(st.throttles)}
 	case config.Emergency:
 		return configToPB(st.emergency, 0)
 	}
 	return nil
+}
+
+// mapField is the RuntimeConfig field that holds a section made of named
+// entries ("" for a section of settings).
+func mapField(section string) string {
+	switch section {
+	case config.Flags, config.RateLimits, config.Bulkheads, config.Throttles:
+		return section
+	}
+	return ""
 }
 
 var publicJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
@@ -206,10 +244,10 @@ func sectionFields(section string, st *settings) map[string]json.RawMessage {
 	}
 	var fields map[string]json.RawMessage
 	_ = json.Unmarshal(b, &fields)
-	if section == config.Flags {
-		flags := map[string]json.RawMessage{}
-		_ = json.Unmarshal(fields["flags"], &flags)
-		return flags
+	if f := mapField(section); f != "" {
+		entries := map[string]json.RawMessage{}
+		_ = json.Unmarshal(fields[f], &entries)
+		return entries
 	}
 	delete(fields, "revision")
 	return fields
@@ -232,7 +270,8 @@ func valuesStruct(section string, st *settings) *structpb.Struct {
 func (s *Server) parseSection(section string, values *structpb.Struct) (json.RawMessage, *raftv1.EmergencyConfig, error) {
 	start := s.startupSettings()
 	fields := map[string]json.RawMessage{}
-	if section != config.Flags {
+	entries := mapField(section)
+	if entries == "" {
 		fields = sectionFields(section, start)
 	}
 	known := make([]string, 0, len(fields))
@@ -241,7 +280,7 @@ func (s *Server) parseSection(section string, values *structpb.Struct) (json.Raw
 	}
 	sort.Strings(known)
 	for k, v := range values.GetFields() {
-		if _, ok := fields[k]; !ok && section != config.Flags {
+		if _, ok := fields[k]; !ok && entries == "" {
 			return nil, nil, invalidField("values."+k, fmt.Sprintf("is not a setting of section %s; it has %s", section, strings.Join(known, ", ")))
 		}
 		b, err := protojson.Marshal(v)
@@ -251,8 +290,8 @@ func (s *Server) parseSection(section string, values *structpb.Struct) (json.Raw
 		fields[k] = b
 	}
 	doc, _ := json.Marshal(fields)
-	if section == config.Flags {
-		doc, _ = json.Marshal(map[string]json.RawMessage{"flags": doc})
+	if entries != "" {
+		doc, _ = json.Marshal(map[string]json.RawMessage{entries: doc})
 	}
 	msg := publicMessage(section, start)
 	proto.Reset(msg)
@@ -261,8 +300,8 @@ func (s *Server) parseSection(section string, values *structpb.Struct) (json.Raw
 		field := "values"
 		for _, k := range slices.Sorted(maps.Keys(values.GetFields())) {
 			one, _ := json.Marshal(map[string]json.RawMessage{k: fields[k]})
-			if section == config.Flags {
-				one, _ = json.Marshal(map[string]json.RawMessage{"flags": one})
+			if entries != "" {
+				one, _ = json.Marshal(map[string]json.RawMessage{entries: one})
 			}
 			if protojson.Unmarshal(one, proto.Clone(msg)) != nil {
 				field += "." + k
@@ -303,6 +342,10 @@ func (s *Server) parseSection(section string, values *structpb.Struct) (json.Raw
 		}
 		err, v = r.Validate(), r
 	case *pb.RuntimeConfig:
+		if section != config.Flags {
+			v, err = admissionSection(section, m)
+			break
+		}
 		f := config.FlagSet{}
 		for name, fl := range m.Flags {
 			p := 100.0

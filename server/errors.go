@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baldurhq/baldurd/admission"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -68,6 +69,8 @@ var errorTable = []errorMapping{
 	{governance.ErrApprovalNotFound, codes.NotFound, "APPROVAL_NOT_FOUND"},
 	{notify.ErrChannelNotFound, codes.NotFound, "CHANNEL_NOT_FOUND"},
 	{idempotency.ErrNotFound, codes.NotFound, "IDEMPOTENCY_KEY_NOT_FOUND"},
+	{admission.ErrNotFound, codes.NotFound, "ADMISSION_NOT_FOUND"},
+	{config.ErrEntryNotFound, codes.NotFound, "CONFIG_ENTRY_NOT_FOUND"},
 	{governance.ErrSelfApproval, codes.PermissionDenied, "SELF_APPROVAL"},
 	{canary.ErrJudgment, codes.FailedPrecondition, "JUDGMENT_BLOCKS_PROMOTION"},
 	{emergency.ErrRecoveryBlocked, codes.FailedPrecondition, "RECOVERY_BLOCKED"},

@@ -183,7 +183,7 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 	)
 	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterClusterServiceHandler, gw.RegisterEmergencyServiceHandler, gw.RegisterAuditServiceHandler,
-		gw.RegisterCircuitServiceHandler, gw.RegisterCoordinationServiceHandler, gw.RegisterDLQServiceHandler, gw.RegisterConfigServiceHandler, gw.RegisterCanaryServiceHandler, gw.RegisterSystemServiceHandler, gw.RegisterApprovalServiceHandler, gw.RegisterNotifyServiceHandler, gw.RegisterIdempotencyServiceHandler,
+		gw.RegisterCircuitServiceHandler, gw.RegisterCoordinationServiceHandler, gw.RegisterDLQServiceHandler, gw.RegisterConfigServiceHandler, gw.RegisterCanaryServiceHandler, gw.RegisterSystemServiceHandler, gw.RegisterApprovalServiceHandler, gw.RegisterNotifyServiceHandler, gw.RegisterIdempotencyServiceHandler, gw.RegisterAdmissionServiceHandler,
 	} {
 		if err := reg(ctx, gwmux, conn); err != nil {
 			return nil, fmt.Errorf("register gateway: %w", err)

@@ -71,6 +71,9 @@ func (s *Server) onLeader(ctx context.Context) {
 	// Fleet windows start empty under every new leader (DESIGN principle 6).
 	s.eval.Store(circuit.NewEvaluator())
 	defer s.eval.Store(nil)
+	// Rate-limit shares are learnt afresh (admission.Allocator).
+	s.admit.Store(newAdmissionState(s.admissionLease(), s.now()))
+	defer s.admit.Store(nil)
 	defer s.notes.wg.Wait() // notifications in flight end with leadership
 	s.events = eventNotes{} // a new leader probes afresh
 	// The election is an event but no change of the replicated state (a

@@ -84,7 +84,7 @@ func TestRuntimeConfigVersionsHistoryAndAudit(t *testing.T) {
 		t.Fatalf("audit records of the changes: %v", audited)
 	}
 	code, body = r.do("GET", "/v1/config", "")
-	if sections, _ := body["sections"].([]any); code != 200 || len(sections) != 5 {
+	if sections, _ := body["sections"].([]any); code != 200 || len(sections) != 8 {
 		t.Fatalf("list: %d %v", code, body)
 	}
 }

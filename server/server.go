@@ -84,6 +84,8 @@ type Server struct {
 	store   *raftstore.Store
 	writes  *proposer
 	eval    atomic.Pointer[circuit.Evaluator]
+	// admit is the leader's admission state (nil on followers).
+	admit atomic.Pointer[admissionState]
 	dlq     dlq.Store
 	idem    idempotency.Store
 	pg      *postgres.DLQ
@@ -246,6 +248,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	pb.RegisterApprovalServiceServer(s.grpcSrv, &approvalService{s: s})
 	pb.RegisterNotifyServiceServer(s.grpcSrv, &notifyService{s: s})
 	pb.RegisterIdempotencyServiceServer(s.grpcSrv, &idempotencyService{s: s})
+	pb.RegisterAdmissionServiceServer(s.grpcSrv, &admissionService{s: s})
 	raftv1.RegisterInternalServer(s.grpcSrv, &internalService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)

@@ -879,7 +879,11 @@ type RuntimeConfig struct {
 	Rollouts []*ActiveRollout `protobuf:"bytes,6,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
 	// The system control (SystemService): SDKs pass everything through while
 	// it is disabled and enforce nothing in dry run.
-	System        *SystemControl `protobuf:"bytes,7,opt,name=system,proto3" json:"system,omitempty"`
+	System *SystemControl `protobuf:"bytes,7,opt,name=system,proto3" json:"system,omitempty"`
+	// The admission primitives (AdmissionService), by name.
+	RateLimits    map[string]*RateLimitConfig `protobuf:"bytes,8,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Bulkheads     map[string]*BulkheadConfig  `protobuf:"bytes,9,rep,name=bulkheads,proto3" json:"bulkheads,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Throttles     map[string]*ThrottleConfig  `protobuf:"bytes,10,rep,name=throttles,proto3" json:"throttles,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -959,6 +963,27 @@ func (x *RuntimeConfig) GetRollouts() []*ActiveRollout {
 func (x *RuntimeConfig) GetSystem() *SystemControl {
 	if x != nil {
 		return x.System
+	}
+	return nil
+}
+
+func (x *RuntimeConfig) GetRateLimits() map[string]*RateLimitConfig {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+func (x *RuntimeConfig) GetBulkheads() map[string]*BulkheadConfig {
+	if x != nil {
+		return x.Bulkheads
+	}
+	return nil
+}
+
+func (x *RuntimeConfig) GetThrottles() map[string]*ThrottleConfig {
+	if x != nil {
+		return x.Throttles
 	}
 	return nil
 }
@@ -1113,7 +1138,7 @@ var File_baldur_v1_config_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16baldur/v1/config.proto\x12\tbaldur.v1\x1a\x16baldur/v1/canary.proto\x1a\x17baldur/v1/circuit.proto\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
+	"\x16baldur/v1/config.proto\x12\tbaldur.v1\x1a\x19baldur/v1/admission.proto\x1a\x16baldur/v1/canary.proto\x1a\x17baldur/v1/circuit.proto\x1a\x17baldur/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
 	"\rConfigSection\x12\x18\n" +
 	"\asection\x18\x01 \x01(\tR\asection\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
@@ -1188,7 +1213,7 @@ const file_baldur_v1_config_proto_rawDesc = "" +
 	"\x10sensitive_fields\x18\n" +
 	" \x03(\tR\x0fsensitiveFields\x12\x1f\n" +
 	"\vmax_domains\x18\v \x01(\x05R\n" +
-	"maxDomains\"\xb3\x04\n" +
+	"maxDomains\"\x99\b\n" +
 	"\rRuntimeConfig\x12C\n" +
 	"\x10circuit_defaults\x18\x01 \x01(\v2\x18.baldur.v1.CircuitPolicyR\x0fcircuitDefaults\x12=\n" +
 	"\x0eretry_defaults\x18\x02 \x01(\v2\x16.baldur.v1.RetryPolicyR\rretryDefaults\x129\n" +
@@ -1196,14 +1221,28 @@ const file_baldur_v1_config_proto_rawDesc = "" +
 	"\x03dlq\x18\x04 \x01(\v2\x16.baldur.v1.DLQSettingsR\x03dlq\x12B\n" +
 	"\bversions\x18\x05 \x03(\v2&.baldur.v1.RuntimeConfig.VersionsEntryR\bversions\x124\n" +
 	"\brollouts\x18\x06 \x03(\v2\x18.baldur.v1.ActiveRolloutR\brollouts\x120\n" +
-	"\x06system\x18\a \x01(\v2\x18.baldur.v1.SystemControlR\x06system\x1aP\n" +
+	"\x06system\x18\a \x01(\v2\x18.baldur.v1.SystemControlR\x06system\x12I\n" +
+	"\vrate_limits\x18\b \x03(\v2(.baldur.v1.RuntimeConfig.RateLimitsEntryR\n" +
+	"rateLimits\x12E\n" +
+	"\tbulkheads\x18\t \x03(\v2'.baldur.v1.RuntimeConfig.BulkheadsEntryR\tbulkheads\x12E\n" +
+	"\tthrottles\x18\n" +
+	" \x03(\v2'.baldur.v1.RuntimeConfig.ThrottlesEntryR\tthrottles\x1aP\n" +
 	"\n" +
 	"FlagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.baldur.v1.FeatureFlagR\x05value:\x028\x01\x1a;\n" +
 	"\rVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aY\n" +
+	"\x0fRateLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.baldur.v1.RateLimitConfigR\x05value:\x028\x01\x1aW\n" +
+	"\x0eBulkheadsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.baldur.v1.BulkheadConfigR\x05value:\x028\x01\x1aW\n" +
+	"\x0eThrottlesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.baldur.v1.ThrottleConfigR\x05value:\x028\x01\"V\n" +
 	"\rSystemControl\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x12\n" +
@@ -1238,7 +1277,7 @@ func file_baldur_v1_config_proto_rawDescGZIP() []byte {
 	return file_baldur_v1_config_proto_rawDescData
 }
 
-var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_baldur_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_baldur_v1_config_proto_goTypes = []any{
 	(*ConfigSection)(nil),             // 0: baldur.v1.ConfigSection
 	(*ListConfigRequest)(nil),         // 1: baldur.v1.ListConfigRequest
@@ -1256,47 +1295,59 @@ var file_baldur_v1_config_proto_goTypes = []any{
 	(*ActiveRollout)(nil),             // 13: baldur.v1.ActiveRollout
 	nil,                               // 14: baldur.v1.RuntimeConfig.FlagsEntry
 	nil,                               // 15: baldur.v1.RuntimeConfig.VersionsEntry
-	(*structpb.Struct)(nil),           // 16: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 18: google.protobuf.Duration
-	(*CircuitPolicy)(nil),             // 19: baldur.v1.CircuitPolicy
-	(*CanarySelection)(nil),           // 20: baldur.v1.CanarySelection
+	nil,                               // 16: baldur.v1.RuntimeConfig.RateLimitsEntry
+	nil,                               // 17: baldur.v1.RuntimeConfig.BulkheadsEntry
+	nil,                               // 18: baldur.v1.RuntimeConfig.ThrottlesEntry
+	(*structpb.Struct)(nil),           // 19: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 21: google.protobuf.Duration
+	(*CircuitPolicy)(nil),             // 22: baldur.v1.CircuitPolicy
+	(*CanarySelection)(nil),           // 23: baldur.v1.CanarySelection
+	(*RateLimitConfig)(nil),           // 24: baldur.v1.RateLimitConfig
+	(*BulkheadConfig)(nil),            // 25: baldur.v1.BulkheadConfig
+	(*ThrottleConfig)(nil),            // 26: baldur.v1.ThrottleConfig
 }
 var file_baldur_v1_config_proto_depIdxs = []int32{
-	16, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
-	17, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 0: baldur.v1.ConfigSection.values:type_name -> google.protobuf.Struct
+	20, // 1: baldur.v1.ConfigSection.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: baldur.v1.ListConfigResponse.sections:type_name -> baldur.v1.ConfigSection
-	16, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
-	16, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
-	16, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
-	17, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
+	19, // 3: baldur.v1.UpdateConfigRequest.values:type_name -> google.protobuf.Struct
+	19, // 4: baldur.v1.ConfigChange.before:type_name -> google.protobuf.Struct
+	19, // 5: baldur.v1.ConfigChange.after:type_name -> google.protobuf.Struct
+	20, // 6: baldur.v1.ConfigChange.time:type_name -> google.protobuf.Timestamp
 	5,  // 7: baldur.v1.ListConfigHistoryResponse.changes:type_name -> baldur.v1.ConfigChange
-	18, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
-	18, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
-	18, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
-	19, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
+	21, // 8: baldur.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
+	21, // 9: baldur.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
+	21, // 10: baldur.v1.RetryPolicy.max_elapsed:type_name -> google.protobuf.Duration
+	22, // 11: baldur.v1.RuntimeConfig.circuit_defaults:type_name -> baldur.v1.CircuitPolicy
 	8,  // 12: baldur.v1.RuntimeConfig.retry_defaults:type_name -> baldur.v1.RetryPolicy
 	14, // 13: baldur.v1.RuntimeConfig.flags:type_name -> baldur.v1.RuntimeConfig.FlagsEntry
 	10, // 14: baldur.v1.RuntimeConfig.dlq:type_name -> baldur.v1.DLQSettings
 	15, // 15: baldur.v1.RuntimeConfig.versions:type_name -> baldur.v1.RuntimeConfig.VersionsEntry
 	13, // 16: baldur.v1.RuntimeConfig.rollouts:type_name -> baldur.v1.ActiveRollout
 	12, // 17: baldur.v1.RuntimeConfig.system:type_name -> baldur.v1.SystemControl
-	11, // 18: baldur.v1.ActiveRollout.values:type_name -> baldur.v1.RuntimeConfig
-	20, // 19: baldur.v1.ActiveRollout.selection:type_name -> baldur.v1.CanarySelection
-	9,  // 20: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
-	1,  // 21: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
-	3,  // 22: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
-	4,  // 23: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
-	6,  // 24: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
-	2,  // 25: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
-	0,  // 26: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
-	0,  // 27: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
-	7,  // 28: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 18: baldur.v1.RuntimeConfig.rate_limits:type_name -> baldur.v1.RuntimeConfig.RateLimitsEntry
+	17, // 19: baldur.v1.RuntimeConfig.bulkheads:type_name -> baldur.v1.RuntimeConfig.BulkheadsEntry
+	18, // 20: baldur.v1.RuntimeConfig.throttles:type_name -> baldur.v1.RuntimeConfig.ThrottlesEntry
+	11, // 21: baldur.v1.ActiveRollout.values:type_name -> baldur.v1.RuntimeConfig
+	23, // 22: baldur.v1.ActiveRollout.selection:type_name -> baldur.v1.CanarySelection
+	9,  // 23: baldur.v1.RuntimeConfig.FlagsEntry.value:type_name -> baldur.v1.FeatureFlag
+	24, // 24: baldur.v1.RuntimeConfig.RateLimitsEntry.value:type_name -> baldur.v1.RateLimitConfig
+	25, // 25: baldur.v1.RuntimeConfig.BulkheadsEntry.value:type_name -> baldur.v1.BulkheadConfig
+	26, // 26: baldur.v1.RuntimeConfig.ThrottlesEntry.value:type_name -> baldur.v1.ThrottleConfig
+	1,  // 27: baldur.v1.ConfigService.ListConfig:input_type -> baldur.v1.ListConfigRequest
+	3,  // 28: baldur.v1.ConfigService.GetConfig:input_type -> baldur.v1.GetConfigRequest
+	4,  // 29: baldur.v1.ConfigService.UpdateConfig:input_type -> baldur.v1.UpdateConfigRequest
+	6,  // 30: baldur.v1.ConfigService.ListConfigHistory:input_type -> baldur.v1.ListConfigHistoryRequest
+	2,  // 31: baldur.v1.ConfigService.ListConfig:output_type -> baldur.v1.ListConfigResponse
+	0,  // 32: baldur.v1.ConfigService.GetConfig:output_type -> baldur.v1.ConfigSection
+	0,  // 33: baldur.v1.ConfigService.UpdateConfig:output_type -> baldur.v1.ConfigSection
+	7,  // 34: baldur.v1.ConfigService.ListConfigHistory:output_type -> baldur.v1.ListConfigHistoryResponse
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_config_proto_init() }
@@ -1304,6 +1355,7 @@ func file_baldur_v1_config_proto_init() {
 	if File_baldur_v1_config_proto != nil {
 		return
 	}
+	file_baldur_v1_admission_proto_init()
 	file_baldur_v1_canary_proto_init()
 	file_baldur_v1_circuit_proto_init()
 	file_baldur_v1_options_proto_init()
@@ -1315,7 +1367,7 @@ func file_baldur_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_config_proto_rawDesc), len(file_baldur_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
