@@ -14,9 +14,9 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/baldurhq/baldurd/admission"
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
-	"github.com/baldurhq/baldurd/admission"
 	"github.com/baldurhq/baldurd/canary"
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/config"

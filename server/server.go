@@ -81,11 +81,11 @@ type Server struct {
 		at  time.Time
 	}
 
-	store   *raftstore.Store
-	writes  *proposer
-	eval    atomic.Pointer[circuit.Evaluator]
+	store  *raftstore.Store
+	writes *proposer
+	eval   atomic.Pointer[circuit.Evaluator]
 	// admit is the leader's admission state (nil on followers).
-	admit atomic.Pointer[admissionState]
+	admit   atomic.Pointer[admissionState]
 	dlq     dlq.Store
 	idem    idempotency.Store
 	pg      *postgres.DLQ
