@@ -107,7 +107,7 @@ type Config struct {
 	// limit shares and report bulkheads and throttles; a share's lease is
 	// three of them.
 	AdmissionRenewInterval time.Duration
-	PostgresDSN      string
+	PostgresDSN            string
 
 	// MaxRestoreBytes caps a snapshot upload.
 	MaxRestoreBytes int64
