@@ -10,6 +10,7 @@ tool (
 )
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/baldurhq/baldurd/api v0.0.0-00010101000000-000000000000
 	github.com/baldurhq/baldurd/sdk/go v0.0.0-00010101000000-000000000000
 	github.com/failsafe-go/failsafe-go v0.9.8
@@ -36,7 +37,6 @@ require (
 )
 
 require (
-	github.com/anishathalye/porcupine v1.3.1 // indirect
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/benbjohnson/immutable v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

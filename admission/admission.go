@@ -11,13 +11,10 @@ import (
 
 // Scopes of a rate limit.
 const (
-	// ScopeGlobal is one quota for the whole fleet.
+	// ScopeGlobal is one quota for the whole fleet. (Per-key quotas are
+	// designed in docs/admission.md but not built: a scope other than
+	// global is refused.)
 	ScopeGlobal = "global"
-	// ScopePerKey is the quota per key (per customer, per tenant): each
-	// instance holds, for every key, the fraction of the rate that its
-	// share of the global demand is (docs/admission.md: the design and its
-	// limits).
-	ScopePerKey = "per_key"
 )
 
 // Limits on what is configured.
@@ -80,8 +77,8 @@ func (l RateLimit) Validate() error {
 		return invalid("per", fmt.Sprintf("%v: must be above 0 and at most %v", l.Per, MaxPer))
 	case l.Burst < 1 || l.Burst > MaxBurst:
 		return invalid("burst", fmt.Sprintf("%d: must be at least 1 (and at most %d)", l.Burst, MaxBurst))
-	case l.Scope != ScopeGlobal && l.Scope != ScopePerKey:
-		return invalid("scope", fmt.Sprintf("%q: use %s or %s", l.Scope, ScopeGlobal, ScopePerKey))
+	case l.Scope != ScopeGlobal:
+		return invalid("scope", fmt.Sprintf("%q: only %s is built (per-key quotas: docs/admission.md)", l.Scope, ScopeGlobal))
 	case l.FallbackRate < 0 || l.FallbackRate > l.Rate:
 		return invalid("fallback_rate", fmt.Sprintf("%v: must be between 0 (the default) and the rate, %v", l.FallbackRate, l.Rate))
 	}

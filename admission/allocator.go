@@ -123,9 +123,12 @@ func (a *Allocator) Sync(now time.Time, instance string, demands []Demand, limit
 			grant = min(fairShares(capacity, hs)[instance], free)
 		}
 		h.share, h.expires = grant, now.Add(a.lease)
-		burst := 1
+		// The instance's part of the burst, at least 2 (where the limit's
+		// burst allows): a bucket of one token refuses a call that comes a
+		// moment early.
+		burst := min(l.Burst, 2)
 		if capacity > 0 {
-			burst = max(1, int(math.Round(float64(l.Burst)*grant/capacity)))
+			burst = max(burst, int(math.Round(float64(l.Burst)*grant/capacity)))
 		}
 		out = append(out, Share{Name: d.Name, Rate: grant, Burst: burst, Lease: a.lease, Instances: len(hs)})
 	}

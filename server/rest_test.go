@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -36,40 +35,10 @@ func (r restClient) do(method, path, body string) (int, map[string]any) {
 // headers, and returns the status, headers and JSON body.
 func (r restClient) doAs(method, path, contentType, body string, headers map[string]string) (int, http.Header, map[string]any) {
 	r.t.Helper()
-	req, err := http.NewRequest(method, r.base+path, strings.NewReader(body))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if len(bytes.TrimSpace(raw)) > 0 && json.Unmarshal(raw, &out) != nil {
-		out = map[string]any{"raw": string(raw)}
-	}
-	return resp.StatusCode, resp.Header, out
+	return testcluster.REST{T: r.t, Base: r.base}.DoAs(method, path, contentType, body, headers)
 }
 
-func dig(m map[string]any, path ...string) any {
-	var cur any = m
-	for _, p := range path {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		cur = mm[p]
-	}
-	return cur
-}
+func dig(m map[string]any, path ...string) any { return testcluster.Dig(m, path...) }
 
 func TestRESTEmergencyLifecycle(t *testing.T) {
 	if testing.Short() {

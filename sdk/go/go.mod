@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/baldurhq/baldurd/api v0.0.0-00010101000000-000000000000
+	golang.org/x/time v0.16.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

@@ -44,8 +44,10 @@ type Client struct {
 
 	// Circuit breakers.
 	killSwitch  atomic.Bool
-	breakers    sync.Map // name → *Breaker
-	fleetStates sync.Map // name → *fleetView, as last pushed
+	admission   *admissionSet
+	epoch       time.Time // the monotonic clock's origin for admission
+	breakers    sync.Map  // name → *Breaker
+	fleetStates sync.Map  // name → *fleetView, as last pushed
 	circuitsAt  atomic.Int64
 	kick        chan struct{}
 	reporter    reporter
@@ -150,6 +152,9 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
 	c.emergency = newEmergency(o.staleAfter)
 	c.config = newConfig(o.instanceID)
+	c.epoch = time.Now()
+	c.admission = newAdmission(c)
+	c.config.onChange = c.admission.onConfig
 	c.emergency.disabled, c.emergency.dryRun = &c.killSwitch, &c.config.dryRun
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.runCtx, c.cancel = runCtx, cancel
@@ -249,6 +254,10 @@ type Stats struct {
 	Protect  map[string]ProtectStats // by the name given to Protect
 	Retry    map[string]RetryStats   // by the name given to Protect
 	Breakers map[string]BreakerStats // by breaker name
+
+	RateLimits map[string]RateLimitStats // by rate limit name
+	Bulkheads  map[string]BulkheadState  // by bulkhead name
+	Throttles  map[string]ThrottleState  // by throttle name
 }
 
 // Stats returns the counters.
@@ -266,6 +275,7 @@ func (c *Client) Stats() Stats {
 		st.Breakers[k.(string)] = v.(*Breaker).Stats()
 		return true
 	})
+	st.RateLimits, st.Bulkheads, st.Throttles = c.admission.stats()
 	return st
 }
 

@@ -31,6 +31,9 @@ type Config struct {
 	// admission decide and count, and let every call through.
 	dryRun atomic.Bool
 	mode   atomic.Pointer[string]
+	// onChange is told of each configuration installed (the admission
+	// handles follow it).
+	onChange func(*configSnapshot)
 }
 
 // DryRun reports whether the cluster's system control is in dry run.
@@ -80,6 +83,10 @@ type configSnapshot struct {
 	// carry both).
 	rollouts         map[string]*rolloutState
 	canary, baseline []string
+	// The admission primitives by name (admission.go).
+	rateLimits map[string]*pb.RateLimitConfig
+	bulkheads  map[string]*pb.BulkheadConfig
+	throttles  map[string]*pb.ThrottleConfig
 }
 
 type rolloutState struct {
@@ -265,7 +272,11 @@ func (h *Config) apply(rc *pb.RuntimeConfig) {
 			HalfOpenMaxCalls: int(p.HalfOpenMaxCalls), SuccessThreshold: int(p.SuccessThreshold), SlowCallDuration: p.SlowCallDuration.AsDuration(),
 			ReportInterval: p.ReportInterval.AsDuration()}
 	}
+	next.rateLimits, next.bulkheads, next.throttles = rc.RateLimits, rc.Bulkheads, rc.Throttles
 	h.snap.Store(next)
+	if h.onChange != nil {
+		h.onChange(next)
+	}
 }
 
 // InCohort reports whether instance is in a rollout's canary cohort at

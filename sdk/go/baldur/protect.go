@@ -186,6 +186,8 @@ type protectConfig[T any] struct {
 	dlq      *Entry
 	idemKey  string
 	idemOpts []IdempotencyOption
+	// Admission stages by name ("" for none).
+	rateLimit, bulkhead, throttle string
 }
 
 // ProtectOption configures Protect.
@@ -240,13 +242,38 @@ func WithIdempotencyKey[T any](key string, opts ...IdempotencyOption) ProtectOpt
 	return func(c *protectConfig[T]) { c.idemKey, c.idemOpts = key, opts }
 }
 
+// WithRateLimit admits the call through the fleet-wide rate limit name
+// (c.RateLimit): a refused call is REJECTED with a
+// *RateLimitExceededError, which the fallback sees.
+func WithRateLimit[T any](name string) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.rateLimit = name }
+}
+
+// WithBulkhead runs the call holding a permit of the bulkhead name
+// (c.Bulkhead), waiting up to its max_wait: a full bulkhead REJECTS the
+// call with a *BulkheadFullError, which the fallback sees.
+func WithBulkhead[T any](name string) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.bulkhead = name }
+}
+
+// WithThrottle admits the call through the adaptive throttle name
+// (c.Throttle) and records its round trip time: a refused call is
+// REJECTED with a *ThrottledError, which the fallback sees.
+func WithThrottle[T any](name string) ProtectOption[T] {
+	return func(c *protectConfig[T]) { c.throttle = name }
+}
+
 // WithoutBreaker skips the circuit stage.
 func WithoutBreaker[T any]() ProtectOption[T] { return func(c *protectConfig[T]) { c.noBreak = true } }
 
-// Protect runs fn through fallback → circuit → timeout → retry (Baldur
-// §2.3): a rejected call is never retried, one exhausted retry sequence is
-// one breaker failure, the timeout covers every attempt and sleep, and the
-// fallback sees retry exhaustion, timeouts and rejections.
+// Protect runs fn through fallback → rate limit → bulkhead → throttle →
+// circuit → timeout → retry (Baldur §2.3, with the admission stages
+// first, so a call refused admission costs no breaker probe and is not a
+// breaker failure): a rejected call is never retried, one exhausted retry
+// sequence is one breaker failure, the timeout covers every attempt and
+// sleep, and the fallback sees retry exhaustion, timeouts and rejections.
+// A rate limit, bulkhead or throttle the cluster does not have is a
+// *NotConfiguredError before any stage runs, the fallback included.
 func Protect[T any](ctx context.Context, c *Client, name string, fn func(context.Context) (T, error), opts ...ProtectOption[T]) (T, error) {
 	r := ProtectWithMeta(ctx, c, name, fn, opts...)
 	return r.Value, r.Err
@@ -258,6 +285,11 @@ func ProtectWithMeta[T any](ctx context.Context, c *Client, name string, fn func
 	var cfg protectConfig[T]
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.rateLimit != "" || cfg.bulkhead != "" || cfg.throttle != "" {
+		if err := c.admission.check(ctx, cfg.rateLimit, cfg.bulkhead, cfg.throttle); err != nil {
+			return Result[T]{Err: err, Outcome: OutcomeRejected}
+		}
 	}
 	if cfg.idemKey != "" {
 		return protectIdempotent(ctx, c, name, fn, cfg)
@@ -297,6 +329,16 @@ func protectWith[T any](ctx context.Context, c *Client, name string, fn func(con
 	res := Result[T]{}
 	var b *Breaker
 	var st *callStats
+	if cfg.rateLimit != "" || cfg.bulkhead != "" || cfg.throttle != "" {
+		bh, th, err := c.admission.admit(ctx, cfg.rateLimit, cfg.bulkhead, cfg.throttle)
+		if err != nil {
+			res.Outcome, res.Err = OutcomeRejected, err
+			res = finish(ctx, cfg, res, start)
+			c.calls.of(name).call(res.Outcome, res.Attempts, res.Duration)
+			return res
+		}
+		defer c.admission.done(bh, th, start)
+	}
 	if !cfg.noBreak && !c.killSwitch.Load() {
 		b = c.Breaker(name)
 		st = b.calls
