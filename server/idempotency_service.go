@@ -114,11 +114,15 @@ func gateCaller(ctx context.Context) idempotency.Caller {
 	return idempotency.Caller{Actor: cmd.Actor, RequestID: cmd.RequestId}
 }
 
-// checkWindow reads an optional window (0: the default).
+// checkWindow reads an optional window: left out, the default; given,
+// above 0 and at most idempotency.MaxTTL.
 func checkWindow(field string, v *durationpb.Duration) (time.Duration, error) {
 	d, err := checkedDuration(field, v)
 	if err != nil {
 		return 0, err
+	}
+	if v != nil && d <= 0 {
+		return 0, invalidField(field, fmt.Sprintf("%v: must be above 0 (leave it out for the default)", d))
 	}
 	return d, idempotency.CheckTTL(field, d)
 }

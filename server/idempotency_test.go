@@ -41,6 +41,9 @@ func TestIdempotencyREST(t *testing.T) {
 	for _, tc := range []struct{ path, body, field string }{
 		{"/v1/idempotency/bad%20key:acquire", `{}`, "key"},
 		{"/v1/idempotency/k:acquire", `{"execution_ttl":"-1s"}`, "execution_ttl"},
+		{"/v1/idempotency/k:acquire", `{"execution_ttl":"0s"}`, "execution_ttl"},
+		{"/v1/idempotency/k:acquire", `{"memory_ttl":"0s"}`, "memory_ttl"},
+		{"/v1/idempotency/" + strings.Repeat("k", 257) + ":acquire", `{}`, "key"},
 		{"/v1/idempotency/k:acquire", `{"memory_ttl":"700000s"}`, "memory_ttl"},
 	} {
 		if code, body := r.do("POST", tc.path, tc.body); code != 400 || body["field"] != tc.field {
