@@ -70,7 +70,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.key, "key", os.Getenv("BALDUR_KEY"), "PEM key of --cert (env BALDUR_KEY)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline for each call")
-	root.AddCommand(clusterCmd(g), emergencyCmd(g), configCmd(g), canaryCmd(g), systemCmd(g), approvalCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g), certsCmd(), tokenCmd())
+	root.AddCommand(clusterCmd(g), emergencyCmd(g), configCmd(g), canaryCmd(g), systemCmd(g), approvalCmd(g), ratelimitCmd(g), bulkheadCmd(g), throttleCmd(g), auditCmd(g), circuitCmd(g), leaseCmd(g), electionCmd(g), jobCmd(g), dlqCmd(g), certsCmd(), tokenCmd())
 	return root
 }
 

@@ -582,3 +582,45 @@ func TestCLIApproval(t *testing.T) {
 		t.Fatal("the approved disable did not apply")
 	}
 }
+
+func TestCLIAdmission(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node")
+	}
+	bin := buildCLI(t)
+	c := testcluster.New(t, 1)
+	ctl := cli{t: t, bin: bin, addr: c.Nodes[0].GRPCAddr}
+	if out := ctl.ok("ratelimit", "set", "orders", "--rate", "1000", "--burst", "100"); !strings.Contains(out, "orders: 1000 per 1s, burst 100, scope global") {
+		t.Fatalf("ratelimit set:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("ratelimit", "set", "orders", "--rate", "0", "--burst", "1"); code == 0 || !strings.Contains(errOut, "rate") {
+		t.Fatalf("a zero rate: exit %d: %s", code, errOut)
+	}
+	var rl struct {
+		Limit struct {
+			Rate float64 `json:"rate"`
+		} `json:"limit"`
+	}
+	ctl.json(&rl, "ratelimit", "get", "orders")
+	if rl.Limit.Rate != 1000 {
+		t.Fatalf("ratelimit get: %+v", rl)
+	}
+	if out := ctl.ok("bulkhead", "set", "database", "--max-concurrent", "10", "--max-wait", "50ms"); !strings.Contains(out, "database: max 10 concurrent, wait 50ms") {
+		t.Fatalf("bulkhead set:\n%s", out)
+	}
+	if out := ctl.ok("bulkhead", "list"); !strings.Contains(out, "database: max 10") {
+		t.Fatalf("bulkhead list:\n%s", out)
+	}
+	if out := ctl.ok("throttle", "set", "psp", "--max-limit", "50", "--sla-warning", "100ms"); !strings.Contains(out, "psp: limit 10..50 (initial 50) per 1m0s, SLA 100ms/500ms, breaker psp") {
+		t.Fatalf("throttle set:\n%s", out)
+	}
+	if out := ctl.ok("throttle", "status"); !strings.Contains(out, "psp: limit 10..50") {
+		t.Fatalf("throttle status:\n%s", out)
+	}
+	if out := ctl.ok("ratelimit", "delete", "orders", "--reason", "retired"); !strings.Contains(out, "removed") {
+		t.Fatalf("delete:\n%s", out)
+	}
+	if _, errOut, code := ctl.run("ratelimit", "get", "orders"); code == 0 || !strings.Contains(errOut, "not configured") {
+		t.Fatalf("get after delete: exit %d: %s", code, errOut)
+	}
+}
