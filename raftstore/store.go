@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,10 @@ type Store struct {
 
 	ready  atomic.Bool // leader has run its Barrier in the current term
 	stopCh chan struct{}
+	// raftDone is closed once raft has shut down: a future raft never
+	// answered (an entry its FSM loop had not taken when it stopped) is
+	// answered then, so no goroutine waits on it for ever.
+	raftDone chan struct{}
 	// leaderMu guards leaderCh, closed and replaced at every leader
 	// observation (LeaderChanged).
 	leaderMu sync.Mutex
@@ -140,7 +145,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", raftDir, err)
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, stopCh: make(chan struct{})}
+	s := &Store{cfg: cfg, log: cfg.Logger, stopCh: make(chan struct{}), raftDone: make(chan struct{})}
 
 	f, err := openFSM(filepath.Join(cfg.Dir, "state.db"), cfg.Buckets, cfg.SchemaVersion, cfg.Applier)
 	if err != nil {
@@ -356,11 +361,17 @@ func (s *Store) Apply(ctx context.Context, data []byte) (any, uint64, error) {
 		return nil, 0, ErrNotLeader
 	}
 	fut := s.raft.Apply(data, enqueueTimeout)
+	enqueued := answerAtShutdown(fut, s.raftDone)
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
 	select {
 	case err := <-done:
 		if err != nil {
+			if enqueued && errors.Is(err, raft.ErrRaftShutdown) {
+				// Raft stopped with the entry in its pipeline: it may
+				// have been committed.
+				return nil, 0, fmt.Errorf("%w: the node shut down while committing", ErrIndeterminate)
+			}
 			return nil, 0, mapRaftErr(err)
 		}
 		return fut.Response(), fut.Index(), nil
@@ -664,6 +675,7 @@ func (s *Store) Shutdown(transfer bool) error {
 		}
 		close(s.stopCh)
 		err := s.raft.Shutdown().Error()
+		close(s.raftDone)
 		s.wg.Wait()
 		if terr := s.trans.Close(); err == nil {
 			err = terr
@@ -724,4 +736,24 @@ func (s *Store) ContentHash() (string, error) {
 // Snapshot asks raft to take a snapshot now (and compact the log).
 func (s *Store) Snapshot() error {
 	return s.raft.Snapshot().Error()
+}
+
+// answerAtShutdown makes an apply future answer ErrRaftShutdown once done
+// is closed. hashicorp/raft answers every future it takes, except those
+// still queued for its FSM loop when it stops; their futures have no
+// shutdown channel of their own (its deferError.ShutdownCh, which it sets
+// only on restore futures), so one is set here. It reports whether fut is
+// such a future (the entry was handed to raft), false for the error
+// futures raft returns when it refused the entry outright.
+func answerAtShutdown(fut raft.ApplyFuture, done chan struct{}) bool {
+	v := reflect.ValueOf(fut)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	f := v.Elem().FieldByName("ShutdownCh")
+	if !f.IsValid() || !f.CanSet() || !f.IsNil() || f.Type() != reflect.TypeOf(done) {
+		return false
+	}
+	f.Set(reflect.ValueOf(done))
+	return true
 }

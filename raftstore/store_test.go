@@ -288,3 +288,16 @@ func TestStateFileInUseIsRefused(t *testing.T) {
 		t.Fatalf("second open of a data dir: %v", err)
 	}
 }
+
+// Apply futures get the store's shutdown channel (answerAtShutdown): the
+// field it sets exists in the raft version built against.
+func TestApplyFuturesAnswerAtShutdown(t *testing.T) {
+	s := openNode(t, t.TempDir(), freeAddr(t))
+	defer s.Shutdown(false)
+	done := make(chan struct{})
+	fut := s.raft.Apply(binary.BigEndian.AppendUint64(nil, 1), time.Second)
+	if !answerAtShutdown(fut, done) {
+		t.Fatal("an apply future's ShutdownCh could not be set: hashicorp/raft changed; see answerAtShutdown")
+	}
+	_ = fut.Error()
+}

@@ -425,7 +425,7 @@ func TestCLIConfig(t *testing.T) {
 		} `json:"sections"`
 	}
 	ctl.json(&list, "config", "get")
-	if len(list.Sections) != 5 || list.Sections[4].Section != "retry_defaults" || list.Sections[4].Version != "2" {
+	if len(list.Sections) != 8 || list.Sections[6].Section != "retry_defaults" || list.Sections[6].Version != "2" {
 		t.Fatalf("config get -o json: %+v", list)
 	}
 }
