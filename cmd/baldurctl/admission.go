@@ -90,7 +90,9 @@ func deleteAdmission(g *globals, what string, method func(pb.AdmissionServiceCli
 		Flags: func(f *pflag.FlagSet) { f.StringVar(&reason, "reason", "", "why (audited)") },
 		Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.DeleteAdmissionResponse, error) {
 			return method(pb.NewAdmissionServiceClient(conn))(ctx, &pb.DeleteAdmissionRequest{Name: args[0], Reason: reason})
-		}, Text: func(w io.Writer, r *pb.DeleteAdmissionResponse) { fmt.Fprintf(w, "removed (section version %d)\n", r.Version) }}.command(g)
+		}, Text: func(w io.Writer, r *pb.DeleteAdmissionResponse) {
+			fmt.Fprintf(w, "removed (section version %d)\n", r.Version)
+		}}.command(g)
 }
 
 func bulkheadCmd(g *globals) *cobra.Command {
