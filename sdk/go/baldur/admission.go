@@ -255,7 +255,8 @@ func (a *admissionSet) stats() (map[string]RateLimitStats, map[string]BulkheadSt
 	a.mu.Unlock()
 	r := make(map[string]RateLimitStats, len(rls))
 	for _, l := range rls {
-		r[l.name] = RateLimitStats{Share: l.shareRate(), Admitted: l.admittedBefore.Load() + l.admitted.Load(), Refused: l.refusedBefore.Load() + l.refused.Load()}
+		a, f := l.counts()
+		r[l.name] = RateLimitStats{Share: l.shareRate(), Admitted: l.admittedBefore.Load() + a, Refused: l.refusedBefore.Load() + f}
 	}
 	b := make(map[string]BulkheadState, len(bhs))
 	for _, h := range bhs {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,22 +25,20 @@ func (e *RateLimitExceededError) Error() string {
 }
 
 // RateLimiter is a fleet-wide rate limit as this instance applies it: a
-// token bucket of its share (GCRA on one atomic word; no network on the
-// hot path). The share is the leader's lease on a fair part of the limit,
-// renewed every renewal period; while the cluster cannot be reached the
+// token bucket of its share (GCRA on atomic words, no lock, no network on
+// the hot path), split into one bucket per CPU so that cores do not
+// contend for one cache line; a call that finds its bucket empty tries the
+// others before it is refused. The share is the leader's lease on a fair
+// part of the limit, renewed every renewal period; while the cluster cannot be reached the
 // last share holds until its lease ends, then the limit's fallback rate.
 // Before its first share an instance admits nothing (Wait waits for it).
 type RateLimiter struct {
 	c    *Client
 	name string
-	// tat is the bucket's theoretical arrival time (ns on the client's
-	// monotonic clock); params its rate and burst (nil: no share).
-	tat    atomic.Int64
+	// shards are the per-CPU buckets; params their rate and burst (nil:
+	// no share).
+	shards []shard
 	params atomic.Pointer[gcra]
-	// The counters share tat's cache line on purpose: the CAS has just
-	// taken the line, so counting costs no second transfer (padding them
-	// apart measured twice as slow on two cores).
-	admitted, refused atomic.Int64 // since the last sync
 	// the counts of earlier periods
 	admittedBefore, refusedBefore atomic.Int64
 	waiting                       atomic.Int32
@@ -52,11 +52,26 @@ type RateLimiter struct {
 	granted   chan struct{} // closed and replaced at each grant
 }
 
+// shard is one bucket: its theoretical arrival time (ns on the client's
+// monotonic clock) and its counts since the last sync, on a cache line of
+// its own. The counts share tat's line on purpose: the CAS has just taken
+// it.
+type shard struct {
+	tat               atomic.Int64
+	admitted, refused atomic.Int64
+	_                 [40]byte
+}
+
+// gcra is each shard's part of the share.
 type gcra struct {
-	interval  int64 // ns per call
-	tolerance int64 // interval × burst
+	n         int      // shards in use: one per 1,000 calls a second of share, at most one per CPU
+	interval  int64    // ns per call in one shard
+	tolerance [8]int64 // interval × each shard's part of the burst
 	rate      float64
 }
+
+// shardCount is the buckets a limiter splits its share into.
+func shardCount() int { return min(runtime.GOMAXPROCS(0), 8) }
 
 // RateLimit returns the named fleet-wide rate limit (one handle per name).
 // A name the cluster's configuration does not have admits nothing: Wait
@@ -66,7 +81,7 @@ func (c *Client) RateLimit(name string) *RateLimiter {
 	a.mu.Lock()
 	r, ok := a.rateLimits[name]
 	if !ok {
-		r = &RateLimiter{c: c, name: name, granted: make(chan struct{})}
+		r = &RateLimiter{c: c, name: name, granted: make(chan struct{}), shards: make([]shard, shardCount())}
 		_, known := c.config.snap.Load().rateLimits[name]
 		r.known.Store(known)
 		a.rateLimits[name] = r
@@ -87,33 +102,46 @@ func (r *RateLimiter) now() int64 { return int64(time.Since(r.c.epoch)) }
 // cluster's kill switch every call is admitted; in dry run a call the
 // share would refuse is counted as refused and admitted.
 func (r *RateLimiter) Allow() bool {
-	if r.take(true) {
+	p := r.params.Load()
+	i := pick(p)
+	if r.take(p, i) {
 		return true
 	}
-	r.refused.Add(1)
+	r.shards[i].refused.Add(1)
 	return r.c.killSwitch.Load() || r.c.config.dryRun.Load()
 }
 
-// take takes a token (count: add it to the admitted calls).
-func (r *RateLimiter) take(count bool) bool {
-	p := r.params.Load()
+// pick is the shard a call starts from.
+func pick(p *gcra) int {
+	if p == nil || p.n <= 1 {
+		return 0
+	}
+	return int(rand.Uint32() % uint32(p.n))
+}
+
+// take takes a token, from shard first or, when it is empty, another in
+// use, and counts it as admitted.
+func (r *RateLimiter) take(p *gcra, first int) bool {
 	if p == nil {
 		return false
 	}
 	now := r.now()
-	for {
-		tat := r.tat.Load()
-		next := max(tat, now) + p.interval
-		if next-now > p.tolerance {
-			return false
-		}
-		if r.tat.CompareAndSwap(tat, next) {
-			if count {
-				r.admitted.Add(1)
+	for k := range p.n {
+		i := (first + k) % p.n
+		sh := &r.shards[i]
+		for {
+			tat := sh.tat.Load()
+			next := max(tat, now) + p.interval
+			if next-now > p.tolerance[i] {
+				break
 			}
-			return true
+			if sh.tat.CompareAndSwap(tat, next) {
+				sh.admitted.Add(1)
+				return true
+			}
 		}
 	}
+	return false
 }
 
 // resetIn is how long until the next call would be admitted (-1: no
@@ -123,15 +151,18 @@ func (r *RateLimiter) resetIn() time.Duration {
 	if p == nil {
 		return -1
 	}
-	d := time.Duration(r.tat.Load() + p.interval - p.tolerance - r.now())
-	return max(d, 0)
+	now, soonest := r.now(), int64(math.MaxInt64)
+	for i := range p.n {
+		soonest = min(soonest, r.shards[i].tat.Load()+p.interval-p.tolerance[i]-now)
+	}
+	return time.Duration(max(soonest, 0))
 }
 
 // Check is Allow as an error: nil, a *RateLimitExceededError with the
 // time of the next admission, or a *NotConfiguredError.
 func (r *RateLimiter) Check() error {
 	if !r.known.Load() {
-		r.refused.Add(1)
+		r.shards[0].refused.Add(1)
 		return &NotConfiguredError{Kind: "rate limit", Name: r.name}
 	}
 	if r.Allow() {
@@ -158,12 +189,12 @@ func (r *RateLimiter) Wait(ctx context.Context) error {
 		return &NotConfiguredError{Kind: "rate limit", Name: r.name}
 	}
 	r.known.Store(true)
-	if r.take(true) || r.c.killSwitch.Load() {
+	if p := r.params.Load(); r.take(p, pick(p)) || r.c.killSwitch.Load() {
 		return nil
 	}
 	r.waiting.Add(1)
 	defer r.waiting.Add(-1)
-	r.refused.Add(1) // it asked for one more than the share gave
+	r.shards[0].refused.Add(1) // it asked for one more than the share gave
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
@@ -181,7 +212,7 @@ func (r *RateLimiter) Wait(ctx context.Context) error {
 		case <-t.C:
 		case <-granted:
 		}
-		if r.take(true) || r.c.killSwitch.Load() {
+		if p := r.params.Load(); r.take(p, pick(p)) || r.c.killSwitch.Load() {
 			return nil
 		}
 	}
@@ -197,6 +228,15 @@ func (r *RateLimiter) shareRate() float64 {
 	return 0
 }
 
+// counts is the calls admitted and refused since the last sync.
+func (r *RateLimiter) counts() (admitted, refused int64) {
+	for i := range r.shards {
+		admitted += r.shards[i].admitted.Load()
+		refused += r.shards[i].refused.Load()
+	}
+	return admitted, refused
+}
+
 // setShare installs a rate (calls a second) and burst.
 func (r *RateLimiter) setShare(rate float64, burst int, known bool) {
 	r.known.Store(known)
@@ -204,8 +244,22 @@ func (r *RateLimiter) setShare(rate float64, burst int, known bool) {
 		r.params.Store(nil)
 		return
 	}
-	interval := int64(math.Max(1, 1e9/rate))
-	r.params.Store(&gcra{interval: interval, tolerance: interval * int64(max(burst, 1)), rate: rate})
+	// Each of n shards admits rate/n and its part of the burst (at least
+	// one): the shards together admit the share. A share below 2,000 calls
+	// a second has one bucket: contention needs more calls than that, and
+	// small buckets would refuse calls that come a moment early.
+	n := min(len(r.shards), max(1, int(rate/1000)))
+	interval := int64(math.Max(1, 1e9*float64(n)/rate))
+	g := &gcra{n: n, interval: interval, rate: rate}
+	burst = max(burst, n)
+	for i := range n {
+		part := burst / n
+		if i < burst%n {
+			part++
+		}
+		g.tolerance[i] = interval * int64(part)
+	}
+	r.params.Store(g)
 }
 
 // grant installs a share the leader granted until leaseEnd.
@@ -253,7 +307,10 @@ type RateLimitStats struct {
 
 // period takes the counts of the period ending now.
 func (r *RateLimiter) period() (admitted, refused int64) {
-	admitted, refused = r.admitted.Swap(0), r.refused.Swap(0)
+	for i := range r.shards {
+		admitted += r.shards[i].admitted.Swap(0)
+		refused += r.shards[i].refused.Swap(0)
+	}
 	r.admittedBefore.Add(admitted)
 	r.refusedBefore.Add(refused)
 	return admitted, refused
