@@ -3,6 +3,7 @@ package baldur
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -147,6 +148,22 @@ func TestThrottleFollowsTheRoundTrips(t *testing.T) {
 	b.openLocal()
 	if st := th.State(); st.Limit != 10 || st.Regime != RegimeThrottling {
 		t.Fatalf("breaker open: %+v", st)
+	}
+	b.local.state.Store(int32(StateHalfOpen))
+	base := th.State().Base
+	if st := th.State(); math.Abs(float64(st.Limit)-float64(base)/2) > 1 {
+		t.Fatalf("breaker half-open: %+v", st)
+	}
+	// The breaker closes: the limit recovers in steps of 80 %, 90 %, 100 %.
+	b.local.state.Store(int32(StateClosed))
+	for _, step := range []struct {
+		after time.Duration
+		share float64
+	}{{0, 0.8}, {30 * time.Second, 0.9}, {30 * time.Second, 1}} {
+		now = now.Add(step.after)
+		if st := th.State(); math.Abs(float64(st.Limit)-float64(base)*step.share) > 1 || st.Regime != RegimeRecovering {
+			t.Fatalf("recovery at %v of the limit: %+v", step.share, st)
+		}
 	}
 }
 

@@ -231,8 +231,8 @@ func (t *Throttle) effectiveLocked(now time.Time) int32 {
 	case lvl == Level1:
 		mult *= cfg.l1
 	}
-	if mult > t.pressure {
-		t.rampStart = now // a pressure source stood down: ramp back up
+	if mult == 1 && t.pressure < 1 {
+		t.rampStart = now // the pressure stood down: ramp back up
 	}
 	t.pressure = mult
 	ramp := 1.0
