@@ -40,7 +40,7 @@ func (e *ThrottledError) Error() string {
 // least min_limit; HALF_OPEN: cb_half_open_limit_percent) and to the
 // emergency level (LEVEL_1 and LEVEL_2 multipliers; at LEVEL_3 or under
 // the kill switch the limit is FROZEN: the gradient keeps computing, its
-// changes are not applied). When a pressure source stands down the limit
+// changes are not applied). When the coupling pressure ends the limit
 // recovers in steps of 80 %, 90 % and 100 %, recovery_step_interval each.
 type Throttle struct {
 	c    *Client
