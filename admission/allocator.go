@@ -164,6 +164,29 @@ func fairShares(capacity float64, hs map[string]*holder) map[string]float64 {
 	return out
 }
 
+// Instances is the most instances holding shares of one limit.
+func (a *Allocator) Instances() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, hs := range a.limits {
+		n = max(n, len(hs))
+	}
+	return n
+}
+
+// Holds reports whether the instance holds a share of some limit.
+func (a *Allocator) Holds(instance string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, hs := range a.limits {
+		if _, ok := hs[instance]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Status is each instance's holding of a limit, by instance id.
 func (a *Allocator) Status(name string, now time.Time) []InstanceShare {
 	a.mu.Lock()

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/baldurhq/baldurd/admission"
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
@@ -15,6 +19,8 @@ import (
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -261,11 +267,21 @@ type admissionService struct {
 	s *Server
 }
 
-// Bounds on a sync (an instance reports what it uses).
+// Bounds on a sync (an instance reports what it uses) and on the
+// instances the leader keeps per limit, bulkhead or throttle.
 const (
 	maxSyncItems    = 1000
 	maxInstanceName = 256
+	maxInstances    = 20000
 )
+
+// checkRate is a reported rate: finite, 0..admission.MaxRate.
+func checkRate(field string, v float64) error {
+	if math.IsNaN(v) || v < 0 || v > admission.MaxRate {
+		return invalidField(field, fmt.Sprintf("%v: must be 0..%g calls a second", v, float64(admission.MaxRate)))
+	}
+	return nil
+}
 
 func (x *admissionService) SyncAdmission(ctx context.Context, req *pb.SyncAdmissionRequest) (*pb.SyncAdmissionResponse, error) {
 	if req.Instance == "" || len(req.Instance) > maxInstanceName {
@@ -274,15 +290,31 @@ func (x *admissionService) SyncAdmission(ctx context.Context, req *pb.SyncAdmiss
 	if len(req.RateLimits) > maxSyncItems || len(req.Bulkheads) > maxSyncItems || len(req.Throttles) > maxSyncItems {
 		return nil, invalidField("rate_limits", fmt.Sprintf("at most %d rate limits, bulkheads and throttles each", maxSyncItems))
 	}
+	if !utf8.ValidString(req.Instance) || strings.ContainsFunc(req.Instance, unicode.IsControl) {
+		return nil, invalidField("instance", "must be printable UTF-8")
+	}
+	demands := make([]admission.Demand, 0, len(req.RateLimits))
+	for i, d := range req.RateLimits {
+		f := fmt.Sprintf("rate_limits[%d].", i)
+		for _, v := range []struct {
+			field string
+			v     float64
+		}{{"demand", d.Demand}, {"has", d.Has}, {"admitted", d.Admitted}, {"rejected", d.Rejected}} {
+			if err := checkRate(f+v.field, v.v); err != nil {
+				return nil, err
+			}
+		}
+		demands = append(demands, admission.Demand{Name: d.Name, Wanted: d.Demand, Has: d.Has, Admitted: d.Admitted, Refused: d.Rejected})
+	}
 	st, err := x.s.admissionNow()
 	if err != nil {
 		return nil, err
 	}
 	now := x.s.now()
 	set := x.s.settings()
-	demands := make([]admission.Demand, 0, len(req.RateLimits))
-	for _, d := range req.RateLimits {
-		demands = append(demands, admission.Demand{Name: d.Name, Wanted: d.Demand, Has: d.Has, Admitted: d.Admitted, Refused: d.Rejected})
+	if st.alloc.Instances() >= maxInstances && !st.alloc.Holds(req.Instance) && !req.Leaving {
+		x.s.metrics.limitRefusals.WithLabelValues("admission_instances").Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "admission: %d instances hold shares already, the most the leader keeps", maxInstances)
 	}
 	shares := st.alloc.Sync(now, req.Instance, demands, set.rateLimits, req.Leaving)
 	st.mu.Lock()
@@ -296,7 +328,7 @@ func (x *admissionService) SyncAdmission(ctx context.Context, req *pb.SyncAdmiss
 	}
 	if !req.Leaving {
 		for _, b := range req.Bulkheads {
-			if _, ok := set.bulkheads[b.Name]; !ok {
+			if _, ok := set.bulkheads[b.Name]; !ok || len(st.bulkheads[b.Name]) >= maxInstances {
 				continue
 			}
 			if st.bulkheads[b.Name] == nil {
@@ -305,7 +337,7 @@ func (x *admissionService) SyncAdmission(ctx context.Context, req *pb.SyncAdmiss
 			st.bulkheads[b.Name][req.Instance] = bulkheadReport{BulkheadReport: b, at: now}
 		}
 		for _, t := range req.Throttles {
-			if _, ok := set.throttles[t.Name]; !ok {
+			if _, ok := set.throttles[t.Name]; !ok || len(st.throttles[t.Name]) >= maxInstances {
 				continue
 			}
 			if st.throttles[t.Name] == nil {

@@ -199,6 +199,15 @@ func TestRateLimitContract(t *testing.T) {
 			t.Errorf("PUT %s %s: %d %v, want 400 naming %s", tc.path, tc.body, code, body, tc.field)
 		}
 	}
+	for _, tc := range []struct{ body, field string }{
+		{`{"instance":"x","rate_limits":[{"name":"orders","demand":-1}]}`, "rate_limits[0].demand"},
+		{`{"instance":"x","rate_limits":[{"name":"orders","demand":5,"has":"NaN"}]}`, "rate_limits[0].has"},
+		{`{"instance":"","rate_limits":[]}`, "instance"},
+	} {
+		if code, body := r.do("POST", "/v1/admission:sync", tc.body); code != 400 || body["field"] != tc.field {
+			t.Errorf("sync %s: %d %v, want 400 naming %s", tc.body, code, body, tc.field)
+		}
+	}
 	if code, body = r.do("GET", "/v1/ratelimits/orders", ""); code != 200 || dig(body, "limit", "rate") != 1000.0 || dig(body, "limit", "burst") != 100.0 {
 		t.Fatalf("nothing half-applied: %d %v", code, body)
 	}
