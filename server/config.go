@@ -239,7 +239,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAdvertise, "grpc-advertise", c.GRPCAdvertise, "gRPC address other nodes and clients dial (default --grpc-addr)")
 	fs.StringVar(&c.HTTPAdvertise, "http-advertise", c.HTTPAdvertise, "HTTP address published in the member table (default --http-addr)")
 	fs.StringVar(&c.RaftAdvertise, "raft-advertise", c.RaftAdvertise, "Raft address peers dial (default --raft-addr)")
-	fs.StringVar(&c.Peers, "peers", c.Peers, "initial cluster: id=raftaddr,... (same on every node of a new cluster)")
+	fs.StringVar(&c.Peers, "peers", c.Peers, "initial cluster: id=raftaddr,... (same on every node of a new cluster; with --join, a node it does not list joins instead)")
 	fs.StringVar(&c.CertFile, "cert-file", c.CertFile, "PEM certificate the gRPC and HTTP ports serve (TLS)")
 	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "PEM key of --cert-file")
 	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "PEM CA certificates that sign API client certificates (verified when presented)")
@@ -490,6 +490,11 @@ func (c *Config) PeerList() ([]raftstore.Server, error) {
 		out = append(out, raftstore.Server{ID: id, Address: addr, Voter: true})
 	}
 	if !seen[c.NodeID] {
+		if c.Join != "" {
+			// One set of arguments for every pod of a StatefulSet: the
+			// first pods form the cluster, a pod added later joins it.
+			return nil, nil
+		}
 		return nil, fmt.Errorf("--peers does not list this node (--node-id %q)", c.NodeID)
 	}
 	return out, nil

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func clusters(conn *grpc.ClientConn) pb.ClusterServiceClient { return pb.NewClusterServiceClient(conn) }
@@ -30,7 +32,7 @@ func printMembers(w io.Writer, cl *pb.Cluster) {
 }
 
 func clusterCmd(g *globals) *cobra.Command {
-	var stale, nonvoter bool
+	var stale, nonvoter, missingOK bool
 	var reason string
 	reasonFlag := func(f *pflag.FlagSet) { f.StringVar(&reason, "reason", "", "why (required, audited)") }
 	view := func(use, short string, text func(io.Writer, *pb.Cluster)) *cobra.Command {
@@ -72,10 +74,26 @@ func clusterCmd(g *globals) *cobra.Command {
 				return clusters(conn).AddMember(ctx, &pb.AddMemberRequest{Id: args[0], RaftAddr: args[1], Nonvoter: nonvoter, Reason: reason})
 			},
 			Text: printMembers}.command(g),
-		unary[*pb.Cluster]{Use: "remove-member ID --reason R", Short: "Remove a node from the Raft configuration", Args: cobra.ExactArgs(1),
-			Flags: reasonFlag,
+		unary[*pb.Cluster]{Use: "remove-member ID... --reason R [--missing-ok]", Short: "Remove nodes from the Raft configuration, one at a time", Args: cobra.MinimumNArgs(1),
+			Flags: func(f *pflag.FlagSet) {
+				reasonFlag(f)
+				f.BoolVar(&missingOK, "missing-ok", false, "skip ids that are not members (a scale-down hook)")
+			},
 			Call: func(ctx context.Context, conn *grpc.ClientConn, _ *cobra.Command, args []string) (*pb.Cluster, error) {
-				return clusters(conn).RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0], Reason: reason})
+				var last *pb.Cluster
+				for _, id := range args {
+					cl, err := clusters(conn).RemoveMember(ctx, &pb.RemoveMemberRequest{Id: id, Reason: reason})
+					if err != nil && !(missingOK && status.Code(err) == codes.NotFound) {
+						return nil, fmt.Errorf("remove %s: %w", id, err)
+					}
+					if cl != nil {
+						last = cl
+					}
+				}
+				if last == nil {
+					return clusters(conn).GetCluster(ctx, &pb.GetClusterRequest{})
+				}
+				return last, nil
 			},
 			Text: printMembers}.command(g),
 		unary[*pb.TransferLeadershipResponse]{Use: "transfer-leader [ID] --reason R", Short: "Hand leadership to another voter (the named one, or the most up to date)", Args: cobra.MaximumNArgs(1),
