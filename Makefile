@@ -17,6 +17,18 @@ build: ## Build baldurd and baldurctl into bin/
 	$(GO) build -o $(BIN)/baldurd ./cmd/baldurd
 	$(GO) build -o $(BIN)/baldurctl ./cmd/baldurctl
 
+IMAGE ?= ghcr.io/baldurhq/baldurd:dev
+CONTAINER ?= docker
+
+.PHONY: image
+image: ## Build the container image (IMAGE=name:tag, CONTAINER=docker|podman)
+	@command -v $(CONTAINER) >/dev/null 2>&1 || { echo "make image needs $(CONTAINER) (or CONTAINER=podman)" >&2; exit 1; }
+	$(CONTAINER) build -t $(IMAGE) .
+
+.PHONY: static
+static: ## Build statically linked baldurd and baldurctl into bin/static (what the image holds)
+	./scripts/build-static.sh $(BIN)/static
+
 .PHONY: run
 run: build ## Build and start a single-node dev server (baldurd --dev)
 	$(BIN)/baldurd --dev
