@@ -261,7 +261,7 @@ func TestChartStartsARealCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts baldurd processes")
 	}
-	r := render(t, "tls.enabled=false", "insecurePlaintext=true")
+	r := render(t, "tls.enabled=false", "insecurePlaintext=true", "extraArgs[0]=--max-breakers=1")
 	c := r.sts.Spec.Template.Spec.Containers[0]
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "baldurd")
@@ -318,6 +318,9 @@ func TestChartStartsARealCluster(t *testing.T) {
 	next := waitLeader(t, pods, leader)
 	write(t, pods, "LEVEL_2")
 	t.Logf("leader %s killed, %s elected", leader, next)
+	// The dashboard's and the alert rules' metrics, on these real processes.
+	exercise(t, pods)
+	checkMetrics(t, pods)
 	// The killed pod restarts with its data; a fourth joins and is promoted.
 	for i, p := range pods {
 		if p.name == leader {

@@ -99,6 +99,7 @@ func (a *auditService) VerifyAudit(ctx context.Context, req *pb.VerifyAuditReque
 		bySeq[m.HeadSeq] = m
 	}
 	if !resp.Ok {
+		a.s.metrics.auditVerifyFailures.Inc()
 		a.s.note(ctx, "audit.verify_failed", "audit", resp.Problem)
 	}
 	return resp, nil

@@ -10,12 +10,14 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/tlsconf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 )
 
 var errUnauthenticated = errors.New("server: unauthenticated")
@@ -194,9 +196,18 @@ func first(md metadata.MD, key string) string {
 // authenticate (the caller's identity), forwardToLeader (leader-only
 // methods, declared in api/proto, go to the leader).
 
-func (s *Server) mapErrors(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// mapErrors turns errors into statuses (errors.go) and counts each call
+// by method and code.
+func (s *Server) mapErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
 	resp, err := handler(ctx, req)
-	return resp, toStatus(s.log, err)
+	err = toStatus(s.log, err)
+	if s.metrics != nil {
+		method := strings.TrimPrefix(info.FullMethod[strings.LastIndexByte(info.FullMethod[:strings.LastIndexByte(info.FullMethod, '/')], '.')+1:], "/")
+		s.metrics.rpcs.WithLabelValues(method, status.Code(err).String()).Inc()
+		s.metrics.rpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	}
+	return resp, err
 }
 
 func checkDecoded(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

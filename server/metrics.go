@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strconv"
 	"maps"
 	"slices"
 	"sync"
@@ -33,6 +34,9 @@ type metrics struct {
 	dlqReplayBlocked     prometheus.Counter
 	dlqGroupSize         prometheus.Histogram
 	commandGroupSize     prometheus.Histogram
+	rpcs                 *prometheus.CounterVec
+	rpcDuration          *prometheus.HistogramVec
+	auditVerifyFailures  prometheus.Counter
 	limitRefusals        *prometheus.CounterVec
 	auditExported        prometheus.Gauge
 	watchersDropped      prometheus.Counter
@@ -89,6 +93,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.dlqReplays = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_dlq_replay_dispatch_total", Help: "Replay attempts completed, by outcome."}, []string{"outcome"})
 	m.dlqGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_dlq_store_group_size", Help: "DLQ stores committed per Raft entry on the leader (group commit; 1 when alone).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "baldur_grpc_requests_total",
+		Help: "Unary gRPC calls served (REST calls included: the gateway calls the same methods), by method and status code."}, []string{"method", "code"})
+	m.rpcDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "baldur_grpc_request_duration_seconds",
+		Help: "Time to serve unary gRPC calls, by method.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"method"})
+	m.auditVerifyFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_audit_verify_failures_total",
+		Help: "Audit verifications (audit:verify) that found the chain broken on some member."})
 	m.commandGroupSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baldur_command_group_size", Help: "Idempotency gate commands committed per Raft entry on the leader (group commit; 1 when alone).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
 	m.dlqReplayBlocked = prometheus.NewCounter(prometheus.CounterOpts{Name: "baldur_dlq_replay_blocked_total", Help: "Replay pauses: a domain's replay blocked by emergency >= LEVEL_2 or an OPEN breaker, counted when the pause starts or its reason changes."})
@@ -129,7 +139,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 	m.stageLabels.max = 100
 	for _, c := range []prometheus.Collector{m.notifySent, m.notifySuppressed, m.governanceBlocked, m.governanceBreakGlass, m.systemChanges, m.canaryStarted, m.canaryAdvanced, m.canaryCompleted, m.canaryRollbacks, m.canaryBlocked, m.canaryStuck, m.canaryInterlock,
 		m.watchersDropped, m.watchBuilds, m.reportMergeSize, m.auditExported, m.forwarded, m.changes, m.transitions, m.reports, m.rejections, m.evalSeconds, m.leases, m.jobs,
-		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.commandGroupSize, m.limitRefusals, &stateCollector{s: s}} {
+		m.dlqCreated, m.dlqEvicted, m.dlqRedrives, m.dlqReplays, m.dlqReplayBlocked, m.dlqGroupSize, m.commandGroupSize, m.rpcs, m.rpcDuration, m.auditVerifyFailures, m.limitRefusals, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -146,6 +156,8 @@ var (
 	descTerm            = prometheus.NewDesc("baldur_node_term", "Current Raft term.", nil, nil)
 	descLeader          = prometheus.NewDesc("baldur_node_is_leader", "1 if this node is the leader.", nil, nil)
 	descPeers           = prometheus.NewDesc("baldur_cluster_servers", "Servers in the Raft configuration.", nil, nil)
+	descSnapshot        = prometheus.NewDesc("baldur_node_snapshot_index", "Index of this node's last Raft snapshot (applied index minus it: entries since).", nil, nil)
+	descReachable       = prometheus.NewDesc("baldur_cluster_member_reachable", "On the leader: 1 if the member answered its last probe (every 5 s), 0 if not.", []string{"member"}, nil)
 	descLevel           = prometheus.NewDesc("baldur_emergency_mode_level", "Current emergency level per scope (0 NORMAL .. 3 LEVEL_3).", []string{"scope"}, nil)
 	descActive          = prometheus.NewDesc("baldur_emergency_mode_active", "1 while an emergency is active in the scope.", []string{"scope"}, nil)
 	descRecovering      = prometheus.NewDesc("baldur_emergency_mode_recovery_active", "1 while gradual recovery runs in the scope.", []string{"scope"}, nil)
@@ -166,7 +178,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers, descSystemEnabled, descSystemDryRun, descSystemStrict, descBreakGlass, descPendingApproval, descOldestApproval} {
+	for _, d := range []*prometheus.Desc{descApplied, descCommit, descTerm, descLeader, descPeers, descSnapshot, descReachable, descLevel, descActive, descRecovering, descCircuit, descCircuitsByState, descPinned, descLeases, descJobNext, descDLQStatus, descDLQDomain, descWatchers, descSystemEnabled, descSystemDryRun, descSystemStrict, descBreakGlass, descPendingApproval, descOldestApproval} {
 		ch <- d
 	}
 }
@@ -190,6 +202,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, b2f(st.IsLeader()))
 	if servers, err := st.Servers(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(len(servers)))
+	}
+	if idx, err := strconv.ParseUint(st.Stats()["last_snapshot_index"], 10, 64); err == nil {
+		ch <- prometheus.MustNewConstMetric(descSnapshot, prometheus.GaugeValue, float64(idx))
+	}
+	if st.IsLeader() {
+		for member, misses := range c.s.events.unreachableCounts() {
+			ch <- prometheus.MustNewConstMetric(descReachable, prometheus.GaugeValue, b2f(misses == 0), member)
+		}
 	}
 	_ = st.View(func(kv raftstore.KV) error {
 		ks, _ := circuit.KillSwitch(kv)

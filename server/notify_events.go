@@ -23,6 +23,24 @@ type eventNotes struct {
 	overDLQ     map[string]bool // domains noted over the PENDING threshold
 }
 
+// unreachableCounts is each probed member's consecutive failed probes.
+func (n *eventNotes) unreachableCounts() map[string]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]int, len(n.unreachable))
+	for k, v := range n.unreachable {
+		out[k] = v
+	}
+	return out
+}
+
+// reset forgets what was noted (a new leader probes afresh).
+func (n *eventNotes) reset() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.unreachable, n.reported, n.overDLQ = nil, nil, nil
+}
+
 // memberUnreachableAfter is how many failed probes (5 s apart) make a member
 // unreachable.
 const memberUnreachableAfter = 3
