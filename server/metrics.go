@@ -1,9 +1,9 @@
 package server
 
 import (
-	"strconv"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/baldurhq/baldurd/canary"
