@@ -75,7 +75,7 @@ func (s *Server) onLeader(ctx context.Context) {
 	s.admit.Store(newAdmissionState(s.admissionLease(), s.now()))
 	defer s.admit.Store(nil)
 	defer s.notes.wg.Wait() // notifications in flight end with leadership
-	s.events.reset() // a new leader probes afresh
+	s.events.reset()        // a new leader probes afresh
 	// The election is an event but no change of the replicated state (a
 	// restart must not add to the audit trail): it goes to the notifier
 	// directly.
