@@ -131,7 +131,7 @@ func exercise(t *testing.T, pods []*pod) {
 	r := testcluster.REST{T: t, Base: base}
 	for _, call := range []struct {
 		method, path, body string
-		want                int
+		want               int
 	}{
 		{"GET", "/v1/cluster", "", 200},
 		// LEVEL_2 pauses replay: back to normal first.
