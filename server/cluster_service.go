@@ -292,3 +292,9 @@ func (s *Server) restore(ctx context.Context, r io.Reader) (*pb.RestoreSnapshotR
 	}
 	return &pb.RestoreSnapshotResponse{AppliedIndex: hdr.AppliedIndex, Size: hdr.Size, Sha256: fmt.Sprintf("%x", hdr.Sha256)}, nil
 }
+
+// WhoAmI is the caller as authenticated here.
+func (c *clusterService) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIResponse, error) {
+	id := identityFrom(ctx)
+	return &pb.WhoAmIResponse{Name: id.Name, Role: id.Role, Scopes: append([]string{}, id.Scopes...)}, nil
+}

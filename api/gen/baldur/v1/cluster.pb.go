@@ -720,6 +720,103 @@ func (x *RestoreSnapshotResponse) GetSha256() string {
 	return ""
 }
 
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_baldur_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// VIEWER, SERVICE, OPERATOR or ADMIN.
+	Role          Role     `protobuf:"varint,2,opt,name=role,proto3,enum=baldur.v1.Role" json:"role,omitempty"`
+	Scopes        []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_baldur_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_baldur_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_baldur_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *WhoAmIResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 var File_baldur_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_baldur_v1_cluster_proto_rawDesc = "" +
@@ -772,10 +869,17 @@ const file_baldur_v1_cluster_proto_rawDesc = "" +
 	"\x17RestoreSnapshotResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\tR\x06sha2562\xa8\x05\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\x0f\n" +
+	"\rWhoAmIRequest\"a\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x0f.baldur.v1.RoleR\x04role\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes2\x81\x06\n" +
 	"\x0eClusterService\x12Y\n" +
 	"\n" +
-	"GetCluster\x12\x1c.baldur.v1.GetClusterRequest\x1a\x12.baldur.v1.Cluster\"\x19\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12d\n" +
+	"GetCluster\x12\x1c.baldur.v1.GetClusterRequest\x1a\x12.baldur.v1.Cluster\"\x19\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12W\n" +
+	"\x06WhoAmI\x12\x18.baldur.v1.WhoAmIRequest\x1a\x19.baldur.v1.WhoAmIResponse\"\x18\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/whoami\x12d\n" +
 	"\tAddMember\x12\x1b.baldur.v1.AddMemberRequest\x1a\x12.baldur.v1.Cluster\"&\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/cluster/members\x12l\n" +
 	"\fRemoveMember\x12\x1e.baldur.v1.RemoveMemberRequest\x1a\x12.baldur.v1.Cluster\"(\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1a*\x18/v1/cluster/members/{id}\x12\x94\x01\n" +
 	"\x12TransferLeadership\x12$.baldur.v1.TransferLeadershipRequest\x1a%.baldur.v1.TransferLeadershipResponse\"1\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/cluster:transferLeadership\x12j\n" +
@@ -795,7 +899,7 @@ func file_baldur_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_baldur_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baldur_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_baldur_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_baldur_v1_cluster_proto_goTypes = []any{
 	(Member_Suffrage)(0),               // 0: baldur.v1.Member.Suffrage
 	(Member_State)(0),                  // 1: baldur.v1.Member.State
@@ -809,29 +913,35 @@ var file_baldur_v1_cluster_proto_goTypes = []any{
 	(*SaveSnapshotRequest)(nil),        // 9: baldur.v1.SaveSnapshotRequest
 	(*RestoreSnapshotRequest)(nil),     // 10: baldur.v1.RestoreSnapshotRequest
 	(*RestoreSnapshotResponse)(nil),    // 11: baldur.v1.RestoreSnapshotResponse
-	(*httpbody.HttpBody)(nil),          // 12: google.api.HttpBody
+	(*WhoAmIRequest)(nil),              // 12: baldur.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),             // 13: baldur.v1.WhoAmIResponse
+	(Role)(0),                          // 14: baldur.v1.Role
+	(*httpbody.HttpBody)(nil),          // 15: google.api.HttpBody
 }
 var file_baldur_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: baldur.v1.Member.suffrage:type_name -> baldur.v1.Member.Suffrage
 	1,  // 1: baldur.v1.Member.state:type_name -> baldur.v1.Member.State
 	3,  // 2: baldur.v1.Cluster.members:type_name -> baldur.v1.Member
-	2,  // 3: baldur.v1.ClusterService.GetCluster:input_type -> baldur.v1.GetClusterRequest
-	5,  // 4: baldur.v1.ClusterService.AddMember:input_type -> baldur.v1.AddMemberRequest
-	6,  // 5: baldur.v1.ClusterService.RemoveMember:input_type -> baldur.v1.RemoveMemberRequest
-	7,  // 6: baldur.v1.ClusterService.TransferLeadership:input_type -> baldur.v1.TransferLeadershipRequest
-	9,  // 7: baldur.v1.ClusterService.SaveSnapshot:input_type -> baldur.v1.SaveSnapshotRequest
-	10, // 8: baldur.v1.ClusterService.RestoreSnapshot:input_type -> baldur.v1.RestoreSnapshotRequest
-	4,  // 9: baldur.v1.ClusterService.GetCluster:output_type -> baldur.v1.Cluster
-	4,  // 10: baldur.v1.ClusterService.AddMember:output_type -> baldur.v1.Cluster
-	4,  // 11: baldur.v1.ClusterService.RemoveMember:output_type -> baldur.v1.Cluster
-	8,  // 12: baldur.v1.ClusterService.TransferLeadership:output_type -> baldur.v1.TransferLeadershipResponse
-	12, // 13: baldur.v1.ClusterService.SaveSnapshot:output_type -> google.api.HttpBody
-	11, // 14: baldur.v1.ClusterService.RestoreSnapshot:output_type -> baldur.v1.RestoreSnapshotResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	14, // 3: baldur.v1.WhoAmIResponse.role:type_name -> baldur.v1.Role
+	2,  // 4: baldur.v1.ClusterService.GetCluster:input_type -> baldur.v1.GetClusterRequest
+	12, // 5: baldur.v1.ClusterService.WhoAmI:input_type -> baldur.v1.WhoAmIRequest
+	5,  // 6: baldur.v1.ClusterService.AddMember:input_type -> baldur.v1.AddMemberRequest
+	6,  // 7: baldur.v1.ClusterService.RemoveMember:input_type -> baldur.v1.RemoveMemberRequest
+	7,  // 8: baldur.v1.ClusterService.TransferLeadership:input_type -> baldur.v1.TransferLeadershipRequest
+	9,  // 9: baldur.v1.ClusterService.SaveSnapshot:input_type -> baldur.v1.SaveSnapshotRequest
+	10, // 10: baldur.v1.ClusterService.RestoreSnapshot:input_type -> baldur.v1.RestoreSnapshotRequest
+	4,  // 11: baldur.v1.ClusterService.GetCluster:output_type -> baldur.v1.Cluster
+	13, // 12: baldur.v1.ClusterService.WhoAmI:output_type -> baldur.v1.WhoAmIResponse
+	4,  // 13: baldur.v1.ClusterService.AddMember:output_type -> baldur.v1.Cluster
+	4,  // 14: baldur.v1.ClusterService.RemoveMember:output_type -> baldur.v1.Cluster
+	8,  // 15: baldur.v1.ClusterService.TransferLeadership:output_type -> baldur.v1.TransferLeadershipResponse
+	15, // 16: baldur.v1.ClusterService.SaveSnapshot:output_type -> google.api.HttpBody
+	11, // 17: baldur.v1.ClusterService.RestoreSnapshot:output_type -> baldur.v1.RestoreSnapshotResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_cluster_proto_init() }
@@ -846,7 +956,7 @@ func file_baldur_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baldur_v1_cluster_proto_rawDesc), len(file_baldur_v1_cluster_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ClusterService_GetCluster_FullMethodName         = "/baldur.v1.ClusterService/GetCluster"
+	ClusterService_WhoAmI_FullMethodName             = "/baldur.v1.ClusterService/WhoAmI"
 	ClusterService_AddMember_FullMethodName          = "/baldur.v1.ClusterService/AddMember"
 	ClusterService_RemoveMember_FullMethodName       = "/baldur.v1.ClusterService/RemoveMember"
 	ClusterService_TransferLeadership_FullMethodName = "/baldur.v1.ClusterService/TransferLeadership"
@@ -37,6 +38,9 @@ type ClusterServiceClient interface {
 	// GetCluster reports the leader, the members with their API addresses and
 	// the applied index of the answering node.
 	GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*Cluster, error)
+	// WhoAmI is the caller as this node authenticated it: its name, role and
+	// scopes (the console shows actions by role).
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 	// AddMember adds a node to the Raft configuration as a non-voter. Unless
 	// nonvoter is set it is STAGING: the leader promotes it to voter once its
 	// state trails the log by few entries for a while (--promote-*), so a new
@@ -71,6 +75,16 @@ func (c *clusterServiceClient) GetCluster(ctx context.Context, in *GetClusterReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Cluster)
 	err := c.cc.Invoke(ctx, ClusterService_GetCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, ClusterService_WhoAmI_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +162,9 @@ type ClusterServiceServer interface {
 	// GetCluster reports the leader, the members with their API addresses and
 	// the applied index of the answering node.
 	GetCluster(context.Context, *GetClusterRequest) (*Cluster, error)
+	// WhoAmI is the caller as this node authenticated it: its name, role and
+	// scopes (the console shows actions by role).
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	// AddMember adds a node to the Raft configuration as a non-voter. Unless
 	// nonvoter is set it is STAGING: the leader promotes it to voter once its
 	// state trails the log by few entries for a while (--promote-*), so a new
@@ -180,6 +197,9 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) GetCluster(context.Context, *GetClusterRequest) (*Cluster, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCluster not implemented")
+}
+func (UnimplementedClusterServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
 }
 func (UnimplementedClusterServiceServer) AddMember(context.Context, *AddMemberRequest) (*Cluster, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
@@ -231,6 +251,24 @@ func _ClusterService_GetCluster_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ClusterServiceServer).GetCluster(ctx, req.(*GetClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -317,6 +355,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCluster",
 			Handler:    _ClusterService_GetCluster_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _ClusterService_WhoAmI_Handler,
 		},
 		{
 			MethodName: "AddMember",
