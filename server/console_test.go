@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"github.com/baldurhq/baldurd/server"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // chromium finds the browser the console tests drive: required when
@@ -221,5 +224,91 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.screenshot("emergency")
 	b.do(chromedp.Navigate(base + "#/overview"))
 	b.text("#level", 2*time.Second, func(s string) bool { return s == "LEVEL_2" })
+	if code, body := r.do("POST", "/v1/emergency:release", `{"reason":"drill over","force":true}`); code != 200 {
+		t.Fatalf("release: %d %v", code, body)
+	}
+
+	// A DLQ entry stored by an SDK appears, opens with its payload masked,
+	// and replays from the page.
+	sdk, err := baldur.Dial(context.Background(), node.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdk.Close()
+	data, _ := structpb.NewStruct(map[string]any{"order": "A-17", "password": "hunter2"})
+	stored, err := sdk.DLQ().Store(context.Background(), &baldur.Entry{Domain: "payment", FailureType: "MAX_RETRIES_TIMEOUT",
+		ErrorMessage: "psp timed out", RequestData: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.Navigate(base + "#/dlq"))
+	b.text(fmt.Sprintf(`tr[data-id=%q] td.state`, stored.ID), 5*time.Second, func(s string) bool { return s == "PENDING" })
+	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-id=%q] button`, stored.ID))))
+	payload := b.text("#dlq-entry-json", 5*time.Second, func(s string) bool { return strings.Contains(s, "A-17") })
+	if strings.Contains(payload, "hunter2") {
+		t.Fatalf("the entry shows the password unmasked:\n%s", payload)
+	}
+	b.screenshot("dlq")
+	b.do(chromedp.SendKeys(chromedp.CSS("#dlq-replay-reason"), "psp is back"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Replay"] button[type="submit"]`)))
+	b.text(`form[aria-label="Replay"] .ok`, 5*time.Second, func(s string) bool { return s == "done" })
+	if code, body := r.do("GET", "/v1/dlq/entries/"+stored.ID, ""); code != 200 || body["replay_origin"] != "manual" {
+		t.Fatalf("after replay from the page: %d %v", code, body)
+	}
+
+	// The other pages load.
+	for _, page := range []string{"coordination", "audit", "rollouts"} {
+		b.do(chromedp.Navigate(base + "#/" + page))
+		b.text(`main[data-ready="true"] h1`, 5*time.Second, func(s string) bool { return s != "" })
+		b.screenshot(page)
+	}
+	b.do(chromedp.Navigate(base + "#/audit"))
+	b.do(chromedp.Click(chromedp.CSS("#audit-verify-button")))
+	b.text("#audit-verify", 5*time.Second, func(s string) bool { return strings.HasPrefix(s, "intact") })
+	b.noErrors()
+}
+
+// With tokens on, the console asks for one; a viewer's sees no action
+// forms, and a write forged from the page's own context is refused.
+func TestConsoleWithAViewerToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives a browser against a cluster")
+	}
+	b := newBrowser(t)
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("node tok-node-0123456789abcdef admin\nvera tok-vera-0123456789abcdef viewer\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+		cfg.TokenFile, cfg.Token = file, "tok-node-0123456789abcdef"
+	}))
+	c.WaitForLeader(10 * time.Second)
+	base := "http://" + c.Followers()[0].HTTPAddr + "/ui/"
+	b.expect("status of 401") // the first call, without a token, asks for one
+	b.do(chromedp.Navigate(base+"#/circuits"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), "tok-vera-0123456789abcdef"),
+		chromedp.Click(chromedp.CSS(`#login-form button[type="submit"]`)))
+	b.text("#who", 5*time.Second, func(s string) bool { return s == "vera (viewer)" })
+	b.text(`main[data-ready="true"]`, 5*time.Second, func(s string) bool { return strings.Contains(s, "Read only") })
+	for _, page := range []string{"circuits", "emergency", "dlq"} {
+		b.do(chromedp.Navigate(base + "#/" + page))
+		b.text(`main[data-ready="true"] h1`, 5*time.Second, func(s string) bool { return s != "" })
+		n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("main form:not([aria-label^='Filter']) button[type=submit]").length`))
+		if err != nil || n != 0 {
+			t.Fatalf("%s: %d action buttons for a viewer (%v)", page, n, err)
+		}
+	}
+	b.screenshot("viewer")
+	status, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`fetch("/v1/emergency:trigger", {method: "POST",
+		headers: {"Content-Type": "application/json", "Authorization": "Bearer " + sessionStorage.getItem("baldur-token")},
+		body: JSON.stringify({level: "LEVEL_3", reason: "forged from the page"})}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+	if err != nil || status != 403 {
+		t.Fatalf("a forged write from the page: %d (%v), want 403", status, err)
+	}
+	r := restClient{t: t, base: "http://" + c.Leader().HTTPAddr}
+	if code, _, body := r.doAs("GET", "/v1/emergency", "", "", map[string]string{"Authorization": "Bearer tok-node-0123456789abcdef"}); code != 200 || dig(body, "state", "level") != "NORMAL" {
+		t.Fatalf("after the forged write: %d %v", code, body)
+	}
+	b.expect("status of 403")
 	b.noErrors()
 }

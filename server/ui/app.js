@@ -264,6 +264,133 @@ pages.emergency = async (main) => {
   watch("/v1/emergency:watch", () => refresh());
 };
 
+
+pages.dlq = async (main) => {
+  main.append(el("h1", {}, "Dead-letter queue"));
+  const stats = el("div", { class: "cards", id: "dlq-stats" });
+  const list = el("div", { id: "dlq-list" });
+  const detail = el("div", { id: "dlq-detail" });
+  const more = el("button", { type: "button", id: "dlq-next", hidden: true }, "Next page");
+  const filter = el("form", { class: "inline", "aria-label": "Filter" },
+    field("Domain", "domain", { id: "dlq-domain" }),
+    el("label", {}, "Status", el("select", { name: "status", id: "dlq-status" }, ["", "PENDING", "REPLAYING", "REQUIRES_REVIEW", "RESOLVED", "EXPIRED"].map((v) => el("option", { value: v }, v || "any")))),
+    el("button", { type: "submit" }, "Show"));
+  main.append(stats, el("h2", {}, "Entries"), filter, list, more, detail);
+  let token = "";
+  const load = async (reset) => {
+    if (reset) { token = ""; list.replaceChildren(); }
+    const f = new FormData(filter), q = new URLSearchParams({ page_size: "50" });
+    if (f.get("domain")) q.set("domain", f.get("domain"));
+    if (f.get("status")) q.set("status", f.get("status"));
+    if (token) q.set("page_token", token);
+    const [st, r] = await Promise.all([api("GET", "/v1/dlq/stats"), api("GET", "/v1/dlq/entries?" + q)]);
+    const by = (m) => Object.entries(m || {}).map(([k, v]) => k + ": " + v).join(", ") || "—";
+    stats.replaceChildren(card("Entries", String(st.body.total || 0)), card("By status", by(st.body.by_status)), card("By domain", by(st.body.by_domain)));
+    list.append(table([{ title: "Entry" }, { title: "Domain" }, { title: "Status" }, { title: "Failure" }, { title: "Retries", cls: "hide-narrow" }, { title: "Stored" }, { title: "" }],
+      (r.body.entries || []).map((e) => el("tr", { "data-id": e.id }, el("td", {}, e.id), el("td", {}, e.domain), el("td", { class: "state" }, e.status),
+        el("td", {}, e.failure_type), el("td", { class: "hide-narrow" }, String(e.retry_count || 0) + "/" + String(e.max_retries || 0)), el("td", {}, ago(e.created_at)),
+        el("td", {}, el("button", { type: "button", "aria-label": "Inspect " + e.id, onclick: () => inspect(e.id) }, "Inspect"))))));
+    token = r.body.next_page_token || "";
+    more.hidden = !token;
+  };
+  const inspect = async (id) => {
+    const r = await api("GET", "/v1/dlq/entries/" + encodeURIComponent(id));
+    const e = r.body;
+    const acts = canAct() ? ["replay", "resolve", "redrive"].map((a) => actionForm(a[0].toUpperCase() + a.slice(1),
+      [field("Reason", "reason", { id: "dlq-" + a + "-reason" })], (f) => api("POST", "/v1/dlq/entries/" + encodeURIComponent(id) + ":" + a, { reason: f.get("reason") }))) : [];
+    detail.replaceChildren(el("h2", {}, "Entry " + id), el("p", {}, el("span", { class: "state", id: "dlq-entry-status" }, e.status), " — ", e.error_message || ""),
+      el("pre", { id: "dlq-entry-json", tabindex: "0" }, JSON.stringify(e, null, 2)), ...acts);
+    detail.querySelector("h2").scrollIntoView();
+  };
+  filter.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
+  more.addEventListener("click", () => load(false));
+  if (canAct()) {
+    const progress = el("pre", { id: "dlq-batch-progress", "aria-live": "polite" });
+    const batch = el("form", { class: "inline", "aria-label": "Batch replay", id: "dlq-batch" }, field("Domain", "domain", { required: true }),
+      el("label", {}, "Status", el("select", { name: "status" }, ["REQUIRES_REVIEW", "PENDING"].map((v) => el("option", { value: v }, v)))),
+      field("Reason", "reason"), el("button", { type: "submit" }, "Replay batch"));
+    batch.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const f = new FormData(batch);
+      progress.textContent = "";
+      const res = await fetch("/v1/dlq:replay", { method: "POST", headers: headers(true), body: JSON.stringify({ domain: f.get("domain"), status: f.get("status"), reason: f.get("reason") }) });
+      const reader = res.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, i).trim(); buf = buf.slice(i + 1);
+          if (!line) continue;
+          const m = JSON.parse(line);
+          if (m.error) { progress.textContent += "refused: " + m.error.message + "\n"; continue; }
+          const p = m.result || {};
+          progress.textContent += "batch " + (p.batch || 0) + ": requeued " + (p.requeued || 0) + ", resolved " + (p.resolved || 0) + ", failed " + (p.failed || 0) + ", pending " + (p.pending || 0) + (p.done ? " — done" : "") + (p.blocked_reason ? " — blocked: " + p.blocked_reason : "") + "\n";
+        }
+      }
+      load(true);
+    });
+    main.append(el("h2", {}, "Batch replay"), batch, progress);
+  }
+  await load(true);
+};
+
+pages.coordination = async (main) => {
+  main.append(el("h1", {}, "Coordination"));
+  const leases = el("div", { id: "leases" }), jobs = el("div", { id: "jobs" });
+  main.append(el("h2", {}, "Leases and elections"), leases, el("h2", {}, "Jobs"), jobs);
+  const [l, j] = await Promise.all([api("GET", "/v1/leases"), api("GET", "/v1/jobs")]);
+  leases.replaceChildren(table([{ title: "Name" }, { title: "Holder" }, { title: "Fencing token" }, { title: "Priority", cls: "hide-narrow" }, { title: "Expires" }],
+    (l.body.leases || []).map((x) => el("tr", {}, el("td", {}, x.name), el("td", {}, x.holder), el("td", {}, String(x.fencing_token)),
+      el("td", { class: "hide-narrow" }, String(x.priority || 0)), el("td", {}, ago(x.expires_at))))));
+  jobs.replaceChildren(table([{ title: "Job" }, { title: "Schedule" }, { title: "Enabled" }, { title: "Last run" }, { title: "Next run" }, { title: "Runs / errors", cls: "hide-narrow" }],
+    (j.body.jobs || []).map((x) => el("tr", {}, el("td", {}, x.resource + "/" + x.name), el("td", {}, x.cron || ("every " + x.interval)), el("td", {}, x.enabled ? "yes" : "no"),
+      el("td", {}, ago(x.last_run_at)), el("td", {}, ago(x.next_run_at)), el("td", { class: "hide-narrow" }, (x.run_count || 0) + " / " + (x.error_count || 0))))));
+};
+
+pages.audit = async (main) => {
+  main.append(el("h1", {}, "Audit trail"));
+  const out = el("div", { id: "audit-list" }), verdict = el("p", { id: "audit-verify", role: "status" });
+  const filter = el("form", { class: "inline", "aria-label": "Filter audit" }, field("Action", "action", { placeholder: "e.g. circuit.force_open" }),
+    field("Actor", "actor"), field("Target", "target"), el("button", { type: "submit" }, "Show"));
+  const verify = el("button", { type: "button", id: "audit-verify-button" }, "Verify the chain");
+  main.append(filter, el("p", {}, verify, " ", verdict), out);
+  const load = async () => {
+    const f = new FormData(filter), q = new URLSearchParams({ page_size: "100" });
+    for (const k of ["action", "actor", "target"]) if (f.get(k)) q.set(k, f.get(k));
+    const r = await api("GET", "/v1/audit?" + q);
+    out.replaceChildren(table([{ title: "#" }, { title: "When" }, { title: "Actor" }, { title: "Action" }, { title: "Target" }, { title: "Reason" }],
+      (r.body.records || []).map((x) => el("tr", {}, el("td", {}, String(x.seq)), el("td", {}, ago(x.time)), el("td", {}, x.actor), el("td", {}, x.action),
+        el("td", {}, x.target), el("td", {}, x.reason)))));
+  };
+  filter.addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
+  verify.addEventListener("click", async () => {
+    verdict.textContent = "verifying…";
+    const r = await api("GET", "/v1/audit:verify");
+    verdict.className = r.body.ok ? "ok" : "error";
+    verdict.textContent = r.ok ? (r.body.ok ? "intact: " + r.body.records + " records, every member agrees" : "BROKEN: " + r.body.problem) : (r.body.message || "HTTP " + r.status);
+  });
+  await load();
+};
+
+pages.rollouts = async (main) => {
+  main.append(el("h1", {}, "Canary rollouts, approvals, notifications"));
+  const [ro, ap, ch, nt] = await Promise.all([api("GET", "/v1/canary/rollouts"), api("GET", "/v1/approvals"), api("GET", "/v1/notify/channels"), api("GET", "/v1/notifications")]);
+  main.append(el("h2", {}, "Rollouts"), table([{ title: "Rollout" }, { title: "Section" }, { title: "State" }, { title: "Stage" }, { title: "Created" }],
+    (ro.body.rollouts || []).map((r) => el("tr", {}, el("td", {}, r.id), el("td", {}, r.section), el("td", { class: "state" }, r.state),
+      el("td", {}, String((r.current_stage_index || 0) + 1) + " of " + (r.stages || []).length), el("td", {}, ago(r.created_at))))));
+  main.append(el("h2", {}, "Approvals"), table([{ title: "Request" }, { title: "Operation" }, { title: "Requested by" }, { title: "Reason" }, { title: "State" }, { title: "Expires" }],
+    (ap.body.approvals || []).map((a) => el("tr", {}, el("td", {}, a.id), el("td", {}, a.operation), el("td", {}, a.requested_by), el("td", {}, a.reason),
+      el("td", { class: "state" }, a.state), el("td", {}, ago(a.expires_at))))));
+  main.append(el("h2", {}, "Notification channels"), table([{ title: "Channel" }, { title: "Type" }, { title: "Host" }, { title: "Categories" }, { title: "Minimum priority" }],
+    (ch.body.channels || []).map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, c.type), el("td", {}, c.host || ""), el("td", {}, (c.categories || []).join(", ") || "all"), el("td", {}, c.min_priority || "")))));
+  main.append(el("h2", {}, "Recent notifications"), table([{ title: "When" }, { title: "Channel" }, { title: "Priority" }, { title: "Title" }, { title: "Result" }],
+    (nt.body.notifications || []).slice(0, 50).map((d) => el("tr", {}, el("td", {}, ago(d.time)), el("td", {}, d.channel), el("td", {}, d.priority), el("td", {}, d.title),
+      el("td", {}, d.result + (d.error ? ": " + d.error : ""))))));
+};
+
 function toSeconds(d) {
   const m = d.match(/^(\d+)\s*([smhd])$/);
   if (!m) return d;
