@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -719,10 +720,20 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // state (raftstore's own _meta bucket included), in key order. Replicas
 // that applied the same log hash equal even though their files differ
 // byte for byte.
-func (s *Store) ContentHash() (string, error) {
+func (s *Store) ContentHash() (string, error) { return s.hash(true) }
+
+// DataHash is ContentHash without raftstore's _meta bucket (the applied
+// index): it changes only when a command changed the replicated data, not
+// when raft applied an entry of its own (a new leader's no-op).
+func (s *Store) DataHash() (string, error) { return s.hash(false) }
+
+func (s *Store) hash(meta bool) (string, error) {
 	h := sha256.New()
 	err := s.fsm.view(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if !meta && bytes.Equal(name, metaBucket) {
+				return nil
+			}
 			fmt.Fprintf(h, "bucket %q\n", name)
 			return b.ForEach(func(k, v []byte) error {
 				fmt.Fprintf(h, "%x=%x\n", k, v)
