@@ -199,6 +199,18 @@ func TestConsoleInABrowser(t *testing.T) {
 	if code, body := r.do("GET", "/v1/circuits/psp", ""); code != 200 || body["state"] != "CLOSED" || body["pin_reason"] != "provider back" {
 		t.Fatalf("after force close from the page: %d %v", code, body)
 	}
+	// The policy, viewed and edited from the page.
+	b.do(chromedp.Click(chromedp.CSS(`button[aria-label="Policy of psp"]`)), chromedp.WaitVisible(chromedp.CSS("#policy-json")))
+	if cur := b.text("#policy-json", time.Second, func(s string) bool { return strings.Contains(s, `"failure_threshold": 5`) }); cur == "" {
+		t.Fatal("policy not shown")
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#policy-json"), `{"failure_threshold": 7, "minimum_calls": 20}`),
+		chromedp.SendKeys(chromedp.CSS("#policy-reason"), "tune psp"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Save policy"] button[type="submit"]`)))
+	b.text(`form[aria-label="Save policy"] .ok`, 5*time.Second, func(s string) bool { return s == "done" })
+	if _, body := r.do("GET", "/v1/circuits/psp", ""); dig(body, "policy", "failure_threshold") != 7.0 || dig(body, "policy", "minimum_calls") != 20.0 {
+		t.Fatalf("policy after the edit: %v", body["policy"])
+	}
 	_, audit := r.do("GET", "/v1/audit?page_size=50", "")
 	if !strings.Contains(fmt.Sprint(audit), "provider back") {
 		t.Fatalf("the audit trail does not show the page's action: %v", audit)
@@ -265,6 +277,39 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.do(chromedp.Navigate(base + "#/audit"))
 	b.do(chromedp.Click(chromedp.CSS("#audit-verify-button")))
 	b.text("#audit-verify", 5*time.Second, func(s string) bool { return strings.HasPrefix(s, "intact") })
+
+	// Usable: every control has a name; at 420 px nothing overflows the
+	// page (wide tables scroll in their own box).
+	for _, page := range []string{"overview", "circuits", "emergency", "dlq", "coordination", "audit", "rollouts"} {
+		b.do(chromedp.Navigate(base + "#/" + page))
+		b.text(`main[data-ready="true"] h1`, 5*time.Second, func(s string) bool { return s != "" })
+		unnamed, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`[...document.querySelectorAll("main button, main input, main select, main textarea")].filter(e =>
+			!(e.getAttribute("aria-label") || e.closest("label") || (e.tagName === "BUTTON" && e.textContent.trim()))).length`))
+		if err != nil || unnamed != 0 {
+			t.Fatalf("%s: %d controls without an accessible name (%v)", page, unnamed, err)
+		}
+	}
+	b.do(chromedp.EmulateViewport(420, 800), chromedp.Navigate(base+"#/circuits"))
+	b.text(`main[data-ready="true"] h1`, 5*time.Second, func(s string) bool { return s != "" })
+	// (Left mid-load, the previous page leaves nothing behind.)
+	b.text("main", time.Second, func(s string) bool { return !strings.Contains(s, "Notification channels") })
+	overflow, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`))
+	if err != nil || overflow {
+		t.Fatalf("the circuits page overflows a 420 px window (%v)", err)
+	}
+	b.screenshot("narrow")
+	b.do(chromedp.EmulateViewport(1280, 900))
+
+	// The node serving the page goes away: the page says so, and follows
+	// again when it is back.
+	idx := slices.IndexFunc(c.Nodes, func(n *testcluster.Node) bool { return n == node })
+	b.do(chromedp.Navigate(base + "#/circuits"))
+	b.text("#live", 5*time.Second, func(s string) bool { return s == "live" })
+	b.expect("ERR_CONNECTION_REFUSED")
+	c.Kill(idx)
+	b.text("#live", 5*time.Second, func(s string) bool { return strings.HasPrefix(s, "disconnected") })
+	c.Restart(idx)
+	b.text("#live", 15*time.Second, func(s string) bool { return s == "live" })
 	b.noErrors()
 }
 

@@ -2,7 +2,7 @@
 // streams. No build step, no third-party code; served by every node at /ui/.
 "use strict";
 
-const state = { token: sessionStorage.getItem("baldur-token") || "", role: "", name: "", streams: [] };
+const state = { token: sessionStorage.getItem("baldur-token") || "", role: "", name: "", streams: [], gen: 0 };
 const ACT_ROLES = ["OPERATOR", "ADMIN"];
 const canAct = () => ACT_ROLES.includes(state.role);
 
@@ -45,8 +45,10 @@ function askToken(message) {
 
 // watch follows a REST watch stream (newline-delimited JSON), calling onMsg
 // for each result, and reconnects when it ends. It returns a stop function.
-function watch(path, onMsg) {
-  let stopped = false, ctrl = null, delay = 250;
+// box is the page's element: a page the user has left while it loaded
+// (detached) starts no stream.
+function watch(path, onMsg, box) {
+  let stopped = !document.body.contains(box), ctrl = null, delay = 250;
   const live = document.getElementById("live");
   const run = async () => {
     while (!stopped) {
@@ -173,8 +175,8 @@ pages.overview = async (main) => {
   await refresh();
   let timer = null;
   const soon = () => { clearTimeout(timer); timer = setTimeout(refresh, 100); };
-  watch("/v1/emergency:watch", soon);
-  watch("/v1/circuits:watch", soon);
+  watch("/v1/emergency:watch", soon, main);
+  watch("/v1/circuits:watch", soon, main);
 };
 
 pages.circuits = async (main) => {
@@ -214,10 +216,30 @@ pages.circuits = async (main) => {
     if (old) old.replaceWith(tr); else body.append(tr);
     rows.set(c.name, tr);
   };
+  const policies = new Map();
+  const policyBox = el("div", { id: "policy" });
+  main.append(el("h2", {}, "Policy"), policyBox);
+  const showPolicy = (name) => {
+    const text = el("textarea", { name: "policy", id: "policy-json", rows: "12", cols: "60", "aria-label": "Policy of " + name },
+      JSON.stringify(policies.get(name) || {}, null, 2));
+    policyBox.replaceChildren(el("p", {}, "Breaker ", el("strong", { id: "policy-name" }, name)),
+      act ? actionForm("Save policy", [text, field("Reason", "reason", { id: "policy-reason" })], (f) => {
+        let p;
+        try { p = JSON.parse(f.get("policy")); } catch (e) { return Promise.resolve({ ok: false, body: { message: "not JSON: " + e.message } }); }
+        const q = f.get("reason") ? "?reason=" + encodeURIComponent(f.get("reason")) : "";
+        return api("PUT", "/v1/circuits/" + encodeURIComponent(name) + "/policy" + q, p);
+      }) : el("pre", { tabindex: "0" }, text.value));
+  };
+  const origRender = render;
   watch("/v1/circuits:watch", (m) => {
     if (m.snapshot) { rows.clear(); body.replaceChildren(); }
-    (m.circuits || []).forEach(render);
-  });
+    (m.circuits || []).forEach((c) => {
+      policies.set(c.name, c.policy);
+      origRender(c);
+      const last = rows.get(c.name).lastElementChild;
+      last.append(" ", el("button", { type: "button", "aria-label": "Policy of " + c.name, onclick: () => showPolicy(c.name) }, "Policy"));
+    });
+  }, main);
 };
 
 pages.emergency = async (main) => {
@@ -261,7 +283,7 @@ pages.emergency = async (main) => {
         el("td", {}, c.actor), el("td", {}, c.reason)))));
   };
   await refresh();
-  watch("/v1/emergency:watch", () => refresh());
+  watch("/v1/emergency:watch", () => refresh(), main);
 };
 
 
@@ -304,6 +326,9 @@ pages.dlq = async (main) => {
   };
   filter.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
   more.addEventListener("click", () => load(false));
+  // No DLQ watch stream: the first page and the stats are read again every
+  // second while the tab is visible.
+  every(1000, () => { if (!token || list.childElementCount <= 1) load(true); }, main);
   if (canAct()) {
     const progress = el("pre", { id: "dlq-batch-progress", "aria-live": "polite" });
     const batch = el("form", { class: "inline", "aria-label": "Batch replay", id: "dlq-batch" }, field("Domain", "domain", { required: true }),
@@ -341,6 +366,11 @@ pages.coordination = async (main) => {
   main.append(el("h1", {}, "Coordination"));
   const leases = el("div", { id: "leases" }), jobs = el("div", { id: "jobs" });
   main.append(el("h2", {}, "Leases and elections"), leases, el("h2", {}, "Jobs"), jobs);
+  await loadCoordination(leases, jobs);
+  every(1000, () => loadCoordination(leases, jobs), main);
+};
+
+async function loadCoordination(leases, jobs) {
   const [l, j] = await Promise.all([api("GET", "/v1/leases"), api("GET", "/v1/jobs")]);
   leases.replaceChildren(table([{ title: "Name" }, { title: "Holder" }, { title: "Fencing token" }, { title: "Priority", cls: "hide-narrow" }, { title: "Expires" }],
     (l.body.leases || []).map((x) => el("tr", {}, el("td", {}, x.name), el("td", {}, x.holder), el("td", {}, String(x.fencing_token)),
@@ -348,7 +378,14 @@ pages.coordination = async (main) => {
   jobs.replaceChildren(table([{ title: "Job" }, { title: "Schedule" }, { title: "Enabled" }, { title: "Last run" }, { title: "Next run" }, { title: "Runs / errors", cls: "hide-narrow" }],
     (j.body.jobs || []).map((x) => el("tr", {}, el("td", {}, x.resource + "/" + x.name), el("td", {}, x.cron || ("every " + x.interval)), el("td", {}, x.enabled ? "yes" : "no"),
       el("td", {}, ago(x.last_run_at)), el("td", {}, ago(x.next_run_at)), el("td", { class: "hide-narrow" }, (x.run_count || 0) + " / " + (x.error_count || 0))))));
-};
+}
+
+// every runs fn each interval while the page is shown and the tab visible.
+function every(ms, fn, box) {
+  if (!document.body.contains(box)) return; // a page the user has left
+  const id = setInterval(() => { if (document.visibilityState === "visible") fn(); }, ms);
+  state.streams.push(() => clearInterval(id));
+}
 
 pages.audit = async (main) => {
   main.append(el("h1", {}, "Audit trail"));
@@ -402,14 +439,17 @@ function toSeconds(d) {
 async function route() {
   state.streams.forEach((stop) => stop());
   state.streams = [];
+  const gen = ++state.gen;
   const name = (location.hash.replace(/^#\//, "") || "overview").split("?")[0];
   const page = pages[name] || pages.overview;
   document.querySelectorAll("nav a").forEach((a) => a.setAttribute("aria-current", a.getAttribute("href") === "#/" + name ? "page" : "false"));
   const main = document.getElementById("main");
-  main.replaceChildren();
+  const box = el("div", {});
+  main.replaceChildren(box);
   main.setAttribute("data-page", name);
-  await page(main);
-  main.setAttribute("data-ready", "true");
+  main.removeAttribute("data-ready");
+  await page(box);
+  if (gen === state.gen) main.setAttribute("data-ready", "true");
 }
 
 async function start() {
