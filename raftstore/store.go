@@ -333,7 +333,9 @@ func (s *Store) leaderLoop(ctx context.Context) {
 	// Everything committed in earlier terms must be applied before the
 	// leader answers consistent reads or acts on timers.
 	for {
-		err := s.raft.Barrier(time.Minute).Error()
+		f := s.raft.Barrier(time.Minute)
+		answerAtShutdown(f, s.raftDone)
+		err := f.Error()
 		if err == nil {
 			break
 		}
@@ -409,7 +411,9 @@ func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 		return 0, ErrNotReady
 	}
 	idx := s.fsm.appliedIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	vf := s.raft.VerifyLeader()
+	answerAtShutdown(vf, s.raftDone)
+	if err := vf.Error(); err != nil {
 		if errors.Is(mapRaftErr(err), ErrIndeterminate) {
 			return 0, ErrNotLeader // a read changed nothing: never "result unknown"
 		}
@@ -749,14 +753,14 @@ func (s *Store) Snapshot() error {
 	return s.raft.Snapshot().Error()
 }
 
-// answerAtShutdown makes an apply future answer ErrRaftShutdown once done
-// is closed. hashicorp/raft answers every future it takes, except those
+// answerAtShutdown makes a future (an apply, a barrier, a leadership
+// check) answer ErrRaftShutdown once done is closed. hashicorp/raft answers every future it takes, except those
 // still queued for its FSM loop when it stops; their futures have no
 // shutdown channel of their own (its deferError.ShutdownCh, which it sets
 // only on restore futures), so one is set here. It reports whether fut is
 // such a future (the entry was handed to raft), false for the error
 // futures raft returns when it refused the entry outright.
-func answerAtShutdown(fut raft.ApplyFuture, done chan struct{}) bool {
+func answerAtShutdown(fut raft.Future, done chan struct{}) bool {
 	v := reflect.ValueOf(fut)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return false

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/hashicorp/raft"
 	"net"
 	"os"
 	"path/filepath"
@@ -300,4 +301,10 @@ func TestApplyFuturesAnswerAtShutdown(t *testing.T) {
 		t.Fatal("an apply future's ShutdownCh could not be set: hashicorp/raft changed; see answerAtShutdown")
 	}
 	_ = fut.Error()
+	for name, f := range map[string]raft.Future{"barrier": s.raft.Barrier(time.Second), "verify": s.raft.VerifyLeader()} {
+		if !answerAtShutdown(f, make(chan struct{})) {
+			t.Errorf("a %s future's ShutdownCh could not be set", name)
+		}
+		_ = f.Error()
+	}
 }
