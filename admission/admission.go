@@ -79,7 +79,7 @@ func (l RateLimit) Validate() error {
 		return invalid("burst", fmt.Sprintf("%d: must be at least 1 (and at most %d)", l.Burst, MaxBurst))
 	case l.Scope != ScopeGlobal:
 		return invalid("scope", fmt.Sprintf("%q: only %s is built (per-key quotas: docs/admission.md)", l.Scope, ScopeGlobal))
-	case l.FallbackRate < 0 || l.FallbackRate > l.Rate:
+	case !(l.FallbackRate >= 0 && l.FallbackRate <= l.Rate):
 		return invalid("fallback_rate", fmt.Sprintf("%v: must be between 0 (the default) and the rate, %v", l.FallbackRate, l.Rate))
 	}
 	return nil
@@ -166,13 +166,13 @@ func (t Throttle) Validate() error {
 		return invalid("sla_warning", fmt.Sprintf("%v: must be above 0", t.SLAWarning))
 	case t.SLACritical <= t.SLAWarning:
 		return invalid("sla_critical", fmt.Sprintf("%v: must be above sla_warning (%v)", t.SLACritical, t.SLAWarning))
-	case t.CBOpenPercent < 0 || t.CBOpenPercent > 1:
+	case !(t.CBOpenPercent >= 0 && t.CBOpenPercent <= 1):
 		return invalid("cb_open_limit_percent", fmt.Sprintf("%v: must be 0..1", t.CBOpenPercent))
-	case t.CBHalfOpenPercent < 0 || t.CBHalfOpenPercent > 1:
+	case !(t.CBHalfOpenPercent >= 0 && t.CBHalfOpenPercent <= 1):
 		return invalid("cb_half_open_limit_percent", fmt.Sprintf("%v: must be 0..1", t.CBHalfOpenPercent))
-	case t.Level1Multiplier <= 0 || t.Level1Multiplier > 1:
+	case !(t.Level1Multiplier > 0 && t.Level1Multiplier <= 1):
 		return invalid("level1_multiplier", fmt.Sprintf("%v: must be in (0, 1]", t.Level1Multiplier))
-	case t.Level2Multiplier <= 0 || t.Level2Multiplier > 1:
+	case !(t.Level2Multiplier > 0 && t.Level2Multiplier <= 1):
 		return invalid("level2_multiplier", fmt.Sprintf("%v: must be in (0, 1]", t.Level2Multiplier))
 	case t.RecoveryStepInterval < 0 || t.RecoveryStepInterval > time.Hour:
 		return invalid("recovery_step_interval", fmt.Sprintf("%v: must be 0..1h", t.RecoveryStepInterval))

@@ -209,6 +209,15 @@ func admissionSection(section string, m *pb.RuntimeConfig) (any, error) {
 	return nil, fmt.Errorf("config: %s is not an admission section", section)
 }
 
+// putEntry proposes one entry of a map section: v as its domain JSON.
+func (s *Server) putEntry(ctx context.Context, section, name string, v any, reason string) (config.Result, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return config.Result{}, invalidField("values", err.Error())
+	}
+	return s.setEntry(ctx, section, name, raw, reason)
+}
+
 // setEntry proposes one entry of a map section (raw nil: its removal).
 func (s *Server) setEntry(ctx context.Context, section, name string, raw json.RawMessage, reason string) (config.Result, error) {
 	if err := s.checkCommandVersion(entryVersion); err != nil {
@@ -378,8 +387,7 @@ func (x *admissionService) PutRateLimit(ctx context.Context, req *pb.PutRateLimi
 	if err != nil {
 		return nil, err
 	}
-	raw, _ := json.Marshal(l)
-	r, err := x.s.setEntry(ctx, config.RateLimits, req.Name, raw, req.Reason)
+	r, err := x.s.putEntry(ctx, config.RateLimits, req.Name, l, req.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -474,8 +482,7 @@ func (x *admissionService) PutBulkhead(ctx context.Context, req *pb.PutBulkheadR
 	if err != nil {
 		return nil, err
 	}
-	raw, _ := json.Marshal(b)
-	r, err := x.s.setEntry(ctx, config.Bulkheads, req.Name, raw, req.Reason)
+	r, err := x.s.putEntry(ctx, config.Bulkheads, req.Name, b, req.Reason)
 	if err != nil {
 		return nil, err
 	}
@@ -535,8 +542,7 @@ func (x *admissionService) PutThrottle(ctx context.Context, req *pb.PutThrottleR
 	if err != nil {
 		return nil, err
 	}
-	raw, _ := json.Marshal(t)
-	r, err := x.s.setEntry(ctx, config.Throttles, req.Name, raw, req.Reason)
+	r, err := x.s.putEntry(ctx, config.Throttles, req.Name, t, req.Reason)
 	if err != nil {
 		return nil, err
 	}
