@@ -41,6 +41,10 @@ cluster: build ## Start a 3-node loopback cluster in the foreground (Ctrl-C stop
 test: ## Run every test: unit, in-process clusters, built binaries, process-level faults, fuzz targets
 	@if [ -z "$${BALDUR_TEST_PG_DSN:-}" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
 	  echo "notice: PostgreSQL tests are skipped: BALDUR_TEST_PG_DSN is unset and nothing answers on 127.0.0.1:5432"; fi
+	@if [ -z "$${BALDUR_TEST_HELM:-}" ] && ! command -v helm >/dev/null && [ ! -x "$$(go env GOPATH)/bin/helm" ]; then \
+	  echo "notice: chart tests are skipped: no helm (go install helm.sh/helm/v3/cmd/helm@v3.22.0)"; fi
+	@if [ -z "$${BALDUR_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then \
+	  echo "notice: console browser tests are skipped: no chromium (apt-get install chromium)"; fi
 	$(MAKE) vet
 	$(GO) test -count=1 -timeout 20m ./...
 	cd sdk/go && $(GO) test -count=1 -timeout 5m ./...

@@ -24,7 +24,9 @@ import (
 
 const chart = "helm/baldurd"
 
-// helmBin is helm on PATH or where `go install` puts it.
+// helmBin is helm on PATH or where `go install` puts it. When none is
+// installed the chart tests are skipped with a one-line reason, unless
+// BALDUR_TEST_HELM is set (CI sets it): then they fail.
 func helmBin(t *testing.T) string {
 	if p, err := exec.LookPath("helm"); err == nil {
 		return p
@@ -36,7 +38,10 @@ func helmBin(t *testing.T) string {
 			}
 		}
 	}
-	t.Fatal("helm is not installed: go install helm.sh/helm/v3/cmd/helm@v3.22.0 (.ci/run does)")
+	if os.Getenv("BALDUR_TEST_HELM") != "" {
+		t.Fatal("BALDUR_TEST_HELM is set but helm is not installed: go install helm.sh/helm/v3/cmd/helm@v3.22.0 (.ci/run does)")
+	}
+	t.Skip("chart tests skipped: no helm (go install helm.sh/helm/v3/cmd/helm@v3.22.0, or set BALDUR_TEST_HELM)")
 	return ""
 }
 
