@@ -283,6 +283,13 @@ func TestBulkheadsAndThrottlesAcrossTheFleet(t *testing.T) {
 		sdks = append(sdks, dialSDK(t, endpoints(c), baldur.WithInstanceID(fmt.Sprintf("svc-%d", i))))
 	}
 	for _, s := range sdks {
+		// An SDK watching a member that has not applied the PUTs yet sees
+		// them a moment later.
+		if !testcluster.Eventually(5*time.Second, func() bool {
+			return s.Config().Version("throttles") > 0 && s.Config().Version("bulkheads") > 0
+		}) {
+			t.Fatalf("%s never received the admission configuration", s.InstanceID())
+		}
 		b := s.Bulkhead("database")
 		if err := b.Acquire(ctxT(t)); err != nil {
 			t.Fatal(err)
@@ -311,7 +318,8 @@ func TestBulkheadsAndThrottlesAcrossTheFleet(t *testing.T) {
 	var body map[string]any
 	if !testcluster.Eventually(5*time.Second, func() bool {
 		_, body = r.do("GET", "/v1/bulkheads", "")
-		return dig(body, "bulkheads", "0", "instances") == 3.0 && dig(body, "bulkheads", "0", "active") == 6.0
+		return dig(body, "bulkheads", "0", "instances") == 3.0 && dig(body, "bulkheads", "0", "active") == 6.0 &&
+			dig(body, "bulkheads", "0", "rejected_total") == "1"
 	}) {
 		t.Fatalf("fleet view: %v", body)
 	}
