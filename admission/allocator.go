@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -197,14 +198,6 @@ func (a *Allocator) Status(name string, now time.Time) []InstanceShare {
 			out = append(out, InstanceShare{Instance: id, Share: h.share, Wanted: h.wanted, Admitted: h.admitted, Refused: h.refused, Expires: h.expires})
 		}
 	}
-	slices.SortFunc(out, func(x, y InstanceShare) int {
-		if x.Instance < y.Instance {
-			return -1
-		}
-		if x.Instance > y.Instance {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(x, y InstanceShare) int { return strings.Compare(x.Instance, y.Instance) })
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -69,13 +70,16 @@ func throttlesToPB(m map[string]admission.Throttle) map[string]*pb.ThrottleConfi
 	return out
 }
 
-// durations reads optional durations into their destinations (a field
-// left out keeps its value).
-func durations(prefix string, ds ...struct {
+// durField is an optional duration of a request and where it goes.
+type durField struct {
 	field string
 	v     *durationpb.Duration
 	dst   *time.Duration
-}) error {
+}
+
+// durations reads optional durations into their destinations (a field
+// left out keeps its value).
+func durations(prefix string, ds ...durField) error {
 	for _, d := range ds {
 		if d.v == nil {
 			continue
@@ -87,12 +91,6 @@ func durations(prefix string, ds ...struct {
 		*d.dst = v
 	}
 	return nil
-}
-
-type durField = struct {
-	field string
-	v     *durationpb.Duration
-	dst   *time.Duration
 }
 
 // withPrefix names a domain's field error as the request names it.
@@ -327,10 +325,8 @@ func (x *admissionService) SyncAdmission(ctx context.Context, req *pb.SyncAdmiss
 	}
 	shares := st.alloc.Sync(now, req.Instance, demands, set.rateLimits, req.Leaving)
 	st.mu.Lock()
-	for _, hs := range []map[string]map[string]bulkheadReport{st.bulkheads} {
-		for _, byInstance := range hs {
-			delete(byInstance, req.Instance)
-		}
+	for _, byInstance := range st.bulkheads {
+		delete(byInstance, req.Instance)
 	}
 	for _, byInstance := range st.throttles {
 		delete(byInstance, req.Instance)
@@ -409,7 +405,7 @@ func (x *admissionService) GetRateLimit(ctx context.Context, req *pb.GetRateLimi
 func (x *admissionService) ListRateLimits(ctx context.Context, _ *pb.ListRateLimitsRequest) (*pb.ListRateLimitsResponse, error) {
 	set := x.s.settings()
 	out := &pb.ListRateLimitsResponse{RateLimits: []*pb.RateLimitStatus{}}
-	for _, name := range sortedKeys(set.rateLimits) {
+	for _, name := range slices.Sorted(maps.Keys(set.rateLimits)) {
 		out.RateLimits = append(out.RateLimits, x.rateLimitStatus(name, set.rateLimits[name], set.sections[config.RateLimits].Version))
 	}
 	return out, nil
@@ -451,7 +447,7 @@ func (x *admissionService) bulkheadStatus(name string, b admission.Bulkhead, ver
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	capacity := 0
-	for _, id := range sortedKeys(st.bulkheads[name]) {
+	for _, id := range slices.Sorted(maps.Keys(st.bulkheads[name])) {
 		r := st.bulkheads[name][id]
 		if now.Sub(r.at) > fresh {
 			continue
@@ -504,7 +500,7 @@ func (x *admissionService) GetBulkhead(ctx context.Context, req *pb.GetBulkheadR
 func (x *admissionService) ListBulkheads(ctx context.Context, _ *pb.ListBulkheadsRequest) (*pb.ListBulkheadsResponse, error) {
 	set := x.s.settings()
 	out := &pb.ListBulkheadsResponse{Bulkheads: []*pb.BulkheadStatus{}}
-	for _, name := range sortedKeys(set.bulkheads) {
+	for _, name := range slices.Sorted(maps.Keys(set.bulkheads)) {
 		out.Bulkheads = append(out.Bulkheads, x.bulkheadStatus(name, set.bulkheads[name], set.sections[config.Bulkheads].Version))
 	}
 	return out, nil
@@ -519,7 +515,7 @@ func (x *admissionService) throttleStatus(name string, t admission.Throttle, ver
 	now, fresh := x.s.now(), x.s.admissionLease()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, id := range sortedKeys(st.throttles[name]) {
+	for _, id := range slices.Sorted(maps.Keys(st.throttles[name])) {
 		r := st.throttles[name][id]
 		if now.Sub(r.at) > fresh {
 			continue
@@ -552,17 +548,8 @@ func (x *admissionService) PutThrottle(ctx context.Context, req *pb.PutThrottleR
 func (x *admissionService) GetThrottleStatus(ctx context.Context, _ *pb.GetThrottleStatusRequest) (*pb.GetThrottleStatusResponse, error) {
 	set := x.s.settings()
 	out := &pb.GetThrottleStatusResponse{Throttles: []*pb.ThrottleStatus{}}
-	for _, name := range sortedKeys(set.throttles) {
+	for _, name := range slices.Sorted(maps.Keys(set.throttles)) {
 		out.Throttles = append(out.Throttles, x.throttleStatus(name, set.throttles[name], set.sections[config.Throttles].Version))
 	}
 	return out, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

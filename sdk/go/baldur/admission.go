@@ -39,14 +39,13 @@ type admissionSet struct {
 	throttles  map[string]*Throttle
 	start      sync.Once
 	kick       chan struct{}
-	syncs      chan struct{} // a sync finished (tests and Wait)
 	renew      time.Duration
 	reachable  bool // the last sync succeeded (the loop's goroutine only)
 }
 
 func newAdmission(c *Client) *admissionSet {
 	return &admissionSet{c: c, rateLimits: map[string]*RateLimiter{}, bulkheads: map[string]*Bulkhead{}, throttles: map[string]*Throttle{},
-		kick: make(chan struct{}, 1), syncs: make(chan struct{}), renew: 2 * time.Second}
+		kick: make(chan struct{}, 1), renew: 2 * time.Second}
 }
 
 // configured waits (up to a second, or ctx) for the first configuration,
@@ -118,10 +117,6 @@ func (a *admissionSet) loop(ctx context.Context) {
 		cancel()
 		a.reachable = err == nil
 		a.apply(resp, err, now)
-		select {
-		case a.syncs <- struct{}{}:
-		default:
-		}
 	}
 }
 

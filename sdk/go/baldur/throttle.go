@@ -247,9 +247,6 @@ func (t *Throttle) effectiveLocked(now time.Time) int32 {
 		}
 	}
 	eff := int32(max(t.base*mult*ramp, float64(cfg.minL)))
-	if mult == 1 && ramp == 1 {
-		eff = int32(max(t.base, float64(cfg.minL)))
-	}
 	switch {
 	case t.frozen():
 		t.regime = RegimeFrozen
