@@ -27,22 +27,27 @@ func Get(kv fsm.KV, name string) (Breaker, bool) {
 	if v == nil {
 		return Breaker{}, false
 	}
-	var b Breaker
-	if err := json.Unmarshal(v, &b); err != nil {
+	return decode(name, v), true
+}
+
+// decoded holds each breaker's last decoded record: reports are ingested
+// many times a second per breaker and the record changes on transitions.
+var decoded fsm.JSONCache[Breaker]
+
+// decode returns the breaker stored as v.
+func decode(name string, v []byte) Breaker {
+	b, err := decoded.Decode(name, v)
+	if err != nil {
 		panic(fmt.Sprintf("circuit: decode %q: %v", name, err))
 	}
-	return b, true
+	return b
 }
 
 // List returns every breaker ordered by name.
 func List(kv fsm.KV) []Breaker {
 	var out []Breaker
-	kv.Scan(BucketBreakers, nil, false, func(_, v []byte) bool {
-		var b Breaker
-		if err := json.Unmarshal(v, &b); err != nil {
-			panic(fmt.Sprintf("circuit: decode: %v", err))
-		}
-		out = append(out, b)
+	kv.Scan(BucketBreakers, nil, false, func(k, v []byte) bool {
+		out = append(out, decode(string(k), v))
 		return true
 	})
 	return out
@@ -330,11 +335,7 @@ func Page(kv fsm.KV, after string, size int) ([]Breaker, string) {
 			next = out[len(out)-1].Name
 			return false
 		}
-		var b Breaker
-		if err := json.Unmarshal(v, &b); err != nil {
-			panic(fmt.Sprintf("circuit: decode %q: %v", k, err))
-		}
-		out = append(out, b)
+		out = append(out, decode(string(k), v))
 		return true
 	})
 	return out, next

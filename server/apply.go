@@ -364,18 +364,21 @@ func getMember(kv fsm.KV, id string) (memberRecord, bool) {
 	if v == nil {
 		return memberRecord{}, false
 	}
-	var m memberRecord
-	if err := json.Unmarshal(v, &m); err != nil {
+	m, err := members.Decode(id, v)
+	if err != nil {
 		return memberRecord{}, false
 	}
 	return m, true
 }
 
+// members holds the member table's decoded rows (read on every forwarded
+// write by checkCommandVersion).
+var members fsm.JSONCache[memberRecord]
+
 func listMembers(kv fsm.KV) map[string]memberRecord {
 	out := map[string]memberRecord{}
-	kv.Scan(bucketMembers, nil, false, func(_, v []byte) bool {
-		var m memberRecord
-		if json.Unmarshal(v, &m) == nil {
+	kv.Scan(bucketMembers, nil, false, func(k, v []byte) bool {
+		if m, err := members.Decode(string(k), v); err == nil {
 			out[m.ID] = m
 		}
 		return true

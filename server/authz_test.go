@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ func TestRoleMatrixForEveryRPC(t *testing.T) {
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.TokenFile = file }))
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.TokenFile = file; cfg.EnablePprof = true }))
 	conn := dial(t, c.Leader().GRPCAddr)
 	checked := 0
 	protoregistry.GlobalFiles.RangeFilesByPackage("baldur.v1", func(fd protoreflect.FileDescriptor) bool {
@@ -97,6 +98,19 @@ func TestRoleMatrixForEveryRPC(t *testing.T) {
 	}
 	if code, _, _ := r.doAs("GET", "/metrics", "", "", map[string]string{"Authorization": "Bearer " + tokens["viewer"]}); code != 200 {
 		t.Fatalf("/metrics as viewer: %d", code)
+	}
+	// The profiler (--enable-pprof) is the admin's.
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"} {
+		if code, _, _ := r.doAs("GET", p, "", "", nil); code != 401 {
+			t.Errorf("%s without a token: %d", p, code)
+		}
+		code, _, body := r.doAs("GET", p, "", "", map[string]string{"Authorization": "Bearer " + tokens["operator"]})
+		if code != 403 || !strings.Contains(fmt.Sprint(body), "requires role admin") {
+			t.Errorf("%s as operator: %d %v", p, code, body)
+		}
+		if code, _, _ := r.doAs("GET", p, "", "", map[string]string{"Authorization": "Bearer " + tokens["admin"]}); code != 200 {
+			t.Errorf("%s as admin: %d", p, code)
+		}
 	}
 }
 

@@ -129,6 +129,9 @@ type Config struct {
 	// message for that long.
 	MaxWatchersPerConn int
 	WatchSendTimeout   time.Duration
+	// EnablePprof serves Go's profiler at /debug/pprof/ on the HTTP port
+	// (admin role).
+	EnablePprof bool
 	// WatchHeartbeat is how often an idle watch stream sends an empty
 	// message (0: 3s). Not a flag: tests shorten it.
 	WatchHeartbeat time.Duration
@@ -294,6 +297,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBreakers, "max-breakers", c.MaxBreakers, "breakers the cluster keeps (registration past it is refused)")
 	fs.DurationVar(&c.PromoteStabilization, "promote-stabilization", c.PromoteStabilization, "a joining node is promoted to voter after it has kept up with the log for this long")
 	fs.Uint64Var(&c.PromoteMaxTrailing, "promote-max-trailing", c.PromoteMaxTrailing, "entries a joining node may trail the leader's log by and count as caught up")
+	fs.BoolVar(&c.EnablePprof, "enable-pprof", c.EnablePprof, "serve Go's profiler at /debug/pprof/ on the HTTP port (admin role)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.IntVar(&c.MaxWatchersPerConn, "max-watchers-per-connection", c.MaxWatchersPerConn, "watch streams one gRPC client connection may hold")
 	fs.DurationVar(&c.WatchSendTimeout, "watch-send-timeout", c.WatchSendTimeout, "a watch stream whose client takes no message for this long is dropped")

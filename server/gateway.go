@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"strconv"
 	"strings"
@@ -194,7 +195,15 @@ func (s *Server) newHTTPHandler(ctx context.Context, conn *grpc.ClientConn, gath
 	mux.HandleFunc("GET /v1/cluster/snapshot", s.saveHTTP(conn))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.viewerOnly(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	mux.Handle("GET /metrics", s.withRole(pb.Role_VIEWER, "/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	if s.cfg.EnablePprof {
+		// Go's profiler, as etcd's --enable-pprof: admin only (a profile
+		// shows what the process holds and does).
+		mux.Handle("GET /debug/pprof/", s.withRole(pb.Role_ADMIN, "/debug/pprof", http.HandlerFunc(pprof.Index)))
+		for name, h := range map[string]http.HandlerFunc{"cmdline": pprof.Cmdline, "profile": pprof.Profile, "symbol": pprof.Symbol, "trace": pprof.Trace} {
+			mux.Handle("GET /debug/pprof/"+name, s.withRole(pb.Role_ADMIN, "/debug/pprof", h))
+		}
+	}
 	mux.Handle("GET /ui/", consoleHandler())
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -291,10 +300,10 @@ func (s *Server) restoreHTTP(conn *grpc.ClientConn) http.HandlerFunc {
 	}
 }
 
-// viewerOnly serves h to callers with at least the viewer role, resolved
-// as a gRPC call would be: bearer token, client certificate, or anonymous
-// on loopback.
-func (s *Server) viewerOnly(h http.Handler) http.Handler {
+// withRole serves h to callers with at least role, resolved as a gRPC
+// call would be: bearer token, client certificate, or anonymous on
+// loopback.
+func (s *Server) withRole(role pb.Role, what string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := metadata.NewIncomingContext(r.Context(), metadata.Pairs(mdAuthorization, r.Header.Get("Authorization")))
 		p := &peer.Peer{}
@@ -306,8 +315,8 @@ func (s *Server) viewerOnly(h http.Handler) http.Handler {
 		}
 		ctx = peer.NewContext(ctx, p)
 		id, err := s.resolve(ctx)
-		if err == nil && id.Role < pb.Role_VIEWER {
-			err = fmt.Errorf("%w: /metrics requires role viewer", errPermissionDenied)
+		if err == nil && id.Role < role {
+			err = fmt.Errorf("%w: %s requires role %s", errPermissionDenied, what, strings.ToLower(role.String()))
 		}
 		if err != nil {
 			writeHTTPError(w, toStatus(s.log, err))

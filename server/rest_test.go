@@ -93,6 +93,9 @@ func TestRESTEmergencyLifecycle(t *testing.T) {
 			t.Errorf("GET %s = %d", p, code)
 		}
 	}
+	if code, _ := r.do("GET", "/debug/pprof/", ""); code != 404 {
+		t.Errorf("GET /debug/pprof/ without --enable-pprof = %d, want 404", code)
+	}
 }
 
 func TestBadInputIsRefusedAndNothingApplied(t *testing.T) {

@@ -39,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,6 +92,7 @@ func main() {
 	flag.StringVar(&cfg.cert, "cert", os.Getenv("BALDUR_CERT"), "PEM client certificate")
 	flag.StringVar(&cfg.key, "key", os.Getenv("BALDUR_KEY"), "PEM key of --cert")
 	flag.IntVar(&cfg.dialConcurrency, "dial-concurrency", 50, "instances connecting at once while the fleet starts")
+	cpuProfile := flag.String("cpuprofile", "", "write the simulator's own CPU profile (the measured period) to this file")
 	flag.Parse()
 	cfg.endpoints = splitList(endpoints)
 	cfg.metrics = splitList(metrics)
@@ -100,6 +102,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "baldur-fleetsim: --cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(ctx, cfg, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "baldur-fleetsim:", err)
 		os.Exit(1)

@@ -46,3 +46,41 @@ func TestHealthyInstancesReportLessOften(t *testing.T) {
 	}
 	t.Logf("reports: %v in 3 s of successes, %v in 1 s with failures", healthy, failing)
 }
+
+// A failure wakes the report loop: it is reported at once when the last
+// report is an interval old, and a failing instance still reports at most
+// once per interval (the loop does not tick while nothing is news).
+func TestFailuresAreReportedAtOnceAtMostOncePerInterval(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	n := c.Nodes[0]
+	cl := dialSDK(t, n.GRPCAddr, baldur.WithInstanceID("news-reporter"),
+		baldur.WithReportInterval(2*time.Second), baldur.WithIdleReportInterval(2*time.Second))
+	br := cl.Breaker("news-reports")
+	reports := func() float64 {
+		return testcluster.MetricLabelled(t, n.HTTPAddr, "baldur_circuit_reports_total", `name="news-reports"`)
+	}
+	start := time.Now()
+	br.Record(errors.New("down"))
+	for reports() < 1 {
+		if time.Since(start) > time.Second {
+			t.Fatal("a failure was not reported within 1 s (the report interval is 2 s, none was sent before)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first := time.Since(start)
+	br.Record(errors.New("down again"))
+	time.Sleep(1200 * time.Millisecond)
+	if got := reports(); got != 1 {
+		t.Fatalf("%v reports 1.2 s after the first, want 1 (at most one per 2 s interval)", got)
+	}
+	for reports() < 2 {
+		if time.Since(start) > 4*time.Second {
+			t.Fatal("the second failure was not reported within the next interval")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("first failure reported after %v, the second after %v", first, time.Since(start))
+}

@@ -353,11 +353,13 @@ func (b *Breaker) record(err error, d time.Duration) {
 		b.c.kickReporter()
 	} else if failed {
 		b.failures.Add(1)
+		b.c.signalNews()
 	} else {
 		b.successes.Add(1)
 	}
 	if slow {
 		b.slow.Add(1)
+		b.c.signalNews()
 	}
 	if d > 0 && b.c.config.tracking() {
 		b.latency[latencyBucket(d)].Add(1)

@@ -109,6 +109,12 @@ type reporter struct {
 	dropped atomic.Uint64
 }
 
+func (r *reporter) buffered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
+}
+
 func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -144,19 +150,7 @@ func (c *Client) notable() bool {
 func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	notable := c.notable()
 	if now.Sub(c.lastReport) < c.opts.idleReports && !notable && !c.config.tracking() {
-		c.breakers.Range(func(_, v any) bool {
-			b := v.(*Breaker)
-			// The interval ends here, unreported: its successes are held
-			// under the revision it began with (the oldest held one).
-			moved, began := b.successes.Swap(0), b.intervalRev.Swap(b.FleetRevision())
-			if moved > 0 {
-				if b.held == 0 {
-					b.heldRev = began
-				}
-				b.held += moved
-			}
-			return true
-		})
+		c.holdQuiet()
 		return nil
 	}
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
@@ -203,8 +197,31 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	return req
 }
 
+// holdQuiet ends the interval here, unreported: its successes are held
+// under the revision it began with (the oldest held one). Report loop only.
+func (c *Client) holdQuiet() {
+	c.breakers.Range(func(_, v any) bool {
+		b := v.(*Breaker)
+		moved, began := b.successes.Swap(0), b.intervalRev.Swap(b.FleetRevision())
+		if moved > 0 {
+			if b.held == 0 {
+				b.heldRev = began
+			}
+			b.held += moved
+		}
+		return true
+	})
+}
+
+// reportLoop sends the outcome reports. It sleeps while nothing is news:
+// a quiet instance wakes once per idle report interval (or per report
+// interval while a canary rollout tracks it, or while reports wait to be
+// sent), not ten times a second. A failure or slow call wakes it
+// (signalNews): what came before is held apart as older, and the report
+// goes once a report interval has passed since the last one, so a failing
+// instance still reports at most once per interval.
 func (c *Client) reportLoop(ctx context.Context) {
-	t := time.NewTicker(c.opts.reportInterval)
+	t := time.NewTimer(c.opts.idleReports)
 	defer t.Stop()
 	client := pb.NewCircuitServiceClient(c.conn)
 	for {
@@ -213,6 +230,24 @@ func (c *Client) reportLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-c.kick:
+		case <-c.news:
+			if !c.config.tracking() { // a tracked instance holds nothing back (collect)
+				c.holdQuiet() // the successes before the news are older than it
+			}
+			if wait := c.opts.reportInterval - time.Since(c.lastReport); wait > 0 {
+				t.Reset(wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				case <-c.kick:
+				}
+			}
+		}
+		c.newsPending.Store(false) // news from here on wakes the next turn
+		select {
+		case <-c.news: // signalled before the store: this turn takes it
+		default:
 		}
 		c.acquireProbes(ctx, client)
 		if batch := c.collect(time.Now()); batch != nil {
@@ -225,6 +260,23 @@ func (c *Client) reportLoop(ctx context.Context) {
 			c.reporter.mu.Unlock()
 		}
 		c.flush(ctx, client)
+		next := c.opts.idleReports
+		if c.config.tracking() || c.reporter.buffered() > 0 {
+			next = c.opts.reportInterval
+		}
+		t.Reset(next)
+	}
+}
+
+// signalNews wakes the report loop for a failure or slow call, once per
+// report: the calls after the first cost an atomic load.
+func (c *Client) signalNews() {
+	if c.newsPending.Load() || !c.newsPending.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case c.news <- struct{}{}:
+	default:
 	}
 }
 

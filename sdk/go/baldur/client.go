@@ -50,6 +50,8 @@ type Client struct {
 	fleetStates sync.Map  // name → *fleetView, as last pushed
 	circuitsAt  atomic.Int64
 	kick        chan struct{}
+	news        chan struct{} // a failure or slow call to report (signalNews)
+	newsPending atomic.Bool
 	reporter    reporter
 	lastReport  time.Time // when the report loop last collected a batch (its goroutine only)
 }
@@ -149,7 +151,7 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
+	c := &Client{conn: conn, opts: o, ready: make(chan struct{}), kick: make(chan struct{}, 1), news: make(chan struct{}, 1)}
 	c.emergency = newEmergency(o.staleAfter)
 	c.config = newConfig(o.instanceID)
 	c.epoch = time.Now()

@@ -185,14 +185,21 @@ func (d *DLQ) SpoolStats() SpoolStats {
 
 // deliverLoop sends spooled entries in order once the cluster answers.
 func (d *DLQ) deliverLoop(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
+	// An empty spool waits for the kick of the next spooled entry; a
+	// spool the cluster did not take is tried again every 500 ms.
+	t := time.NewTimer(500 * time.Millisecond)
 	defer t.Stop()
 	client := pb.NewDLQServiceClient(d.c.conn)
 	for {
+		var retry <-chan time.Time
+		if d.spooled.Load() > 0 {
+			t.Reset(500 * time.Millisecond)
+			retry = t.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-retry:
 		case <-d.kick:
 		}
 		if d.spooled.Load() == 0 {
