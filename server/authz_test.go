@@ -211,6 +211,21 @@ func TestSignedTokensWithRolesAndScopes(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "circuit:orders") {
 		t.Fatalf("out of scope: %v", err)
 	}
+	// The same on the report stream: scopes hold per batch.
+	st, err := circuits.StreamOutcomes(as(svc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.ReportOutcomesRequest{InstanceId: "i-1", Reports: []*pb.OutcomeReport{{Name: "payments-eu", Successes: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatalf("in scope on the stream: %v", err)
+	}
+	_ = st.Send(&pb.ReportOutcomesRequest{InstanceId: "i-1", Reports: []*pb.OutcomeReport{{Name: "orders", Failures: 1}}})
+	if _, err := st.Recv(); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "circuit:orders") {
+		t.Fatalf("out of scope on the stream: %v", err)
+	}
 	if _, err := circuits.ForceOpen(as(svc), &pb.ForceRequest{Name: "payments-eu", Reason: "r"}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "requires role operator") {
 		t.Fatalf("service forcing a breaker: %v", err)
 	}

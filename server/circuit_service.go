@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"sort"
 	"strings"
@@ -346,6 +348,33 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 		return nil, err
 	}
 	return &pb.ReportOutcomesResponse{Registered: registered}, nil
+}
+
+// StreamOutcomes is ReportOutcomes on one long-lived stream: each batch is
+// authorized on its own (a scoped token names breakers per batch) and
+// answered in turn; a batch refused ends the stream with its error.
+func (c *circuitService) StreamOutcomes(stream pb.CircuitService_StreamOutcomesServer) error {
+	ctx := stream.Context()
+	id := identityFrom(ctx)
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := c.s.authorize(ctx, pb.CircuitService_StreamOutcomes_FullMethodName, req, id); err != nil {
+			return err
+		}
+		resp, err := c.ReportOutcomes(ctx, req)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
 }
 
 func (c *circuitService) AcquireProbe(ctx context.Context, req *pb.AcquireProbeRequest) (*pb.AcquireProbeResponse, error) {

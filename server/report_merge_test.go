@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +12,8 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Outcome reports sent to followers by many instances at once reach the
@@ -117,5 +122,65 @@ func TestReportsAreForwardedWholeWhileAMemberIsOlder(t *testing.T) {
 		if _, n := testcluster.MetricSum(t, f.HTTPAddr, "baldur_report_merge_size"); n != 0 {
 			t.Fatalf("%s merged %v batches while a member is older", f.ID, n)
 		}
+	}
+}
+
+// StreamOutcomes: an instance's batches on one stream to a follower are
+// answered in order, each as ReportOutcomes would answer it (new breakers
+// named); they reach the leader's fleet window; a bad batch ends the
+// stream with ReportOutcomes' error naming the field, and a new stream
+// works again.
+func TestReportStreamAnswersEachBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	cc := circuitClient(t, c.Followers()[0])
+	st, err := cc.StreamOutcomes(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("streamed-own-%d", i)
+		if err := st.Send(&pb.ReportOutcomesRequest{InstanceId: "i-stream",
+			Reports: []*pb.OutcomeReport{{Name: "streamed-0", Successes: 2}, {Name: name, Successes: 3}}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		want := []string{name} // and streamed-0 in the first
+		if i == 0 {
+			want = []string{"streamed-0", name}
+		}
+		slices.Sort(resp.Registered)
+		if fmt.Sprint(resp.Registered) != fmt.Sprint(want) {
+			t.Fatalf("batch %d: registered %v, want %v", i, resp.Registered, want)
+		}
+	}
+	got, err := circuitClient(t, c.Leader()).GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "streamed-0"})
+	if err != nil || got.Window == nil || got.Window.WindowCalls != 6 {
+		t.Fatalf("the leader's window after 3 streamed batches: %v %v", got.GetWindow(), err)
+	}
+	_ = st.Send(&pb.ReportOutcomesRequest{InstanceId: "i-stream", Reports: []*pb.OutcomeReport{{Name: "streamed-0", Failures: -1}}})
+	if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "reports[0].failures") {
+		t.Fatalf("a bad batch on the stream: %v", err)
+	}
+	st, err = cc.StreamOutcomes(ctxT(t))
+	if err == nil {
+		err = st.Send(&pb.ReportOutcomesRequest{InstanceId: "i-stream", Reports: []*pb.OutcomeReport{{Name: "streamed-0", Successes: 1}}})
+	}
+	if err == nil {
+		_, err = st.Recv()
+	}
+	if err != nil {
+		t.Fatalf("a new stream after the bad batch: %v", err)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("the stream after CloseSend: %v, want EOF", err)
 	}
 }

@@ -41,6 +41,10 @@ const maxGRPCMessage = 16 << 20
 // connection this node serves or dials (fixed, so no BDP pings).
 const flowWindow = 1 << 20
 
+// connBuffer is the read buffer of each client connection and the size of
+// the pooled write buffers (grpc.ReadBufferSize, WriteBufferSize).
+const connBuffer = 8 << 10
+
 // Server is one baldurd node.
 type Server struct {
 	cfg      Config
@@ -235,6 +239,11 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 		// Thousands of mostly idle SDK connections: each gives its write
 		// buffer back after a flush instead of holding 32 KiB for good.
 		grpc.SharedWriteBuffer(true),
+		// Each connection's read buffer is its own for good: 8 KiB holds
+		// the small messages SDKs send (larger ones are read past it)
+		// instead of gRPC's 32 KiB per connection; write buffers of the
+		// same size come from the shared pool.
+		grpc.ReadBufferSize(connBuffer), grpc.WriteBufferSize(connBuffer),
 	)
 	pb.RegisterClusterServiceServer(s.grpcSrv, &clusterService{s: s})
 	pb.RegisterEmergencyServiceServer(s.grpcSrv, &emergencyService{s: s})

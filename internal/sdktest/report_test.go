@@ -1,10 +1,12 @@
 package sdktest_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
 )
@@ -83,4 +85,24 @@ func TestFailuresAreReportedAtOnceAtMostOncePerInterval(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("first failure reported after %v, the second after %v", first, time.Since(start))
+
+	// The SDK sent them on its report stream, not as calls: the only
+	// ReportOutcomes call the node counted is this test's own.
+	calls := func() float64 {
+		return testcluster.MetricLabelled(t, n.HTTPAddr, "baldur_grpc_requests_total", `code="OK",method="CircuitService/ReportOutcomes"`)
+	}
+	conn, err := baldur.NewConn(n.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pb.NewCircuitServiceClient(conn).ReportOutcomes(ctx, &pb.ReportOutcomesRequest{InstanceId: "by-call",
+		Reports: []*pb.OutcomeReport{{Name: "news-reports", Successes: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls(); got != 1 {
+		t.Fatalf("ReportOutcomes calls counted: %v, want 1 (the SDK reports on its stream)", got)
+	}
 }

@@ -2,12 +2,16 @@ package baldur
 
 import (
 	"context"
+	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Breaker returns the named breaker, creating it on first use. A breaker
@@ -107,6 +111,58 @@ type reporter struct {
 	pending []*pb.ReportOutcomesRequest
 	sent    atomic.Uint64
 	dropped atomic.Uint64
+
+	// The report loop's stream (StreamOutcomes; nil: none open), or unary
+	// calls to a member that does not serve it. Report loop only.
+	stream       pb.CircuitService_StreamOutcomesClient
+	streamCancel context.CancelFunc
+	unary        bool
+}
+
+// reportTimeout bounds the answer to one batch.
+const reportTimeout = 2 * time.Second
+
+// send delivers one batch: a message on the instance's long-lived report
+// stream (opened on first use, and again after an error), or a
+// ReportOutcomes call when the member does not serve the stream.
+func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitServiceClient, batch *pb.ReportOutcomesRequest) error {
+	if r.unary {
+		cctx, cancel := context.WithTimeout(c.callContext(ctx), reportTimeout)
+		defer cancel()
+		_, err := client.ReportOutcomes(cctx, batch, failFast{})
+		return err
+	}
+	if r.stream == nil {
+		sctx, cancel := context.WithCancel(c.callContext(ctx))
+		st, err := client.StreamOutcomes(sctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		r.stream, r.streamCancel = st, cancel
+	}
+	expire := time.AfterFunc(reportTimeout, r.streamCancel)
+	err := r.stream.Send(batch)
+	if err == nil || errors.Is(err, io.EOF) { // io.EOF: the stream ended; Recv says why
+		_, err = r.stream.Recv()
+	}
+	expire.Stop()
+	if err != nil {
+		r.close()
+		if status.Code(err) == codes.Unimplemented {
+			r.unary = true // an older member: calls, as before
+			return r.send(ctx, c, client, batch)
+		}
+	}
+	return err
+}
+
+// close ends the report stream (it is opened again for the next batch).
+func (r *reporter) close() {
+	if r.stream != nil {
+		r.streamCancel()
+		r.stream, r.streamCancel = nil, nil
+	}
 }
 
 func (r *reporter) buffered() int {
@@ -223,6 +279,7 @@ func (c *Client) holdQuiet() {
 func (c *Client) reportLoop(ctx context.Context) {
 	t := time.NewTimer(c.opts.idleReports)
 	defer t.Stop()
+	defer c.reporter.close()
 	client := pb.NewCircuitServiceClient(c.conn)
 	for {
 		select {
@@ -290,10 +347,7 @@ func (c *Client) flush(ctx context.Context, client pb.CircuitServiceClient) {
 		}
 		batch := c.reporter.pending[0]
 		c.reporter.mu.Unlock()
-		cctx, cancel := context.WithTimeout(c.callContext(ctx), 2*time.Second)
-		_, err := client.ReportOutcomes(cctx, batch, failFast{})
-		cancel()
-		if err != nil {
+		if err := c.reporter.send(ctx, c, client, batch); err != nil {
 			c.opts.logger.Debug("baldur.report_failed", "err", err, "buffered", len(c.reporter.pending))
 			return
 		}

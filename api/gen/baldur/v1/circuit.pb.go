@@ -1877,8 +1877,7 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"3\n" +
 	"\x15DeleteCircuitResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision2\xc7\n" +
-	"\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision2\xc0\v\n" +
 	"\x0eCircuitService\x12k\n" +
 	"\fListCircuits\x12\x1e.baldur.v1.ListCircuitsRequest\x1a\x1f.baldur.v1.ListCircuitsResponse\"\x1a\x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/circuits\x12a\n" +
 	"\n" +
@@ -1889,7 +1888,8 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"ForceClose\x12\x17.baldur.v1.ForceRequest\x1a\x1a.baldur.v1.CircuitResponse\"1\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/circuits/{name}:forceClose\x12j\n" +
 	"\x05Reset\x12\x17.baldur.v1.ResetRequest\x1a\x1a.baldur.v1.CircuitResponse\",\x82\xce\x18\x04\b\x01\x10\x03\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/circuits/{name}:reset\x12{\n" +
 	"\rSetKillSwitch\x12\x1f.baldur.v1.SetKillSwitchRequest\x1a\x1d.baldur.v1.KillSwitchResponse\"*\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/circuits:killSwitch\x12\x91\x01\n" +
-	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\":\x82\xce\x18\x18\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12\x92\x01\n" +
+	"\x0eReportOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\":\x82\xce\x18\x18\x10\x02\x1a\x14circuit:reports.name\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/circuits:report\x12w\n" +
+	"\x0eStreamOutcomes\x12 .baldur.v1.ReportOutcomesRequest\x1a!.baldur.v1.ReportOutcomesResponse\"\x1c\x82\xce\x18\x18\x10\x02\x1a\x14circuit:reports.name(\x010\x01\x12\x92\x01\n" +
 	"\fAcquireProbe\x12\x1e.baldur.v1.AcquireProbeRequest\x1a\x1f.baldur.v1.AcquireProbeResponse\"A\x82\xce\x18\x12\b\x01\x10\x02\x1a\fcircuit:name\x82\xd3\xe4\x93\x02%:\x01*\" /v1/circuits/{name}:acquireProbe\x12w\n" +
 	"\rDeleteCircuit\x12\x1f.baldur.v1.DeleteCircuitRequest\x1a .baldur.v1.DeleteCircuitResponse\"#\x82\xce\x18\x04\b\x01\x10\x04\x82\xd3\xe4\x93\x02\x15*\x13/v1/circuits/{name}\x12v\n" +
 	"\rWatchCircuits\x12\x1f.baldur.v1.WatchCircuitsRequest\x1a .baldur.v1.WatchCircuitsResponse\" \x82\xce\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/circuits:watch0\x01B8Z6github.com/baldurhq/baldurd/api/gen/baldur/v1;baldurv1b\x06proto3"
@@ -1968,22 +1968,24 @@ var file_baldur_v1_circuit_proto_depIdxs = []int32{
 	13, // 26: baldur.v1.CircuitService.Reset:input_type -> baldur.v1.ResetRequest
 	14, // 27: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
 	17, // 28: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
-	19, // 29: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
-	23, // 30: baldur.v1.CircuitService.DeleteCircuit:input_type -> baldur.v1.DeleteCircuitRequest
-	21, // 31: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
-	8,  // 32: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
-	6,  // 33: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
-	11, // 34: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
-	11, // 35: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
-	11, // 36: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
-	11, // 37: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
-	15, // 38: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
-	18, // 39: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
-	20, // 40: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
-	24, // 41: baldur.v1.CircuitService.DeleteCircuit:output_type -> baldur.v1.DeleteCircuitResponse
-	22, // 42: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
-	32, // [32:43] is the sub-list for method output_type
-	21, // [21:32] is the sub-list for method input_type
+	17, // 29: baldur.v1.CircuitService.StreamOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
+	19, // 30: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
+	23, // 31: baldur.v1.CircuitService.DeleteCircuit:input_type -> baldur.v1.DeleteCircuitRequest
+	21, // 32: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
+	8,  // 33: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
+	6,  // 34: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
+	11, // 35: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
+	11, // 36: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
+	11, // 37: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
+	11, // 38: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
+	15, // 39: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
+	18, // 40: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	18, // 41: baldur.v1.CircuitService.StreamOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	20, // 42: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
+	24, // 43: baldur.v1.CircuitService.DeleteCircuit:output_type -> baldur.v1.DeleteCircuitResponse
+	22, // 44: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name

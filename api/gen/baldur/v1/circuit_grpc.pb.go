@@ -27,6 +27,7 @@ const (
 	CircuitService_Reset_FullMethodName          = "/baldur.v1.CircuitService/Reset"
 	CircuitService_SetKillSwitch_FullMethodName  = "/baldur.v1.CircuitService/SetKillSwitch"
 	CircuitService_ReportOutcomes_FullMethodName = "/baldur.v1.CircuitService/ReportOutcomes"
+	CircuitService_StreamOutcomes_FullMethodName = "/baldur.v1.CircuitService/StreamOutcomes"
 	CircuitService_AcquireProbe_FullMethodName   = "/baldur.v1.CircuitService/AcquireProbe"
 	CircuitService_DeleteCircuit_FullMethodName  = "/baldur.v1.CircuitService/DeleteCircuit"
 	CircuitService_WatchCircuits_FullMethodName  = "/baldur.v1.CircuitService/WatchCircuits"
@@ -55,6 +56,12 @@ type CircuitServiceClient interface {
 	// merged batch is on the way to the leader leave together, merged per
 	// breaker (Internal.IngestReports).
 	ReportOutcomes(ctx context.Context, in *ReportOutcomesRequest, opts ...grpc.CallOption) (*ReportOutcomesResponse, error)
+	// StreamOutcomes is ReportOutcomes on one long-lived stream per instance
+	// (what the Go SDK uses): each request is answered, in order, by one
+	// response; a batch the member refuses ends the stream with the error
+	// ReportOutcomes would have returned. It costs a member one message each
+	// way per batch instead of a call. gRPC only.
+	StreamOutcomes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportOutcomesRequest, ReportOutcomesResponse], error)
 	// AcquireProbe asks for one of the half_open_max_calls trial permits of a
 	// HALF_OPEN breaker's current window.
 	AcquireProbe(ctx context.Context, in *AcquireProbeRequest, opts ...grpc.CallOption) (*AcquireProbeResponse, error)
@@ -155,6 +162,19 @@ func (c *circuitServiceClient) ReportOutcomes(ctx context.Context, in *ReportOut
 	return out, nil
 }
 
+func (c *circuitServiceClient) StreamOutcomes(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportOutcomesRequest, ReportOutcomesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CircuitService_ServiceDesc.Streams[0], CircuitService_StreamOutcomes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReportOutcomesRequest, ReportOutcomesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CircuitService_StreamOutcomesClient = grpc.BidiStreamingClient[ReportOutcomesRequest, ReportOutcomesResponse]
+
 func (c *circuitServiceClient) AcquireProbe(ctx context.Context, in *AcquireProbeRequest, opts ...grpc.CallOption) (*AcquireProbeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AcquireProbeResponse)
@@ -177,7 +197,7 @@ func (c *circuitServiceClient) DeleteCircuit(ctx context.Context, in *DeleteCirc
 
 func (c *circuitServiceClient) WatchCircuits(ctx context.Context, in *WatchCircuitsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCircuitsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &CircuitService_ServiceDesc.Streams[0], CircuitService_WatchCircuits_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &CircuitService_ServiceDesc.Streams[1], CircuitService_WatchCircuits_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +237,12 @@ type CircuitServiceServer interface {
 	// merged batch is on the way to the leader leave together, merged per
 	// breaker (Internal.IngestReports).
 	ReportOutcomes(context.Context, *ReportOutcomesRequest) (*ReportOutcomesResponse, error)
+	// StreamOutcomes is ReportOutcomes on one long-lived stream per instance
+	// (what the Go SDK uses): each request is answered, in order, by one
+	// response; a batch the member refuses ends the stream with the error
+	// ReportOutcomes would have returned. It costs a member one message each
+	// way per batch instead of a call. gRPC only.
+	StreamOutcomes(grpc.BidiStreamingServer[ReportOutcomesRequest, ReportOutcomesResponse]) error
 	// AcquireProbe asks for one of the half_open_max_calls trial permits of a
 	// HALF_OPEN breaker's current window.
 	AcquireProbe(context.Context, *AcquireProbeRequest) (*AcquireProbeResponse, error)
@@ -260,6 +286,9 @@ func (UnimplementedCircuitServiceServer) SetKillSwitch(context.Context, *SetKill
 }
 func (UnimplementedCircuitServiceServer) ReportOutcomes(context.Context, *ReportOutcomesRequest) (*ReportOutcomesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportOutcomes not implemented")
+}
+func (UnimplementedCircuitServiceServer) StreamOutcomes(grpc.BidiStreamingServer[ReportOutcomesRequest, ReportOutcomesResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamOutcomes not implemented")
 }
 func (UnimplementedCircuitServiceServer) AcquireProbe(context.Context, *AcquireProbeRequest) (*AcquireProbeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AcquireProbe not implemented")
@@ -435,6 +464,13 @@ func _CircuitService_ReportOutcomes_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CircuitService_StreamOutcomes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CircuitServiceServer).StreamOutcomes(&grpc.GenericServerStream[ReportOutcomesRequest, ReportOutcomesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CircuitService_StreamOutcomesServer = grpc.BidiStreamingServer[ReportOutcomesRequest, ReportOutcomesResponse]
+
 func _CircuitService_AcquireProbe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AcquireProbeRequest)
 	if err := dec(in); err != nil {
@@ -531,6 +567,12 @@ var CircuitService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamOutcomes",
+			Handler:       _CircuitService_StreamOutcomes_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "WatchCircuits",
 			Handler:       _CircuitService_WatchCircuits_Handler,
