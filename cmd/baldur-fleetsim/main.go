@@ -345,31 +345,43 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	return nil
 }
 
-// drive makes every instance's calls: one goroutine, every instance and
-// breaker in turn, --call-rate times a second.
+// drive makes every instance's calls from one goroutine, spread evenly
+// over time (every 5 ms the next share of the fleet's instance-breaker
+// pairs, in turn), so each pair is called --call-rate times a second and
+// a failure that starts is met within milliseconds somewhere in the
+// fleet, as in a real fleet whose calls do not arrive in lockstep.
 func (f *fleet) drive(ctx context.Context) {
-	tick := time.NewTicker(time.Duration(float64(time.Second) / f.cfg.callRate))
+	const step = 5 * time.Millisecond
+	tick := time.NewTicker(step)
 	defer tick.Stop()
 	errDown := errors.New("fleetsim: dependency down")
+	pairs := len(f.breakers) * f.cfg.breakers
+	perSecond := float64(pairs) * f.cfg.callRate
+	cursor, owed := 0, 0.0
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			owed += perSecond * now.Sub(last).Seconds()
+			last = now
 		}
-		for i := range f.breakers {
-			for b, br := range f.breakers[i] {
-				if br.Allow() != nil {
-					continue
-				}
-				if f.failing[b].Load() {
-					br.Record(errDown)
-				} else {
-					br.Record(nil)
-				}
-				f.calls.Add(1)
+		for ; owed >= 1; owed-- {
+			i, b := cursor/f.cfg.breakers, cursor%f.cfg.breakers
+			cursor = (cursor + 1) % pairs
+			br := f.breakers[i][b]
+			if br.Allow() != nil {
+				continue
 			}
+			if f.failing[b].Load() {
+				br.Record(errDown)
+			} else {
+				br.Record(nil)
+			}
+			f.calls.Add(1)
 		}
+		owed = min(owed, perSecond) // a stall is not made up in a burst
 	}
 }
 
