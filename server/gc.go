@@ -7,20 +7,21 @@ import (
 )
 
 // DefaultGCPercent is the garbage collector target baldurd runs with when
-// the GOGC environment variable is not set. Go's default of 100 collects
-// each time the heap doubles; baldurd's live heap is small (state lives in
-// bbolt's mmap, not on the Go heap) and its write path allocates per
-// request, so collecting at 5× the live heap trades a few MiB of memory for
-// CPU that would otherwise go to the collector (see docs/benchmarks.md,
-// "DLQ"). GOGC and GOMEMLIMIT keep their usual meaning and take precedence.
-const DefaultGCPercent = 400
+// the GOGC environment variable is not set: Go's own 100 (collect each time
+// the heap doubles). A node's live heap is mostly per-connection buffers
+// (state lives in bbolt's mmap): at 1,000 SDK instances per node GOGC=400
+// held ~160 KiB of RSS per watch stream, GOGC=100 ~80 KiB, with no CPU
+// difference the fleet simulator could see (docs/benchmarks.md, "Fleet
+// scale"). A write-heavy cluster with few connections may set GOGC=400 to
+// spend less CPU on the write path's garbage. GOGC and GOMEMLIMIT keep
+// their usual meaning and take precedence.
+const DefaultGCPercent = 100
 
 // DefaultMemoryLimit is the soft limit on the Go heap and runtime memory
 // baldurd runs with when GOMEMLIMIT is not set: below it the collector
 // runs at DefaultGCPercent; as the heap nears it (thousands of SDK
-// connections, say: each holds ~100 KiB of live buffers, and 5× that
-// before a collection at GOGC=400) it collects sooner instead of letting
-// the process pass 1 GiB. bbolt's mmap is not Go memory and does not
+// connections, say) it collects sooner instead of letting the process
+// pass 1 GiB. bbolt's mmap is not Go memory and does not
 // count. Set GOMEMLIMIT to the container's memory less some headroom.
 const DefaultMemoryLimit = 1 << 30
 
