@@ -225,7 +225,10 @@ func TestLeaderKilledWhileOpenHonoursRecoveryOnce(t *testing.T) {
 	nl := c.WaitForLeader(10 * time.Second)
 	admin = circuits(t, nl.GRPCAddr)
 	got, err := admin.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "billing"})
-	if err != nil || got.State != pb.CircuitState_OPEN {
+	// Still OPEN, or HALF_OPEN when the election outlasted the 2 s
+	// recovery timeout (a loaded machine): not reset by the new leader.
+	// When and how often it moved is checked below.
+	if err != nil || (got.State != pb.CircuitState_OPEN && got.State != pb.CircuitState_HALF_OPEN) {
 		t.Fatalf("after the leader change: %v %v, want OPEN", got, err)
 	}
 	if !testcluster.Eventually(10*time.Second, func() bool {

@@ -163,7 +163,14 @@ func (c *Client) watchEmergency(ctx context.Context) {
 					c.deltas.Add(1)
 				} // otherwise a heartbeat: it only refreshes the age
 				c.emergency.apply(msg)
+				tracked := c.config.tracking()
 				c.config.apply(msg.RuntimeConfig)
+				if !tracked && c.config.tracking() {
+					// A rollout now judges this instance: its report loop,
+					// asleep for up to the idle interval, reports from here
+					// on at every interval (nothing held back).
+					c.kickReporter()
+				}
 				c.readyOnce.Do(func() { close(c.ready) })
 				delay = c.opts.minBackoff
 			}
