@@ -24,7 +24,12 @@ func TestIdempotencyStore(t *testing.T) {
 	now.Store(t0.UnixNano())
 	s := &postgres.Idempotency{DB: d, Now: func() time.Time { return time.Unix(0, now.Load()) }}
 
+	// Each race's callers are new requests: a request id seen before would
+	// be that request's retry (its own execution: CONTINUE).
+	rounds := 0
 	race := func(key string, n int) map[string]int {
+		rounds++
+		round := rounds
 		var mu sync.Mutex
 		got := map[string]int{}
 		var wg sync.WaitGroup
@@ -32,7 +37,7 @@ func TestIdempotencyStore(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				dec, _, err := s.Acquire(ctx, idempotency.Caller{Actor: "app", RequestID: fmt.Sprintf("%s-%d", key, i)}, key, time.Minute, time.Hour)
+				dec, _, err := s.Acquire(ctx, idempotency.Caller{Actor: "app", RequestID: fmt.Sprintf("%s-%d-%d", key, round, i)}, key, time.Minute, time.Hour)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
