@@ -165,12 +165,6 @@ func (r *reporter) close() {
 	}
 }
 
-func (r *reporter) buffered() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.pending)
-}
-
 func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -318,7 +312,7 @@ func (c *Client) reportLoop(ctx context.Context) {
 		}
 		c.flush(ctx, client)
 		next := c.opts.idleReports
-		if c.config.tracking() || c.reporter.buffered() > 0 {
+		if _, buffered, _ := c.reporter.stats(); buffered > 0 || c.config.tracking() {
 			next = c.opts.reportInterval
 		}
 		t.Reset(next)
