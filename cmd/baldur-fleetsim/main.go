@@ -280,7 +280,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	before := scrapeAll(cfg.metrics)
 	selfCPU0 := selfCPU()
 	t0 := time.Now()
-	var fanout, fanoutSlowest, trips, decided []time.Duration
+	var fanout, fanoutSlowest, trips, tripPer, decided []time.Duration
 	nextChange, nextTrip := t0.Add(cfg.changeEvery), t0.Add(cfg.tripEvery)
 	em := pb.NewEmergencyServiceClient(adminConn)
 	level := 0
@@ -306,11 +306,12 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			b := tripIdx % cfg.breakers
 			tripIdx++
 			onset := time.Now()
-			d, err := f.measureTrip(ctx, b)
+			per, err := f.measureTrip(ctx, b)
 			if err != nil {
 				return err
 			}
-			trips = append(trips, d)
+			trips = append(trips, maxOf(per))
+			tripPer = append(tripPer, per...)
 			c, cancel := actx()
 			if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
 				decided = append(decided, st.OpenedAt.AsTime().Sub(onset))
@@ -337,8 +338,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		float64(f.calls.Load())/elapsed.Seconds(), f.stored.Load(), f.dlqErrs.Load(), simCores)
 	fmt.Fprintf(out, "fan-out (write -> instance sees it), %d changes: p50 %v, p99 %v; slowest instance per change p50 %v, p99 %v\n",
 		len(fanoutSlowest), pct(fanout, 50), pct(fanout, 99), pct(fanoutSlowest, 50), pct(fanoutSlowest, 99))
-	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v\n",
-		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99))
+	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; per instance p50 %v, p99 %v\n",
+		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripPer, 50), pct(tripPer, 99))
 	if len(cfg.metrics) > 0 {
 		printNodes(out, cfg, before, after, elapsed)
 	}
@@ -453,25 +454,27 @@ func (f *fleet) measureChange(ctx context.Context, write func() error, level int
 	return seen, nil
 }
 
-// measureTrip makes breaker b fail for every instance and returns the
-// time until every instance's fleet view is OPEN.
-func (f *fleet) measureTrip(ctx context.Context, b int) (time.Duration, error) {
+// measureTrip makes breaker b fail for every instance and returns, per
+// instance, the time until its fleet view is OPEN.
+func (f *fleet) measureTrip(ctx context.Context, b int) ([]time.Duration, error) {
+	seen := make([]time.Duration, len(f.breakers))
 	start := time.Now()
 	f.failing[b].Store(true)
 	defer f.failing[b].Store(false)
-	for time.Since(start) < 30*time.Second && ctx.Err() == nil {
-		open := 0
+	left := len(seen)
+	for left > 0 && time.Since(start) < 30*time.Second && ctx.Err() == nil {
 		for i := range f.breakers {
-			if f.breakers[i][b].FleetState() == baldur.StateOpen {
-				open++
+			if seen[i] == 0 && f.breakers[i][b].FleetState() == baldur.StateOpen {
+				seen[i] = time.Since(start)
+				left--
 			}
-		}
-		if open == len(f.breakers) {
-			return time.Since(start), nil
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return 0, fmt.Errorf("breaker %s: not every instance saw it OPEN within 30s", f.names[b])
+	if left > 0 {
+		return nil, fmt.Errorf("breaker %s: %d instances did not see it OPEN within 30s", f.names[b], left)
+	}
+	return seen, nil
 }
 
 // selfCPU is the CPU time this process used so far.
