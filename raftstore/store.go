@@ -114,6 +114,7 @@ type Store struct {
 	raft  *raft.Raft
 	fsm   *fsm
 	logs  *wal.WAL
+	cache *logCache // raft reads its log through it; so does ReadIndex
 	trans *raft.NetworkTransport
 
 	ready  atomic.Bool // leader has run its Barrier in the current term
@@ -177,6 +178,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.logs = logs
 	cache := newLogCache(logs, 512, 64<<20)
+	s.cache = cache
 	hlog := newHCLogger(cfg.Logger)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, hlog)
 	if err != nil {
@@ -397,12 +399,16 @@ func mapRaftErr(err error) error {
 
 // ReadIndex implements the leader side of a linearizable read (Raft thesis
 // §6.4). It returns the index the reader must wait for, after a quorum
-// confirmed this node still leads. The index is the leader's FSM applied
-// index rather than raft's commit index: no-op and barrier entries never
-// reach the FSM, so a follower could wait forever for a commit index that
-// ends in one, and every acknowledged write has been applied on the leader
-// before it was acknowledged. The ready flag (set after the term's Barrier)
-// covers entries committed by earlier leaders.
+// confirmed this node still leads: the last command entry at or below
+// raft's commit index, as the commit index is read before the quorum
+// round. Not the commit index itself: no-op, barrier and configuration
+// entries never reach the FSM, so a reader could wait for ever for a
+// commit index that ends in one. And not the leader's own FSM applied
+// index: the leader's FSM may trail the commit index that followers have
+// already applied, and a read there must not see less than a read on a
+// follower that finished before it began (a write not yet acknowledged,
+// but committed and seen, is seen from then on). The ready flag (set
+// after the term's Barrier) covers entries committed by earlier leaders.
 func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 	if s.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
@@ -410,7 +416,10 @@ func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 	if !s.ready.Load() {
 		return 0, ErrNotReady
 	}
-	idx := s.fsm.appliedIndex()
+	idx, err := s.lastCommand(s.raft.CommitIndex())
+	if err != nil {
+		return 0, err
+	}
 	vf := s.raft.VerifyLeader()
 	answerAtShutdown(vf, s.raftDone)
 	if err := vf.Error(); err != nil {
@@ -420,6 +429,24 @@ func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 		return 0, mapRaftErr(err)
 	}
 	return idx, nil
+}
+
+// lastCommand is the index of the last command entry at or below commit
+// that this node's FSM has not applied yet, or its applied index when
+// every entry past it is of another kind. The entries past the applied
+// index are few and in the log cache.
+func (s *Store) lastCommand(commit uint64) (uint64, error) {
+	applied := s.fsm.appliedIndex()
+	for i := commit; i > applied; i-- {
+		var l raft.Log
+		if err := s.cache.GetLog(i, &l); err != nil {
+			return 0, fmt.Errorf("%w: read index: log entry %d: %v", ErrNotReady, i, err)
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	return applied, nil
 }
 
 // WaitApplied blocks until this node's FSM has applied index.

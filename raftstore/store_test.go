@@ -308,3 +308,80 @@ func TestApplyFuturesAnswerAtShutdown(t *testing.T) {
 		_ = f.Error()
 	}
 }
+
+// gated is the counter with one command (payload 0) held until release
+// is closed: the FSM then trails raft's commit index.
+type gated struct {
+	counter
+	release chan struct{}
+}
+
+func (g *gated) Apply(kv KV, index, term uint64, data []byte) any {
+	if binary.BigEndian.Uint64(data) == 0 {
+		<-g.release
+	}
+	return g.counter.Apply(kv, index, term, data)
+}
+
+// A linearizable read waits for every command committed when it began,
+// even while the leader's own FSM trails the commit index (followers may
+// have applied such a command and shown it to a read already).
+func TestReadIndexCoversCommandsTheLeaderHasNotApplied(t *testing.T) {
+	addr := freeAddr(t)
+	g := &gated{release: make(chan struct{})}
+	s, err := Open(Config{
+		NodeID: "a", Dir: t.TempDir(), BindAddr: addr, WALSegmentSize: 1 << 20, Buckets: [][]byte{counterBucket}, SchemaVersion: 1, Applier: g,
+		Timing: Timing{Heartbeat: 50 * time.Millisecond, Election: 50 * time.Millisecond, LeaderLease: 50 * time.Millisecond, Commit: 5 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(false)
+	var once sync.Once
+	release := func() { once.Do(func() { close(g.release) }) }
+	defer release() // before Shutdown, which waits for the FSM
+	if err := s.Bootstrap([]Server{{ID: "a", Address: addr, Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !s.Ready(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	add(t, s, 5)
+	before := s.raft.LastIndex()
+	held := s.raft.Apply(binary.BigEndian.AppendUint64(nil, 0), 5*time.Second)
+	for deadline := time.Now().Add(5 * time.Second); s.raft.CommitIndex() <= before; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held command was not committed")
+		}
+	}
+	idx, err := s.ReadIndex(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied := s.fsm.appliedIndex(); idx <= applied || idx <= before {
+		t.Fatalf("read index %d: the committed command past %d is not covered (FSM applied %d)", idx, before, applied)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.WaitApplied(ctx, idx); err == nil {
+		t.Fatal("the read did not wait for the held command")
+	}
+	release()
+	if err := held.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitApplied(context.Background(), idx); err != nil {
+		t.Fatal(err)
+	}
+	if got := total(t, s); got != 5 {
+		t.Fatalf("total %d", got)
+	}
+	// With nothing in flight the read index is the applied index, though
+	// the log ends in entries the FSM never sees (the term's no-op).
+	idx, err = s.ReadIndex(context.Background())
+	if err != nil || idx != s.fsm.appliedIndex() {
+		t.Fatalf("idle read index %d (%v), applied %d", idx, err, s.fsm.appliedIndex())
+	}
+}
