@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -280,7 +281,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	before := scrapeAll(cfg.metrics)
 	selfCPU0 := selfCPU()
 	t0 := time.Now()
-	var fanout, fanoutSlowest, trips, tripPer, decided []time.Duration
+	var fanout, fanoutSlowest, trips, tripFirst, tripPer, decided []time.Duration
 	nextChange, nextTrip := t0.Add(cfg.changeEvery), t0.Add(cfg.tripEvery)
 	em := pb.NewEmergencyServiceClient(adminConn)
 	level := 0
@@ -311,6 +312,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 				return err
 			}
 			trips = append(trips, maxOf(per))
+			tripFirst = append(tripFirst, slices.Min(per))
 			tripPer = append(tripPer, per...)
 			c, cancel := actx()
 			if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
@@ -338,8 +340,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		float64(f.calls.Load())/elapsed.Seconds(), f.stored.Load(), f.dlqErrs.Load(), simCores)
 	fmt.Fprintf(out, "fan-out (write -> instance sees it), %d changes: p50 %v, p99 %v; slowest instance per change p50 %v, p99 %v\n",
 		len(fanoutSlowest), pct(fanout, 50), pct(fanout, 99), pct(fanoutSlowest, 50), pct(fanoutSlowest, 99))
-	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; per instance p50 %v, p99 %v\n",
-		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripPer, 50), pct(tripPer, 99))
+	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; the first instance p50 %v; per instance p50 %v, p99 %v\n",
+		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripFirst, 50), pct(tripPer, 50), pct(tripPer, 99))
 	if len(cfg.metrics) > 0 {
 		printNodes(out, cfg, before, after, elapsed)
 	}
