@@ -20,6 +20,8 @@ import (
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
+
+	"google.golang.org/protobuf/proto"
 )
 
 type canaryService struct {
@@ -480,7 +482,7 @@ func (c *canaryService) WatchRollouts(req *pb.WatchRolloutsRequest, stream pb.Ca
 		return msg, msg.Snapshot || len(msg.Rollouts) > 0
 	}
 	return watchLoop(c.s, stream.Context(), topicCanary, "rollout:"+req.Id, req.FromRevision, build, stream.SendMsg,
-		func(applied uint64) error { return stream.Send(&pb.WatchRolloutsResponse{Revision: applied}) })
+		func(rev uint64) (proto.Message, bool) { return &pb.WatchRolloutsResponse{Revision: rev}, true })
 }
 
 // canaryDue is the leader's rollout task: the interlock, the judgment of

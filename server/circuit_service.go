@@ -18,6 +18,8 @@ import (
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"google.golang.org/protobuf/proto"
 )
 
 type circuitService struct {
@@ -353,9 +355,15 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 // StreamOutcomes is ReportOutcomes on one long-lived stream: each batch is
 // authorized on its own (a scoped token names breakers per batch) and
 // answered in turn; a batch refused ends the stream with its error.
+//
+// A client that sends livenessHeader counts each answer as proof that its
+// watches on this connection are current; while answers go out, the node
+// leaves out those watches' heartbeats (watchLoop).
 func (c *circuitService) StreamOutcomes(stream pb.CircuitService_StreamOutcomesServer) error {
 	ctx := stream.Context()
 	id := identityFrom(ctx)
+	answered, release := c.s.reportsAnswered(ctx)
+	defer release()
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -373,6 +381,9 @@ func (c *circuitService) StreamOutcomes(stream pb.CircuitService_StreamOutcomesS
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
+		}
+		if answered != nil {
+			answered.Store(time.Now().UnixNano())
 		}
 	}
 }
@@ -452,8 +463,8 @@ func (c *circuitService) WatchCircuits(req *pb.WatchCircuitsRequest, stream pb.C
 		return msg, msg.Snapshot || len(msg.Circuits) > 0 || ksRev > since
 	}
 	return watchLoop(c.s, stream.Context(), topicCircuit, circuitView(want), req.FromRevision, build, stream.SendMsg,
-		func(applied uint64) error {
-			return stream.Send(&pb.WatchCircuitsResponse{Revision: applied, KillSwitch: c.s.killSwitch()})
+		func(rev uint64) (proto.Message, bool) {
+			return &pb.WatchCircuitsResponse{Revision: rev, KillSwitch: c.s.killSwitch()}, true
 		})
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/robfig/cron/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"google.golang.org/protobuf/proto"
 )
 
 type coordinationService struct {
@@ -241,14 +243,11 @@ func (c *coordinationService) ObserveElection(req *pb.ObserveElectionRequest, st
 	}
 	// Heartbeats re-check the leader: a lapse needs no log entry to be seen.
 	// Not shared (view ""): build remembers what this stream last saw.
-	return watchLoop(c.s, stream.Context(), topicCoordination, "", 0, build, stream.SendMsg, func(uint64) error {
+	return watchLoop(c.s, stream.Context(), topicCoordination, "", 0, build, stream.SendMsg, func(uint64) (proto.Message, bool) {
 		var e *pb.Election
 		var changed bool
 		_ = c.s.store.View(func(kv raftstore.KV) error { e, changed = build(kv, 1, kv.AppliedIndex()); return nil })
-		if changed {
-			return stream.Send(e)
-		}
-		return nil
+		return e, changed
 	})
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"google.golang.org/protobuf/proto"
 )
 
 type emergencyService struct {
@@ -249,5 +251,5 @@ func (e *emergencyService) WatchEmergency(req *pb.WatchEmergencyRequest, stream 
 		return msg, msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil
 	}
 	return watchLoop(e.s, stream.Context(), topicEmergency, "scope:"+scope, req.FromRevision, build, stream.SendMsg,
-		func(applied uint64) error { return stream.Send(&pb.WatchEmergencyResponse{Revision: applied}) })
+		func(rev uint64) (proto.Message, bool) { return &pb.WatchEmergencyResponse{Revision: rev}, true })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 )
 
@@ -38,6 +40,54 @@ type watchers struct {
 	// to this node's gRPC port: REST watchers share them (one per HTTP
 	// request), so the per-connection limit does not apply there.
 	self sync.Map
+	// answered holds, per client connection whose report stream asked for
+	// it (livenessHeader), when its last report was answered
+	// (*atomic.Int64, Unix nanoseconds): its watch streams need no
+	// heartbeats while reports are answered (watchLoop).
+	answered sync.Map
+}
+
+// livenessHeader on a StreamOutcomes call says the client counts answered
+// reports as proof its watches are current (the Go SDK does), so the node
+// may leave out the watch heartbeats of that connection while it answers.
+const livenessHeader = "baldur-liveness"
+
+// peerConn is the client connection a stream came on ("" for the REST
+// gateway's own connections and for streams without a peer).
+func (s *Server) peerConn(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	addr := p.Addr.String()
+	if _, self := s.watchers.self.Load(addr); self {
+		return ""
+	}
+	return addr
+}
+
+// reportsAnswered returns the clock the report stream of ctx's connection
+// sets at each answer, when the client asked for it (livenessHeader), and
+// a release for the stream's end; nil when it did not.
+func (s *Server) reportsAnswered(ctx context.Context) (*atomic.Int64, func()) {
+	conn := s.peerConn(ctx)
+	md, _ := metadata.FromIncomingContext(ctx)
+	if conn == "" || !slices.Contains(md.Get(livenessHeader), "reports") {
+		return nil, func() {}
+	}
+	at := new(atomic.Int64)
+	s.watchers.answered.Store(conn, at)
+	return at, func() { s.watchers.answered.CompareAndDelete(conn, at) }
+}
+
+// freshByReports reports whether conn's client had a report answered
+// within d: its watch streams then skip their heartbeats.
+func (s *Server) freshByReports(conn string, d time.Duration) bool {
+	if conn == "" {
+		return false
+	}
+	v, ok := s.watchers.answered.Load(conn)
+	return ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) < d
 }
 
 // acquireWatcher admits one more watch stream, or refuses at --max-watchers
@@ -47,12 +97,7 @@ func (s *Server) acquireWatcher(ctx context.Context) (release func(), err error)
 		s.watchers.n.Add(-1)
 		return nil, s.limitError("watchers", "--max-watchers", s.cfg.MaxWatchers, "this node serves as many watch streams as it may; connect to another member")
 	}
-	conn := ""
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		if _, self := s.watchers.self.Load(p.Addr.String()); !self {
-			conn = p.Addr.String()
-		}
-	}
+	conn := s.peerConn(ctx)
 	if conn == "" || s.cfg.MaxWatchersPerConn <= 0 {
 		return func() { s.watchers.n.Add(-1) }, nil
 	}

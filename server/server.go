@@ -95,6 +95,7 @@ type Server struct {
 	pg      *postgres.DLQ
 	hub     *hub
 	frames  [numTopics]*frameCache // encoded watch messages, per topic
+	beats   [numTopics]*beatCache  // encoded watch heartbeats, per topic
 	reports reportMerger           // outcome reports merged for the leader
 	peers   peers
 	metrics *metrics
@@ -151,6 +152,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Server, error
 	}
 	for i := range s.frames {
 		s.frames[i] = newFrameCache(s.metrics.watchBuilds.Inc)
+		s.beats[i] = newBeatCache()
 	}
 	s.reports.s = s
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

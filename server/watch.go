@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	raftv1 "github.com/baldurhq/baldurd/api/gen/baldur/raft/v1"
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/raftstore"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -75,6 +75,7 @@ func topicOf(cmd *raftv1.Command) topics {
 type hub struct {
 	mu     sync.Mutex
 	ch     [numTopics]chan struct{}
+	gen    [numTopics]atomic.Uint64 // notifies so far, per topic
 	closed bool
 }
 
@@ -95,6 +96,7 @@ func (h *hub) notify(t topics) {
 	}
 	for i := range h.ch {
 		if t&(1<<i) != 0 {
+			h.gen[i].Add(1)
 			close(h.ch[i])
 			h.ch[i] = make(chan struct{})
 		}
@@ -152,25 +154,31 @@ func topicIndex(t topics) int {
 // with since == 0 it returns a full snapshot, otherwise what changed after
 // since (ok false when nothing did). A revision this node's history cannot
 // continue (newer than its state, or from before a snapshot restore) starts
-// over with a snapshot. Idle streams get heartbeat(applied) every
-// watchHeartbeat.
+// over with a snapshot. An idle stream gets heartbeat(rev) every
+// watchHeartbeat, when it returns ok, unless the client's reports on the
+// same connection were answered within that time and it asked for them to
+// count (livenessHeader): an instance that reports keeps its watches
+// fresh with the answers, and its idle watches cost no message.
 //
 // Streams with the same view (a name for their filter; "" for a build
 // that depends on more than the state, which is never shared) at the same
 // revision share one encoded message (watch_frames.go): build runs once
-// per view and revision, not once per stream. send is the stream's
-// SendMsg.
+// per view and revision, not once per stream; so do their heartbeats. send
+// is the stream's SendMsg.
 //
-// One message is in flight at a time, sent by a goroutine of its own: while
-// the client has not taken it, changes are not queued but coalesce (the
-// next message, built when the send completes, covers everything since the
-// last one delivered), so a watcher that does not read holds one message
-// and its flow-control window. One that has not taken a message for
-// --watch-send-timeout is dropped (RESOURCE_EXHAUSTED, WATCHER_TOO_SLOW) and
-// its connection closed.
+// The stream's own goroutine sends, one message at a time: while a send
+// waits for the client's flow-control window, changes are not queued but
+// coalesce (the next message, built when the send completes, covers
+// everything since the last one delivered), so a watcher that does not
+// read holds one message and its window. A send still waiting after
+// --watch-send-timeout drops the stream (RESOURCE_EXHAUSTED,
+// WATCHER_TOO_SLOW) and closes its connection, which ends the send. A
+// message costs the node one wake of this goroutine and one of the
+// connection's writer: at 1,000s of streams per node that, and the write
+// itself, is the fan-out's cost.
 func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, view string, from uint64,
 	build func(kv raftstore.KV, since, applied uint64) (M, bool),
-	send func(any) error, heartbeat func(applied uint64) error) error {
+	send func(any) error, heartbeat func(rev uint64) (proto.Message, bool)) error {
 	release, err := s.acquireWatcher(ctx)
 	if err != nil {
 		return err
@@ -178,30 +186,24 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 	defer release()
 	rev := from
 	restores := s.store.Restores()
-	sent := make(chan error, 1) // the sender goroutine's result
-	var (
-		sending   bool
-		sendStart time.Time
-		sendRev   uint64
-	)
-	start := func(f func() error, r uint64) {
-		sending, sendStart, sendRev = true, time.Now(), r
-		go func() { sent <- f() }()
-	}
 	// dirty: the topic may have changed since the last read of the state
 	// (a heartbeat does not make it so: re-reading 10,000 breakers after
 	// each one is what an idle watcher must not do).
 	dirty := true
-	// wake is kept until it fires: a change that closes it while the
-	// select takes another case (a send completing) is still seen on the
-	// next turn. A new one is taken, before the state is read, only after
-	// the last one fired.
+	// wake is kept until it fires; a new one is taken, before the state is
+	// read, only after the last one fired, so a change during a send is
+	// seen on the next turn.
 	var wake <-chan struct{}
-	frames := s.frames[topicIndex(topic)]
+	ti := topicIndex(topic)
+	frames, beats := s.frames[ti], s.beats[ti]
 	heartbeatEvery := watchHeartbeat
 	if s.cfg.WatchHeartbeat > 0 {
 		heartbeatEvery = s.cfg.WatchHeartbeat
 	}
+	deliver := func(f *frame) error { return s.sendWithin(ctx, send, f, rev) }
+	conn := s.peerConn(ctx)
+	timer := time.NewTimer(heartbeatEvery)
+	defer timer.Stop()
 	for {
 		if wake == nil {
 			wake = s.hub.wait(topic)
@@ -209,7 +211,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 		if s.hub.isClosed() {
 			return status.Error(codes.Unavailable, "node is shutting down; reconnect to another member")
 		}
-		if !sending && dirty {
+		if dirty {
 			dirty = false
 			var (
 				f       *frame
@@ -248,64 +250,78 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 				return err
 			}
 			if ok {
-				start(func() error { return send(f) }, applied)
-			} else {
-				rev = applied
+				if err := deliver(f); err != nil {
+					return err
+				}
 			}
+			rev = applied
+			timer.Reset(heartbeatEvery)
 		}
-		wait := heartbeatEvery
-		if sending && s.cfg.WatchSendTimeout > 0 {
-			wait = max(time.Millisecond, s.cfg.WatchSendTimeout-time.Since(sendStart))
-		}
-		timer := time.NewTimer(wait)
 		select {
-		case err := <-sent:
-			sending = false
-			if err != nil {
-				timer.Stop()
-				return err
-			}
-			rev = sendRev
 		case <-wake:
 			dirty, wake = true, nil
 		case <-timer.C:
-			switch {
-			case sending && s.cfg.WatchSendTimeout > 0 && time.Since(sendStart) >= s.cfg.WatchSendTimeout:
-				s.metrics.watchersDropped.Inc()
-				s.disconnectStuck(ctx)
-				return withDetails(codes.ResourceExhausted, "WATCHER_TOO_SLOW",
-					fmt.Sprintf("the client took no message for %v (--watch-send-timeout); watch again from revision %d", s.cfg.WatchSendTimeout, rev))
-			case !sending:
-				r := rev
-				start(func() error { return heartbeat(r) }, r)
+			if s.freshByReports(conn, heartbeatEvery) {
+				// The client's reports on this connection are answered:
+				// they tell it this stream is current.
+				timer.Reset(heartbeatEvery)
+				continue
 			}
+			mk := func() (proto.Message, bool) { return heartbeat(rev) }
+			var f *frame
+			var err error
+			if view != "" {
+				f, err = beats.get(beatKey{rev: rev, gen: s.hub.gen[ti].Load(), restores: restores}, mk)
+			} else {
+				f, err = encodeFrame(mk)
+			}
+			if err == nil && f != nil {
+				err = deliver(f)
+			}
+			if err != nil {
+				return err
+			}
+			timer.Reset(heartbeatEvery)
 		case <-ctx.Done():
-			timer.Stop()
 			return nil
 		}
-		timer.Stop()
 	}
 }
 
-// disconnectStuck closes the connection of a gRPC client whose watch
-// stream was dropped: the stream's last messages and its trailers wait for
-// a flow-control window the client does not open, and only closing the
-// connection frees them (the client reconnects and watches again from its
-// revision). REST watchers share the gateway's own connection, which stays;
-// a REST client that stops reading fails its HTTP write deadline instead.
-func (s *Server) disconnectStuck(ctx context.Context) {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return
+// sendWithin sends f on a watch stream. A send the client has not taken
+// after --watch-send-timeout drops the stream: its connection is closed
+// (the only way to end a send that waits for a window the client does not
+// open), and the handler returns WATCHER_TOO_SLOW.
+func (s *Server) sendWithin(ctx context.Context, send func(any) error, f *frame, rev uint64) error {
+	if s.cfg.WatchSendTimeout <= 0 {
+		return send(f)
 	}
-	addr := p.Addr.String()
-	if _, self := s.watchers.self.Load(addr); self {
-		return
-	}
-	// After the handler has returned its status.
-	time.AfterFunc(100*time.Millisecond, func() {
-		if s.grpcConns.close(addr) {
-			s.log.Warn("watch.client_disconnected", "remote", addr, "why", "a watch stream took no message for --watch-send-timeout")
-		}
+	var late atomic.Bool
+	watchdog := time.AfterFunc(s.cfg.WatchSendTimeout, func() {
+		late.Store(true)
+		s.metrics.watchersDropped.Inc()
+		s.disconnectStuck(ctx)
 	})
+	err := send(f)
+	if watchdog.Stop() || !late.Load() {
+		return err
+	}
+	return withDetails(codes.ResourceExhausted, "WATCHER_TOO_SLOW",
+		fmt.Sprintf("the client took no message for %v (--watch-send-timeout); watch again from revision %d", s.cfg.WatchSendTimeout, rev))
+}
+
+// disconnectStuck closes the connection of a gRPC client whose watch
+// stream is being dropped: the stream's send waits for a flow-control
+// window the client does not open, and only closing the connection ends it
+// (the client reconnects and watches again from its revision). REST
+// watchers share the gateway's own connection, which stays; a REST client
+// that stops reading fails its HTTP write deadline, which ends the send.
+func (s *Server) disconnectStuck(ctx context.Context) {
+	addr := s.peerConn(ctx)
+	if addr == "" {
+		return
+	}
+	if s.grpcConns.close(addr) {
+		s.log.Warn("watch.client_disconnected", "remote", addr, "why", "a watch stream took no message for --watch-send-timeout")
+	}
 }

@@ -124,3 +124,44 @@ func encodeFrame(build func() (proto.Message, bool)) (*frame, error) {
 	}
 	return &frame{b: b}, nil
 }
+
+// beatCache holds one topic's heartbeats: an idle stream's heartbeat says
+// where it is (and, for circuits, the kill switch as it is now), so every
+// stream at that revision sends the same bytes, built once.
+type beatCache struct {
+	mu    sync.Mutex
+	byKey map[beatKey]*frame
+}
+
+// beatKey is a heartbeat's revision, and the topic's notify count and the
+// store's restore count it was built at: a change to the topic (the kill
+// switch) or a restore builds it again.
+type beatKey struct{ rev, gen, restores uint64 }
+
+// maxBeats bounds a topic's heartbeats kept (streams at many revisions at
+// once: the cache starts over).
+const maxBeats = 256
+
+func newBeatCache() *beatCache { return &beatCache{byKey: map[beatKey]*frame{}} }
+
+// get returns the heartbeat for key, building it with build when none is
+// kept (nil: build has nothing to send).
+func (c *beatCache) get(key beatKey, build func() (proto.Message, bool)) (*frame, error) {
+	c.mu.Lock()
+	f, ok := c.byKey[key]
+	c.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	f, err := encodeFrame(build)
+	if err != nil || f == nil {
+		return f, err
+	}
+	c.mu.Lock()
+	if len(c.byKey) >= maxBeats {
+		clear(c.byKey)
+	}
+	c.byKey[key] = f
+	c.mu.Unlock()
+	return f, nil
+}

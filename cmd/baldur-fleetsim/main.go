@@ -163,6 +163,7 @@ type fleet struct {
 	breakers [][]*baldur.Breaker // [instance][breaker]
 	names    []string
 	failing  []atomic.Bool // per breaker: calls fail
+	probe    atomic.Pointer[probe]
 	calls    atomic.Uint64
 	stored   atomic.Uint64
 	dlqErrs  atomic.Uint64
@@ -232,7 +233,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			for k := range n {
 				eps[k] = cfg.endpoints[(i+k)%n]
 			}
-			c, err := baldur.Dial(ctx, strings.Join(eps, ","), append(sdkOpts, baldur.WithInstanceID(fmt.Sprintf("sim-%05d", i)))...)
+			c, err := baldur.Dial(ctx, strings.Join(eps, ","), append(sdkOpts, baldur.WithInstanceID(fmt.Sprintf("sim-%05d", i)),
+				baldur.WithOnUpdate(func(u baldur.Update) { f.updated(i, u) }))...)
 			if err == nil {
 				wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 				err = c.WaitReady(wctx)
@@ -426,57 +428,83 @@ func (f *fleet) storeDLQ(ctx context.Context) {
 	}
 }
 
+// probe is a change being measured: each instance's time to see it,
+// taken by the instance's own watch goroutine when the pushed change is
+// applied (the SDK's WithOnUpdate), so measuring costs nothing per
+// instance between changes and nothing is polled.
+type probe struct {
+	kind  baldur.UpdateKind
+	start time.Time
+	shows func(i int) bool // instance i's view shows the change
+	seen  []atomic.Int64   // per instance: nanoseconds after start (0: not yet)
+	left  atomic.Int64
+}
+
+// updated is every instance's WithOnUpdate callback. The fleet's slices
+// are complete before a probe is stored, and the probe's atomic store and
+// load order those writes before these reads.
+func (f *fleet) updated(i int, u baldur.Update) {
+	p := f.probe.Load()
+	if p == nil || u.Kind != p.kind || p.seen[i].Load() != 0 || !p.shows(i) {
+		return
+	}
+	if p.seen[i].CompareAndSwap(0, max(1, int64(time.Since(p.start)))) {
+		p.left.Add(-1)
+	}
+}
+
+// measure starts a probe, makes the change and waits until every
+// instance shows it (up to 30 s); it returns each instance's time.
+func (f *fleet) measure(ctx context.Context, kind baldur.UpdateKind, shows func(i int) bool, change func() error, what string) ([]time.Duration, error) {
+	n := len(f.clients)
+	p := &probe{kind: kind, start: time.Now(), shows: shows, seen: make([]atomic.Int64, n)}
+	p.left.Store(int64(n))
+	f.probe.Store(p)
+	defer f.probe.Store(nil)
+	if err := change(); err != nil {
+		return nil, err
+	}
+	// Instances that showed it before the probe could see their update
+	// (none should), or whose update raced the store above.
+	for i := range n {
+		if p.seen[i].Load() == 0 && shows(i) && p.seen[i].CompareAndSwap(0, max(1, int64(time.Since(p.start)))) {
+			p.left.Add(-1)
+		}
+	}
+	for p.left.Load() > 0 && time.Since(p.start) < 30*time.Second && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	if left := p.left.Load(); left > 0 {
+		var which []string
+		for i, c := range f.clients {
+			if p.seen[i].Load() == 0 && len(which) < 5 {
+				which = append(which, fmt.Sprintf("%s (emergency revision %d, stale %v)", c.InstanceID(), c.Emergency().Revision(), c.Emergency().Stale()))
+			}
+		}
+		return nil, fmt.Errorf("%d instances did not see %s within 30s: %s", left, what, strings.Join(which, ", "))
+	}
+	seen := make([]time.Duration, n)
+	for i := range seen {
+		seen[i] = time.Duration(p.seen[i].Load())
+	}
+	return seen, nil
+}
+
 // measureChange writes a change and returns, per instance, the time until
 // its Level for scope "fleetsim" shows it.
 func (f *fleet) measureChange(ctx context.Context, write func() error, level int) ([]time.Duration, error) {
-	seen := make([]time.Duration, len(f.clients))
-	start := time.Now()
-	if err := write(); err != nil {
-		return nil, err
-	}
-	left := len(f.clients)
-	for left > 0 && time.Since(start) < 30*time.Second && ctx.Err() == nil {
-		for i, c := range f.clients {
-			if seen[i] == 0 && int(c.Emergency().LevelOf("fleetsim")) == level {
-				seen[i] = time.Since(start)
-				left--
-			}
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if left > 0 {
-		var which []string
-		for i, c := range f.clients {
-			if seen[i] == 0 && len(which) < 5 {
-				which = append(which, fmt.Sprintf("%s (level %v, revision %d, stale %v)", c.InstanceID(), c.Emergency().LevelOf("fleetsim"), c.Emergency().Revision(), c.Emergency().Stale()))
-			}
-		}
-		return nil, fmt.Errorf("%d instances did not see the change to LEVEL_%d within 30s: %s", left, level, strings.Join(which, ", "))
-	}
-	return seen, nil
+	return f.measure(ctx, baldur.UpdateEmergency, func(i int) bool {
+		return int(f.clients[i].Emergency().LevelOf("fleetsim")) == level
+	}, write, fmt.Sprintf("the change to LEVEL_%d", level))
 }
 
 // measureTrip makes breaker b fail for every instance and returns, per
 // instance, the time until its fleet view is OPEN.
 func (f *fleet) measureTrip(ctx context.Context, b int) ([]time.Duration, error) {
-	seen := make([]time.Duration, len(f.breakers))
-	start := time.Now()
-	f.failing[b].Store(true)
 	defer f.failing[b].Store(false)
-	left := len(seen)
-	for left > 0 && time.Since(start) < 30*time.Second && ctx.Err() == nil {
-		for i := range f.breakers {
-			if seen[i] == 0 && f.breakers[i][b].FleetState() == baldur.StateOpen {
-				seen[i] = time.Since(start)
-				left--
-			}
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if left > 0 {
-		return nil, fmt.Errorf("breaker %s: %d instances did not see it OPEN within 30s", f.names[b], left)
-	}
-	return seen, nil
+	return f.measure(ctx, baldur.UpdateCircuits, func(i int) bool {
+		return f.breakers[i][b].FleetState() == baldur.StateOpen
+	}, func() error { f.failing[b].Store(true); return nil }, fmt.Sprintf("breaker %s OPEN", f.names[b]))
 }
 
 // selfCPU is the CPU time this process used so far.

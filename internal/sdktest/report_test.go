@@ -3,6 +3,7 @@ package sdktest_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,5 +105,122 @@ func TestFailuresAreReportedAtOnceAtMostOncePerInterval(t *testing.T) {
 	}
 	if got := calls(); got != 1 {
 		t.Fatalf("ReportOutcomes calls counted: %v, want 1 (the SDK reports on its stream)", got)
+	}
+}
+
+// An instance that reports keeps its view fresh with the answers: with
+// the node's watch heartbeats every 3 s (the default) and the client stale
+// after 1 s without news, 3 s of calls (reported every 200 ms) never make
+// it stale; once its calls, and so its reports, stop, it goes stale.
+func TestAnsweredReportsKeepTheClientFresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	n := c.Nodes[0]
+	cl := dialSDK(t, n.GRPCAddr, baldur.WithInstanceID("fresh-reporter"), baldur.WithStaleAfter(time.Second),
+		baldur.WithIdleReportInterval(200*time.Millisecond))
+	br := cl.Breaker("fresh-by-reports")
+	// Open in the fleet view: while the view is fresh, Allow refuses;
+	// once stale, the client fails static and decides alone.
+	forceOpen(t, n.GRPCAddr, br)
+	for end := time.Now().Add(5 * time.Second); br.FleetState() != baldur.StateOpen; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the forced OPEN did not reach the client")
+		}
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		br.Record(nil) // counted as calls to report
+		if cl.Emergency().Stale() {
+			t.Fatal("the client went stale while its reports were answered")
+		}
+		if br.Allow() == nil {
+			t.Fatal("a fresh client allowed a call through a fleet breaker forced OPEN")
+		}
+	}
+	start := time.Now()
+	for !cl.Emergency().Stale() || br.Allow() != nil {
+		if time.Since(start) > 2500*time.Millisecond {
+			t.Fatalf("2.5 s after its reports stopped: stale %v, allow %v (want stale after 1 s without news)", cl.Emergency().Stale(), br.Allow())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("stale %v after the last report", time.Since(start))
+}
+
+// WithOnUpdate is called once a pushed change shows: the level and the
+// breaker's fleet view already read the new values inside the callback.
+func TestOnUpdateSeesTheChangeApplied(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1)
+	n := c.Nodes[0]
+	type seen struct {
+		u     baldur.Update
+		level baldur.Level
+		state baldur.State
+	}
+	got := make(chan seen, 64)
+	var cl *baldur.Client
+	var ready atomic.Bool
+	cl = dialSDK(t, n.GRPCAddr, baldur.WithOnUpdate(func(u baldur.Update) {
+		if !ready.Load() {
+			return
+		}
+		s := seen{u: u, level: cl.Emergency().LevelOf("on-update")}
+		if len(u.Names) > 0 {
+			s.state = cl.Breaker(u.Names[0]).FleetState()
+		}
+		got <- s
+	}))
+	br := cl.Breaker("on-update")
+	ready.Store(true)
+	next := func(kind baldur.UpdateKind) seen {
+		t.Helper()
+		for {
+			select {
+			case s := <-got:
+				if s.u.Kind == kind {
+					return s
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no update of kind %v", kind)
+			}
+		}
+	}
+	if _, err := admin(t, n.GRPCAddr).TriggerEmergency(ctxT(t), &pb.TriggerEmergencyRequest{Level: pb.EmergencyLevel_LEVEL_2, Scope: "on-update", Reason: "callback test"}); err != nil {
+		t.Fatal(err)
+	}
+	s := next(baldur.UpdateEmergency)
+	if s.level != baldur.Level2 || len(s.u.Names) != 1 || s.u.Names[0] != "on-update" || s.u.Revision == 0 || s.u.Snapshot {
+		t.Fatalf("emergency update %+v, level inside the callback %v", s.u, s.level)
+	}
+	forceOpen(t, n.GRPCAddr, br)
+	// Its registration (CLOSED) comes first, then the force.
+	for s = next(baldur.UpdateCircuits); s.state != baldur.StateOpen; s = next(baldur.UpdateCircuits) {
+		if len(s.u.Names) != 1 || s.u.Names[0] != "on-update" {
+			t.Fatalf("circuit update %+v", s.u)
+		}
+	}
+	if len(s.u.Names) != 1 || s.u.Names[0] != "on-update" || s.u.Revision < br.FleetRevision() {
+		t.Fatalf("circuit update %+v, breaker at revision %d", s.u, br.FleetRevision())
+	}
+}
+
+// forceOpen forces br OPEN in the fleet once the instance's report has
+// registered it.
+func forceOpen(t *testing.T, addr string, br *baldur.Breaker) {
+	t.Helper()
+	circuits := pb.NewCircuitServiceClient(dialConn(t, addr))
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		br.Record(nil)
+		_, err := circuits.ForceOpen(ctxT(t), &pb.ForceRequest{Name: br.Name(), Reason: "sdk test"})
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatal(err)
+		}
 	}
 }

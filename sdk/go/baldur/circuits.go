@@ -11,6 +11,7 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -36,10 +37,12 @@ func (c *Client) Breaker(name string) *Breaker {
 func (c *Client) KillSwitch() bool { return c.killSwitch.Load() }
 
 // circuitsStale reports whether the pushed breaker states are older than
-// the stale bound (or never arrived).
+// the stale bound (or never arrived). An answered report counts as news
+// from the cluster: the member that answered keeps the watches on the
+// same connection current and leaves out their heartbeats meanwhile.
 func (c *Client) circuitsStale() bool {
 	at := c.circuitsAt.Load()
-	return at == 0 || time.Since(time.Unix(0, at)) > c.opts.staleAfter
+	return at == 0 || time.Since(time.Unix(0, max(at, c.answeredAt.Load()))) > c.opts.staleAfter
 }
 
 func (c *Client) kickReporter() {
@@ -52,13 +55,18 @@ func (c *Client) kickReporter() {
 func (c *Client) applyCircuits(msg *pb.WatchCircuitsResponse) {
 	c.killSwitch.Store(msg.KillSwitch)
 	c.circuitsAt.Store(time.Now().UnixNano())
-	seen := map[string]bool{}
+	var seen map[string]bool
+	if msg.Snapshot {
+		seen = make(map[string]bool, len(msg.Circuits))
+	}
 	for _, ci := range msg.Circuits {
 		f := &fleetView{state: State(ci.State), policy: localPolicyFrom(ci.Policy), probeWindow: ci.ProbeWindow, revision: ci.Revision}
 		if ci.Pinned {
 			f.policy.dryRun = false // a force always applies
 		}
-		seen[ci.Name] = true
+		if seen != nil {
+			seen[ci.Name] = true
+		}
 		c.fleetStates.Store(ci.Name, f)
 		if b, ok := c.breakers.Load(ci.Name); ok {
 			b.(*Breaker).setFleet(f)
@@ -92,6 +100,13 @@ func (c *Client) watchCircuits(ctx context.Context) {
 				}
 				c.applyCircuits(msg)
 				rev = msg.Revision
+				if f := c.opts.onUpdate; f != nil && (msg.Snapshot || len(msg.Circuits) > 0) {
+					u := Update{Kind: UpdateCircuits, Revision: msg.Revision, Snapshot: msg.Snapshot, Names: make([]string, 0, len(msg.Circuits))}
+					for _, ci := range msg.Circuits {
+						u.Names = append(u.Names, ci.Name)
+					}
+					f(u)
+				}
 				delay = c.opts.minBackoff
 			}
 		}
@@ -119,6 +134,12 @@ type reporter struct {
 	unary        bool
 }
 
+// livenessHeader on the report stream tells the member that this client
+// counts answered reports as news (circuitsStale, Emergency.Stale), so it
+// may leave out the heartbeats of this connection's watches while it
+// answers.
+const livenessHeader = "baldur-liveness"
+
 // reportTimeout bounds the answer to one batch.
 const reportTimeout = 2 * time.Second
 
@@ -130,10 +151,13 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 		cctx, cancel := context.WithTimeout(c.callContext(ctx), reportTimeout)
 		defer cancel()
 		_, err := client.ReportOutcomes(cctx, batch, failFast{})
+		if err == nil {
+			c.answeredAt.Store(time.Now().UnixNano())
+		}
 		return err
 	}
 	if r.stream == nil {
-		sctx, cancel := context.WithCancel(c.callContext(ctx))
+		sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(c.callContext(ctx), livenessHeader, "reports"))
 		st, err := client.StreamOutcomes(sctx)
 		if err != nil {
 			cancel()
@@ -147,6 +171,9 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 		_, err = r.stream.Recv()
 	}
 	expire.Stop()
+	if err == nil {
+		c.answeredAt.Store(time.Now().UnixNano())
+	}
 	if err != nil {
 		r.close()
 		if status.Code(err) == codes.Unimplemented {
@@ -186,6 +213,18 @@ func (c *Client) notable() bool {
 	return found
 }
 
+// anyCalls reports whether any breaker has calls to report (held or in
+// this interval).
+func (c *Client) anyCalls() bool {
+	found := false
+	c.breakers.Range(func(_, v any) bool {
+		b := v.(*Breaker)
+		found = b.held > 0 || b.successes.Load()+b.rejections.Load() > 0
+		return !found
+	})
+	return found
+}
+
 // collect swaps every breaker's interval counters into one batch. Until
 // the idle report interval has passed since the last batch, an interval of
 // successes only is not collected: its counters keep adding up.
@@ -202,6 +241,9 @@ func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	if now.Sub(c.lastReport) < c.opts.idleReports && !notable && !c.config.tracking() {
 		c.holdQuiet()
 		return nil
+	}
+	if !notable && !c.anyCalls() {
+		return nil // an idle instance: nothing to build
 	}
 	req := &pb.ReportOutcomesRequest{InstanceId: c.opts.instanceID}
 	req.CanaryRollouts, req.BaselineRollouts = c.config.cohorts()

@@ -49,6 +49,7 @@ type Client struct {
 	breakers    sync.Map  // name → *Breaker
 	fleetStates sync.Map  // name → *fleetView, as last pushed
 	circuitsAt  atomic.Int64
+	answeredAt  atomic.Int64 // Unix nanoseconds of the last answered report
 	kick        chan struct{}
 	news        chan struct{} // a failure or slow call to report (signalNews)
 	newsPending atomic.Bool
@@ -71,6 +72,7 @@ type options struct {
 	maxBackoff     time.Duration
 	logger         *slog.Logger
 	dialOptions    []grpc.DialOption
+	onUpdate       func(Update)
 }
 
 // Option configures a Client.
@@ -121,6 +123,37 @@ func WithMaxBufferedBatches(n int) Option { return func(o *options) { o.maxBuffe
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
+// UpdateKind is the watch an Update came from.
+type UpdateKind int
+
+const (
+	// UpdateEmergency: emergency levels, their admission rules or the
+	// runtime configuration changed.
+	UpdateEmergency UpdateKind = iota + 1
+	// UpdateCircuits: the fleet view of breakers changed.
+	UpdateCircuits
+)
+
+// Update tells a WithOnUpdate callback that the client's cached state
+// changed: it is called once the change is applied, so the accessors
+// (Level, Breaker.FleetState...) already show it.
+type Update struct {
+	Kind UpdateKind
+	// The cluster revision the client's view of that kind is now at.
+	Revision uint64
+	// Snapshot: the whole state was replaced (after a connect or a gap),
+	// not only what changed.
+	Snapshot bool
+	// UpdateEmergency: the scopes whose level changed (GlobalScope for the
+	// global level). UpdateCircuits: the breakers whose fleet view changed.
+	Names []string
+}
+
+// WithOnUpdate calls f on the watch goroutine after each pushed change is
+// applied (heartbeats call nothing). f must return quickly: the next
+// change waits for it.
+func WithOnUpdate(f func(Update)) Option { return func(o *options) { o.onUpdate = f } }
+
 // WithDialOptions adds gRPC dial options (e.g. TLS credentials).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
@@ -158,6 +191,7 @@ func Dial(ctx context.Context, endpoints string, opts ...Option) (*Client, error
 	c.admission = newAdmission(c)
 	c.config.onChange = c.admission.onConfig
 	c.emergency.disabled, c.emergency.dryRun = &c.killSwitch, &c.config.dryRun
+	c.emergency.answered = &c.answeredAt
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.runCtx, c.cancel = runCtx, cancel
 	if c.dlq, err = newDLQ(c); err != nil {

@@ -52,7 +52,9 @@ type Emergency struct {
 	staleAfter time.Duration
 	// The client's system control: disabled (the kill switch) and dry run.
 	disabled, dryRun *atomic.Bool
-	wouldShed        atomic.Uint64
+	// When the client's last outcome report was answered (Unix ns).
+	answered  *atomic.Int64
+	wouldShed atomic.Uint64
 }
 
 func newEmergency(staleAfter time.Duration) *Emergency {
@@ -75,10 +77,21 @@ func (e *Emergency) LevelOf(scope string) Level { return e.snap.Load().levels[sc
 func (e *Emergency) Revision() uint64 { return e.snap.Load().revision }
 
 // Stale reports whether no update arrived within the stale bound, or none
-// ever did.
+// ever did. An answered outcome report counts as an update: the member
+// that answered leaves out the heartbeats of this connection's watches
+// while it answers.
 func (e *Emergency) Stale() bool {
 	s := e.snap.Load()
-	return s.at.IsZero() || time.Since(s.at) > e.staleAfter
+	if s.at.IsZero() {
+		return true
+	}
+	at := s.at
+	if e.answered != nil {
+		if a := time.Unix(0, e.answered.Load()); a.After(at) {
+			at = a
+		}
+	}
+	return time.Since(at) > e.staleAfter
 }
 
 // Admit decides whether a request of tier t may proceed at the global
@@ -115,7 +128,15 @@ func (e *Emergency) WouldShed() uint64 { return e.wouldShed.Load() }
 // apply merges a watch message into a new snapshot.
 func (e *Emergency) apply(msg *pb.WatchEmergencyResponse) {
 	old := e.snap.Load()
-	next := &emergencySnapshot{levels: make(map[string]Level, len(old.levels)+len(msg.States)), rules: old.rules, revision: msg.Revision, at: time.Now()}
+	next := &emergencySnapshot{levels: old.levels, rules: old.rules, revision: msg.Revision, at: time.Now()}
+	if !msg.Snapshot && len(msg.States) == 0 {
+		// A heartbeat or a configuration change: the levels (never
+		// modified once stored) are the same map.
+		next.applyConfig(msg.Config)
+		e.snap.Store(next)
+		return
+	}
+	next.levels = make(map[string]Level, len(old.levels)+len(msg.States))
 	if !msg.Snapshot {
 		for k, v := range old.levels {
 			next.levels[k] = v
@@ -128,14 +149,20 @@ func (e *Emergency) apply(msg *pb.WatchEmergencyResponse) {
 			next.levels[st.Scope] = LevelNormal
 		}
 	}
-	if msg.Config != nil {
-		for _, r := range msg.Config.Levels {
-			if l := int(r.Level); l > 0 && l < len(next.rules) && r.Admission != nil {
-				next.rules[l] = admission{r.Admission.Critical, r.Admission.Standard, r.Admission.NonEssential}
-			}
+	next.applyConfig(msg.Config)
+	e.snap.Store(next)
+}
+
+// applyConfig sets the admission rules of cfg's levels (nil: none).
+func (s *emergencySnapshot) applyConfig(cfg *pb.EmergencyConfig) {
+	if cfg == nil {
+		return
+	}
+	for _, r := range cfg.Levels {
+		if l := int(r.Level); l > 0 && l < len(s.rules) && r.Admission != nil {
+			s.rules[l] = admission{r.Admission.Critical, r.Admission.Standard, r.Admission.NonEssential}
 		}
 	}
-	e.snap.Store(next)
 }
 
 func (c *Client) watchEmergency(ctx context.Context) {
@@ -163,6 +190,13 @@ func (c *Client) watchEmergency(ctx context.Context) {
 					c.deltas.Add(1)
 				} // otherwise a heartbeat: it only refreshes the age
 				c.emergency.apply(msg)
+				if f := c.opts.onUpdate; f != nil && (msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil) {
+					u := Update{Kind: UpdateEmergency, Revision: msg.Revision, Snapshot: msg.Snapshot}
+					for _, st := range msg.States {
+						u.Names = append(u.Names, st.Scope)
+					}
+					f(u)
+				}
 				tracked := c.config.tracking()
 				c.config.apply(msg.RuntimeConfig)
 				if !tracked && c.config.tracking() {

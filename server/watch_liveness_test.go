@@ -1,0 +1,84 @@
+package server_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
+	"github.com/baldurhq/baldurd/internal/testcluster"
+	"github.com/baldurhq/baldurd/server"
+	"google.golang.org/grpc/metadata"
+)
+
+// A client whose report stream says so (baldur-liveness: reports) gets no
+// watch heartbeats on that connection while its reports are answered, and
+// gets them again once its reports stop; a connection whose report stream
+// did not say so keeps its heartbeats.
+func TestAnsweredReportsStandInForWatchHeartbeats(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	const heartbeat = 200 * time.Millisecond
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.WatchHeartbeat = heartbeat }))
+	n := c.Nodes[0]
+	run := func(liveness bool) (during, after int64) {
+		conn := dial(t, n.GRPCAddr)
+		ctx := ctxT(t)
+		if liveness {
+			ctx = metadata.AppendToOutgoingContext(ctx, "baldur-liveness", "reports")
+		}
+		reports, err := pb.NewCircuitServiceClient(conn).StreamOutcomes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		report := func() {
+			t.Helper()
+			if err := reports.Send(&pb.ReportOutcomesRequest{InstanceId: "live-1", Reports: []*pb.OutcomeReport{{Name: "liveness", Successes: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := reports.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		report()
+		watch, err := pb.NewEmergencyServiceClient(conn).WatchEmergency(ctxT(t), &pb.WatchEmergencyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := watch.Recv(); err != nil { // the snapshot
+			t.Fatal(err)
+		}
+		var beats atomic.Int64
+		go func() {
+			for {
+				msg, err := watch.Recv()
+				if err != nil {
+					return
+				}
+				if !msg.Snapshot && len(msg.States) == 0 && msg.Config == nil && msg.RuntimeConfig == nil {
+					beats.Add(1)
+				}
+			}
+		}()
+		for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); time.Sleep(40 * time.Millisecond) {
+			report()
+		}
+		during = beats.Load()
+		time.Sleep(1000 * time.Millisecond) // no reports
+		after = beats.Load() - during
+		if err := reports.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		return during, after
+	}
+	during, after := run(true)
+	if during > 1 || after < 2 {
+		t.Fatalf("with answered reports: %d heartbeats while reporting for 1.2 s (want none), %d in the 1 s after (want about 4)", during, after)
+	}
+	t.Logf("with answered reports: %d heartbeats while reporting, %d in the second after", during, after)
+	during, after = run(false)
+	if during < 3 {
+		t.Fatalf("without the header: %d heartbeats in 1.2 s of reports, want about 6", during)
+	}
+}
