@@ -273,6 +273,16 @@ func TestEvaluator(t *testing.T) {
 			[]circuit.Report{{Instance: "a", Failures: 5}, {Instance: "a", Successes: 10}, {Instance: "a", Failures: 3}}, ""},
 		{"the newest calls of a count window trip", func(p *circuit.Policy) { p.WindowSize = 10; p.FailureThreshold = 100; p.FailureRateThreshold = 40 },
 			[]circuit.Report{{Instance: "a", Successes: 10}, {Instance: "a", Failures: 4}}, circuit.TriggerFailureRate},
+		{"held successes of a later batch are older than the failures before it", func(p *circuit.Policy) { p.WindowSize = 10; p.FailureThreshold = 100; p.FailureRateThreshold = 50 },
+			// One instance's failures, then another's successes held from
+			// before the onset and its own failure: the window's newest 10
+			// are the failures and 4 held successes at the oldest end, not
+			// 8 held successes and 2 failures.
+			[]circuit.Report{{Instance: "a", Failures: 5}, {Instance: "b", Successes: 8, Held: true}, {Instance: "b", Failures: 1}}, circuit.TriggerFailureRate},
+		{"held successes fill a window that is not full", func(p *circuit.Policy) { p.WindowSize = 100; p.FailureThreshold = 100; p.FailureRateThreshold = 50 },
+			[]circuit.Report{{Instance: "a", Failures: 4}, {Instance: "b", Successes: 8, Held: true}, {Instance: "b", Failures: 1}}, ""},
+		{"held successes do not end a streak of failures", func(p *circuit.Policy) { p.FailureThreshold = 5 },
+			[]circuit.Report{{Instance: "a", Failures: 3}, {Instance: "b", Successes: 4, Held: true}, {Instance: "b", Failures: 2}}, circuit.TriggerFailureThreshold},
 		{"slow calls", func(p *circuit.Policy) { p.SlowCallRateThreshold = 80; p.FailureThreshold = 100 },
 			[]circuit.Report{{Instance: "a", Successes: 10, SlowCalls: 9}}, circuit.TriggerSlowCallRate},
 	}

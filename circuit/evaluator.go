@@ -1,6 +1,7 @@
 package circuit
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,6 +16,14 @@ type Report struct {
 	Successes int64
 	Failures  int64
 	SlowCalls int64
+	// Held: successes an instance held back while it was healthy and sent
+	// ahead of its news. In a count-based window they are older than every
+	// outcome not held: they go in at the oldest end (filling a window that
+	// is not full, trimmed first from one that is) and do not end a streak
+	// of failures. At fleet scale a window of a few hundred calls spans
+	// milliseconds, and held successes are up to an idle report interval
+	// old.
+	Held bool
 }
 
 // failing is who failed in r.
@@ -157,16 +166,25 @@ func (e *Evaluator) Observe(name string, p Policy, r Report, now time.Time) *Evi
 		w = &window{}
 		e.windows[name] = w
 	}
+	held := r.Held && p.WindowType != TimeWindow
 	if calls > 0 {
-		w.buckets = append(w.buckets, bucket{failing: r.failing(), at: now, calls: calls, failures: r.Failures, slow: r.SlowCalls})
+		b := bucket{failing: r.failing(), at: now, calls: calls, failures: r.Failures, slow: r.SlowCalls}
+		if held {
+			w.buckets = slices.Insert(w.buckets, 0, b)
+		} else {
+			w.buckets = append(w.buckets, b)
+		}
 		w.calls += calls
 		w.failures += r.Failures
 		w.slow += r.SlowCalls
 	}
-	// A batch's order is unknown: any success in it ends the streak.
-	if r.Successes > 0 {
+	// A batch's order is unknown: any success in it ends the streak
+	// (held ones are older than the streak).
+	switch {
+	case held:
+	case r.Successes > 0:
 		w.consecutive = 0
-	} else {
+	default:
 		w.consecutive += r.Failures
 	}
 	w.trim(p, now)

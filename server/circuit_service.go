@@ -349,7 +349,14 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 	if err != nil {
 		return nil, err
 	}
-	return &pb.ReportOutcomesResponse{Registered: registered}, nil
+	resp := &pb.ReportOutcomesResponse{Registered: registered}
+	if d := c.s.idleSpread(); d > 0 {
+		resp.IdleReportInterval = durationpb.New(d)
+	}
+	if d := c.s.reportSpread(); d > 0 {
+		resp.ReportInterval = durationpb.New(d)
+	}
+	return resp, nil
 }
 
 // StreamOutcomes is ReportOutcomes on one long-lived stream: each batch is
@@ -364,6 +371,8 @@ func (c *circuitService) StreamOutcomes(stream pb.CircuitService_StreamOutcomesS
 	id := identityFrom(ctx)
 	answered, release := c.s.reportsAnswered(ctx)
 	defer release()
+	c.s.watchers.reporters.Add(1)
+	defer c.s.watchers.reporters.Add(-1)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

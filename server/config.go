@@ -129,6 +129,16 @@ type Config struct {
 	// message for that long.
 	MaxWatchersPerConn int
 	WatchSendTimeout   time.Duration
+	// IdleReportsPerSecond is how many reports of successes only the node
+	// takes a second from the instances reporting to it: it asks each to
+	// hold such reports for (instances reporting / this), at most the
+	// watch heartbeat interval (0: no spreading).
+	IdleReportsPerSecond int
+	// ReportsPerSecond is how many reports of any kind the node takes a
+	// second from the instances reporting to it: it asks each to leave
+	// (instances reporting / this) between reports, at most 1 s (0: no
+	// spreading).
+	ReportsPerSecond int
 	// EnablePprof serves Go's profiler at /debug/pprof/ on the HTTP port
 	// (admin role).
 	EnablePprof bool
@@ -185,7 +195,7 @@ func Defaults() Config {
 		MaxWatchers:          10000,
 		PromoteStabilization: 10 * time.Second, PromoteMaxTrailing: 250,
 		AuditRetentionDays: 90,
-		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second,
+		MaxWatchersPerConn: 100, WatchSendTimeout: 30 * time.Second, IdleReportsPerSecond: 500, ReportsPerSecond: 2000,
 		RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond, RaftLeaderLeaseTimeout: 250 * time.Millisecond, RaftCommitTimeout: 10 * time.Millisecond,
 		HTTPAddr:                  "127.0.0.1:7401",
 		RaftAddr:                  "127.0.0.1:7402",
@@ -301,6 +311,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxWatchers, "max-watchers", c.MaxWatchers, "watch streams one node serves at once")
 	fs.IntVar(&c.MaxWatchersPerConn, "max-watchers-per-connection", c.MaxWatchersPerConn, "watch streams one gRPC client connection may hold")
 	fs.DurationVar(&c.WatchSendTimeout, "watch-send-timeout", c.WatchSendTimeout, "a watch stream whose client takes no message for this long is dropped")
+	fs.IntVar(&c.ReportsPerSecond, "reports-per-second", c.ReportsPerSecond, "reports this node takes a second: instances reporting to it are asked to leave (instances / this) between reports, at most 1s (0: no spreading)")
+	fs.IntVar(&c.IdleReportsPerSecond, "idle-reports-per-second", c.IdleReportsPerSecond, "reports of successes only this node takes a second: instances reporting to it are asked to hold theirs for (instances / this), at most 3s (0: no spreading)")
 	fs.Int64Var(&c.MaxRestoreBytes, "max-restore-bytes", c.MaxRestoreBytes, "largest snapshot a restore accepts")
 	fs.Var(originList{&c.CORSOrigins}, "cors-origins", "origin,...: browser origins (scheme://host[:port]) allowed to call the REST API; none by default")
 	fs.Var(breakerMap{&c.DLQBreakers}, "dlq-replay-breakers", "domain=breaker1|breaker2,...: breakers whose OPEN state pauses a domain's replay")
@@ -449,6 +461,12 @@ func (c *Config) Validate() error {
 	}
 	if c.WatchSendTimeout < 0 {
 		return fmt.Errorf("--watch-send-timeout %v: must not be negative", c.WatchSendTimeout)
+	}
+	if c.IdleReportsPerSecond < 0 {
+		return fmt.Errorf("--idle-reports-per-second %d: must not be negative (0: no spreading)", c.IdleReportsPerSecond)
+	}
+	if c.ReportsPerSecond < 0 {
+		return fmt.Errorf("--reports-per-second %d: must not be negative (0: no spreading)", c.ReportsPerSecond)
 	}
 	if c.PromoteStabilization < 0 {
 		return fmt.Errorf("--promote-stabilization %v: must not be negative", c.PromoteStabilization)

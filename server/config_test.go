@@ -70,6 +70,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{"lease over heartbeat", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftLeaderLeaseTimeout = "n1", "x", time.Second }, "--raft-leader-lease-timeout"},
 		{"commit timeout too low", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftCommitTimeout = "n1", "x", time.Microsecond }, "--raft-commit-timeout"},
 		{"commit timeout over heartbeat", func(c *server.Config) { c.NodeID, c.DataDir, c.RaftCommitTimeout = "n1", "x", time.Second }, "--raft-commit-timeout"},
+		{"negative idle reports", func(c *server.Config) { c.NodeID, c.DataDir, c.IdleReportsPerSecond = "n1", "x", -1 }, "--idle-reports-per-second"},
+		{"negative reports", func(c *server.Config) { c.NodeID, c.DataDir, c.ReportsPerSecond = "n1", "x", -1 }, "--reports-per-second"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

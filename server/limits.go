@@ -45,6 +45,8 @@ type watchers struct {
 	// (*atomic.Int64, Unix nanoseconds): its watch streams need no
 	// heartbeats while reports are answered (watchLoop).
 	answered sync.Map
+	// reporters counts the open report streams (StreamOutcomes).
+	reporters atomic.Int64
 }
 
 // livenessHeader on a StreamOutcomes call says the client counts answered
@@ -81,13 +83,55 @@ func (s *Server) reportsAnswered(ctx context.Context) (*atomic.Int64, func()) {
 }
 
 // freshByReports reports whether conn's client had a report answered
-// within d: its watch streams then skip their heartbeats.
-func (s *Server) freshByReports(conn string, d time.Duration) bool {
+// recently enough that its watch streams skip their heartbeats: within a
+// heartbeat interval, plus the idle interval it was asked to hold quiet
+// reports for (idleSpread). A client whose reports stop hears a
+// heartbeat within two heartbeat intervals and the spread after its last
+// answer.
+func (s *Server) freshByReports(conn string) bool {
 	if conn == "" {
 		return false
 	}
 	v, ok := s.watchers.answered.Load(conn)
-	return ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) < d
+	return ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) < s.heartbeatEvery()+s.idleSpread()
+}
+
+// heartbeatEvery is how often an idle watch stream hears from the node.
+func (s *Server) heartbeatEvery() time.Duration {
+	if s.cfg.WatchHeartbeat > 0 {
+		return s.cfg.WatchHeartbeat
+	}
+	return watchHeartbeat
+}
+
+// idleSpread is how long the node asks instances to hold reports of
+// successes only (ReportOutcomesResponse.idle_report_interval): the
+// instances reporting to it divided by --idle-reports-per-second, so it
+// takes about that many quiet reports a second however many report, at
+// most a heartbeat interval (an instance's answers then keep its watches
+// fresh). 0: no spreading.
+func (s *Server) idleSpread() time.Duration {
+	return s.spread(s.cfg.IdleReportsPerSecond, s.heartbeatEvery())
+}
+
+// reportSpread is how long the node asks instances to leave between any
+// two reports (ReportOutcomesResponse.report_interval): the instances
+// reporting to it divided by --reports-per-second, at most 1 s. While a
+// breaker fails across a large fleet every instance has news each
+// interval; this bounds what the node takes a second. 0: no spreading.
+func (s *Server) reportSpread() time.Duration {
+	return s.spread(s.cfg.ReportsPerSecond, time.Second)
+}
+
+// spread is the interval at which the instances reporting to this node
+// make perSecond reports a second together, at most most (0: perSecond
+// is 0, no spreading).
+func (s *Server) spread(perSecond int, most time.Duration) time.Duration {
+	if perSecond <= 0 {
+		return 0
+	}
+	d := time.Duration(s.watchers.reporters.Load()) * time.Second / time.Duration(perSecond)
+	return min(d, most)
 }
 
 // acquireWatcher admits one more watch stream, or refuses at --max-watchers

@@ -196,10 +196,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 	var wake <-chan struct{}
 	ti := topicIndex(topic)
 	frames, beats := s.frames[ti], s.beats[ti]
-	heartbeatEvery := watchHeartbeat
-	if s.cfg.WatchHeartbeat > 0 {
-		heartbeatEvery = s.cfg.WatchHeartbeat
-	}
+	heartbeatEvery := s.heartbeatEvery()
 	deliver := func(f *frame) error { return s.sendWithin(ctx, send, f, rev) }
 	conn := s.peerConn(ctx)
 	timer := time.NewTimer(heartbeatEvery)
@@ -261,7 +258,7 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 		case <-wake:
 			dirty, wake = true, nil
 		case <-timer.C:
-			if s.freshByReports(conn, heartbeatEvery) {
+			if s.freshByReports(conn) {
 				// The client's reports on this connection are answered:
 				// they tell it this stream is current.
 				timer.Reset(heartbeatEvery)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,5 +81,42 @@ func TestAnsweredReportsStandInForWatchHeartbeats(t *testing.T) {
 	during, after = run(false)
 	if during < 3 {
 		t.Fatalf("without the header: %d heartbeats in 1.2 s of reports, want about 6", during)
+	}
+}
+
+// A member asks the instances reporting to it to hold their quiet reports
+// for (report streams / --idle-reports-per-second), at most a watch
+// heartbeat interval, and to leave (report streams / --reports-per-second)
+// between any two reports, at most 1 s: with 4 streams, 2 and 8 a second
+// ask for 2 s and 500 ms; 1 and 2 reach both bounds; 0 asks nothing.
+func TestAnswersSpreadReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	for _, tc := range []struct {
+		idle, all          int
+		wantIdle, wantEach time.Duration
+	}{{2, 8, 2 * time.Second, 500 * time.Millisecond}, {1, 2, 3 * time.Second, time.Second}, {0, 0, 0, 0}} {
+		c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+			cfg.IdleReportsPerSecond, cfg.ReportsPerSecond = tc.idle, tc.all
+		}))
+		n := c.Nodes[0]
+		var last *pb.ReportOutcomesResponse
+		for i := range 4 {
+			st, err := pb.NewCircuitServiceClient(dial(t, n.GRPCAddr)).StreamOutcomes(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Send(&pb.ReportOutcomesRequest{InstanceId: fmt.Sprint("spread-", i), Reports: []*pb.OutcomeReport{{Name: "spread", Successes: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			if last, err = st.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		idle, each := last.GetIdleReportInterval().AsDuration(), last.GetReportInterval().AsDuration()
+		if idle != tc.wantIdle || each != tc.wantEach || (tc.wantIdle == 0) != (last.IdleReportInterval == nil) || (tc.wantEach == 0) != (last.ReportInterval == nil) {
+			t.Fatalf("--idle-reports-per-second %d, --reports-per-second %d, 4 report streams: asked %v and %v, want %v and %v", tc.idle, tc.all, idle, each, tc.wantIdle, tc.wantEach)
+		}
 	}
 }

@@ -13,11 +13,14 @@
 // During --duration it measures:
 //   - fan-out: every --change-every an emergency trigger (scope
 //     "fleetsim") is written through the first endpoint; the time from the
-//     write to the moment each instance's Level shows it (p50, p99 over
-//     instances and changes, and the slowest instance per change);
+//     write to the moment each instance's Level shows it, taken in the
+//     SDK's WithOnUpdate callback (p50, p99 over instances and changes,
+//     and the slowest instance per change);
 //   - fleet trip: every --trip-every one breaker starts failing for every
-//     instance; the time from the onset until every instance's fleet view
-//     of it is OPEN (p50, p99 over trips), then it is reset;
+//     instance; the time from the first failing call until every
+//     instance's fleet view of it is OPEN (p50, p99 over trips), then it is
+//     reset; changes and trips take turns: each starts once the one before
+//     (and a trip's reset) has reached every instance, and 200 ms more;
 //   - per node, from its /metrics (--metrics, one HTTP address per node):
 //     CPU (cores used over the run), RSS, goroutines, watch streams, and the
 //     reports it received per second; for the leader, the merged report
@@ -163,10 +166,14 @@ type fleet struct {
 	breakers [][]*baldur.Breaker // [instance][breaker]
 	names    []string
 	failing  []atomic.Bool // per breaker: calls fail
-	probe    atomic.Pointer[probe]
-	calls    atomic.Uint64
-	stored   atomic.Uint64
-	dlqErrs  atomic.Uint64
+	// per breaker: when the first call failed once failing was set (Unix
+	// ns): a trip is timed from there, not from the flag, which the driver
+	// may act on late while the machine is busy
+	firstFail []atomic.Int64
+	probe     atomic.Pointer[probe]
+	calls     atomic.Uint64
+	stored    atomic.Uint64
+	dlqErrs   atomic.Uint64
 }
 
 func run(ctx context.Context, cfg config, out io.Writer) error {
@@ -195,7 +202,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		return c, cancel
 	}
-	f := &fleet{cfg: cfg, failing: make([]atomic.Bool, cfg.breakers)}
+	f := &fleet{cfg: cfg, failing: make([]atomic.Bool, cfg.breakers), firstFail: make([]atomic.Int64, cfg.breakers)}
 	for b := range cfg.breakers {
 		f.names = append(f.names, fmt.Sprintf("fleetsim-%03d", b))
 	}
@@ -283,7 +290,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	before := scrapeAll(cfg.metrics)
 	selfCPU0 := selfCPU()
 	t0 := time.Now()
-	var fanout, fanoutSlowest, trips, tripFirst, tripPer, decided []time.Duration
+	var fanout, fanoutSlowest, trips, tripFirst, tripPer, decided, driverLag []time.Duration
 	nextChange, nextTrip := t0.Add(cfg.changeEvery), t0.Add(cfg.tripEvery)
 	em := pb.NewEmergencyServiceClient(adminConn)
 	level := 0
@@ -305,13 +312,23 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			fanout = append(fanout, per...)
 			fanoutSlowest = append(fanoutSlowest, maxOf(per))
 			nextChange = time.Now().Add(cfg.changeEvery)
+			nextTrip = later(nextTrip, time.Now().Add(settle))
 		case !now.Before(nextTrip):
 			b := tripIdx % cfg.breakers
 			tripIdx++
-			onset := time.Now()
+			f.firstFail[b].Store(0)
+			flagged := time.Now()
 			per, err := f.measureTrip(ctx, b)
 			if err != nil {
 				return err
+			}
+			// From the first failing call: the driver shares the machine
+			// and may make it late (driverLag).
+			onset := time.Unix(0, f.firstFail[b].Load())
+			lag := onset.Sub(flagged)
+			driverLag = append(driverLag, lag)
+			for i := range per {
+				per[i] = max(0, per[i]-lag)
 			}
 			trips = append(trips, maxOf(per))
 			tripFirst = append(tripFirst, slices.Min(per))
@@ -320,12 +337,22 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
 				decided = append(decided, st.OpenedAt.AsTime().Sub(onset))
 			}
-			_, err = circuits.Reset(c, &pb.ResetRequest{Name: f.names[b], Reason: "fleetsim: next trip"})
 			cancel()
-			if err != nil {
+			// The reset is a change for every instance too: the next
+			// measurement starts once the fleet has it, so it does not
+			// time this one's tail.
+			if _, err := f.measure(ctx, baldur.UpdateCircuits, func(i int) bool {
+				return f.breakers[i][b].FleetState() == baldur.StateClosed
+			}, func() error {
+				c, cancel := actx()
+				defer cancel()
+				_, err := circuits.Reset(c, &pb.ResetRequest{Name: f.names[b], Reason: "fleetsim: next trip"})
+				return err
+			}, fmt.Sprintf("breaker %s reset", f.names[b])); err != nil {
 				return fmt.Errorf("reset %s: %w", f.names[b], err)
 			}
 			nextTrip = time.Now().Add(cfg.tripEvery)
+			nextChange = later(nextChange, time.Now().Add(settle))
 		default:
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -342,8 +369,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		float64(f.calls.Load())/elapsed.Seconds(), f.stored.Load(), f.dlqErrs.Load(), simCores)
 	fmt.Fprintf(out, "fan-out (write -> instance sees it), %d changes: p50 %v, p99 %v; slowest instance per change p50 %v, p99 %v\n",
 		len(fanoutSlowest), pct(fanout, 50), pct(fanout, 99), pct(fanoutSlowest, 50), pct(fanoutSlowest, 99))
-	fmt.Fprintf(out, "fleet trip (failures start -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; the first instance p50 %v; per instance p50 %v, p99 %v\n",
-		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripFirst, 50), pct(tripPer, 50), pct(tripPer, 99))
+	fmt.Fprintf(out, "fleet trip (first failing call -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; the first instance p50 %v; per instance p50 %v, p99 %v (the first failing call came p50 %v, p99 %v after the breaker was set to fail)\n",
+		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripFirst, 50), pct(tripPer, 50), pct(tripPer, 99), pct(driverLag, 50), pct(driverLag, 99))
 	if len(cfg.metrics) > 0 {
 		printNodes(out, cfg, before, after, elapsed)
 	}
@@ -380,6 +407,9 @@ func (f *fleet) drive(ctx context.Context) {
 				continue
 			}
 			if f.failing[b].Load() {
+				if f.firstFail[b].Load() == 0 {
+					f.firstFail[b].CompareAndSwap(0, time.Now().UnixNano())
+				}
 				br.Record(errDown)
 			} else {
 				br.Record(nil)
@@ -505,6 +535,17 @@ func (f *fleet) measureTrip(ctx context.Context, b int) ([]time.Duration, error)
 	return f.measure(ctx, baldur.UpdateCircuits, func(i int) bool {
 		return f.breakers[i][b].FleetState() == baldur.StateOpen
 	}, func() error { f.failing[b].Store(true); return nil }, fmt.Sprintf("breaker %s OPEN", f.names[b]))
+}
+
+// settle is the quiet time between the end of one measured change and the
+// start of the next.
+const settle = 200 * time.Millisecond
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // selfCPU is the CPU time this process used so far.

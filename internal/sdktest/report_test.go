@@ -3,6 +3,7 @@ package sdktest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
 	"github.com/baldurhq/baldurd/sdk/go/baldur"
+	"github.com/baldurhq/baldurd/server"
 )
 
 // A healthy instance reports its successes about once a second (the idle
@@ -223,4 +225,79 @@ func forceOpen(t *testing.T, addr string, br *baldur.Breaker) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A member that takes 1 quiet report a second, with 3 instances reporting
+// to it, asks each to hold its successes for 3 s: in 7 s of successes an
+// instance reports 2 or 3 times, not 7; failures still go at the report
+// interval.
+func TestMembersSpreadQuietReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.IdleReportsPerSecond = 1 }))
+	n := c.Nodes[0]
+	var brs []*baldur.Breaker
+	for i := range 3 {
+		cl := dialSDK(t, n.GRPCAddr, baldur.WithInstanceID(fmt.Sprint("spread-", i)))
+		brs = append(brs, cl.Breaker(fmt.Sprint("spread-", i)))
+	}
+	reports := func() float64 {
+		return testcluster.MetricLabelled(t, n.HTTPAddr, "baldur_circuit_reports_total", `name="spread-0"`)
+	}
+	record := func(d time.Duration, err error) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			for _, br := range brs {
+				br.Record(err)
+			}
+		}
+	}
+	record(2500*time.Millisecond, nil) // every instance's stream is open and answered
+	before := reports()
+	record(7*time.Second, nil)
+	quiet := reports() - before
+	if quiet < 1 || quiet > 4 {
+		t.Fatalf("%v reports in 7 s of successes, want 2 or 3 (the member asked for one every 3 s)", quiet)
+	}
+	before = reports()
+	record(time.Second, errors.New("down"))
+	failing := reports() - before
+	if failing < 6 {
+		t.Fatalf("%v reports in 1 s with failures, want about 10 (every 100 ms)", failing)
+	}
+	t.Logf("reports: %v in 7 s of successes, %v in 1 s with failures", quiet, failing)
+}
+
+// A member that takes 6 reports a second, with 3 instances reporting to
+// it, asks each to leave 500 ms between reports: in 2 s of failures an
+// instance reports about 4 times, not 20.
+func TestMembersBoundFailureReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.ReportsPerSecond = 6 }))
+	n := c.Nodes[0]
+	var brs []*baldur.Breaker
+	for i := range 3 {
+		cl := dialSDK(t, n.GRPCAddr, baldur.WithInstanceID(fmt.Sprint("bound-", i)))
+		brs = append(brs, cl.Breaker(fmt.Sprint("bound-", i)))
+	}
+	batches := func() float64 {
+		return testcluster.MetricValue(t, n.HTTPAddr, "baldur_circuit_evaluator_lag_seconds_count")
+	}
+	record := func(d time.Duration, err error) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			for _, br := range brs {
+				br.Record(err)
+			}
+		}
+	}
+	record(2500*time.Millisecond, nil) // every instance's stream is open and answered
+	before := batches()
+	record(2*time.Second, errors.New("down"))
+	got := batches() - before
+	if got < 6 || got > 18 {
+		t.Fatalf("%v batches from 3 failing instances in 2 s, want about 12 (one each every 500 ms)", got)
+	}
+	t.Logf("%v batches from 3 failing instances in 2 s", got)
 }

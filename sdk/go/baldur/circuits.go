@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,9 +151,9 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 	if r.unary {
 		cctx, cancel := context.WithTimeout(c.callContext(ctx), reportTimeout)
 		defer cancel()
-		_, err := client.ReportOutcomes(cctx, batch, failFast{})
+		resp, err := client.ReportOutcomes(cctx, batch, failFast{})
 		if err == nil {
-			c.answeredAt.Store(time.Now().UnixNano())
+			c.answered(resp)
 		}
 		return err
 	}
@@ -167,12 +168,13 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 	}
 	expire := time.AfterFunc(reportTimeout, r.streamCancel)
 	err := r.stream.Send(batch)
+	var resp *pb.ReportOutcomesResponse
 	if err == nil || errors.Is(err, io.EOF) { // io.EOF: the stream ended; Recv says why
-		_, err = r.stream.Recv()
+		resp, err = r.stream.Recv()
 	}
 	expire.Stop()
 	if err == nil {
-		c.answeredAt.Store(time.Now().UnixNano())
+		c.answered(resp)
 	}
 	if err != nil {
 		r.close()
@@ -182,6 +184,36 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 		}
 	}
 	return err
+}
+
+// answered takes a report's answer: it is news from the cluster (the
+// member leaves out this connection's watch heartbeats while it answers),
+// and it may ask for quiet reports to be held longer (idleInterval).
+func (c *Client) answered(resp *pb.ReportOutcomesResponse) {
+	c.answeredAt.Store(time.Now().UnixNano())
+	c.idleAsked.Store(int64(resp.GetIdleReportInterval().AsDuration()))
+	c.reportAsked.Store(int64(resp.GetReportInterval().AsDuration()))
+}
+
+// reportEvery is the least time between two reports: the client's report
+// interval, or what the member last asked for when that is longer (a
+// member with many instances bounds the reports it takes while a breaker
+// fails across the fleet), at most 1 s.
+func (c *Client) reportEvery() time.Duration {
+	return max(c.opts.reportInterval, min(time.Duration(c.reportAsked.Load()), time.Second))
+}
+
+// idleInterval is how long intervals of successes only are held: the
+// client's own idle report interval, or what the member last asked for
+// when that is longer (a member with many instances spreads their quiet
+// reports), at most a third of the stale bound so that the answers keep
+// the client fresh.
+func (c *Client) idleInterval() time.Duration {
+	d := c.opts.idleReports
+	if asked := time.Duration(c.idleAsked.Load()); asked > d {
+		d = max(d, min(asked, c.opts.staleAfter/3))
+	}
+	return max(d, c.reportEvery())
 }
 
 // close ends the report stream (it is opened again for the next batch).
@@ -238,7 +270,7 @@ func (c *Client) anyCalls() bool {
 // at once while quiet ones wait would inflate it.
 func (c *Client) collect(now time.Time) *pb.ReportOutcomesRequest {
 	notable := c.notable()
-	if now.Sub(c.lastReport) < c.opts.idleReports && !notable && !c.config.tracking() {
+	if now.Sub(c.lastReport) < c.idleInterval() && !notable && !c.config.tracking() {
 		c.holdQuiet()
 		return nil
 	}
@@ -311,7 +343,8 @@ func (c *Client) holdQuiet() {
 // sent), not ten times a second. A failure or slow call wakes it
 // (signalNews): what came before is held apart as older, and the report
 // goes once a report interval has passed since the last one, so a failing
-// instance still reports at most once per interval.
+// instance still reports at most once per interval. A member that asks for
+// a longer interval (reportEvery) gets news at a random moment within it.
 func (c *Client) reportLoop(ctx context.Context) {
 	t := time.NewTimer(c.opts.idleReports)
 	defer t.Stop()
@@ -327,7 +360,16 @@ func (c *Client) reportLoop(ctx context.Context) {
 			if !c.config.tracking() { // a tracked instance holds nothing back (collect)
 				c.holdQuiet() // the successes before the news are older than it
 			}
-			if wait := c.opts.reportInterval - time.Since(c.lastReport); wait > 0 {
+			every := c.reportEvery()
+			wait := every - time.Since(c.lastReport)
+			if every > c.opts.reportInterval {
+				// The member spreads reports: news goes at a random moment
+				// within the interval, so when a dependency fails for the
+				// whole fleet its news does not reach the member at once
+				// (the first of many instances still reports at once).
+				wait = max(wait, rand.N(every))
+			}
+			if wait > 0 {
 				t.Reset(wait)
 				select {
 				case <-ctx.Done():
@@ -353,9 +395,9 @@ func (c *Client) reportLoop(ctx context.Context) {
 			c.reporter.mu.Unlock()
 		}
 		c.flush(ctx, client)
-		next := c.opts.idleReports
+		next := c.idleInterval()
 		if _, buffered, _ := c.reporter.stats(); buffered > 0 || c.config.tracking() {
-			next = c.opts.reportInterval
+			next = c.reportEvery()
 		}
 		t.Reset(next)
 	}

@@ -50,6 +50,8 @@ type Client struct {
 	fleetStates sync.Map  // name → *fleetView, as last pushed
 	circuitsAt  atomic.Int64
 	answeredAt  atomic.Int64 // Unix nanoseconds of the last answered report
+	idleAsked   atomic.Int64 // the idle report interval the member last asked for (ns)
+	reportAsked atomic.Int64 // the report interval the member last asked for (ns)
 	kick        chan struct{}
 	news        chan struct{} // a failure or slow call to report (signalNews)
 	newsPending atomic.Bool
@@ -103,7 +105,10 @@ func WithIgnoredErrors(errs ...error) Option {
 // (default: every error but context.Canceled and the ignored ones).
 func WithFailureClassifier(f func(error) bool) Option { return func(o *options) { o.isFailure = f } }
 
-// WithReportInterval sets how often outcome batches are sent (default 100 ms).
+// WithReportInterval sets how often outcome batches are sent (default 100
+// ms). A member serving many instances may ask for a longer one in its
+// answers (its --reports-per-second, at most 1 s); the first failure after
+// a quiet spell still goes at once.
 func WithReportInterval(d time.Duration) Option { return func(o *options) { o.reportInterval = d } }
 
 // WithIdleReportInterval sets how long outcomes with nothing but successes
@@ -112,7 +117,10 @@ func WithReportInterval(d time.Duration) Option { return func(o *options) { o.re
 // report interval, the rest at most this often, so a healthy fleet, or one
 // whose breakers are open, costs the cluster a tenth of the reports.
 // Successes held back go first in the next batch, marked as older. At or
-// below the report interval, every interval is sent.
+// below the report interval, every interval is sent. A member serving many
+// instances may ask for a longer one in its answers (its
+// --idle-reports-per-second); the client then holds quiet reports that
+// long, up to a third of the stale bound (WithStaleAfter).
 func WithIdleReportInterval(d time.Duration) Option { return func(o *options) { o.idleReports = d } }
 
 // WithMaxBufferedBatches bounds the outcome batches kept while the cluster

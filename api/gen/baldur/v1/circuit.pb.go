@@ -1355,9 +1355,25 @@ func (x *ReportOutcomesRequest) GetBaselineRollouts() []string {
 type ReportOutcomesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Breakers the leader did not know yet and registered.
-	Registered    []string `protobuf:"bytes,1,rep,name=registered,proto3" json:"registered,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Registered []string `protobuf:"bytes,1,rep,name=registered,proto3" json:"registered,omitempty"`
+	// How long the member asks the instance to hold intervals of successes
+	// only before it reports them (the instance keeps its own idle report
+	// interval when that is longer): the number of instances reporting to
+	// the member divided by --idle-reports-per-second, at most the member's
+	// watch heartbeat interval. A member with many instances takes a bounded
+	// number of quiet reports a second; failures are still reported at the
+	// report interval. Unset: no spreading.
+	IdleReportInterval *durationpb.Duration `protobuf:"bytes,2,opt,name=idle_report_interval,json=idleReportInterval,proto3" json:"idle_report_interval,omitempty"`
+	// How long the member asks the instance to leave between any two reports
+	// (the instance keeps its own report interval when that is longer): the
+	// number of instances reporting to the member divided by
+	// --reports-per-second, at most 1 s. While a breaker fails across a large
+	// fleet, the member takes a bounded number of reports a second; the
+	// first failure after a quiet spell is still reported at once. Unset: no
+	// spreading.
+	ReportInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportOutcomesResponse) Reset() {
@@ -1393,6 +1409,20 @@ func (*ReportOutcomesResponse) Descriptor() ([]byte, []int) {
 func (x *ReportOutcomesResponse) GetRegistered() []string {
 	if x != nil {
 		return x.Registered
+	}
+	return nil
+}
+
+func (x *ReportOutcomesResponse) GetIdleReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.IdleReportInterval
+	}
+	return nil
+}
+
+func (x *ReportOutcomesResponse) GetReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ReportInterval
 	}
 	return nil
 }
@@ -1851,11 +1881,13 @@ const file_baldur_v1_circuit_proto_rawDesc = "" +
 	"instanceId\x122\n" +
 	"\areports\x18\x02 \x03(\v2\x18.baldur.v1.OutcomeReportR\areports\x12'\n" +
 	"\x0fcanary_rollouts\x18\x03 \x03(\tR\x0ecanaryRollouts\x12+\n" +
-	"\x11baseline_rollouts\x18\x04 \x03(\tR\x10baselineRollouts\"8\n" +
+	"\x11baseline_rollouts\x18\x04 \x03(\tR\x10baselineRollouts\"\xc9\x01\n" +
 	"\x16ReportOutcomesResponse\x12\x1e\n" +
 	"\n" +
 	"registered\x18\x01 \x03(\tR\n" +
-	"registered\"J\n" +
+	"registered\x12K\n" +
+	"\x14idle_report_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x12idleReportInterval\x12B\n" +
+	"\x0freport_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\"J\n" +
 	"\x13AcquireProbeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -1958,37 +1990,39 @@ var file_baldur_v1_circuit_proto_depIdxs = []int32{
 	26, // 16: baldur.v1.ForceRequest.ttl:type_name -> google.protobuf.Duration
 	25, // 17: baldur.v1.OutcomeReport.failures_by_class:type_name -> baldur.v1.OutcomeReport.FailuresByClassEntry
 	16, // 18: baldur.v1.ReportOutcomesRequest.reports:type_name -> baldur.v1.OutcomeReport
-	0,  // 19: baldur.v1.AcquireProbeResponse.state:type_name -> baldur.v1.CircuitState.Value
-	6,  // 20: baldur.v1.WatchCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
-	7,  // 21: baldur.v1.CircuitService.ListCircuits:input_type -> baldur.v1.ListCircuitsRequest
-	9,  // 22: baldur.v1.CircuitService.GetCircuit:input_type -> baldur.v1.GetCircuitRequest
-	10, // 23: baldur.v1.CircuitService.SetPolicy:input_type -> baldur.v1.SetPolicyRequest
-	12, // 24: baldur.v1.CircuitService.ForceOpen:input_type -> baldur.v1.ForceRequest
-	12, // 25: baldur.v1.CircuitService.ForceClose:input_type -> baldur.v1.ForceRequest
-	13, // 26: baldur.v1.CircuitService.Reset:input_type -> baldur.v1.ResetRequest
-	14, // 27: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
-	17, // 28: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
-	17, // 29: baldur.v1.CircuitService.StreamOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
-	19, // 30: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
-	23, // 31: baldur.v1.CircuitService.DeleteCircuit:input_type -> baldur.v1.DeleteCircuitRequest
-	21, // 32: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
-	8,  // 33: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
-	6,  // 34: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
-	11, // 35: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
-	11, // 36: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
-	11, // 37: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
-	11, // 38: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
-	15, // 39: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
-	18, // 40: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
-	18, // 41: baldur.v1.CircuitService.StreamOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
-	20, // 42: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
-	24, // 43: baldur.v1.CircuitService.DeleteCircuit:output_type -> baldur.v1.DeleteCircuitResponse
-	22, // 44: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	26, // 19: baldur.v1.ReportOutcomesResponse.idle_report_interval:type_name -> google.protobuf.Duration
+	26, // 20: baldur.v1.ReportOutcomesResponse.report_interval:type_name -> google.protobuf.Duration
+	0,  // 21: baldur.v1.AcquireProbeResponse.state:type_name -> baldur.v1.CircuitState.Value
+	6,  // 22: baldur.v1.WatchCircuitsResponse.circuits:type_name -> baldur.v1.Circuit
+	7,  // 23: baldur.v1.CircuitService.ListCircuits:input_type -> baldur.v1.ListCircuitsRequest
+	9,  // 24: baldur.v1.CircuitService.GetCircuit:input_type -> baldur.v1.GetCircuitRequest
+	10, // 25: baldur.v1.CircuitService.SetPolicy:input_type -> baldur.v1.SetPolicyRequest
+	12, // 26: baldur.v1.CircuitService.ForceOpen:input_type -> baldur.v1.ForceRequest
+	12, // 27: baldur.v1.CircuitService.ForceClose:input_type -> baldur.v1.ForceRequest
+	13, // 28: baldur.v1.CircuitService.Reset:input_type -> baldur.v1.ResetRequest
+	14, // 29: baldur.v1.CircuitService.SetKillSwitch:input_type -> baldur.v1.SetKillSwitchRequest
+	17, // 30: baldur.v1.CircuitService.ReportOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
+	17, // 31: baldur.v1.CircuitService.StreamOutcomes:input_type -> baldur.v1.ReportOutcomesRequest
+	19, // 32: baldur.v1.CircuitService.AcquireProbe:input_type -> baldur.v1.AcquireProbeRequest
+	23, // 33: baldur.v1.CircuitService.DeleteCircuit:input_type -> baldur.v1.DeleteCircuitRequest
+	21, // 34: baldur.v1.CircuitService.WatchCircuits:input_type -> baldur.v1.WatchCircuitsRequest
+	8,  // 35: baldur.v1.CircuitService.ListCircuits:output_type -> baldur.v1.ListCircuitsResponse
+	6,  // 36: baldur.v1.CircuitService.GetCircuit:output_type -> baldur.v1.Circuit
+	11, // 37: baldur.v1.CircuitService.SetPolicy:output_type -> baldur.v1.CircuitResponse
+	11, // 38: baldur.v1.CircuitService.ForceOpen:output_type -> baldur.v1.CircuitResponse
+	11, // 39: baldur.v1.CircuitService.ForceClose:output_type -> baldur.v1.CircuitResponse
+	11, // 40: baldur.v1.CircuitService.Reset:output_type -> baldur.v1.CircuitResponse
+	15, // 41: baldur.v1.CircuitService.SetKillSwitch:output_type -> baldur.v1.KillSwitchResponse
+	18, // 42: baldur.v1.CircuitService.ReportOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	18, // 43: baldur.v1.CircuitService.StreamOutcomes:output_type -> baldur.v1.ReportOutcomesResponse
+	20, // 44: baldur.v1.CircuitService.AcquireProbe:output_type -> baldur.v1.AcquireProbeResponse
+	24, // 45: baldur.v1.CircuitService.DeleteCircuit:output_type -> baldur.v1.DeleteCircuitResponse
+	22, // 46: baldur.v1.CircuitService.WatchCircuits:output_type -> baldur.v1.WatchCircuitsResponse
+	35, // [35:47] is the sub-list for method output_type
+	23, // [23:35] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_baldur_v1_circuit_proto_init() }
