@@ -317,25 +317,42 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			b := tripIdx % cfg.breakers
 			tripIdx++
 			f.firstFail[b].Store(0)
+			notClosed := 0
+			for i := range f.breakers {
+				if f.breakers[i][b].FleetState() != baldur.StateClosed {
+					notClosed++
+				}
+			}
 			flagged := time.Now()
 			per, err := f.measureTrip(ctx, b)
 			if err != nil {
 				return err
 			}
-			// From the first failing call: the driver shares the machine
-			// and may make it late (driverLag).
-			onset := time.Unix(0, f.firstFail[b].Load())
-			lag := onset.Sub(flagged)
-			driverLag = append(driverLag, lag)
-			for i := range per {
-				per[i] = max(0, per[i]-lag)
+			if f.firstFail[b].Load() == 0 {
+				// Not a trip this run caused: say what the breaker was, and
+				// leave it out of the figures.
+				c, cancel := actx()
+				st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]})
+				cancel()
+				fmt.Fprintf(out, "trip %d left out: breaker %s OPEN for every instance before any call failed (%d instances not CLOSED at the onset; now %v, %v)\n", tripIdx, f.names[b], notClosed, st, err)
+				per = nil
 			}
-			trips = append(trips, maxOf(per))
-			tripFirst = append(tripFirst, slices.Min(per))
-			tripPer = append(tripPer, per...)
 			c, cancel := actx()
-			if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
-				decided = append(decided, st.OpenedAt.AsTime().Sub(onset))
+			if per != nil {
+				// From the first failing call: the driver shares the
+				// machine and may make it late (driverLag).
+				onset := time.Unix(0, f.firstFail[b].Load())
+				lag := onset.Sub(flagged)
+				driverLag = append(driverLag, lag)
+				for i := range per {
+					per[i] = max(0, per[i]-lag)
+				}
+				trips = append(trips, maxOf(per))
+				tripFirst = append(tripFirst, slices.Min(per))
+				tripPer = append(tripPer, per...)
+				if st, err := circuits.GetCircuit(c, &pb.GetCircuitRequest{Name: f.names[b]}); err == nil && st.OpenedAt != nil {
+					decided = append(decided, st.OpenedAt.AsTime().Sub(onset))
+				}
 			}
 			cancel()
 			// The reset is a change for every instance too: the next
@@ -369,8 +386,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		float64(f.calls.Load())/elapsed.Seconds(), f.stored.Load(), f.dlqErrs.Load(), simCores)
 	fmt.Fprintf(out, "fan-out (write -> instance sees it), %d changes: p50 %v, p99 %v; slowest instance per change p50 %v, p99 %v\n",
 		len(fanoutSlowest), pct(fanout, 50), pct(fanout, 99), pct(fanoutSlowest, 50), pct(fanoutSlowest, 99))
+	fmt.Fprintf(out, "  slowest instance per change, in turn: %s\n", joinDurations(fanoutSlowest))
 	fmt.Fprintf(out, "fleet trip (first failing call -> every instance's fleet view OPEN), %d trips: p50 %v, p99 %v; of which until the leader committed the trip: p50 %v, p99 %v; the first instance p50 %v; per instance p50 %v, p99 %v (the first failing call came p50 %v, p99 %v after the breaker was set to fail)\n",
 		len(trips), pct(trips, 50), pct(trips, 99), pct(decided, 50), pct(decided, 99), pct(tripFirst, 50), pct(tripPer, 50), pct(tripPer, 99), pct(driverLag, 50), pct(driverLag, 99))
+	fmt.Fprintf(out, "  slowest instance per trip, in turn: %s\n", joinDurations(trips))
 	if len(cfg.metrics) > 0 {
 		printNodes(out, cfg, before, after, elapsed)
 	}
@@ -535,6 +554,14 @@ func (f *fleet) measureTrip(ctx context.Context, b int) ([]time.Duration, error)
 	return f.measure(ctx, baldur.UpdateCircuits, func(i int) bool {
 		return f.breakers[i][b].FleetState() == baldur.StateOpen
 	}, func() error { f.failing[b].Store(true); return nil }, fmt.Sprintf("breaker %s OPEN", f.names[b]))
+}
+
+func joinDurations(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = d.Round(time.Millisecond).String()
+	}
+	return strings.Join(parts, " ")
 }
 
 // settle is the quiet time between the end of one measured change and the

@@ -18,7 +18,10 @@
 // emergency is not ended by losing contact, and NORMAL stays NORMAL; this
 // matches Baldur's rule that an emergency exit fails closed. [Emergency.Stale]
 // reports when the state is older than the stale bound ([WithStaleAfter],
-// default 10 s), for alerting. Before the first snapshot arrives the level
+// default 10 s), for alerting; an answered outcome report counts as news
+// (the member leaves out the watch heartbeats of a connection whose reports
+// it answers). [WithOnUpdate] tells the application of each change once
+// it is applied. Before the first snapshot arrives the level
 // is NORMAL and Stale is true; [Client.WaitReady] waits for it.
 //
 // Circuit breakers ([Client.Breaker], [Protect]) combine the fleet state the
