@@ -250,9 +250,9 @@ func watchLoop[M proto.Message](s *Server, ctx context.Context, topic topics, vi
 				if err := deliver(f); err != nil {
 					return err
 				}
+				timer.Reset(heartbeatEvery) // a heartbeat follows a quiet interval
 			}
 			rev = applied
-			timer.Reset(heartbeatEvery)
 		}
 		select {
 		case <-wake:

@@ -120,3 +120,49 @@ func TestAnswersSpreadReports(t *testing.T) {
 		}
 	}
 }
+
+// A stream whose filter matches none of its topic's changes still gets its
+// heartbeats: changes to other breakers wake it every 50 ms, and it hears
+// from the node every heartbeat interval (200 ms) all the same.
+func TestFilteredWatchGetsHeartbeatsThroughOthersChanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.WatchHeartbeat = 200 * time.Millisecond }))
+	n := c.Nodes[0]
+	circuits := pb.NewCircuitServiceClient(dial(t, n.GRPCAddr))
+	if _, err := circuits.ReportOutcomes(ctxT(t), &pb.ReportOutcomesRequest{InstanceId: "i-1", Reports: []*pb.OutcomeReport{{Name: "busy", Successes: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	watch, err := circuits.WatchCircuits(ctxT(t), &pb.WatchCircuitsRequest{Names: []string{"quiet-one"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil { // the snapshot
+		t.Fatal(err)
+	}
+	var beats atomic.Int64
+	go func() {
+		for {
+			msg, err := watch.Recv()
+			if err != nil {
+				return
+			}
+			if len(msg.Circuits) > 0 {
+				t.Errorf("a change to another breaker reached the filtered stream: %v", msg)
+			}
+			beats.Add(1)
+		}
+	}()
+	for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if _, err := circuits.ForceOpen(ctxT(t), &pb.ForceRequest{Name: "busy", Reason: "wake the topic"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := circuits.ForceClose(ctxT(t), &pb.ForceRequest{Name: "busy", Reason: "wake the topic"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := beats.Load(); got < 3 {
+		t.Fatalf("%d heartbeats in 1.2 s while other breakers changed, want about 6", got)
+	}
+}
