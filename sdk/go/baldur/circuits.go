@@ -213,7 +213,7 @@ func (c *Client) idleInterval() time.Duration {
 	if asked := time.Duration(c.idleAsked.Load()); asked > d {
 		d = max(d, min(asked, c.opts.staleAfter/3))
 	}
-	return max(d, c.reportEvery())
+	return d
 }
 
 // close ends the report stream (it is opened again for the next batch).
