@@ -281,6 +281,14 @@ func TestEvaluator(t *testing.T) {
 			[]circuit.Report{{Instance: "a", Failures: 5}, {Instance: "b", Successes: 8, Held: true}, {Instance: "b", Failures: 1}}, circuit.TriggerFailureRate},
 		{"held successes fill a window that is not full", func(p *circuit.Policy) { p.WindowSize = 100; p.FailureThreshold = 100; p.FailureRateThreshold = 50 },
 			[]circuit.Report{{Instance: "a", Failures: 4}, {Instance: "b", Successes: 8, Held: true}, {Instance: "b", Failures: 1}}, ""},
+		{"a window begun before the breaker's last reset is dropped", func(p *circuit.Policy) { p.FailureThreshold = 100; p.MinimumCalls = 10 },
+			// 5 of 9 failed before the reset; after it, 1 failure alone
+			// is 1 call, not the tenth.
+			[]circuit.Report{{Instance: "a", Failures: 5, Successes: 4, Epoch: 3}, {Instance: "a", Failures: 1, Epoch: 8}}, ""},
+		{"the window begun by the registering report goes on", func(p *circuit.Policy) { p.FailureThreshold = 100; p.MinimumCalls = 10 },
+			[]circuit.Report{{Instance: "a", Failures: 5, Successes: 4}, {Instance: "a", Failures: 1, Epoch: 8}}, circuit.TriggerFailureRate},
+		{"the same epoch keeps its window", func(p *circuit.Policy) { p.FailureThreshold = 100; p.MinimumCalls = 10 },
+			[]circuit.Report{{Instance: "a", Failures: 5, Successes: 4, Epoch: 3}, {Instance: "a", Failures: 1, Epoch: 3}}, circuit.TriggerFailureRate},
 		{"held successes do not end a streak of failures", func(p *circuit.Policy) { p.FailureThreshold = 5 },
 			[]circuit.Report{{Instance: "a", Failures: 3}, {Instance: "b", Successes: 4, Held: true}, {Instance: "b", Failures: 2}}, circuit.TriggerFailureThreshold},
 		{"slow calls", func(p *circuit.Policy) { p.SlowCallRateThreshold = 80; p.FailureThreshold = 100 },

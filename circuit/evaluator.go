@@ -24,6 +24,11 @@ type Report struct {
 	// milliseconds, and held successes are up to an idle report interval
 	// old.
 	Held bool
+	// Epoch is the breaker's epoch the report counts under (its last reset,
+	// close or policy change; 0 before its registration applies): a window
+	// begun under another epoch is dropped first, whichever member took
+	// the reset.
+	Epoch uint64
 }
 
 // failing is who failed in r.
@@ -89,6 +94,7 @@ type bucket struct {
 }
 
 type window struct {
+	epoch       uint64
 	buckets     []bucket
 	calls       int64
 	failures    int64
@@ -162,9 +168,14 @@ func (e *Evaluator) Observe(name string, p Policy, r Report, now time.Time) *Evi
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	w := e.windows[name]
-	if w == nil {
-		w = &window{}
+	switch {
+	case w == nil || w.epoch != r.Epoch && w.epoch != 0:
+		w = &window{epoch: r.Epoch}
 		e.windows[name] = w
+	case w.epoch == 0:
+		// Begun by the report that registered the breaker (epoch 0 until
+		// its registration applies): its first window goes on.
+		w.epoch = r.Epoch
 	}
 	held := r.Held && p.WindowType != TimeWindow
 	if calls > 0 {

@@ -193,7 +193,7 @@ func Ingest(kv fsm.KV, ev *Evaluator, defaults Policy, instance string, batch []
 			if r.Revision != 0 && r.Revision < b.Epoch {
 				continue // recorded before the last reset, close or policy change
 			}
-			rep := Report{Failing: r.Failing, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Held: r.Held}
+			rep := Report{Failing: r.Failing, Successes: r.Successes, Failures: r.Failures, SlowCalls: r.SlowCalls, Held: r.Held, Epoch: b.Epoch}
 			if r.Reporter == "" {
 				rep.Instance = instance // one instance's outcome, not merged
 			}

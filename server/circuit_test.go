@@ -7,6 +7,7 @@ import (
 
 	pb "github.com/baldurhq/baldurd/api/gen/baldur/v1"
 	"github.com/baldurhq/baldurd/internal/testcluster"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -151,5 +152,60 @@ func TestCircuitsOverREST(t *testing.T) {
 	code, body = r.do("POST", "/v1/circuits/payments:acquireProbe", `{"instance_id":"i-1"}`)
 	if code != 200 || body["granted"] != false || body["state"] != "CLOSED" {
 		t.Fatalf("probe on a closed breaker: %d %v", code, body)
+	}
+}
+
+// A new epoch starts the leader's window over, however it came: a policy
+// change (which kept the old window before) or a reset. 5 of 9 calls failed before it, and
+// one failure after it is one call in a new window (no trip below the 10
+// minimum calls), not the tenth of the old one (60 %: a trip).
+func TestNewEpochStartsTheLeadersWindowOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process cluster test")
+	}
+	c := testcluster.New(t, 3)
+	follower := circuitClient(t, c.Followers()[0])
+	policy := func(window int32) *pb.SetPolicyRequest {
+		return &pb.SetPolicyRequest{Name: "stale-window", Reason: "test", Policy: &pb.CircuitPolicy{
+			FailureThreshold: 1000, FailureRateThreshold: proto.Float64(50), MinimumCalls: 10, WindowSize: window, MinReporters: 1,
+			RecoveryTimeout: durationpb.New(time.Hour)}}
+	}
+	if _, err := follower.SetPolicy(ctxT(t), policy(100)); err != nil {
+		t.Fatal(err)
+	}
+	report := func(successes, failures int64) {
+		t.Helper()
+		st, err := follower.GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "stale-window"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := follower.ReportOutcomes(ctxT(t), &pb.ReportOutcomesRequest{InstanceId: "i-1", Reports: []*pb.OutcomeReport{
+			{Name: "stale-window", Revision: st.Revision, Successes: successes, Failures: failures}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, newEpoch := range []func() error{
+		func() error { _, err := follower.SetPolicy(ctxT(t), policy(int32(101))); return err },
+		func() error {
+			_, err := follower.Reset(ctxT(t), &pb.ResetRequest{Name: "stale-window", Reason: "new window"})
+			return err
+		},
+	} {
+		report(4, 5)
+		if err := newEpoch(); err != nil {
+			t.Fatal(err)
+		}
+		report(0, 1)
+		time.Sleep(300 * time.Millisecond) // a trip would have been proposed by now
+		st, err := circuitClient(t, c.Leader()).GetCircuit(ctxT(t), &pb.GetCircuitRequest{Name: "stale-window"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State != pb.CircuitState_CLOSED || st.Window.GetWindowCalls() != 1 {
+			t.Fatalf("change %d: after a new epoch and one failure: %v, window %v (want CLOSED, 1 call)", i, st.State, st.Window)
+		}
+		if _, err := follower.Reset(ctxT(t), &pb.ResetRequest{Name: "stale-window", Reason: "next case"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
