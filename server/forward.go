@@ -21,14 +21,23 @@ import (
 
 // peers caches gRPC connections to other members by address.
 type peers struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
-	dial  grpc.DialOption // transport credentials: TLS with the node certificate, or plaintext
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	dial   grpc.DialOption // transport credentials: TLS with the node certificate, or plaintext
+	closed bool            // the node is closing: no new connections
 }
+
+// errPeersClosed: a forward asked for a connection while the node closes
+// (work that outlives its request, such as a merged report batch on its
+// way to the leader, must not open one nobody will close).
+var errPeersClosed = errors.New("server: node is shutting down")
 
 func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errPeersClosed
+	}
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
@@ -47,6 +56,7 @@ func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
 func (p *peers) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for a, c := range p.conns {
 		c.Close()
 		delete(p.conns, a)
