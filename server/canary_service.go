@@ -20,7 +20,6 @@ import (
 	"github.com/baldurhq/baldurd/governance"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
-
 	"google.golang.org/protobuf/proto"
 )
 

@@ -17,9 +17,8 @@ import (
 	"github.com/baldurhq/baldurd/circuit"
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 type circuitService struct {
@@ -369,10 +368,8 @@ func (c *circuitService) ReportOutcomes(ctx context.Context, req *pb.ReportOutco
 func (c *circuitService) StreamOutcomes(stream pb.CircuitService_StreamOutcomesServer) error {
 	ctx := stream.Context()
 	id := identityFrom(ctx)
-	answered, release := c.s.reportsAnswered(ctx)
+	answered, release := c.s.openReportStream(ctx)
 	defer release()
-	c.s.watchers.reporters.Add(1)
-	defer c.s.watchers.reporters.Add(-1)
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

@@ -12,9 +12,8 @@ import (
 	"github.com/baldurhq/baldurd/internal/fsm"
 	"github.com/baldurhq/baldurd/raftstore"
 	"github.com/robfig/cron/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 type coordinationService struct {

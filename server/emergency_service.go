@@ -13,10 +13,9 @@ import (
 	"github.com/baldurhq/baldurd/config"
 	"github.com/baldurhq/baldurd/emergency"
 	"github.com/baldurhq/baldurd/raftstore"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"google.golang.org/protobuf/proto"
 )
 
 type emergencyService struct {

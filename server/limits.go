@@ -68,18 +68,23 @@ func (s *Server) peerConn(ctx context.Context) string {
 	return addr
 }
 
-// reportsAnswered returns the clock the report stream of ctx's connection
-// sets at each answer, when the client asked for it (livenessHeader), and
-// a release for the stream's end; nil when it did not.
-func (s *Server) reportsAnswered(ctx context.Context) (*atomic.Int64, func()) {
+// openReportStream counts a report stream (idleSpread, reportSpread) and
+// returns the clock it sets at each answer when the client asked for it
+// (livenessHeader; nil when it did not), and a release for the stream's
+// end.
+func (s *Server) openReportStream(ctx context.Context) (answered *atomic.Int64, release func()) {
+	s.watchers.reporters.Add(1)
 	conn := s.peerConn(ctx)
 	md, _ := metadata.FromIncomingContext(ctx)
 	if conn == "" || !slices.Contains(md.Get(livenessHeader), "reports") {
-		return nil, func() {}
+		return nil, func() { s.watchers.reporters.Add(-1) }
 	}
 	at := new(atomic.Int64)
 	s.watchers.answered.Store(conn, at)
-	return at, func() { s.watchers.answered.CompareAndDelete(conn, at) }
+	return at, func() {
+		s.watchers.answered.CompareAndDelete(conn, at)
+		s.watchers.reporters.Add(-1)
+	}
 }
 
 // freshByReports reports whether conn's client had a report answered

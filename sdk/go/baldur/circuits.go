@@ -175,13 +175,12 @@ func (r *reporter) send(ctx context.Context, c *Client, client pb.CircuitService
 	expire.Stop()
 	if err == nil {
 		c.answered(resp)
+		return nil
 	}
-	if err != nil {
-		r.close()
-		if status.Code(err) == codes.Unimplemented {
-			r.unary = true // an older member: calls, as before
-			return r.send(ctx, c, client, batch)
-		}
+	r.close()
+	if status.Code(err) == codes.Unimplemented {
+		r.unary = true // an older member: calls, as before
+		return r.send(ctx, c, client, batch)
 	}
 	return err
 }
@@ -209,11 +208,7 @@ func (c *Client) reportEvery() time.Duration {
 // reports), at most a third of the stale bound so that the answers keep
 // the client fresh.
 func (c *Client) idleInterval() time.Duration {
-	d := c.opts.idleReports
-	if asked := time.Duration(c.idleAsked.Load()); asked > d {
-		d = max(d, min(asked, c.opts.staleAfter/3))
-	}
-	return d
+	return max(c.opts.idleReports, min(time.Duration(c.idleAsked.Load()), c.opts.staleAfter/3))
 }
 
 // close ends the report stream (it is opened again for the next batch).
@@ -236,22 +231,22 @@ func (r *reporter) stats() (sent uint64, buffered int, dropped uint64) {
 // otherwise have every instance of the fleet report ten times a second,
 // just when the trip is being pushed to them).
 func (c *Client) notable() bool {
-	found := false
-	c.breakers.Range(func(_, v any) bool {
-		b := v.(*Breaker)
-		found = b.failures.Load()+b.slow.Load()+b.probeSuccesses.Load()+b.probeFailures.Load() > 0
-		return !found
+	return c.anyBreaker(func(b *Breaker) bool {
+		return b.failures.Load()+b.slow.Load()+b.probeSuccesses.Load()+b.probeFailures.Load() > 0
 	})
-	return found
 }
 
 // anyCalls reports whether any breaker has calls to report (held or in
 // this interval).
 func (c *Client) anyCalls() bool {
+	return c.anyBreaker(func(b *Breaker) bool { return b.held > 0 || b.successes.Load()+b.rejections.Load() > 0 })
+}
+
+// anyBreaker reports whether f holds for one of the client's breakers.
+func (c *Client) anyBreaker(f func(*Breaker) bool) bool {
 	found := false
 	c.breakers.Range(func(_, v any) bool {
-		b := v.(*Breaker)
-		found = b.held > 0 || b.successes.Load()+b.rejections.Load() > 0
+		found = f(v.(*Breaker))
 		return !found
 	})
 	return found

@@ -85,13 +85,11 @@ func (e *Emergency) Stale() bool {
 	if s.at.IsZero() {
 		return true
 	}
-	at := s.at
+	at := s.at.UnixNano()
 	if e.answered != nil {
-		if a := time.Unix(0, e.answered.Load()); a.After(at) {
-			at = a
-		}
+		at = max(at, e.answered.Load())
 	}
-	return time.Since(at) > e.staleAfter
+	return time.Since(time.Unix(0, at)) > e.staleAfter
 }
 
 // Admit decides whether a request of tier t may proceed at the global
@@ -183,20 +181,14 @@ func (c *Client) watchEmergency(ctx context.Context) {
 					err = rerr
 					break
 				}
+				delta := len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil
 				switch {
 				case msg.Snapshot:
 					c.snapshots.Add(1)
-				case len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil:
+				case delta:
 					c.deltas.Add(1)
 				} // otherwise a heartbeat: it only refreshes the age
 				c.emergency.apply(msg)
-				if f := c.opts.onUpdate; f != nil && (msg.Snapshot || len(msg.States) > 0 || msg.Config != nil || msg.RuntimeConfig != nil) {
-					u := Update{Kind: UpdateEmergency, Revision: msg.Revision, Snapshot: msg.Snapshot}
-					for _, st := range msg.States {
-						u.Names = append(u.Names, st.Scope)
-					}
-					f(u)
-				}
 				tracked := c.config.tracking()
 				c.config.apply(msg.RuntimeConfig)
 				if !tracked && c.config.tracking() {
@@ -204,6 +196,15 @@ func (c *Client) watchEmergency(ctx context.Context) {
 					// asleep for up to the idle interval, reports from here
 					// on at every interval (nothing held back).
 					c.kickReporter()
+				}
+				if f := c.opts.onUpdate; f != nil && (msg.Snapshot || delta) {
+					// After the runtime configuration too: the callback
+					// sees every part of the change applied.
+					u := Update{Kind: UpdateEmergency, Revision: msg.Revision, Snapshot: msg.Snapshot}
+					for _, st := range msg.States {
+						u.Names = append(u.Names, st.Scope)
+					}
+					f(u)
 				}
 				c.readyOnce.Do(func() { close(c.ready) })
 				delay = c.opts.minBackoff
